@@ -1,0 +1,50 @@
+"""quantpress: compress AI models (quantization, pruning, distillation) with a SIMD Rust core.
+
+Example:
+    >>> import numpy as np, quantpress as qp
+    >>> w = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    >>> qt = qp.quantize(w, bits=4, group_size=64)
+    >>> raw = qp.gguf_quantize(w, "Q4_0")
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _core
+from ._core import QuantpressError, __version__, get_num_threads, simd_level
+from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
+from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
+
+__all__ = [
+    "GGUF_TYPES",
+    "QuantizedTensor",
+    "QuantpressError",
+    "__version__",
+    "get_num_threads",
+    "gguf_dequantize",
+    "gguf_quantize",
+    "pack_bits",
+    "quantize",
+    "set_num_threads",
+    "simd_level",
+    "unpack_bits",
+]
+
+
+def set_num_threads(n: int) -> None:
+    """Sets how many threads the Rust kernels use (default: ``QUANTPRESS_NUM_THREADS`` or all CPUs).
+
+    Results are bit-identical for any thread count.
+
+    Example:
+        >>> import quantpress as qp
+        >>> qp.set_num_threads(2); qp.get_num_threads()
+        2
+    """
+    _core.set_num_threads(int(n))
+
+
+# A forked child has none of the parent's worker threads: start a fresh pool there.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_core._reset_after_fork)

@@ -1,0 +1,101 @@
+"""GGUF block quantization: raw ggml block bytes in and out, byte-identical to the ``gguf`` package."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_float32
+from ._core import QuantpressError
+
+#: GGUF types this module quantizes, with (values per block, bytes per block).
+GGUF_TYPES: dict[str, tuple[int, int]] = {
+    "Q8_0": (32, 34),
+    "Q4_0": (32, 18),
+    "Q4_1": (32, 20),
+    "Q5_0": (32, 22),
+    "Q5_1": (32, 24),
+}
+
+
+def _type_name(qtype: Any) -> str:
+    name = getattr(qtype, "name", qtype)  # accepts gguf.GGMLQuantizationType members too
+    if not isinstance(name, str) or name.upper() not in GGUF_TYPES:
+        raise QuantpressError(f"unknown GGUF type {qtype!r}: expected one of {', '.join(GGUF_TYPES)}")
+    return name.upper()
+
+
+def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None) -> np.ndarray:
+    """Quantizes ``w`` into raw GGUF blocks, row by row along the last axis.
+
+    The bytes equal ``gguf.quants.quantize(w.astype(np.float32), qtype)`` exactly.
+
+    Args:
+        w: float32/float16/bfloat16 array whose last dimension is a multiple of 32.
+        qtype: ``"Q8_0"``, ``"Q4_0"``, ``"Q4_1"``, ``"Q5_0"``, ``"Q5_1"`` (or a
+            ``gguf.GGMLQuantizationType``).
+        dtype: ``"bfloat16"`` to read a uint16 array as bfloat16 bits.
+
+    Returns:
+        uint8 array of shape ``(*w.shape[:-1], w.shape[-1] // 32 * bytes_per_block)``.
+
+    Raises:
+        QuantpressError: for a row length that is not a multiple of 32, NaN/Inf, an empty or
+            0-d array, or an unknown type.
+
+    Example:
+        >>> import numpy as np, quantpress as qp
+        >>> raw = qp.gguf_quantize(np.ones((2, 64), np.float32), "Q8_0")
+        >>> raw.shape
+        (2, 68)
+    """
+    name = _type_name(qtype)
+    x, _ = as_float32(w, dtype)
+    if x.ndim == 0:
+        raise QuantpressError("w must have at least one dimension")
+    block, nbytes = GGUF_TYPES[name]
+    row = x.shape[-1]
+    if row % block:
+        raise QuantpressError(f"row length {row} is not a multiple of the {name} block size {block}")
+    raw = _core.gguf_quantize(x, row, name)
+    return raw.reshape(*x.shape[:-1], row // block * nbytes)
+
+
+def gguf_dequantize(raw: Any, qtype: Any, shape: Sequence[int]) -> np.ndarray:
+    """Decodes raw GGUF blocks into a float32 array of ``shape``.
+
+    Equal to ``gguf.quants.dequantize(raw, qtype)`` reshaped to ``shape``.
+
+    Args:
+        raw: uint8 array (any shape, C-contiguous) or bytes-like holding the blocks.
+        qtype: the GGUF type name (or a ``gguf.GGMLQuantizationType``).
+        shape: the shape of the decoded tensor; its last dimension is a multiple of 32.
+
+    Returns:
+        float32 array of ``shape``.
+
+    Raises:
+        QuantpressError: if the byte count does not match ``shape`` and ``qtype``.
+
+    Example:
+        >>> import numpy as np, quantpress as qp
+        >>> w = np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32)
+        >>> y = qp.gguf_dequantize(qp.gguf_quantize(w, "Q8_0"), "Q8_0", w.shape)
+        >>> bool(np.abs(y - w).max() < 0.01)
+        True
+    """
+    name = _type_name(qtype)
+    block, nbytes = GGUF_TYPES[name]
+    shape = tuple(int(s) for s in shape)
+    if not shape or any(s < 0 for s in shape) or shape[-1] % block:
+        raise QuantpressError(f"shape {shape} is not a valid {name} shape (last dimension a multiple of {block})")
+    data = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, (bytes, bytearray, memoryview)) else np.asarray(raw)
+    if data.dtype != np.uint8:
+        raise QuantpressError(f"raw must be uint8 bytes, got {data.dtype}")
+    expected = int(np.prod(shape, dtype=np.int64)) // block * nbytes
+    if data.size != expected:
+        raise QuantpressError(f"{data.size} bytes given, a {name} tensor of shape {shape} needs {expected}")
+    out = _core.gguf_dequantize(np.ascontiguousarray(data).reshape(-1), name)
+    return out.reshape(shape)

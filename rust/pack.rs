@@ -1,0 +1,160 @@
+//! Packing of 1..8-bit codes into bytes, and back.
+//!
+//! One bit order everywhere (documented in docs/format.md): the codes form a little-endian bit
+//! stream. Code `i` of width `b` occupies stream bits `i*b .. i*b + b`, least significant bit first,
+//! and stream bit `k` is bit `k % 8` of byte `k / 8`. So for 4 bits, byte `j` holds code `2j` in its
+//! low nibble and code `2j+1` in its high nibble; for 2 bits, code `4j` sits in bits 0-1. The last
+//! byte is padded with zero bits. Widths 1, 2, 4 and 8 never split a code across bytes.
+
+use crate::error::{invalid, Error, Result};
+
+/// Number of bytes that `n` codes of `bits` bits occupy.
+pub fn packed_len(n: usize, bits: u32) -> usize {
+    (n * bits as usize).div_ceil(8)
+}
+
+fn check_bits(bits: u32) -> Result<()> {
+    if !(1..=8).contains(&bits) {
+        return Err(invalid!("bits must be between 1 and 8, got {bits}"));
+    }
+    Ok(())
+}
+
+/// Checks that every code fits in `bits` bits; returns the index of the first that does not.
+pub fn check_codes(codes: &[u8], bits: u32) -> Result<()> {
+    check_bits(bits)?;
+    if bits == 8 {
+        return Ok(());
+    }
+    let limit = 1u8 << bits;
+    match codes.iter().position(|&c| c >= limit) {
+        Some(i) => Err(invalid!("code {} at index {i} does not fit in {bits} bits", codes[i])),
+        None => Ok(()),
+    }
+}
+
+/// Packs `codes` (each `< 2^bits`; higher bits are ignored) into `out` of [`packed_len`] bytes.
+pub fn pack(codes: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
+    check_bits(bits)?;
+    if out.len() != packed_len(codes.len(), bits) {
+        return Err(Error::Shape(format!(
+            "packed output has {} bytes, expected {}",
+            out.len(),
+            packed_len(codes.len(), bits)
+        )));
+    }
+    let mask = ((1u16 << bits) - 1) as u8;
+    match bits {
+        8 => out.copy_from_slice(codes),
+        1 | 2 | 4 => {
+            let per = 8 / bits as usize;
+            for (o, chunk) in out.iter_mut().zip(codes.chunks(per)) {
+                let mut byte = 0u8;
+                for (j, &c) in chunk.iter().enumerate() {
+                    byte |= (c & mask) << (j * bits as usize);
+                }
+                *o = byte;
+            }
+        }
+        _ => {
+            // Generic widths (3, 5, 6, 7): a 32-bit accumulator, drained a byte at a time.
+            let (mut acc, mut nbits, mut w) = (0u32, 0u32, 0usize);
+            for &c in codes {
+                acc |= ((c & mask) as u32) << nbits;
+                nbits += bits;
+                while nbits >= 8 {
+                    out[w] = acc as u8;
+                    w += 1;
+                    acc >>= 8;
+                    nbits -= 8;
+                }
+            }
+            if nbits > 0 {
+                out[w] = acc as u8;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks `out.len()` codes of `bits` bits from `packed` (which must hold [`packed_len`] bytes).
+pub fn unpack(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
+    check_bits(bits)?;
+    if packed.len() != packed_len(out.len(), bits) {
+        return Err(Error::Shape(format!(
+            "packed input has {} bytes, {} codes of {bits} bits need {}",
+            packed.len(),
+            out.len(),
+            packed_len(out.len(), bits)
+        )));
+    }
+    let mask = ((1u16 << bits) - 1) as u8;
+    match bits {
+        8 => out.copy_from_slice(packed),
+        1 | 2 | 4 => {
+            let per = 8 / bits as usize;
+            for (chunk, &byte) in out.chunks_mut(per).zip(packed) {
+                for (j, c) in chunk.iter_mut().enumerate() {
+                    *c = (byte >> (j * bits as usize)) & mask;
+                }
+            }
+        }
+        _ => {
+            let (mut acc, mut nbits, mut r) = (0u32, 0u32, 0usize);
+            for c in out.iter_mut() {
+                while nbits < bits {
+                    acc |= (packed[r] as u32) << nbits;
+                    r += 1;
+                    nbits += 8;
+                }
+                *c = (acc as u8) & mask;
+                acc >>= bits;
+                nbits -= bits;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn four_bit_order_is_low_nibble_first() {
+        let mut out = [0u8; 2];
+        pack(&[0x1, 0x2, 0x3], 4, &mut out).unwrap();
+        assert_eq!(out, [0x21, 0x03]);
+    }
+
+    #[test]
+    fn three_bit_stream_crosses_bytes() {
+        // codes 0b101, 0b011, 0b111 -> stream bits 101 110 111 (LSB first) = 0b11_011_101, 0b1
+        let mut out = [0u8; 2];
+        pack(&[5, 3, 7], 3, &mut out).unwrap();
+        assert_eq!(out, [0b1101_1101, 0b0000_0001]);
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        assert!(pack(&[1, 2, 3], 4, &mut [0u8; 1]).is_err());
+        assert!(unpack(&[0u8; 1], 4, &mut [0u8; 3]).is_err());
+        assert!(pack(&[1], 0, &mut []).is_err());
+        assert!(pack(&[1], 9, &mut [0u8; 2]).is_err());
+        assert!(check_codes(&[0, 16], 4).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn pack_unpack_identity(bits in 1u32..=8, raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mask = ((1u16 << bits) - 1) as u8;
+            let codes: Vec<u8> = raw.iter().map(|c| c & mask).collect();
+            let mut packed = vec![0u8; packed_len(codes.len(), bits)];
+            pack(&codes, bits, &mut packed).unwrap();
+            let mut back = vec![0u8; codes.len()];
+            unpack(&packed, bits, &mut back).unwrap();
+            prop_assert_eq!(back, codes);
+        }
+    }
+}

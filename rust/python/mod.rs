@@ -1,0 +1,18 @@
+//! PyO3 bindings: the only place that names PyO3. Each function extracts its arguments, runs the
+//! core with the GIL released (`errors::run`), and converts the result.
+
+use pyo3::prelude::*;
+
+mod arrays;
+mod errors;
+mod runtime;
+mod scalar;
+
+#[pymodule(gil_used = false)]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("QuantpressError", m.py().get_type::<errors::QuantpressError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    runtime::register(m)?;
+    scalar::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Bindings for scalar quantization: GGUF legacy blocks, RTN groups, bit packing.
+
+use numpy::{PyArray1, PyReadonlyArrayDyn};
+use pyo3::prelude::*;
+
+use super::arrays::{contents, slice, uninit};
+use super::errors::{run, to_py};
+use crate::error::invalid;
+use crate::pack;
+use crate::scalar::gguf_legacy::{self, LegacyType};
+use crate::scalar::rtn::{RtnSpec, ScaleDtype, Scheme};
+
+#[pyfunction]
+fn gguf_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, row_len: usize, qtype: &str) -> PyResult<Bound<'py, PyArray1<u8>>> {
+    let t = LegacyType::from_name(qtype).map_err(to_py)?;
+    let src = slice(&x, "x")?;
+    gguf_legacy::check_rows(t, src.len(), row_len).map_err(to_py)?;
+    let out = uninit::<u8>(py, t.quantized_len(src.len()));
+    let dst = contents(&out);
+    run(py, || gguf_legacy::quantize_into(t, src, row_len, dst))?;
+    Ok(out)
+}
+
+#[pyfunction]
+fn gguf_dequantize<'py>(py: Python<'py>, raw: PyReadonlyArrayDyn<'py, u8>, qtype: &str) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let t = LegacyType::from_name(qtype).map_err(to_py)?;
+    let src = slice(&raw, "raw")?;
+    if src.len() % t.block_bytes() != 0 {
+        return Err(to_py(invalid!("{} bytes are not a whole number of {qtype} blocks of {} bytes", src.len(), t.block_bytes())));
+    }
+    let out = uninit::<f32>(py, src.len() / t.block_bytes() * t.block_size());
+    let dst = contents(&out);
+    run(py, || gguf_legacy::dequantize_into(t, src, dst))?;
+    Ok(out)
+}
+
+fn spec(bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResult<RtnSpec> {
+    let scheme = match scheme {
+        "affine" => Scheme::Affine,
+        "symmetric" => Scheme::Symmetric,
+        other => return Err(to_py(invalid!("scheme must be 'affine' or 'symmetric', got {other:?}"))),
+    };
+    let scale_dtype = match scale_dtype {
+        "float16" => ScaleDtype::F16,
+        "float32" => ScaleDtype::F32,
+        other => return Err(to_py(invalid!("scale_dtype must be 'float16' or 'float32', got {other:?}"))),
+    };
+    Ok(RtnSpec { bits, group_size, scheme, scale_dtype })
+}
+
+type RtnParts<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<f32>>, Option<Bound<'py, PyArray1<f32>>>);
+
+#[pyfunction]
+fn rtn_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResult<RtnParts<'py>> {
+    let spec = spec(bits, group_size, scheme, scale_dtype)?;
+    let src = slice(&x, "x")?;
+    spec.validate(src.len()).map_err(to_py)?;
+    let groups = spec.n_groups(src.len());
+    let codes = uninit::<u8>(py, pack::packed_len(src.len(), bits));
+    let scales = uninit::<f32>(py, groups);
+    let zeros = (spec.scheme == Scheme::Affine).then(|| uninit::<f32>(py, groups));
+    let (c, s) = (contents(&codes), contents(&scales));
+    let z: &mut [f32] = match &zeros {
+        Some(a) => contents(a),
+        None => &mut [],
+    };
+    run(py, || crate::scalar::rtn::quantize_into(&spec, src, c, s, z))?;
+    Ok((codes, scales, zeros))
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn rtn_dequantize<'py>(
+    py: Python<'py>,
+    codes: PyReadonlyArrayDyn<'py, u8>,
+    scales: PyReadonlyArrayDyn<'py, f32>,
+    zeros: Option<PyReadonlyArrayDyn<'py, f32>>,
+    n: usize,
+    bits: u32,
+    group_size: usize,
+    scheme: &str,
+    scale_dtype: &str,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let spec = spec(bits, group_size, scheme, scale_dtype)?;
+    spec.validate(n).map_err(to_py)?;
+    let (c, s) = (slice(&codes, "codes")?, slice(&scales, "scales")?);
+    let z = match &zeros {
+        Some(a) => slice(a, "zeros")?,
+        None => &[],
+    };
+    if c.len() != pack::packed_len(n, bits) {
+        return Err(to_py(invalid!("codes hold {} bytes, {n} values of {bits} bits need {}", c.len(), pack::packed_len(n, bits))));
+    }
+    let out = uninit::<f32>(py, n);
+    let dst = contents(&out);
+    run(py, || crate::scalar::rtn::dequantize_into(&spec, c, s, z, dst))?;
+    Ok(out)
+}
+
+#[pyfunction]
+fn pack_bits<'py>(py: Python<'py>, codes: PyReadonlyArrayDyn<'py, u8>, bits: u32) -> PyResult<Bound<'py, PyArray1<u8>>> {
+    let src = slice(&codes, "codes")?;
+    pack::check_codes(src, bits).map_err(to_py)?;
+    let out = uninit::<u8>(py, pack::packed_len(src.len(), bits));
+    let dst = contents(&out);
+    run(py, || pack::pack(src, bits, dst))?;
+    Ok(out)
+}
+
+#[pyfunction]
+fn unpack_bits<'py>(py: Python<'py>, packed: PyReadonlyArrayDyn<'py, u8>, bits: u32, n: usize) -> PyResult<Bound<'py, PyArray1<u8>>> {
+    let src = slice(&packed, "packed")?;
+    if !(1..=8).contains(&bits) || src.len() != pack::packed_len(n, bits) {
+        return Err(to_py(invalid!("{} packed bytes do not hold {n} codes of {bits} bits", src.len())));
+    }
+    let out = uninit::<u8>(py, n);
+    let dst = contents(&out);
+    run(py, || pack::unpack(src, bits, dst))?;
+    Ok(out)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(gguf_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf_dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(rtn_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(rtn_dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_bits, m)?)?;
+    m.add_function(wrap_pyfunction!(unpack_bits, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Round-to-nearest (RTN) group quantization, 1 to 8 bits, affine or symmetric.
+//!
+//! The input is a C-ordered run of groups of `group_size` values (the Python layer moves the
+//! quantization axis last and flattens; per-tensor is one group, per-channel one group a row).
+//! Each group gets a scale `s` (and, for affine, a zero point `z`) and codes `u` so that the value
+//! is `(u - z) * s`:
+//! * affine, `qmax = 2^bits - 1`: the range `[min(x, 0), max(x, 0)]` (zero is always exact),
+//!   `s = (mx - mn) / qmax`, `z = round(-mn / s)` an integer in `[0, qmax]`;
+//! * symmetric (bits >= 2), `qm = 2^(bits-1) - 1`: `s = max|x| / qm`, codes offset by the implicit
+//!   `z = 2^(bits-1)` and restricted to `[1, 2^bits - 1]`, so `-qm*s ..= qm*s` is symmetric.
+//!
+//! Scales are rounded *up* to the storage dtype (float16 or float32) before any code is computed,
+//! so the stored grid covers the group and every value is within `s/2` of its reconstruction.
+//! `u = clamp(round_half_even(x * (1/s)) + z, lo, hi)`; `1/s = 0` when `s = 0`.
+//! Codes are packed in the bit order of [`crate::pack`].
+
+use rayon::prelude::*;
+
+use crate::error::{invalid, Error, Result};
+use crate::pack;
+use crate::parallel;
+use crate::simd::{self, scalar, Level};
+
+/// Values per parallel task, rounded to whole, byte-aligned groups.
+const CHUNK_VALUES: usize = 1 << 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Affine,
+    Symmetric,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleDtype {
+    F16,
+    F32,
+}
+
+/// How to quantize: bit width, group size, scheme and scale storage dtype.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtnSpec {
+    pub bits: u32,
+    pub group_size: usize,
+    pub scheme: Scheme,
+    pub scale_dtype: ScaleDtype,
+}
+
+/// One group's quantization grid.
+#[derive(Clone, Copy, Debug)]
+pub struct Grid {
+    pub scale: f32,
+    pub zero: f32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl RtnSpec {
+    /// Checks the spec against an input of `n` values.
+    pub fn validate(&self, n: usize) -> Result<()> {
+        if !(1..=8).contains(&self.bits) {
+            return Err(invalid!("bits must be between 1 and 8, got {}", self.bits));
+        }
+        if self.scheme == Scheme::Symmetric && self.bits < 2 {
+            return Err(invalid!("symmetric quantization needs at least 2 bits; use scheme='affine' for 1 bit"));
+        }
+        if self.group_size == 0 {
+            return Err(invalid!("group size must be positive"));
+        }
+        if n % self.group_size != 0 {
+            return Err(Error::Shape(format!("{n} values are not a whole number of groups of {}", self.group_size)));
+        }
+        Ok(())
+    }
+
+    pub fn n_groups(&self, n: usize) -> usize {
+        n / self.group_size
+    }
+
+    /// The implicit zero point of the symmetric scheme (codes are stored offset by it).
+    pub fn symmetric_offset(&self) -> f32 {
+        (1u32 << (self.bits - 1)) as f32
+    }
+
+    /// The grid for a group whose minimum and maximum are `gmin`, `gmax`.
+    pub fn grid(&self, gmin: f32, gmax: f32) -> Result<Grid> {
+        let top = ((1u32 << self.bits) - 1) as f32;
+        match self.scheme {
+            Scheme::Affine => {
+                // No negative zeros: mn is +0 or negative, mx is +0 or positive.
+                let mn = if gmin < 0.0 { gmin } else { 0.0 };
+                let mx = if gmax > 0.0 { gmax } else { 0.0 };
+                let scale = self.round_up((mx - mn) / top)?;
+                let zero = if scale > 0.0 { (-mn / scale).round_ties_even().clamp(0.0, top) } else { 0.0 };
+                Ok(Grid { scale, zero, lo: 0.0, hi: top })
+            }
+            Scheme::Symmetric => {
+                let (a, b) = (gmin.abs(), gmax.abs());
+                let amax = if a > b { a } else { b };
+                let qm = self.symmetric_offset() - 1.0;
+                let scale = self.round_up(amax / qm)?;
+                Ok(Grid { scale, zero: self.symmetric_offset(), lo: 1.0, hi: top })
+            }
+        }
+    }
+
+    /// The smallest value of the scale dtype that is `>= s`.
+    fn round_up(&self, s: f32) -> Result<f32> {
+        let v = match self.scale_dtype {
+            ScaleDtype::F32 => s,
+            ScaleDtype::F16 => {
+                let h = half::f16::from_f32(s);
+                if h.to_f32() < s {
+                    half::f16::from_bits(h.to_bits() + 1).to_f32()
+                } else {
+                    h.to_f32()
+                }
+            }
+        };
+        if !v.is_finite() {
+            let hint = if self.scale_dtype == ScaleDtype::F16 { "; use scale_dtype='float32'" } else { "" };
+            return Err(Error::Overflow(format!("a group's scale ({s:e}) overflows the scale dtype{hint}")));
+        }
+        Ok(v)
+    }
+}
+
+struct Kernels {
+    range: fn(&[f32]) -> (f32, f32, bool),
+    codes: fn(&[f32], f32, f32, f32, f32, &mut [u8]),
+    values: fn(&[u8], f32, f32, &mut [f32]),
+}
+
+fn kernels(level: Level) -> Kernels {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        use simd::x86_avx2 as k;
+        return Kernels { range: k::group_range, codes: k::group_codes, values: k::group_values };
+    }
+    let _ = level;
+    Kernels { range: scalar::group_range, codes: scalar::group_codes, values: scalar::group_values }
+}
+
+/// Groups a parallel chunk holds: a multiple of the groups that end on a byte boundary.
+fn chunk_groups(spec: &RtnSpec) -> usize {
+    let bits_per_group = spec.group_size * spec.bits as usize;
+    let aligned = 8 / gcd(bits_per_group % 8, 8);
+    aligned * (CHUNK_VALUES / (spec.group_size * aligned)).max(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if a == 0 {
+        b
+    } else {
+        gcd(b % a, a)
+    }
+}
+
+fn check_outputs(spec: &RtnSpec, n: usize, codes: usize, scales: usize, zeros: usize) -> Result<()> {
+    let g = spec.n_groups(n);
+    let want_zeros = if spec.scheme == Scheme::Affine { g } else { 0 };
+    if codes != pack::packed_len(n, spec.bits) || scales != g || zeros != want_zeros {
+        return Err(Error::Shape(format!(
+            "buffers hold {codes} code bytes, {scales} scales, {zeros} zero points; \
+             {n} values need {}, {g}, {want_zeros}",
+            pack::packed_len(n, spec.bits)
+        )));
+    }
+    Ok(())
+}
+
+/// Quantizes `src` into packed `codes`, per-group `scales` and (affine only) `zeros`.
+pub fn quantize_into(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut [f32], zeros: &mut [f32]) -> Result<()> {
+    spec.validate(src.len())?;
+    check_outputs(spec, src.len(), codes.len(), scales.len(), zeros.len())?;
+    let k = kernels(simd::level());
+    let gs = spec.group_size;
+    let cg = chunk_groups(spec);
+    let code_bytes = cg * gs * spec.bits as usize / 8;
+    let affine = spec.scheme == Scheme::Affine;
+    let n_chunks = spec.n_groups(src.len()).div_ceil(cg);
+    let zero_chunks: Vec<&mut [f32]> =
+        if affine { zeros.chunks_mut(cg).collect() } else { (0..n_chunks).map(|_| <&mut [f32]>::default()).collect() };
+    let jobs: Vec<_> = src.chunks(cg * gs).zip(codes.chunks_mut(code_bytes)).zip(scales.chunks_mut(cg)).zip(zero_chunks).collect();
+    let run = |(((x, c), s), z): (((&[f32], &mut [u8]), &mut [f32]), &mut [f32])| -> Result<()> {
+        let mut tmp = vec![0u8; x.len()];
+        for (gi, (xg, tg)) in x.chunks_exact(gs).zip(tmp.chunks_exact_mut(gs)).enumerate() {
+            let (mn, mx, finite) = (k.range)(xg);
+            if !finite {
+                return Err(Error::NonFinite { index: 0 });
+            }
+            let grid = spec.grid(mn, mx)?;
+            let inv = if grid.scale > 0.0 { 1.0 / grid.scale } else { 0.0 };
+            (k.codes)(xg, inv, grid.zero, grid.lo, grid.hi, tg);
+            s[gi] = grid.scale;
+            if affine {
+                z[gi] = grid.zero;
+            }
+        }
+        pack::pack(&tmp, spec.bits, c)
+    };
+    let result = if jobs.len() <= 1 {
+        jobs.into_iter().try_for_each(run)
+    } else {
+        parallel::install(|| jobs.into_par_iter().try_for_each(run))?
+    };
+    result.map_err(|e| match e {
+        Error::NonFinite { .. } => Error::NonFinite { index: src.iter().position(|v| !v.is_finite()).unwrap_or(0) },
+        other => other,
+    })
+}
+
+/// Reconstructs `(u - z) * s` for every value into `dst`.
+pub fn dequantize_into(spec: &RtnSpec, codes: &[u8], scales: &[f32], zeros: &[f32], dst: &mut [f32]) -> Result<()> {
+    spec.validate(dst.len())?;
+    check_outputs(spec, dst.len(), codes.len(), scales.len(), zeros.len())?;
+    let k = kernels(simd::level());
+    let gs = spec.group_size;
+    let cg = chunk_groups(spec);
+    let code_bytes = cg * gs * spec.bits as usize / 8;
+    let offset = spec.symmetric_offset();
+    let run = |ci: usize, (y, c): (&mut [f32], &[u8])| -> Result<()> {
+        let mut tmp = vec![0u8; y.len()];
+        pack::unpack(c, spec.bits, &mut tmp)?;
+        for (gi, (yg, tg)) in y.chunks_exact_mut(gs).zip(tmp.chunks_exact(gs)).enumerate() {
+            let g = ci * cg + gi;
+            let zero = if spec.scheme == Scheme::Affine { zeros[g] } else { offset };
+            (k.values)(tg, scales[g], zero, yg);
+        }
+        Ok(())
+    };
+    if dst.len() <= cg * gs {
+        return run(0, (dst, codes));
+    }
+    parallel::install(|| {
+        dst.par_chunks_mut(cg * gs).zip(codes.par_chunks(code_bytes)).enumerate().try_for_each(|(ci, pair)| run(ci, pair))
+    })?
+}

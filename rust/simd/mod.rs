@@ -1,0 +1,119 @@
+//! Runtime SIMD dispatch.
+//!
+//! The best level the CPU supports is detected once (`OnceLock`); every public kernel reads
+//! [`level()`] once per call and runs one implementation for the whole call, never choosing per
+//! element. The scalar kernels in [`scalar`] are always compiled and are the oracle the SIMD
+//! kernels are tested against. Tests (and users chasing a bug) can force a lower level with
+//! [`force_level`] or the `QUANTPRESS_SIMD` environment variable (`scalar`, `avx2`, `neon`),
+//! read once at first use; a level above what the CPU supports is refused.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use crate::error::{invalid, Result};
+
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_avx2;
+
+/// An instruction-set level a kernel can run at, ordered from lowest to highest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Scalar = 0,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2 = 1,
+    /// aarch64 NEON (Advanced SIMD).
+    Neon = 2,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::Neon => "neon",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Level> {
+        match name.to_ascii_lowercase().as_str() {
+            "scalar" => Ok(Level::Scalar),
+            "avx2" => Ok(Level::Avx2),
+            "neon" => Ok(Level::Neon),
+            other => Err(invalid!("unknown SIMD level {other:?}: expected 'scalar', 'avx2' or 'neon'")),
+        }
+    }
+
+    fn from_u8(v: u8) -> Level {
+        match v {
+            1 => Level::Avx2,
+            2 => Level::Neon,
+            _ => Level::Scalar,
+        }
+    }
+}
+
+/// The best level this CPU supports (kernels for it are compiled into this build).
+pub fn detected_level() -> Level {
+    static DETECTED: OnceLock<Level> = OnceLock::new();
+    *DETECTED.get_or_init(detect)
+}
+
+fn detect() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            return Level::Avx2;
+        }
+    }
+    Level::Scalar
+}
+
+const UNSET: u8 = u8::MAX;
+static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The level kernels run at now: the detected level, unless lowered by [`force_level`] or
+/// `QUANTPRESS_SIMD`.
+pub fn level() -> Level {
+    let v = ACTIVE.load(Ordering::Relaxed);
+    if v != UNSET {
+        return Level::from_u8(v);
+    }
+    let chosen = std::env::var("QUANTPRESS_SIMD")
+        .ok()
+        .and_then(|name| Level::from_name(&name).ok())
+        .filter(|l| supported(*l))
+        .unwrap_or_else(detected_level);
+    ACTIVE.store(chosen as u8, Ordering::Relaxed);
+    chosen
+}
+
+/// Whether `l` can run on this CPU with this build.
+pub fn supported(l: Level) -> bool {
+    l == Level::Scalar || l == detected_level()
+}
+
+/// Forces kernels to run at `l` (for tests and debugging). Refuses a level the CPU lacks.
+pub fn force_level(l: Level) -> Result<()> {
+    if !supported(l) {
+        return Err(invalid!(
+            "SIMD level {:?} is not available on this CPU (best: {:?})",
+            l.name(),
+            detected_level().name()
+        ));
+    }
+    ACTIVE.store(l as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Every level that can run here, lowest first (what tests iterate over).
+pub fn available_levels() -> Vec<Level> {
+    let mut v = vec![Level::Scalar];
+    if detected_level() != Level::Scalar {
+        v.push(detected_level());
+    }
+    v
+}
