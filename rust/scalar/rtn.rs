@@ -9,7 +9,8 @@
 //! * symmetric (bits >= 2), `qm = 2^(bits-1) - 1`: `s = max|x| / qm`, codes offset by the implicit
 //!   `z = 2^(bits-1)` and restricted to `[1, 2^bits - 1]`, so `-qm*s ..= qm*s` is symmetric.
 //!
-//! Scales are rounded *up* to the storage dtype (float16 or float32) before any code is computed,
+//! A nonzero scale is raised to at least `f32::MIN_POSITIVE` (so `1/s` is finite), then rounded
+//! *up* to the storage dtype (float16 or float32) before any code is computed,
 //! so the stored grid covers the group and every value is within `s/2` of its reconstruction.
 //! `u = clamp(round_half_even(x * (1/s)) + z, lo, hi)`; `1/s = 0` when `s = 0`.
 //! Codes are packed in the bit order of [`crate::pack`].
@@ -103,8 +104,10 @@ impl RtnSpec {
         }
     }
 
-    /// The smallest value of the scale dtype that is `>= s`.
+    /// The smallest value of the scale dtype that is `>= s`. A nonzero scale is at least
+    /// `f32::MIN_POSITIVE`, so that `1/s` stays finite (a subnormal scale would make it infinite).
     fn round_up(&self, s: f32) -> Result<f32> {
+        let s = if s > 0.0 && s < f32::MIN_POSITIVE { f32::MIN_POSITIVE } else { s };
         let v = match self.scale_dtype {
             ScaleDtype::F32 => s,
             ScaleDtype::F16 => {
