@@ -1,0 +1,119 @@
+"""Side-by-side speed of scalar quantization: quantpress vs ggml's C (optional), the `gguf`
+package's NumPy quantizers and plain NumPy, in one process, on the same data.
+
+    python benches/bench_scalar.py            # 4096 x 4096 float32 (64 MiB), median of 5 runs
+    python benches/bench_scalar.py --quick    # small smoke run (CI)
+
+Figures are GB/s of float32 (input for quantize, output for dequantize). quantpress runs on one
+thread unless --threads is given (the targets are per thread); the gguf package and NumPy are
+single-threaded NumPy. ggml's C quantizers are timed through ctypes when QUANTPRESS_GGML_LIB points
+at a llama.cpp build (see benches/_ggml.py); otherwise that column is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import quantpress as qp
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _ggml  # noqa: E402
+
+MEMORY_GBPS = 15.0  # memory copy, each way, on the reference machine (DESIGN.md)
+
+
+def median_seconds(fn: Callable[[], object], runs: int) -> float:
+    fn()  # warm up (page faults, lazy init)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def numpy_int4_g128(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a NumPy user writes: affine int4, groups of 128, nibbles packed two to a byte."""
+    g = w.reshape(-1, 128)
+    mn = np.minimum(g.min(axis=1, keepdims=True), 0)
+    mx = np.maximum(g.max(axis=1, keepdims=True), 0)
+    scale = (mx - mn) / 15
+    inv = np.divide(1, scale, out=np.zeros_like(scale), where=scale > 0)
+    zero = np.round(-mn * inv)
+    q = np.clip(np.round(g * inv) + zero, 0, 15).astype(np.uint8)
+    packed = q[:, 0::2] | (q[:, 1::2] << 4)
+    return packed, scale.astype(np.float16), zero.astype(np.float16)
+
+
+def row(name: str, gbps: dict[str, float], ours: str = "quantpress") -> str:
+    cells = [f"{name:<22}"] + [f"{gbps[k]:8.2f}" if k in gbps else f"{'-':>8}" for k in COLUMNS]
+    base = gbps[ours]
+    ratios = [f"{base / gbps[k]:6.1f}x" if k in gbps else f"{'-':>7}" for k in COLUMNS[1:]]
+    return " ".join(cells) + "  " + " ".join(ratios) + f"  {base / MEMORY_GBPS:5.0%}"
+
+
+COLUMNS = ["quantpress", "ggml C", "ggml ref", "gguf py", "numpy"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes, 2 runs (smoke test)")
+    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--cols", type=int, default=4096)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    rows, runs = (256, 2) if args.quick else (args.rows, args.runs)
+    qp.set_num_threads(args.threads)
+    try:
+        import gguf
+    except ImportError:
+        gguf = None
+    ggml = _ggml.load()
+
+    w = (np.random.default_rng(0).standard_normal((rows, args.cols)) * 0.02).astype(np.float32)
+    gb = w.nbytes / 1e9
+    print(f"# {rows}x{args.cols} float32 ({w.nbytes / 2**20:.0f} MiB), median of {runs}, "
+          f"quantpress {qp.__version__} SIMD={qp.simd_level()} threads={qp.get_num_threads()}, "
+          f"ggml={'commit ' + ggml.commit if ggml else 'not loaded'}")
+    header = f"{'GB/s of float32':<22} " + " ".join(f"{c:>8}" for c in COLUMNS)
+    header += "  " + " ".join(f"{'vs ' + c.split()[0][:4]:>7}" for c in COLUMNS[1:]) + "  of mem BW"
+    print(header)
+    for t in qp.GGUF_TYPES:
+        gbps = {"quantpress": gb / median_seconds(lambda: qp.gguf_quantize(w, t), runs)}
+        if ggml:
+            out = np.empty(qp.gguf_quantize(w[:1], t).size * rows, np.uint8)
+            gbps["ggml C"] = gb / median_seconds(lambda: ggml.quantize_into(w, out, t), runs)
+            gbps["ggml ref"] = gb / median_seconds(lambda: ggml.quantize_into(w, out, t, ref=True), runs)
+        if gguf:
+            gt = getattr(gguf.GGMLQuantizationType, t)
+            gbps["gguf py"] = gb / median_seconds(lambda: gguf.quants.quantize(w, gt), max(1, runs // 2))
+        print(row(f"quantize {t}", gbps))
+    for t in qp.GGUF_TYPES:
+        raw = qp.gguf_quantize(w, t)
+        gbps = {"quantpress": gb / median_seconds(lambda: qp.gguf_dequantize(raw, t, w.shape), runs)}
+        if ggml:
+            out32 = np.empty(w.size, np.float32)
+            gbps["ggml C"] = gb / median_seconds(lambda: ggml.dequantize_into(raw, out32, t), runs)
+        if gguf:
+            gt = getattr(gguf.GGMLQuantizationType, t)
+            gbps["gguf py"] = gb / median_seconds(lambda: gguf.quants.dequantize(raw, gt), max(1, runs // 2))
+        print(row(f"dequantize {t}", gbps))
+    gbps = {
+        "quantpress": gb / median_seconds(lambda: qp.quantize(w, bits=4, group_size=128), runs),
+        "numpy": gb / median_seconds(lambda: numpy_int4_g128(w), runs),
+    }
+    print(row("int4 g128 quant+pack", gbps))
+    qt = qp.quantize(w, bits=4, group_size=128)
+    print(row("int4 g128 dequantize", {"quantpress": gb / median_seconds(qt.dequantize, runs)}))
+
+
+if __name__ == "__main__":
+    main()

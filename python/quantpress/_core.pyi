@@ -1,0 +1,51 @@
+"""Type stubs for the compiled core (``quantpress._core``). Users import from ``quantpress``."""
+
+from typing import Optional
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+__all__ = [
+    "QuantpressError",
+    "__version__",
+    "_reset_after_fork",
+    "_set_simd_level",
+    "detected_simd_level",
+    "get_num_threads",
+    "gguf_dequantize",
+    "gguf_quantize",
+    "pack_bits",
+    "rtn_dequantize",
+    "rtn_quantize",
+    "set_num_threads",
+    "simd_level",
+    "unpack_bits",
+]
+
+class QuantpressError(ValueError):
+    """Bad input or parameters for a quantpress operation (a subclass of ValueError)."""
+
+def simd_level() -> str: ...
+def detected_simd_level() -> str: ...
+def _set_simd_level(name: str) -> None: ...
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def _reset_after_fork() -> None: ...
+def gguf_quantize(x: npt.NDArray[np.float32], row_len: int, qtype: str) -> npt.NDArray[np.uint8]: ...
+def gguf_dequantize(raw: npt.NDArray[np.uint8], qtype: str) -> npt.NDArray[np.float32]: ...
+def rtn_quantize(
+    x: npt.NDArray[np.float32], bits: int, group_size: int, scheme: str, scale_dtype: str
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], Optional[npt.NDArray[np.float32]]]: ...
+def rtn_dequantize(
+    codes: npt.NDArray[np.uint8],
+    scales: npt.NDArray[np.float32],
+    zeros: Optional[npt.NDArray[np.float32]],
+    n: int,
+    bits: int,
+    group_size: int,
+    scheme: str,
+    scale_dtype: str,
+) -> npt.NDArray[np.float32]: ...
+def pack_bits(codes: npt.NDArray[np.uint8], bits: int) -> npt.NDArray[np.uint8]: ...
+def unpack_bits(packed: npt.NDArray[np.uint8], bits: int, n: int) -> npt.NDArray[np.uint8]: ...

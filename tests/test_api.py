@@ -1,0 +1,55 @@
+"""The public surface: docstring examples, README examples, the typed stub, the CLI."""
+
+import doctest
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import quantpress as qp
+import quantpress.demo
+import quantpress.gguf
+import quantpress.scalar
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("module", [qp, quantpress.scalar, quantpress.gguf, quantpress.demo])
+def test_docstring_examples(module):
+    failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert attempted > 0 and failed == 0
+
+
+def test_public_functions_have_docstrings_with_examples():
+    for name in qp.__all__:
+        obj = getattr(qp, name)
+        if callable(obj) and not isinstance(obj, type) and name not in ("simd_level", "get_num_threads"):
+            assert obj.__doc__ and "Example" in obj.__doc__, name
+
+
+def test_readme_python_examples_run():
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has python examples"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+
+
+def test_stubs_match_runtime():
+    out = subprocess.run([sys.executable, "-m", "mypy.stubtest", "quantpress._core"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_cli_demo_prints_the_table():
+    out = subprocess.run([sys.executable, "-m", "quantpress", "demo", "--rows", "64", "--cols", "256", "--repeats", "1"],
+                         capture_output=True, text=True, check=True)
+    for name in ["int4 g128 affine", "GGUF Q4_0", "GGUF Q8_0", "bits/weight", "SQNR"]:
+        assert name in out.stdout
+    assert re.search(r"GGUF Q8_0\s*│\s*8\.500", out.stdout)
+
+
+def test_cli_rejects_bad_arguments():
+    out = subprocess.run([sys.executable, "-m", "quantpress", "demo", "--cols", "100"], capture_output=True, text=True)
+    assert out.returncode == 2 and "multiple of 128" in out.stdout
