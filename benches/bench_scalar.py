@@ -1,13 +1,16 @@
 """Side-by-side speed of scalar quantization: quantpress vs ggml's C (optional), the `gguf`
 package's NumPy quantizers and plain NumPy, in one process, on the same data.
 
-    python benches/bench_scalar.py            # 4096 x 4096 float32 (64 MiB), median of 5 runs
-    python benches/bench_scalar.py --quick    # small smoke run (CI)
+    python benches/bench_scalar.py                 # 4096 x 4096 float32 (64 MiB): memory-bound
+    python benches/bench_scalar.py --rows 160      # 160 x 4096 (2.5 MiB): cache-resident
+    python benches/bench_scalar.py --quick         # small smoke run (CI)
 
-Figures are GB/s of float32 (input for quantize, output for dequantize). quantpress runs on one
-thread unless --threads is given (the targets are per thread); the gguf package and NumPy are
-single-threaded NumPy. ggml's C quantizers are timed through ctypes when QUANTPRESS_GGML_LIB points
-at a llama.cpp build (see benches/_ggml.py); otherwise that column is left out.
+Figures are GB/s of float32 (input for quantize, output for dequantize), median of --runs.
+"quantpress" writes into a preallocated output (`out=`), as ggml's C does; "qp alloc" is the
+plain call that allocates its result. quantpress runs on one thread unless --threads is given (the
+targets are per thread); the gguf package and NumPy are single-threaded NumPy. ggml's C quantizers
+are timed through ctypes when QUANTPRESS_GGML_LIB points at a ggml build (see benches/_ggml.py);
+otherwise those columns are left out. Ratios are quantpress (out=) over each other column.
 """
 
 from __future__ import annotations
@@ -55,11 +58,11 @@ def numpy_int4_g128(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def row(name: str, gbps: dict[str, float], ours: str = "quantpress") -> str:
     cells = [f"{name:<22}"] + [f"{gbps[k]:8.2f}" if k in gbps else f"{'-':>8}" for k in COLUMNS]
     base = gbps[ours]
-    ratios = [f"{base / gbps[k]:6.1f}x" if k in gbps else f"{'-':>7}" for k in COLUMNS[1:]]
+    ratios = [f"{base / gbps[k]:6.1f}x" if k in gbps and k != ours else f"{'-':>7}" for k in COLUMNS[1:]]
     return " ".join(cells) + "  " + " ".join(ratios) + f"  {base / MEMORY_GBPS:5.0%}"
 
 
-COLUMNS = ["quantpress", "ggml C", "ggml ref", "gguf py", "numpy"]
+COLUMNS = ["quantpress", "qp alloc", "ggml C", "ggml ref", "gguf py", "numpy"]
 
 
 def main() -> None:
@@ -70,7 +73,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    rows, runs = (256, 2) if args.quick else (args.rows, args.runs)
+    rows, runs = (64, 2) if args.quick else (args.rows, args.runs)
     qp.set_num_threads(args.threads)
     try:
         import gguf
@@ -84,12 +87,13 @@ def main() -> None:
           f"quantpress {qp.__version__} SIMD={qp.simd_level()} threads={qp.get_num_threads()}, "
           f"ggml={'commit ' + ggml.commit if ggml else 'not loaded'}")
     header = f"{'GB/s of float32':<22} " + " ".join(f"{c:>8}" for c in COLUMNS)
-    header += "  " + " ".join(f"{'vs ' + c.split()[0][:4]:>7}" for c in COLUMNS[1:]) + "  of mem BW"
+    header += "  " + " ".join(f"{'vs ' + c[:4]:>7}" for c in COLUMNS[1:]) + "  of mem BW"
     print(header)
     for t in qp.GGUF_TYPES:
-        gbps = {"quantpress": gb / median_seconds(lambda: qp.gguf_quantize(w, t), runs)}
+        out = np.empty(qp.gguf_quantize(w[:1], t).size * rows, np.uint8)
+        gbps = {"quantpress": gb / median_seconds(lambda: qp.gguf_quantize(w, t, out=out), runs),
+                "qp alloc": gb / median_seconds(lambda: qp.gguf_quantize(w, t), runs)}
         if ggml:
-            out = np.empty(qp.gguf_quantize(w[:1], t).size * rows, np.uint8)
             gbps["ggml C"] = gb / median_seconds(lambda: ggml.quantize_into(w, out, t), runs)
             gbps["ggml ref"] = gb / median_seconds(lambda: ggml.quantize_into(w, out, t, ref=True), runs)
         if gguf:
@@ -98,21 +102,22 @@ def main() -> None:
         print(row(f"quantize {t}", gbps))
     for t in qp.GGUF_TYPES:
         raw = qp.gguf_quantize(w, t)
-        gbps = {"quantpress": gb / median_seconds(lambda: qp.gguf_dequantize(raw, t, w.shape), runs)}
+        out32 = np.empty(w.size, np.float32)
+        gbps = {"quantpress": gb / median_seconds(lambda: qp.gguf_dequantize(raw, t, w.shape, out=out32), runs),
+                "qp alloc": gb / median_seconds(lambda: qp.gguf_dequantize(raw, t, w.shape), runs)}
         if ggml:
-            out32 = np.empty(w.size, np.float32)
             gbps["ggml C"] = gb / median_seconds(lambda: ggml.dequantize_into(raw, out32, t), runs)
         if gguf:
             gt = getattr(gguf.GGMLQuantizationType, t)
             gbps["gguf py"] = gb / median_seconds(lambda: gguf.quants.dequantize(raw, gt), max(1, runs // 2))
         print(row(f"dequantize {t}", gbps))
     gbps = {
-        "quantpress": gb / median_seconds(lambda: qp.quantize(w, bits=4, group_size=128), runs),
+        "qp alloc": gb / median_seconds(lambda: qp.quantize(w, bits=4, group_size=128), runs),
         "numpy": gb / median_seconds(lambda: numpy_int4_g128(w), runs),
     }
-    print(row("int4 g128 quant+pack", gbps))
+    print(row("int4 g128 quant+pack", gbps, ours="qp alloc"))
     qt = qp.quantize(w, bits=4, group_size=128)
-    print(row("int4 g128 dequantize", {"quantpress": gb / median_seconds(qt.dequantize, runs)}))
+    print(row("int4 g128 dequantize", {"qp alloc": gb / median_seconds(qt.dequantize, runs)}, ours="qp alloc"))
 
 
 if __name__ == "__main__":

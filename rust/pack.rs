@@ -46,16 +46,9 @@ pub fn pack(codes: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
     let mask = ((1u16 << bits) - 1) as u8;
     match bits {
         8 => out.copy_from_slice(codes),
-        1 | 2 | 4 => {
-            let per = 8 / bits as usize;
-            for (o, chunk) in out.iter_mut().zip(codes.chunks(per)) {
-                let mut byte = 0u8;
-                for (j, &c) in chunk.iter().enumerate() {
-                    byte |= (c & mask) << (j * bits as usize);
-                }
-                *o = byte;
-            }
-        }
+        4 => pack_nibbles(codes, out),
+        2 => pack_aligned::<4>(codes, out, 2, mask),
+        1 => pack_aligned::<8>(codes, out, 1, mask),
         _ => {
             // Generic widths (3, 5, 6, 7): a 32-bit accumulator, drained a byte at a time.
             let (mut acc, mut nbits, mut w) = (0u32, 0u32, 0usize);
@@ -91,14 +84,9 @@ pub fn unpack(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
     let mask = ((1u16 << bits) - 1) as u8;
     match bits {
         8 => out.copy_from_slice(packed),
-        1 | 2 | 4 => {
-            let per = 8 / bits as usize;
-            for (chunk, &byte) in out.chunks_mut(per).zip(packed) {
-                for (j, c) in chunk.iter_mut().enumerate() {
-                    *c = (byte >> (j * bits as usize)) & mask;
-                }
-            }
-        }
+        4 => unpack_nibbles(packed, out),
+        2 => unpack_aligned::<4>(packed, out, 2, mask),
+        1 => unpack_aligned::<8>(packed, out, 1, mask),
         _ => {
             let (mut acc, mut nbits, mut r) = (0u32, 0u32, 0usize);
             for c in out.iter_mut() {
@@ -114,6 +102,63 @@ pub fn unpack(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// 4 bits, the hot width: a pair of codes read as one little-endian u16 becomes one byte, in a
+/// loop LLVM turns into SIMD (mask, shift, or, narrow).
+fn pack_nibbles(codes: &[u8], out: &mut [u8]) {
+    let pairs = codes.chunks_exact(2);
+    let tail = pairs.remainder();
+    for (o, p) in out.iter_mut().zip(pairs) {
+        let v = u16::from_le_bytes([p[0], p[1]]);
+        *o = ((v & 0x000F) | ((v >> 4) & 0x00F0)) as u8;
+    }
+    if let [last] = tail {
+        out[codes.len() / 2] = last & 0x0F;
+    }
+}
+
+fn unpack_nibbles(packed: &[u8], out: &mut [u8]) {
+    let n = out.len();
+    let mut pairs = out.chunks_exact_mut(2);
+    for (p, &b) in (&mut pairs).zip(packed) {
+        let v = u16::from(b);
+        let pair = ((v & 0x0F) | ((v & 0xF0) << 4)).to_le_bytes();
+        p.copy_from_slice(&pair);
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = packed[n / 2] & 0x0F;
+    }
+}
+
+/// Widths that divide 8: `PER` codes a byte. Fixed-size inner loops so LLVM vectorizes them.
+#[inline(always)]
+fn pack_aligned<const PER: usize>(codes: &[u8], out: &mut [u8], bits: u32, mask: u8) {
+    let whole = codes.len() / PER;
+    for (o, chunk) in out[..whole].iter_mut().zip(codes.chunks_exact(PER)) {
+        let mut byte = 0u8;
+        for j in 0..PER {
+            byte |= (chunk[j] & mask) << (j as u32 * bits);
+        }
+        *o = byte;
+    }
+    let tail = &codes[whole * PER..];
+    if !tail.is_empty() {
+        out[whole] = tail.iter().enumerate().fold(0u8, |b, (j, &c)| b | ((c & mask) << (j as u32 * bits)));
+    }
+}
+
+#[inline(always)]
+fn unpack_aligned<const PER: usize>(packed: &[u8], out: &mut [u8], bits: u32, mask: u8) {
+    let whole = out.len() / PER;
+    for (chunk, &byte) in out.chunks_exact_mut(PER).zip(packed) {
+        for j in 0..PER {
+            chunk[j] = (byte >> (j as u32 * bits)) & mask;
+        }
+    }
+    for (j, c) in out[whole * PER..].iter_mut().enumerate() {
+        *c = (packed[whole] >> (j as u32 * bits)) & mask;
+    }
 }
 
 #[cfg(test)]

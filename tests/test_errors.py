@@ -42,3 +42,10 @@ def test_core_rejects_bad_names_and_levels():
         _core._set_simd_level("avx9000")
     with pytest.raises(qp.QuantpressError):
         _core._set_simd_level("neon" if _core.detected_simd_level() != "neon" else "avx2")
+
+
+def test_a_rust_panic_becomes_quantpress_error():
+    with pytest.raises(qp.QuantpressError, match="internal error.*deliberate test panic"):
+        _core._panic_for_tests()
+    # and the interpreter keeps working
+    assert qp.gguf_quantize(np.ones(32, np.float32), "Q8_0").size == 34

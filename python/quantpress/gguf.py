@@ -27,7 +27,15 @@ def _type_name(qtype: Any) -> str:
     return name.upper()
 
 
-def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None) -> np.ndarray:
+def _check_out(out: np.ndarray, dtype: type, size: int, name: str) -> np.ndarray:
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        raise QuantpressError(f"out must be a writeable, C-contiguous {np.dtype(dtype).name} array")
+    if out.size != size:
+        raise QuantpressError(f"out holds {out.size} elements, {name} needs {size}")
+    return out
+
+
+def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Quantizes ``w`` into raw GGUF blocks, row by row along the last axis.
 
     The bytes equal ``gguf.quants.quantize(w.astype(np.float32), qtype)`` exactly.
@@ -37,6 +45,8 @@ def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None) -> np.ndarray
         qtype: ``"Q8_0"``, ``"Q4_0"``, ``"Q4_1"``, ``"Q5_0"``, ``"Q5_1"`` (or a
             ``gguf.GGMLQuantizationType``).
         dtype: ``"bfloat16"`` to read a uint16 array as bfloat16 bits.
+        out: optional C-contiguous uint8 array of the result's size to write into (it is
+            returned reshaped); saves an allocation when the same buffer is reused.
 
     Returns:
         uint8 array of shape ``(*w.shape[:-1], w.shape[-1] // 32 * bytes_per_block)``.
@@ -59,11 +69,14 @@ def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None) -> np.ndarray
     row = x.shape[-1]
     if row % block:
         raise QuantpressError(f"row length {row} is not a multiple of the {name} block size {block}")
-    raw = _core.gguf_quantize(x, row, name)
-    return raw.reshape(*x.shape[:-1], row // block * nbytes)
+    shape = (*x.shape[:-1], row // block * nbytes)
+    if out is None:
+        return _core.gguf_quantize(x, row, name).reshape(shape)
+    _core.gguf_quantize_into(x, row, name, _check_out(out, np.uint8, x.size // block * nbytes, name))
+    return out.reshape(shape)
 
 
-def gguf_dequantize(raw: Any, qtype: Any, shape: Sequence[int]) -> np.ndarray:
+def gguf_dequantize(raw: Any, qtype: Any, shape: Sequence[int], *, out: np.ndarray | None = None) -> np.ndarray:
     """Decodes raw GGUF blocks into a float32 array of ``shape``.
 
     Equal to ``gguf.quants.dequantize(raw, qtype)`` reshaped to ``shape``.
@@ -72,6 +85,8 @@ def gguf_dequantize(raw: Any, qtype: Any, shape: Sequence[int]) -> np.ndarray:
         raw: uint8 array (any shape, C-contiguous) or bytes-like holding the blocks.
         qtype: the GGUF type name (or a ``gguf.GGMLQuantizationType``).
         shape: the shape of the decoded tensor; its last dimension is a multiple of 32.
+        out: optional C-contiguous float32 array of ``shape``'s size to decode into (no
+            allocation: inference servers reuse one buffer per thread).
 
     Returns:
         float32 array of ``shape``.
@@ -97,5 +112,9 @@ def gguf_dequantize(raw: Any, qtype: Any, shape: Sequence[int]) -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) // block * nbytes
     if data.size != expected:
         raise QuantpressError(f"{data.size} bytes given, a {name} tensor of shape {shape} needs {expected}")
-    out = _core.gguf_dequantize(np.ascontiguousarray(data).reshape(-1), name)
+    flat = np.ascontiguousarray(data).reshape(-1)
+    if out is None:
+        return _core.gguf_dequantize(flat, name).reshape(shape)
+    n = expected // nbytes * block
+    _core.gguf_dequantize_into(flat, name, _check_out(out, np.float32, n, name).reshape(-1))
     return out.reshape(shape)

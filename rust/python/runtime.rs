@@ -39,6 +39,13 @@ fn _reset_after_fork() {
     parallel::reset_after_fork()
 }
 
+/// Panics inside the core (with the GIL released): proves a panic reaches Python as a
+/// `QuantpressError`, never as a crash. For tests only.
+#[pyfunction]
+fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
+    super::errors::run(py, || -> crate::Result<()> { panic!("deliberate test panic") })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(detected_simd_level, m)?)?;
@@ -46,5 +53,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_reset_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

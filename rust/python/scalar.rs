@@ -1,6 +1,6 @@
 //! Bindings for scalar quantization: GGUF legacy blocks, RTN groups, bit packing.
 
-use numpy::{PyArray1, PyReadonlyArrayDyn};
+use numpy::{PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::prelude::*;
 
 use super::arrays::{contents, slice, uninit};
@@ -19,6 +19,24 @@ fn gguf_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, row_len:
     let dst = contents(&out);
     run(py, || gguf_legacy::quantize_into(t, src, row_len, dst))?;
     Ok(out)
+}
+
+/// Decodes into a caller-provided float32 array (no allocation: servers reuse buffers).
+#[pyfunction]
+fn gguf_dequantize_into<'py>(py: Python<'py>, raw: PyReadonlyArrayDyn<'py, u8>, qtype: &str, mut out: PyReadwriteArrayDyn<'py, f32>) -> PyResult<()> {
+    let t = LegacyType::from_name(qtype).map_err(to_py)?;
+    let src = slice(&raw, "raw")?;
+    let dst = out.as_slice_mut().map_err(|_| to_py(invalid!("out must be a C-contiguous, writeable float32 array")))?;
+    run(py, || gguf_legacy::dequantize_into(t, src, dst))
+}
+
+/// Quantizes into a caller-provided uint8 array.
+#[pyfunction]
+fn gguf_quantize_into<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, row_len: usize, qtype: &str, mut out: PyReadwriteArrayDyn<'py, u8>) -> PyResult<()> {
+    let t = LegacyType::from_name(qtype).map_err(to_py)?;
+    let src = slice(&x, "x")?;
+    let dst = out.as_slice_mut().map_err(|_| to_py(invalid!("out must be a C-contiguous, writeable uint8 array")))?;
+    run(py, || gguf_legacy::quantize_into(t, src, row_len, dst))
 }
 
 #[pyfunction]
@@ -122,6 +140,8 @@ fn unpack_bits<'py>(py: Python<'py>, packed: PyReadonlyArrayDyn<'py, u8>, bits: 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gguf_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(gguf_dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf_quantize_into, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf_dequantize_into, m)?)?;
     m.add_function(wrap_pyfunction!(rtn_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(rtn_dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(pack_bits, m)?)?;

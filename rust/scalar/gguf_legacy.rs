@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
-use crate::simd::{self, scalar, Level};
+use crate::simd::{self, scalar, Kernels};
 
 /// Blocks handled by one parallel task (128 Ki floats, 512 KiB of input).
 const CHUNK_BLOCKS: usize = 4096;
@@ -61,47 +61,23 @@ impl LegacyType {
         }
     }
 
-    fn quantize_kernel(self, level: Level) -> QuantizeFn {
-        #[cfg(target_arch = "x86_64")]
-        if level == Level::Avx2 {
-            use simd::x86_avx2 as k;
-            return match self {
-                Self::Q8_0 => k::quantize_q8_0,
-                Self::Q4_0 => k::quantize_q4_0,
-                Self::Q4_1 => k::quantize_q4_1,
-                Self::Q5_0 => k::quantize_q5_0,
-                Self::Q5_1 => k::quantize_q5_1,
-            };
-        }
-        let _ = level;
+    fn quantize_kernel(self, k: &Kernels) -> QuantizeFn {
         match self {
-            Self::Q8_0 => scalar::quantize_q8_0,
-            Self::Q4_0 => scalar::quantize_q4_0,
-            Self::Q4_1 => scalar::quantize_q4_1,
-            Self::Q5_0 => scalar::quantize_q5_0,
-            Self::Q5_1 => scalar::quantize_q5_1,
+            Self::Q8_0 => k.quantize_q8_0,
+            Self::Q4_0 => k.quantize_q4_0,
+            Self::Q4_1 => k.quantize_q4_1,
+            Self::Q5_0 => k.quantize_q5_0,
+            Self::Q5_1 => k.quantize_q5_1,
         }
     }
 
-    fn dequantize_kernel(self, level: Level) -> DequantizeFn {
-        #[cfg(target_arch = "x86_64")]
-        if level == Level::Avx2 {
-            use simd::x86_avx2 as k;
-            return match self {
-                Self::Q8_0 => k::dequantize_q8_0,
-                Self::Q4_0 => k::dequantize_q4_0,
-                Self::Q4_1 => k::dequantize_q4_1,
-                Self::Q5_0 => k::dequantize_q5_0,
-                Self::Q5_1 => k::dequantize_q5_1,
-            };
-        }
-        let _ = level;
+    fn dequantize_kernel(self, k: &Kernels) -> DequantizeFn {
         match self {
-            Self::Q8_0 => scalar::dequantize_q8_0,
-            Self::Q4_0 => scalar::dequantize_q4_0,
-            Self::Q4_1 => scalar::dequantize_q4_1,
-            Self::Q5_0 => scalar::dequantize_q5_0,
-            Self::Q5_1 => scalar::dequantize_q5_1,
+            Self::Q8_0 => k.dequantize_q8_0,
+            Self::Q4_0 => k.dequantize_q4_0,
+            Self::Q4_1 => k.dequantize_q4_1,
+            Self::Q5_0 => k.dequantize_q5_0,
+            Self::Q5_1 => k.dequantize_q5_1,
         }
     }
 
@@ -132,7 +108,7 @@ pub fn quantize_into(t: LegacyType, src: &[f32], row_len: usize, dst: &mut [u8])
     if dst.len() != t.quantized_len(src.len()) {
         return Err(Error::Shape(format!("output has {} bytes, expected {}", dst.len(), t.quantized_len(src.len()))));
     }
-    let kernel = t.quantize_kernel(simd::level());
+    let kernel = t.quantize_kernel(simd::kernels());
     let (cin, cout) = (CHUNK_BLOCKS * t.block_size(), CHUNK_BLOCKS * t.block_bytes());
     let all_finite = if src.len() <= cin {
         kernel(src, dst)
@@ -166,7 +142,7 @@ pub fn dequantize_into(t: LegacyType, src: &[u8], dst: &mut [f32]) -> Result<()>
             src.len() / t.block_bytes() * t.block_size()
         )));
     }
-    let kernel = t.dequantize_kernel(simd::level());
+    let kernel = t.dequantize_kernel(simd::kernels());
     let (cin, cout) = (CHUNK_BLOCKS * t.block_bytes(), CHUNK_BLOCKS * t.block_size());
     if dst.len() <= cout {
         kernel(src, dst);

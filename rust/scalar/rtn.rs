@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::error::{invalid, Error, Result};
 use crate::pack;
 use crate::parallel;
-use crate::simd::{self, scalar, Level};
+use crate::simd;
 
 /// Values per parallel task, rounded to whole, byte-aligned groups.
 const CHUNK_VALUES: usize = 1 << 16;
@@ -127,20 +127,21 @@ impl RtnSpec {
     }
 }
 
-struct Kernels {
-    range: fn(&[f32]) -> (f32, f32, bool),
-    codes: fn(&[f32], f32, f32, f32, f32, &mut [u8]),
-    values: fn(&[u8], f32, f32, &mut [f32]),
-}
-
-fn kernels(level: Level) -> Kernels {
-    #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx2 {
-        use simd::x86_avx2 as k;
-        return Kernels { range: k::group_range, codes: k::group_codes, values: k::group_values };
+/// Runs `f` on a per-thread scratch buffer of `n` unpacked codes (reused across calls: a
+/// fresh zeroed allocation per chunk costs about a tenth of the chunk's work).
+fn with_code_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let _ = level;
-    Kernels { range: scalar::group_range, codes: scalar::group_codes, values: scalar::group_values }
+    BUF.with(|b| {
+        let mut buf = b.take();
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
+        let r = f(&mut buf[..n]);
+        b.replace(buf);
+        r
+    })
 }
 
 /// Groups a parallel chunk holds: a multiple of the groups that end on a byte boundary.
@@ -175,7 +176,7 @@ fn check_outputs(spec: &RtnSpec, n: usize, codes: usize, scales: usize, zeros: u
 pub fn quantize_into(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut [f32], zeros: &mut [f32]) -> Result<()> {
     spec.validate(src.len())?;
     check_outputs(spec, src.len(), codes.len(), scales.len(), zeros.len())?;
-    let k = kernels(simd::level());
+    let k = simd::kernels();
     let gs = spec.group_size;
     let cg = chunk_groups(spec);
     let code_bytes = cg * gs * spec.bits as usize / 8;
@@ -185,21 +186,28 @@ pub fn quantize_into(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut
         if affine { zeros.chunks_mut(cg).collect() } else { (0..n_chunks).map(|_| <&mut [f32]>::default()).collect() };
     let jobs: Vec<_> = src.chunks(cg * gs).zip(codes.chunks_mut(code_bytes)).zip(scales.chunks_mut(cg)).zip(zero_chunks).collect();
     let run = |(((x, c), s), z): (((&[f32], &mut [u8]), &mut [f32]), &mut [f32])| -> Result<()> {
-        let mut tmp = vec![0u8; x.len()];
-        for (gi, (xg, tg)) in x.chunks_exact(gs).zip(tmp.chunks_exact_mut(gs)).enumerate() {
-            let (mn, mx, finite) = (k.range)(xg);
-            if !finite {
-                return Err(Error::NonFinite { index: 0 });
-            }
+        // Three passes over the chunk's groups, so that the scalar grid arithmetic of
+        // independent groups overlaps instead of forming one long dependency chain per group.
+        let ranges: Vec<(f32, f32, bool)> = x.chunks_exact(gs).map(k.group_range).collect();
+        if ranges.iter().any(|r| !r.2) {
+            return Err(Error::NonFinite { index: 0 });
+        }
+        let mut grids = Vec::with_capacity(ranges.len());
+        for (gi, &(mn, mx, _)) in ranges.iter().enumerate() {
             let grid = spec.grid(mn, mx)?;
-            let inv = if grid.scale > 0.0 { 1.0 / grid.scale } else { 0.0 };
-            (k.codes)(xg, inv, grid.zero, grid.lo, grid.hi, tg);
             s[gi] = grid.scale;
             if affine {
                 z[gi] = grid.zero;
             }
+            grids.push(grid);
         }
-        pack::pack(&tmp, spec.bits, c)
+        with_code_buffer(x.len(), |tmp| {
+            for ((xg, tg), g) in x.chunks_exact(gs).zip(tmp.chunks_exact_mut(gs)).zip(&grids) {
+                let inv = if g.scale > 0.0 { 1.0 / g.scale } else { 0.0 };
+                (k.group_codes)(xg, inv, g.zero, g.lo, g.hi, tg);
+            }
+            pack::pack(tmp, spec.bits, c)
+        })
     };
     let result = if jobs.len() <= 1 {
         jobs.into_iter().try_for_each(run)
@@ -216,20 +224,21 @@ pub fn quantize_into(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut
 pub fn dequantize_into(spec: &RtnSpec, codes: &[u8], scales: &[f32], zeros: &[f32], dst: &mut [f32]) -> Result<()> {
     spec.validate(dst.len())?;
     check_outputs(spec, dst.len(), codes.len(), scales.len(), zeros.len())?;
-    let k = kernels(simd::level());
+    let k = simd::kernels();
     let gs = spec.group_size;
     let cg = chunk_groups(spec);
     let code_bytes = cg * gs * spec.bits as usize / 8;
     let offset = spec.symmetric_offset();
     let run = |ci: usize, (y, c): (&mut [f32], &[u8])| -> Result<()> {
-        let mut tmp = vec![0u8; y.len()];
-        pack::unpack(c, spec.bits, &mut tmp)?;
-        for (gi, (yg, tg)) in y.chunks_exact_mut(gs).zip(tmp.chunks_exact(gs)).enumerate() {
-            let g = ci * cg + gi;
-            let zero = if spec.scheme == Scheme::Affine { zeros[g] } else { offset };
-            (k.values)(tg, scales[g], zero, yg);
-        }
-        Ok(())
+        with_code_buffer(y.len(), |tmp| {
+            pack::unpack(c, spec.bits, tmp)?;
+            for (gi, (yg, tg)) in y.chunks_exact_mut(gs).zip(tmp.chunks_exact(gs)).enumerate() {
+                let g = ci * cg + gi;
+                let zero = if spec.scheme == Scheme::Affine { zeros[g] } else { offset };
+                (k.group_values)(tg, scales[g], zero, yg);
+            }
+            Ok(())
+        })
     };
     if dst.len() <= cg * gs {
         return run(0, (dst, codes));

@@ -12,9 +12,75 @@ use std::sync::OnceLock;
 
 use crate::error::{invalid, Result};
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64_neon;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod avx2_tests;
+#[cfg(all(test, target_arch = "aarch64"))]
+mod neon_tests;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx2;
+
+/// One level's kernels. Every level module exports the same functions, with the contract of
+/// the scalar ones; [`kernels`] picks a table once per call.
+pub struct Kernels {
+    pub quantize_q8_0: fn(&[f32], &mut [u8]) -> bool,
+    pub quantize_q4_0: fn(&[f32], &mut [u8]) -> bool,
+    pub quantize_q4_1: fn(&[f32], &mut [u8]) -> bool,
+    pub quantize_q5_0: fn(&[f32], &mut [u8]) -> bool,
+    pub quantize_q5_1: fn(&[f32], &mut [u8]) -> bool,
+    pub dequantize_q8_0: fn(&[u8], &mut [f32]),
+    pub dequantize_q4_0: fn(&[u8], &mut [f32]),
+    pub dequantize_q4_1: fn(&[u8], &mut [f32]),
+    pub dequantize_q5_0: fn(&[u8], &mut [f32]),
+    pub dequantize_q5_1: fn(&[u8], &mut [f32]),
+    pub group_range: fn(&[f32]) -> (f32, f32, bool),
+    pub group_codes: fn(&[f32], f32, f32, f32, f32, &mut [u8]),
+    pub group_values: fn(&[u8], f32, f32, &mut [f32]),
+}
+
+macro_rules! kernel_table {
+    ($m:ident) => {
+        Kernels {
+            quantize_q8_0: $m::quantize_q8_0,
+            quantize_q4_0: $m::quantize_q4_0,
+            quantize_q4_1: $m::quantize_q4_1,
+            quantize_q5_0: $m::quantize_q5_0,
+            quantize_q5_1: $m::quantize_q5_1,
+            dequantize_q8_0: $m::dequantize_q8_0,
+            dequantize_q4_0: $m::dequantize_q4_0,
+            dequantize_q4_1: $m::dequantize_q4_1,
+            dequantize_q5_0: $m::dequantize_q5_0,
+            dequantize_q5_1: $m::dequantize_q5_1,
+            group_range: $m::group_range,
+            group_codes: $m::group_codes,
+            group_values: $m::group_values,
+        }
+    };
+}
+
+static SCALAR: Kernels = kernel_table!(scalar);
+#[cfg(target_arch = "x86_64")]
+static AVX2: Kernels = kernel_table!(x86_avx2);
+#[cfg(target_arch = "aarch64")]
+static NEON: Kernels = kernel_table!(aarch64_neon);
+
+/// The kernels of the level in force now ([`level`]).
+pub fn kernels() -> &'static Kernels {
+    kernels_at(level())
+}
+
+/// The kernels of `l`, falling back to scalar for a level this build has no kernels for.
+pub fn kernels_at(l: Level) -> &'static Kernels {
+    match l {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => &AVX2,
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => &NEON,
+        _ => &SCALAR,
+    }
+}
 
 /// An instruction-set level a kernel can run at, ordered from lowest to highest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,6 +133,12 @@ fn detect() -> Level {
             && std::arch::is_x86_feature_detected!("f16c")
         {
             return Level::Avx2;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Level::Neon;
         }
     }
     Level::Scalar
