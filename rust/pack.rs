@@ -46,7 +46,7 @@ pub fn pack(codes: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
     let mask = ((1u16 << bits) - 1) as u8;
     match bits {
         8 => out.copy_from_slice(codes),
-        4 => pack_nibbles(codes, out),
+        4 => (crate::simd::kernels().pack_nibbles)(codes, out),
         2 => pack_aligned::<4>(codes, out, 2, mask),
         1 => pack_aligned::<8>(codes, out, 1, mask),
         _ => {
@@ -84,7 +84,7 @@ pub fn unpack(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
     let mask = ((1u16 << bits) - 1) as u8;
     match bits {
         8 => out.copy_from_slice(packed),
-        4 => unpack_nibbles(packed, out),
+        4 => (crate::simd::kernels().unpack_nibbles)(packed, out),
         2 => unpack_aligned::<4>(packed, out, 2, mask),
         1 => unpack_aligned::<8>(packed, out, 1, mask),
         _ => {
@@ -102,33 +102,6 @@ pub fn unpack(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// 4 bits, the hot width: a pair of codes read as one little-endian u16 becomes one byte, in a
-/// loop LLVM turns into SIMD (mask, shift, or, narrow).
-fn pack_nibbles(codes: &[u8], out: &mut [u8]) {
-    let pairs = codes.chunks_exact(2);
-    let tail = pairs.remainder();
-    for (o, p) in out.iter_mut().zip(pairs) {
-        let v = u16::from_le_bytes([p[0], p[1]]);
-        *o = ((v & 0x000F) | ((v >> 4) & 0x00F0)) as u8;
-    }
-    if let [last] = tail {
-        out[codes.len() / 2] = last & 0x0F;
-    }
-}
-
-fn unpack_nibbles(packed: &[u8], out: &mut [u8]) {
-    let n = out.len();
-    let mut pairs = out.chunks_exact_mut(2);
-    for (p, &b) in (&mut pairs).zip(packed) {
-        let v = u16::from(b);
-        let pair = ((v & 0x0F) | ((v & 0xF0) << 4)).to_le_bytes();
-        p.copy_from_slice(&pair);
-    }
-    if let [last] = pairs.into_remainder() {
-        *last = packed[n / 2] & 0x0F;
-    }
 }
 
 /// Widths that divide 8: `PER` codes a byte. Fixed-size inner loops so LLVM vectorizes them.

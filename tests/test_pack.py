@@ -12,7 +12,7 @@ from conftest import AWKWARD_LENGTHS
 
 @pytest.mark.parametrize("bits", range(1, 9))
 @pytest.mark.parametrize("n", AWKWARD_LENGTHS)
-def test_pack_matches_reference_bit_exact(bits, n, rng):
+def test_pack_matches_reference_bit_exact(simd, bits, n, rng):
     codes = rng.integers(0, 2**bits, size=n, dtype=np.uint8)
     packed = qp.pack_bits(codes, bits)
     assert np.array_equal(packed, ref.pack_bits(codes, bits))

@@ -42,11 +42,11 @@ def _panic_for_tests() -> None: ...
 def gguf_dequantize(raw: npt.NDArray[np.uint8], qtype: str) -> npt.NDArray[np.float32]: ...
 def rtn_quantize(
     x: npt.NDArray[np.float32], bits: int, group_size: int, scheme: str, scale_dtype: str
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], Optional[npt.NDArray[np.float32]]]: ...
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
 def rtn_dequantize(
     codes: npt.NDArray[np.uint8],
-    scales: npt.NDArray[np.float32],
-    zeros: Optional[npt.NDArray[np.float32]],
+    scales: npt.NDArray[np.floating],
+    zeros: Optional[npt.NDArray[np.floating]],
     n: int,
     bits: int,
     group_size: int,

@@ -114,8 +114,8 @@ class QuantizedTensor:
         """Reconstructs the tensor (float32 by default, or ``dtype``) in its original shape."""
         ax, g, _ = _layout(self.shape, self.axis, self.group_size)
         n = int(np.prod(self.shape, dtype=np.int64))
-        scales = np.ascontiguousarray(self.scales, dtype=np.float32).reshape(-1)
-        zeros = None if self.zeros is None else np.ascontiguousarray(self.zeros, dtype=np.float32).reshape(-1)
+        scales = np.ascontiguousarray(self.scales).reshape(-1)
+        zeros = None if self.zeros is None else np.ascontiguousarray(self.zeros, dtype=self.scales.dtype).reshape(-1)
         flat = _core.rtn_dequantize(
             self.codes, scales, zeros, n, int(self.bits), g, self.scheme, self.scales.dtype.name
         )
@@ -186,12 +186,10 @@ def quantize(
     ax, g, sshape = _layout(x.shape, axis, group_size)
     moved = x.reshape(-1) if ax < 0 else np.ascontiguousarray(np.moveaxis(x, ax, -1)).reshape(-1)
     codes, scales, zeros = _core.rtn_quantize(moved, int(bits), g, scheme, scale_dtype)
-    sdt = np.dtype(scale_dtype)
-    # Scales and zeros were rounded to scale_dtype in the core, so this cast is exact.
     return QuantizedTensor(
         codes=codes,
-        scales=scales.astype(sdt).reshape(sshape),
-        zeros=None if zeros is None else zeros.astype(sdt).reshape(sshape),
+        scales=scales.reshape(sshape),
+        zeros=None if zeros is None else zeros.reshape(sshape),
         shape=tuple(x.shape),
         bits=int(bits),
         group_size=None if axis is None else (None if group_size is None else g),

@@ -1,6 +1,7 @@
 //! Bindings for scalar quantization: GGUF legacy blocks, RTN groups, bit packing.
 
-use numpy::{PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use half::f16;
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::prelude::*;
 
 use super::arrays::{contents, slice, uninit};
@@ -66,8 +67,26 @@ fn spec(bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResu
     Ok(RtnSpec { bits, group_size, scheme, scale_dtype })
 }
 
-type RtnParts<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<f32>>, Option<Bound<'py, PyArray1<f32>>>);
+/// Scales or zero points, as float32 or (exactly converted, F16C-fast) float16 NumPy arrays.
+fn grid_array<'py>(py: Python<'py>, v: &[f32], dtype: ScaleDtype) -> Bound<'py, PyAny> {
+    match dtype {
+        ScaleDtype::F32 => PyArray1::from_slice(py, v).into_any(),
+        ScaleDtype::F16 => PyArray1::from_iter(py, v.iter().map(|&x| f16::from_f32(x))).into_any(),
+    }
+}
 
+/// A float16 or float32 array of scales or zero points, as float32 values.
+fn grid_values(a: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f32>> {
+    if let Ok(h) = a.extract::<PyReadonlyArrayDyn<'_, f16>>() {
+        return Ok(slice(&h, what)?.iter().map(|x| x.to_f32()).collect());
+    }
+    let f = a.extract::<PyReadonlyArrayDyn<'_, f32>>().map_err(|_| to_py(invalid!("{what} must be a float16 or float32 array")))?;
+    Ok(slice(&f, what)?.to_vec())
+}
+
+type RtnParts<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
+
+/// Returns packed codes and scales (and zeros, affine only) in `scale_dtype`.
 #[pyfunction]
 fn rtn_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResult<RtnParts<'py>> {
     let spec = spec(bits, group_size, scheme, scale_dtype)?;
@@ -75,15 +94,12 @@ fn rtn_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, bits: u32
     spec.validate(src.len()).map_err(to_py)?;
     let groups = spec.n_groups(src.len());
     let codes = uninit::<u8>(py, pack::packed_len(src.len(), bits));
-    let scales = uninit::<f32>(py, groups);
-    let zeros = (spec.scheme == Scheme::Affine).then(|| uninit::<f32>(py, groups));
-    let (c, s) = (contents(&codes), contents(&scales));
-    let z: &mut [f32] = match &zeros {
-        Some(a) => contents(a),
-        None => &mut [],
-    };
-    run(py, || crate::scalar::rtn::quantize_into(&spec, src, c, s, z))?;
-    Ok((codes, scales, zeros))
+    let c = contents(&codes);
+    let affine = spec.scheme == Scheme::Affine;
+    let (mut s, mut z) = (vec![0f32; groups], vec![0f32; if affine { groups } else { 0 }]);
+    run(py, || crate::scalar::rtn::quantize_into(&spec, src, c, &mut s, &mut z))?;
+    let zeros = affine.then(|| grid_array(py, &z, spec.scale_dtype));
+    Ok((codes, grid_array(py, &s, spec.scale_dtype), zeros))
 }
 
 #[pyfunction]
@@ -91,8 +107,8 @@ fn rtn_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, bits: u32
 fn rtn_dequantize<'py>(
     py: Python<'py>,
     codes: PyReadonlyArrayDyn<'py, u8>,
-    scales: PyReadonlyArrayDyn<'py, f32>,
-    zeros: Option<PyReadonlyArrayDyn<'py, f32>>,
+    scales: Bound<'py, PyAny>,
+    zeros: Option<Bound<'py, PyAny>>,
     n: usize,
     bits: u32,
     group_size: usize,
@@ -101,17 +117,18 @@ fn rtn_dequantize<'py>(
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let spec = spec(bits, group_size, scheme, scale_dtype)?;
     spec.validate(n).map_err(to_py)?;
-    let (c, s) = (slice(&codes, "codes")?, slice(&scales, "scales")?);
+    let c = slice(&codes, "codes")?;
+    let s = grid_values(&scales, "scales")?;
     let z = match &zeros {
-        Some(a) => slice(a, "zeros")?,
-        None => &[],
+        Some(a) => grid_values(a, "zeros")?,
+        None => Vec::new(),
     };
     if c.len() != pack::packed_len(n, bits) {
         return Err(to_py(invalid!("codes hold {} bytes, {n} values of {bits} bits need {}", c.len(), pack::packed_len(n, bits))));
     }
     let out = uninit::<f32>(py, n);
     let dst = contents(&out);
-    run(py, || crate::scalar::rtn::dequantize_into(&spec, c, s, z, dst))?;
+    run(py, || crate::scalar::rtn::dequantize_into(&spec, c, &s, &z, dst))?;
     Ok(out)
 }
 

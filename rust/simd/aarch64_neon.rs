@@ -630,3 +630,32 @@ pub fn group_values(codes: &[u8], scale: f32, zero: f32, out: &mut [f32]) {
     }
     scalar::group_values(&codes[n4..], scale, zero, &mut out[n4..]);
 }
+
+/// Two codes a byte, identical to [`scalar::pack_nibbles`]: `vld2q_u8` splits even and odd codes.
+pub fn pack_nibbles(codes: &[u8], out: &mut [u8]) {
+    let whole = (codes.len() / 32).min(out.len() / 16);
+    for i in 0..whole {
+        // SAFETY: i < whole, so bytes 32i..32i+32 of `codes` and 16i..16i+16 of `out` exist;
+        // NEON is part of the aarch64 baseline.
+        unsafe {
+            let v = vld2q_u8(codes.as_ptr().add(32 * i));
+            let lo = vandq_u8(v.0, vdupq_n_u8(0x0F));
+            vst1q_u8(out.as_mut_ptr().add(16 * i), vorrq_u8(lo, vshlq_n_u8::<4>(v.1)));
+        }
+    }
+    scalar::pack_nibbles(&codes[32 * whole..], &mut out[16 * whole..]);
+}
+
+/// Inverse of [`pack_nibbles`], identical to [`scalar::unpack_nibbles`].
+pub fn unpack_nibbles(packed: &[u8], out: &mut [u8]) {
+    let whole = (out.len() / 32).min(packed.len() / 16);
+    for i in 0..whole {
+        // SAFETY: i < whole, so bytes 16i..16i+16 of `packed` and 32i..32i+32 of `out` exist.
+        unsafe {
+            let b = vld1q_u8(packed.as_ptr().add(16 * i));
+            let pair = uint8x16x2_t(vandq_u8(b, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(b));
+            vst2q_u8(out.as_mut_ptr().add(32 * i), pair);
+        }
+    }
+    scalar::unpack_nibbles(&packed[16 * whole..], &mut out[32 * whole..]);
+}

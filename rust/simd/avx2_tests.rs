@@ -156,7 +156,18 @@ fn block(r: &mut Rng, t: Kind, finite: bool) -> Vec<f32> {
         }
         3 => {} // all +0
         4 => x.iter_mut().for_each(|v| *v = -0.0),
-        5 => x.iter_mut().for_each(|v| *v = if r.below(2) == 0 { 0.0 } else { -0.0 }),
+        5 => {
+            // ±0 in random places, among positive values half the time (a zero minimum)
+            let pos = r.below(2) == 0;
+            x.iter_mut().for_each(|v| {
+                *v = match r.below(3) {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ if pos => r.unit().abs() + 0.25,
+                    _ => -0.0,
+                }
+            });
+        }
         6 => {
             let c = r.unit() * r.magnitude();
             x.iter_mut().for_each(|v| *v = c);
@@ -229,7 +240,7 @@ fn quantize_blocks_match_scalar() {
     let mut r = Rng::new(1);
     for t in TYPES {
         for case in 0..4000 {
-            // 8-block batches and the single-block remainder both get exercised
+            // whole 8-block batches and the zero-padded remainder both get exercised
             let nblocks = 1 + r.below(20);
             let finite = case % 5 != 0;
             let src: Vec<f32> = (0..nblocks).flat_map(|_| block(&mut r, t, finite)).collect();
@@ -583,5 +594,35 @@ proptest! {
             let codes: Vec<u8> = x.iter().map(|v| v.to_bits() as u8).collect();
             check_values(&codes, inv, zero as f32);
         }
+    }
+}
+
+#[test]
+fn nibble_pack_and_unpack_match_scalar() {
+    use super::{x86_avx2 as simd_level, scalar as oracle};
+    #[cfg(target_arch = "x86_64")]
+    if super::detected_level() != super::Level::Avx2 {
+        eprintln!("AVX2 not available: skipped");
+        return;
+    }
+    let mut state = 0x2545F4914F6CDD1Du64;
+    for n in (0usize..100).chain([129, 255, 256, 8193]) {
+        let codes: Vec<u8> = (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8 // all 8 bits: the high nibble must be ignored
+            })
+            .collect();
+        let (mut a, mut b) = (vec![0u8; n.div_ceil(2)], vec![0u8; n.div_ceil(2)]);
+        oracle::pack_nibbles(&codes, &mut a);
+        simd_level::pack_nibbles(&codes, &mut b);
+        assert_eq!(a, b, "pack, n = {n}");
+        let (mut x, mut y) = (vec![0u8; n], vec![0u8; n]);
+        oracle::unpack_nibbles(&a, &mut x);
+        simd_level::unpack_nibbles(&a, &mut y);
+        assert_eq!(x, y, "unpack, n = {n}");
+        assert!(x.iter().zip(&codes).all(|(u, c)| *u == c & 0x0F));
     }
 }

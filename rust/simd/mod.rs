@@ -38,6 +38,8 @@ pub struct Kernels {
     pub group_range: fn(&[f32]) -> (f32, f32, bool),
     pub group_codes: fn(&[f32], f32, f32, f32, f32, &mut [u8]),
     pub group_values: fn(&[u8], f32, f32, &mut [f32]),
+    pub pack_nibbles: fn(&[u8], &mut [u8]),
+    pub unpack_nibbles: fn(&[u8], &mut [u8]),
 }
 
 macro_rules! kernel_table {
@@ -56,6 +58,8 @@ macro_rules! kernel_table {
             group_range: $m::group_range,
             group_codes: $m::group_codes,
             group_values: $m::group_values,
+            pack_nibbles: $m::pack_nibbles,
+            unpack_nibbles: $m::unpack_nibbles,
         }
     };
 }

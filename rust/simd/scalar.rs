@@ -258,3 +258,31 @@ pub fn group_values(codes: &[u8], scale: f32, zero: f32, out: &mut [f32]) {
         *o = (c as f32 - zero) * scale;
     }
 }
+
+// ---- 4-bit packing (the hot width of `crate::pack`) ----
+
+/// Packs codes two to a byte, code `2j` in the low nibble (high bits of each code ignored);
+/// `out.len() == codes.len().div_ceil(2)`.
+pub fn pack_nibbles(codes: &[u8], out: &mut [u8]) {
+    let pairs = codes.chunks_exact(2);
+    let tail = pairs.remainder();
+    for (o, p) in out.iter_mut().zip(pairs) {
+        *o = (p[0] & 0x0F) | (p[1] << 4);
+    }
+    if let [last] = tail {
+        out[codes.len() / 2] = last & 0x0F;
+    }
+}
+
+/// Inverse of [`pack_nibbles`]: `out.len()` codes from `packed.len() == out.len().div_ceil(2)`.
+pub fn unpack_nibbles(packed: &[u8], out: &mut [u8]) {
+    let n = out.len();
+    let mut pairs = out.chunks_exact_mut(2);
+    for (p, &b) in (&mut pairs).zip(packed) {
+        p[0] = b & 0x0F;
+        p[1] = b >> 4;
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = packed[n / 2] & 0x0F;
+    }
+}

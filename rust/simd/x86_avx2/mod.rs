@@ -32,6 +32,7 @@ use super::Level;
 
 mod dequantize;
 mod group;
+mod nibbles;
 mod quantize;
 
 /// Panics unless this CPU has AVX2, FMA and F16C (the public kernels' soundness guard).
@@ -106,6 +107,15 @@ safe_kernel!(
 safe_kernel!(
     /// `(code - zero) * scale`, identical to [`scalar::group_values`].
     group_values => group::values, (codes: &[u8], scale: f32, zero: f32, out: &mut [f32])
+);
+
+safe_kernel!(
+    /// Two codes a byte, identical to [`scalar::pack_nibbles`].
+    pack_nibbles => nibbles::pack, (codes: &[u8], out: &mut [u8])
+);
+safe_kernel!(
+    /// Two codes a byte, identical to [`scalar::unpack_nibbles`].
+    unpack_nibbles => nibbles::unpack, (packed: &[u8], out: &mut [u8])
 );
 
 // ---- helpers shared by the submodules -------------------------------------------------------
