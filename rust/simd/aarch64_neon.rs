@@ -51,15 +51,7 @@ static LANE: [u32; QK] = {
 /// Bit `j % 8` in byte `j`: the weights that turn byte masks into `qh` bits (and back).
 static BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
 
-/// `scalar::inverse`: `1/d`, or 0 when `d == 0`.
-#[inline(always)]
-fn inverse(d: f32) -> f32 {
-    if d == 0.0 {
-        0.0
-    } else {
-        1.0 / d
-    }
-}
+use scalar::inverse;
 
 #[inline(always)]
 fn put_f16(out: &mut [u8], x: f32) {

@@ -16,6 +16,8 @@ use crate::error::{invalid, Result};
 pub mod aarch64_neon;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod avx2_tests;
+#[cfg(test)]
+mod level_tests;
 #[cfg(all(test, target_arch = "aarch64"))]
 mod neon_tests;
 pub mod scalar;

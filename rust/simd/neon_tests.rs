@@ -726,30 +726,5 @@ fn group_values_match_scalar() {
 
 #[test]
 fn nibble_pack_and_unpack_match_scalar() {
-    use super::{aarch64_neon as simd_level, scalar as oracle};
-    #[cfg(target_arch = "x86_64")]
-    if super::detected_level() != super::Level::Avx2 {
-        eprintln!("AVX2 not available: skipped");
-        return;
-    }
-    let mut state = 0x2545F4914F6CDD1Du64;
-    for n in (0usize..100).chain([129, 255, 256, 8193]) {
-        let codes: Vec<u8> = (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8 // all 8 bits: the high nibble must be ignored
-            })
-            .collect();
-        let (mut a, mut b) = (vec![0u8; n.div_ceil(2)], vec![0u8; n.div_ceil(2)]);
-        oracle::pack_nibbles(&codes, &mut a);
-        simd_level::pack_nibbles(&codes, &mut b);
-        assert_eq!(a, b, "pack, n = {n}");
-        let (mut x, mut y) = (vec![0u8; n], vec![0u8; n]);
-        oracle::unpack_nibbles(&a, &mut x);
-        simd_level::unpack_nibbles(&a, &mut y);
-        assert_eq!(x, y, "unpack, n = {n}");
-        assert!(x.iter().zip(&codes).all(|(u, c)| *u == c & 0x0F));
-    }
+    super::level_tests::check_nibble_kernels(super::aarch64_neon::pack_nibbles, super::aarch64_neon::unpack_nibbles);
 }

@@ -60,8 +60,9 @@ pub fn first_absmax(x: &[f32]) -> f32 {
     best
 }
 
+/// `1/d`, or 0 when `d == 0` (the block formats' guard against dividing by zero).
 #[inline(always)]
-fn inverse(d: f32) -> f32 {
+pub fn inverse(d: f32) -> f32 {
     if d == 0.0 {
         0.0
     } else {
