@@ -16,6 +16,10 @@ from conftest import AWKWARD_LENGTHS, BOUND_RTOL, weight_like
 SCHEMES = [("affine", b) for b in range(1, 9)] + [("symmetric", b) for b in range(2, 9)]
 
 
+def bits_of(a):
+    return a.view(np.uint16 if a.dtype == np.float16 else np.uint32)
+
+
 def oracle_zero(scheme, bits, z, scales):
     return z if scheme == "affine" else np.full_like(scales, 2 ** (bits - 1))
 
@@ -31,9 +35,9 @@ def test_kernels_match_reference(simd, scheme, bits, scale_dtype, rng):
         codes, scales, zeros = _core.rtn_quantize(x, bits, g, scheme, scale_dtype)
         rc, rs, rz = ref.rtn_quantize(x, bits, g, scheme, scale_dtype)
         assert np.array_equal(codes, ref.pack_bits(rc, bits)), (g, bits)
-        assert np.array_equal(scales, rs)
+        assert np.array_equal(bits_of(scales), bits_of(rs.astype(scales.dtype)))
         if scheme == "affine":
-            assert np.array_equal(zeros, rz)
+            assert np.array_equal(bits_of(zeros), bits_of(rz.astype(zeros.dtype)))  # +0, never -0
         else:
             assert zeros is None
         y = _core.rtn_dequantize(codes, scales, zeros, x.size, bits, g, scheme, scale_dtype)

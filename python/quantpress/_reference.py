@@ -50,7 +50,7 @@ def rtn_quantize(x: np.ndarray, bits: int, group_size: int, scheme: str, scale_d
         mx = np.where(gmax > 0, gmax, F32(0)).astype(F32)
         scale = _round_up((mx - mn) / top, scale_dtype)
         with np.errstate(divide="ignore", invalid="ignore"):
-            zero = np.where(scale > 0, np.clip(np.rint(-mn / scale), 0, top), F32(0)).astype(F32)
+            zero = np.where(scale > 0, np.clip(np.rint(-mn / scale), 0, top), F32(0)).astype(F32) + F32(0)
         lo = F32(0)
     else:
         amax = np.maximum(np.abs(gmin), np.abs(gmax))

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::error::{invalid, Error, Result};
 use crate::pack;
 use crate::parallel;
-use crate::simd;
+use crate::simd::{self, GridParams};
 
 /// Values per parallel task, rounded to whole, byte-aligned groups.
 const CHUNK_VALUES: usize = 1 << 16;
@@ -44,15 +44,6 @@ pub struct RtnSpec {
     pub group_size: usize,
     pub scheme: Scheme,
     pub scale_dtype: ScaleDtype,
-}
-
-/// One group's quantization grid.
-#[derive(Clone, Copy, Debug)]
-pub struct Grid {
-    pub scale: f32,
-    pub zero: f32,
-    pub lo: f32,
-    pub hi: f32,
 }
 
 impl RtnSpec {
@@ -82,48 +73,20 @@ impl RtnSpec {
         (1u32 << (self.bits - 1)) as f32
     }
 
-    /// The grid for a group whose minimum and maximum are `gmin`, `gmax`.
-    pub fn grid(&self, gmin: f32, gmax: f32) -> Result<Grid> {
-        let top = ((1u32 << self.bits) - 1) as f32;
-        match self.scheme {
-            Scheme::Affine => {
-                // No negative zeros: mn is +0 or negative, mx is +0 or positive.
-                let mn = if gmin < 0.0 { gmin } else { 0.0 };
-                let mx = if gmax > 0.0 { gmax } else { 0.0 };
-                let scale = self.round_up((mx - mn) / top)?;
-                let zero = if scale > 0.0 { (-mn / scale).round_ties_even().clamp(0.0, top) } else { 0.0 };
-                Ok(Grid { scale, zero, lo: 0.0, hi: top })
-            }
-            Scheme::Symmetric => {
-                let (a, b) = (gmin.abs(), gmax.abs());
-                let amax = if a > b { a } else { b };
-                let qm = self.symmetric_offset() - 1.0;
-                let scale = self.round_up(amax / qm)?;
-                Ok(Grid { scale, zero: self.symmetric_offset(), lo: 1.0, hi: top })
-            }
+    /// The grid rules of this spec, for the `grids` kernels.
+    pub fn grid_params(&self) -> GridParams {
+        GridParams {
+            symmetric: self.scheme == Scheme::Symmetric,
+            top: ((1u32 << self.bits) - 1) as f32,
+            qm: self.symmetric_offset() - 1.0,
+            offset: self.symmetric_offset(),
+            f16: self.scale_dtype == ScaleDtype::F16,
         }
     }
 
-    /// The smallest value of the scale dtype that is `>= s`. A nonzero scale is at least
-    /// `f32::MIN_POSITIVE`, so that `1/s` stays finite (a subnormal scale would make it infinite).
-    fn round_up(&self, s: f32) -> Result<f32> {
-        let s = if s > 0.0 && s < f32::MIN_POSITIVE { f32::MIN_POSITIVE } else { s };
-        let v = match self.scale_dtype {
-            ScaleDtype::F32 => s,
-            ScaleDtype::F16 => {
-                let h = half::f16::from_f32(s);
-                if h.to_f32() < s {
-                    half::f16::from_bits(h.to_bits() + 1).to_f32()
-                } else {
-                    h.to_f32()
-                }
-            }
-        };
-        if !v.is_finite() {
-            let hint = if self.scale_dtype == ScaleDtype::F16 { "; use scale_dtype='float32'" } else { "" };
-            return Err(Error::Overflow(format!("a group's scale ({s:e}) overflows the scale dtype{hint}")));
-        }
-        Ok(v)
+    fn overflow(&self, group: usize) -> Error {
+        let hint = if self.scale_dtype == ScaleDtype::F16 { "float16; use scale_dtype='float32'" } else { "float32" };
+        Error::Overflow(format!("the scale of group {group} overflows {hint}"))
     }
 }
 
@@ -181,30 +144,38 @@ pub fn quantize_into(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut
     let cg = chunk_groups(spec);
     let code_bytes = cg * gs * spec.bits as usize / 8;
     let affine = spec.scheme == Scheme::Affine;
+    let params = spec.grid_params();
     let n_chunks = spec.n_groups(src.len()).div_ceil(cg);
     let zero_chunks: Vec<&mut [f32]> =
         if affine { zeros.chunks_mut(cg).collect() } else { (0..n_chunks).map(|_| <&mut [f32]>::default()).collect() };
     let jobs: Vec<_> = src.chunks(cg * gs).zip(codes.chunks_mut(code_bytes)).zip(scales.chunks_mut(cg)).zip(zero_chunks).collect();
     let run = |(((x, c), s), z): (((&[f32], &mut [u8]), &mut [f32]), &mut [f32])| -> Result<()> {
-        // Three passes over the chunk's groups, so that the scalar grid arithmetic of
-        // independent groups overlaps instead of forming one long dependency chain per group.
-        let ranges: Vec<(f32, f32, bool)> = x.chunks_exact(gs).map(k.group_range).collect();
-        if ranges.iter().any(|r| !r.2) {
+        // Three passes over the chunk's groups (ranges, grids, codes), so that the grid
+        // arithmetic runs over many groups at once instead of one dependency chain a group.
+        let ng = x.len() / gs;
+        let (mut mins, mut maxs, mut finite) = (vec![0f32; ng], vec![0f32; ng], true);
+        for (i, xg) in x.chunks_exact(gs).enumerate() {
+            let (mn, mx, ok) = (k.group_range)(xg);
+            (mins[i], maxs[i], finite) = (mn, mx, finite & ok);
+        }
+        if !finite {
             return Err(Error::NonFinite { index: 0 });
         }
-        let mut grids = Vec::with_capacity(ranges.len());
-        for (gi, &(mn, mx, _)) in ranges.iter().enumerate() {
-            let grid = spec.grid(mn, mx)?;
-            s[gi] = grid.scale;
-            if affine {
-                z[gi] = grid.zero;
-            }
-            grids.push(grid);
+        let (mut implicit_zeros, mut invs) = (Vec::new(), vec![0f32; ng]);
+        let zero_points: &mut [f32] = if affine {
+            z
+        } else {
+            implicit_zeros.resize(ng, 0.0);
+            &mut implicit_zeros
+        };
+        if !(k.grids)(&mins, &maxs, &params, s, zero_points, &mut invs) {
+            let first = s.iter().position(|v| v.is_infinite()).unwrap_or(0);
+            return Err(spec.overflow(first));
         }
+        let (lo, hi) = if affine { (0.0, params.top) } else { (1.0, params.top) };
         with_code_buffer(x.len(), |tmp| {
-            for ((xg, tg), g) in x.chunks_exact(gs).zip(tmp.chunks_exact_mut(gs)).zip(&grids) {
-                let inv = if g.scale > 0.0 { 1.0 / g.scale } else { 0.0 };
-                (k.group_codes)(xg, inv, g.zero, g.lo, g.hi, tg);
+            for (i, (xg, tg)) in x.chunks_exact(gs).zip(tmp.chunks_exact_mut(gs)).enumerate() {
+                (k.group_codes)(xg, invs[i], zero_points[i], lo, hi, tg);
             }
             pack::pack(tmp, spec.bits, c)
         })

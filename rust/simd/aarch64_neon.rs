@@ -52,6 +52,8 @@ static LANE: [u32; QK] = {
 static BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
 
 use scalar::inverse;
+/// Per-group grid arithmetic (a few operations a group): the scalar code serves.
+pub use scalar::grids;
 
 #[inline(always)]
 fn put_f16(out: &mut [u8], x: f32) {

@@ -605,3 +605,12 @@ fn nibble_pack_and_unpack_match_scalar() {
     }
     super::level_tests::check_nibble_kernels(super::x86_avx2::pack_nibbles, super::x86_avx2::unpack_nibbles);
 }
+
+#[test]
+fn grids_match_scalar() {
+    if super::detected_level() != super::Level::Avx2 {
+        eprintln!("AVX2 not available: skipped");
+        return;
+    }
+    super::level_tests::check_grids(super::x86_avx2::grids);
+}

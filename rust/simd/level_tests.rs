@@ -26,3 +26,69 @@ pub fn check_nibble_kernels(pack: fn(&[u8], &mut [u8]), unpack: fn(&[u8], &mut [
         assert!(x.iter().zip(&codes).all(|(u, c)| *u == c & 0x0F));
     }
 }
+
+type GridsFn = fn(&[f32], &[f32], &super::GridParams, &mut [f32], &mut [f32], &mut [f32]) -> bool;
+
+/// Compares a level's `grids` with the scalar kernel, bit for bit, for every scheme, width and
+/// scale dtype, on ranges that include ±0, subnormals, float16 overflow and float32 overflow.
+pub fn check_grids(grids: GridsFn) {
+    // ranges that overflow (which only the flag must report) and ranges that do not
+    let overflowing = [0.0f32, -0.0, 1e-39, -1e-39, 1e-45, 3e-8, -6e4, 6e4, 1e5, -3e38, 3e38, 0.5, -0.5, 7.0];
+    let finite = [0.0f32, -0.0, 1e-39, -1e-39, 1e-45, 3e-8, 2e-5, -1e-6, 0.5, -0.5, 7.0, -7.0, 100.0];
+    let mut compared = 0usize;
+    let mut state = 0x9E3779B97F4A7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for bits in 1..=8u32 {
+        for symmetric in [false, true] {
+            if symmetric && bits < 2 {
+                continue;
+            }
+            for f16 in [false, true] {
+                let p = super::GridParams {
+                    symmetric,
+                    top: ((1u32 << bits) - 1) as f32,
+                    qm: ((1u32 << (bits - 1)) - 1) as f32,
+                    offset: (1u32 << (bits - 1)) as f32,
+                    f16,
+                };
+                for (special, n) in [&overflowing[..], &finite[..]]
+                    .into_iter()
+                    .flat_map(|sp| [1usize, 7, 8, 9, 31, 64, 257].map(|n| (sp, n)))
+                {
+                    let value = |r: u64| -> f32 {
+                        if r % 4 == 0 {
+                            special[(r >> 8) as usize % special.len()]
+                        } else {
+                            ((r >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * 10f32.powi((r % 9) as i32 - 4)
+                        }
+                    };
+                    let (mut mins, mut maxs) = (Vec::new(), Vec::new());
+                    for _ in 0..n {
+                        let (a, b) = (value(next()), value(next()));
+                        mins.push(a.min(b));
+                        maxs.push(a.max(b));
+                    }
+                    let mut want = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+                    let mut got = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+                    let ok_want = scalar::grids(&mins, &maxs, &p, &mut want.0, &mut want.1, &mut want.2);
+                    let ok_got = grids(&mins, &maxs, &p, &mut got.0, &mut got.1, &mut got.2);
+                    assert_eq!(ok_want, ok_got, "{p:?} n={n}");
+                    if !ok_want {
+                        continue; // an overflowing call is an error; its values are not used
+                    }
+                    let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits_of(&want.0), bits_of(&got.0), "scales {p:?} {mins:?} {maxs:?}");
+                    assert_eq!(bits_of(&want.1), bits_of(&got.1), "zeros {p:?} {mins:?} {maxs:?}");
+                    assert_eq!(bits_of(&want.2), bits_of(&got.2), "inverses {p:?}");
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 300, "only {compared} calls compared values");
+}

@@ -24,6 +24,19 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx2;
 
+/// How a group's scale and zero point follow from its range (the rules of `crate::scalar::rtn`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GridParams {
+    pub symmetric: bool,
+    /// Largest code, `2^bits - 1`.
+    pub top: f32,
+    /// Symmetric only: largest code magnitude `2^(bits-1) - 1`, and the implicit zero `2^(bits-1)`.
+    pub qm: f32,
+    pub offset: f32,
+    /// Scales are stored as float16 (rounded up to it) rather than float32.
+    pub f16: bool,
+}
+
 /// One level's kernels. Every level module exports the same functions, with the contract of
 /// the scalar ones; [`kernels`] picks a table once per call.
 pub struct Kernels {
@@ -40,6 +53,7 @@ pub struct Kernels {
     pub group_range: fn(&[f32]) -> (f32, f32, bool),
     pub group_codes: fn(&[f32], f32, f32, f32, f32, &mut [u8]),
     pub group_values: fn(&[u8], f32, f32, &mut [f32]),
+    pub grids: fn(&[f32], &[f32], &GridParams, &mut [f32], &mut [f32], &mut [f32]) -> bool,
     pub pack_nibbles: fn(&[u8], &mut [u8]),
     pub unpack_nibbles: fn(&[u8], &mut [u8]),
 }
@@ -60,6 +74,7 @@ macro_rules! kernel_table {
             group_range: $m::group_range,
             group_codes: $m::group_codes,
             group_values: $m::group_values,
+            grids: $m::grids,
             pack_nibbles: $m::pack_nibbles,
             unpack_nibbles: $m::unpack_nibbles,
         }

@@ -728,3 +728,8 @@ fn group_values_match_scalar() {
 fn nibble_pack_and_unpack_match_scalar() {
     super::level_tests::check_nibble_kernels(super::aarch64_neon::pack_nibbles, super::aarch64_neon::unpack_nibbles);
 }
+
+#[test]
+fn grids_match_scalar() {
+    super::level_tests::check_grids(super::aarch64_neon::grids);
+}

@@ -10,6 +10,8 @@
 
 use half::f16;
 
+use super::GridParams;
+
 pub const QK: usize = 32; // block size of every legacy GGUF type
 
 /// `x as i32` the way x86 `cvttss2si` does it: truncation, and `i32::MIN` for NaN/out of range.
@@ -244,6 +246,45 @@ pub fn group_range(x: &[f32]) -> (f32, f32, bool) {
         finite &= v.is_finite();
     }
     (mn, mx, finite)
+}
+
+/// A nonzero scale raised to at least `f32::MIN_POSITIVE` (so `1/s` is finite), then, for
+/// float16 storage, rounded up to the smallest float16 `>= s` (infinite when it overflows).
+pub fn round_up_scale(s: f32, f16: bool) -> f32 {
+    let s = if s > 0.0 && s < f32::MIN_POSITIVE { f32::MIN_POSITIVE } else { s };
+    if !f16 {
+        return s;
+    }
+    let h = half::f16::from_f32(s);
+    if h.to_f32() < s {
+        half::f16::from_bits(h.to_bits() + 1).to_f32()
+    } else {
+        h.to_f32()
+    }
+}
+
+/// Scale, zero point and `1/scale` of every group from its minimum and maximum; false if a
+/// scale overflowed (is infinite). Zero points are never `-0.0`.
+pub fn grids(mins: &[f32], maxs: &[f32], p: &GridParams, scales: &mut [f32], zeros: &mut [f32], invs: &mut [f32]) -> bool {
+    let mut finite = true;
+    for i in 0..mins.len() {
+        let (gmin, gmax) = (mins[i], maxs[i]);
+        let (scale, zero) = if p.symmetric {
+            let (a, b) = (gmin.abs(), gmax.abs());
+            (round_up_scale(if a > b { a } else { b } / p.qm, p.f16), p.offset)
+        } else {
+            // No negative zeros: mn is +0 or negative, mx is +0 or positive.
+            let mn = if gmin < 0.0 { gmin } else { 0.0 };
+            let mx = if gmax > 0.0 { gmax } else { 0.0 };
+            let scale = round_up_scale((mx - mn) / p.top, p.f16);
+            (scale, if scale > 0.0 { (-mn / scale).round_ties_even().clamp(0.0, p.top) + 0.0 } else { 0.0 })
+        };
+        finite &= scale.is_finite();
+        scales[i] = scale;
+        zeros[i] = zero;
+        invs[i] = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    }
+    finite
 }
 
 /// Codes `clamp(round_half_even(x*inv) + zero, lo, hi)` of one group.

@@ -31,6 +31,7 @@ use super::scalar;
 use super::Level;
 
 mod dequantize;
+mod grids;
 mod group;
 mod nibbles;
 mod quantize;
@@ -109,6 +110,10 @@ safe_kernel!(
     group_values => group::values, (codes: &[u8], scale: f32, zero: f32, out: &mut [f32])
 );
 
+safe_kernel!(
+    /// Eight groups' scales, zero points and inverses at a time, identical to [`scalar::grids`].
+    grids => grids::grids, (mins: &[f32], maxs: &[f32], p: &super::GridParams, scales: &mut [f32], zeros: &mut [f32], invs: &mut [f32]) -> bool
+);
 safe_kernel!(
     /// Two codes a byte, identical to [`scalar::pack_nibbles`].
     pack_nibbles => nibbles::pack, (codes: &[u8], out: &mut [u8])
