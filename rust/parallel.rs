@@ -66,7 +66,18 @@ pub fn reset_after_fork() {
     }
 }
 
-/// Runs `f` inside the pool, so that rayon's parallel iterators in it use the pool's threads.
-pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
-    Ok(pool()?.install(f))
+/// Runs `f` on every job, stopping at the first error. With more than one job and more than
+/// one thread the jobs run in the pool; otherwise they run in order on the calling thread,
+/// whose caches hold the data the caller just touched (a pool thread may sit on another core).
+/// Each job owns its slice of the output, so both ways give the same result.
+pub fn try_for_each<T: Send>(jobs: Vec<T>, f: impl Fn(T) -> Result<()> + Sync + Send) -> Result<()> {
+    if jobs.len() <= 1 {
+        return jobs.into_iter().try_for_each(f);
+    }
+    let pool = pool()?;
+    if pool.current_num_threads() == 1 {
+        return jobs.into_iter().try_for_each(f);
+    }
+    use rayon::prelude::*;
+    pool.install(|| jobs.into_par_iter().try_for_each(f))
 }

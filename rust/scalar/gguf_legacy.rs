@@ -5,8 +5,6 @@
 //! docs/format.md). Work is split into fixed chunks of blocks that run in parallel; each chunk
 //! writes its own output bytes, so the result does not depend on the thread count.
 
-use rayon::prelude::*;
-
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
 use crate::simd::{self, scalar, Kernels};
@@ -110,18 +108,9 @@ pub fn quantize_into(t: LegacyType, src: &[f32], row_len: usize, dst: &mut [u8])
     }
     let kernel = t.quantize_kernel(simd::kernels());
     let (cin, cout) = (CHUNK_BLOCKS * t.block_size(), CHUNK_BLOCKS * t.block_bytes());
-    let all_finite = if src.len() <= cin {
-        kernel(src, dst)
-    } else {
-        parallel::install(|| {
-            src.par_chunks(cin).zip(dst.par_chunks_mut(cout)).map(|(s, d)| kernel(s, d)).reduce(|| true, |a, b| a & b)
-        })?
-    };
-    if !all_finite {
-        let index = src.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Err(Error::NonFinite { index });
-    }
-    Ok(())
+    let jobs: Vec<_> = src.chunks(cin).zip(dst.chunks_mut(cout)).collect();
+    parallel::try_for_each(jobs, |(s, d)| if kernel(s, d) { Ok(()) } else { Err(Error::NonFinite { index: 0 }) })
+        .map_err(|_| Error::NonFinite { index: src.iter().position(|v| !v.is_finite()).unwrap_or(0) })
 }
 
 /// Dequantizes whole blocks in `src` into `dst` (32 values a block).
@@ -144,11 +133,11 @@ pub fn dequantize_into(t: LegacyType, src: &[u8], dst: &mut [f32]) -> Result<()>
     }
     let kernel = t.dequantize_kernel(simd::kernels());
     let (cin, cout) = (CHUNK_BLOCKS * t.block_bytes(), CHUNK_BLOCKS * t.block_size());
-    if dst.len() <= cout {
-        kernel(src, dst);
-        return Ok(());
-    }
-    parallel::install(|| src.par_chunks(cin).zip(dst.par_chunks_mut(cout)).for_each(|(s, d)| kernel(s, d)))
+    let jobs: Vec<_> = src.chunks(cin).zip(dst.chunks_mut(cout)).collect();
+    parallel::try_for_each(jobs, |(s, d)| {
+        kernel(s, d);
+        Ok(())
+    })
 }
 
 /// Convenience: quantize into a new vector.

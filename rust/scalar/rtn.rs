@@ -15,8 +15,6 @@
 //! `u = clamp(round_half_even(x * (1/s)) + z, lo, hi)`; `1/s = 0` when `s = 0`.
 //! Codes are packed in the bit order of [`crate::pack`].
 
-use rayon::prelude::*;
-
 use crate::error::{invalid, Error, Result};
 use crate::pack;
 use crate::parallel;
@@ -180,11 +178,7 @@ pub fn quantize_into(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut
             pack::pack(tmp, spec.bits, c)
         })
     };
-    let result = if jobs.len() <= 1 {
-        jobs.into_iter().try_for_each(run)
-    } else {
-        parallel::install(|| jobs.into_par_iter().try_for_each(run))?
-    };
+    let result = parallel::try_for_each(jobs, run);
     result.map_err(|e| match e {
         Error::NonFinite { .. } => Error::NonFinite { index: src.iter().position(|v| !v.is_finite()).unwrap_or(0) },
         other => other,
@@ -211,10 +205,6 @@ pub fn dequantize_into(spec: &RtnSpec, codes: &[u8], scales: &[f32], zeros: &[f3
             Ok(())
         })
     };
-    if dst.len() <= cg * gs {
-        return run(0, (dst, codes));
-    }
-    parallel::install(|| {
-        dst.par_chunks_mut(cg * gs).zip(codes.par_chunks(code_bytes)).enumerate().try_for_each(|(ci, pair)| run(ci, pair))
-    })?
+    let jobs: Vec<_> = dst.chunks_mut(cg * gs).zip(codes.chunks(code_bytes)).enumerate().collect();
+    parallel::try_for_each(jobs, |(ci, pair)| run(ci, pair))
 }
