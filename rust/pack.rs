@@ -109,11 +109,7 @@ pub fn unpack(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
 fn pack_aligned<const PER: usize>(codes: &[u8], out: &mut [u8], bits: u32, mask: u8) {
     let whole = codes.len() / PER;
     for (o, chunk) in out[..whole].iter_mut().zip(codes.chunks_exact(PER)) {
-        let mut byte = 0u8;
-        for j in 0..PER {
-            byte |= (chunk[j] & mask) << (j as u32 * bits);
-        }
-        *o = byte;
+        *o = chunk.iter().enumerate().fold(0u8, |b, (j, &c)| b | ((c & mask) << (j as u32 * bits)));
     }
     let tail = &codes[whole * PER..];
     if !tail.is_empty() {
@@ -125,8 +121,8 @@ fn pack_aligned<const PER: usize>(codes: &[u8], out: &mut [u8], bits: u32, mask:
 fn unpack_aligned<const PER: usize>(packed: &[u8], out: &mut [u8], bits: u32, mask: u8) {
     let whole = out.len() / PER;
     for (chunk, &byte) in out.chunks_exact_mut(PER).zip(packed) {
-        for j in 0..PER {
-            chunk[j] = (byte >> (j as u32 * bits)) & mask;
+        for (j, c) in chunk.iter_mut().enumerate() {
+            *c = (byte >> (j as u32 * bits)) & mask;
         }
     }
     for (j, c) in out[whole * PER..].iter_mut().enumerate() {

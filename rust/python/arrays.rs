@@ -12,16 +12,15 @@ pub fn slice<'a, T: Element>(a: &'a PyReadonlyArrayDyn<'_, T>, what: &str) -> Py
     })
 }
 
-/// A new 1-D array of `n` elements whose contents the caller must fully overwrite.
-pub fn uninit<T: Element>(py: Python<'_>, n: usize) -> Bound<'_, PyArray1<T>> {
-    // SAFETY: every caller writes all `n` elements (through `as_slice_mut`) before the array is
-    // returned to Python; on an error the array is dropped without being read.
-    unsafe { PyArray1::<T>::new(py, n, false) }
-}
-
-/// The mutable contents of an array made by [`uninit`].
-pub fn contents<'a, T: Element>(a: &'a Bound<'_, PyArray1<T>>) -> &'a mut [T] {
-    // SAFETY: the array was just created by `uninit`, is contiguous, and no other reference to
-    // its data exists until it is returned to Python.
-    unsafe { a.as_slice_mut().expect("a new 1-D array is contiguous") }
+/// A new 1-D array of `n` elements, filled by `fill` (which must overwrite every element)
+/// through rust-numpy's borrow-checked writeable view.
+pub fn filled<'py, T: Element>(py: Python<'py>, n: usize, fill: impl FnOnce(&mut [T]) -> PyResult<()>) -> PyResult<Bound<'py, PyArray1<T>>> {
+    // SAFETY: the array is uninitialised; `fill` overwrites all `n` elements before the array is
+    // returned to Python, and on an error the array is dropped without being read.
+    let array = unsafe { PyArray1::<T>::new(py, n, false) };
+    {
+        let mut view = array.readwrite();
+        fill(view.as_slice_mut().expect("a new 1-D array is contiguous"))?;
+    }
+    Ok(array)
 }

@@ -1,10 +1,10 @@
 //! Bindings for scalar quantization: GGUF legacy blocks, RTN groups, bit packing.
 
 use half::f16;
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use numpy::{PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::prelude::*;
 
-use super::arrays::{contents, slice, uninit};
+use super::arrays::{filled, slice};
 use super::errors::{run, to_py};
 use crate::error::invalid;
 use crate::pack;
@@ -16,10 +16,7 @@ fn gguf_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, row_len:
     let t = LegacyType::from_name(qtype).map_err(to_py)?;
     let src = slice(&x, "x")?;
     gguf_legacy::check_rows(t, src.len(), row_len).map_err(to_py)?;
-    let out = uninit::<u8>(py, t.quantized_len(src.len()));
-    let dst = contents(&out);
-    run(py, || gguf_legacy::quantize_into(t, src, row_len, dst))?;
-    Ok(out)
+    filled(py, t.quantized_len(src.len()), |dst| run(py, || gguf_legacy::quantize_into(t, src, row_len, dst)))
 }
 
 /// Decodes into a caller-provided float32 array (no allocation: servers reuse buffers).
@@ -47,10 +44,7 @@ fn gguf_dequantize<'py>(py: Python<'py>, raw: PyReadonlyArrayDyn<'py, u8>, qtype
     if src.len() % t.block_bytes() != 0 {
         return Err(to_py(invalid!("{} bytes are not a whole number of {qtype} blocks of {} bytes", src.len(), t.block_bytes())));
     }
-    let out = uninit::<f32>(py, src.len() / t.block_bytes() * t.block_size());
-    let dst = contents(&out);
-    run(py, || gguf_legacy::dequantize_into(t, src, dst))?;
-    Ok(out)
+    filled(py, src.len() / t.block_bytes() * t.block_size(), |dst| run(py, || gguf_legacy::dequantize_into(t, src, dst)))
 }
 
 fn spec(bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResult<RtnSpec> {
@@ -93,11 +87,11 @@ fn rtn_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, bits: u32
     let src = slice(&x, "x")?;
     spec.validate(src.len()).map_err(to_py)?;
     let groups = spec.n_groups(src.len());
-    let codes = uninit::<u8>(py, pack::packed_len(src.len(), bits));
-    let c = contents(&codes);
     let affine = spec.scheme == Scheme::Affine;
     let (mut s, mut z) = (vec![0f32; groups], vec![0f32; if affine { groups } else { 0 }]);
-    run(py, || crate::scalar::rtn::quantize_into(&spec, src, c, &mut s, &mut z))?;
+    let codes = filled(py, pack::packed_len(src.len(), bits), |c| {
+        run(py, || crate::scalar::rtn::quantize_into(&spec, src, c, &mut s, &mut z))
+    })?;
     let zeros = affine.then(|| grid_array(py, &z, spec.scale_dtype));
     Ok((codes, grid_array(py, &s, spec.scale_dtype), zeros))
 }
@@ -126,20 +120,14 @@ fn rtn_dequantize<'py>(
     if c.len() != pack::packed_len(n, bits) {
         return Err(to_py(invalid!("codes hold {} bytes, {n} values of {bits} bits need {}", c.len(), pack::packed_len(n, bits))));
     }
-    let out = uninit::<f32>(py, n);
-    let dst = contents(&out);
-    run(py, || crate::scalar::rtn::dequantize_into(&spec, c, &s, &z, dst))?;
-    Ok(out)
+    filled(py, n, |dst| run(py, || crate::scalar::rtn::dequantize_into(&spec, c, &s, &z, dst)))
 }
 
 #[pyfunction]
 fn pack_bits<'py>(py: Python<'py>, codes: PyReadonlyArrayDyn<'py, u8>, bits: u32) -> PyResult<Bound<'py, PyArray1<u8>>> {
     let src = slice(&codes, "codes")?;
     pack::check_codes(src, bits).map_err(to_py)?;
-    let out = uninit::<u8>(py, pack::packed_len(src.len(), bits));
-    let dst = contents(&out);
-    run(py, || pack::pack(src, bits, dst))?;
-    Ok(out)
+    filled(py, pack::packed_len(src.len(), bits), |dst| run(py, || pack::pack(src, bits, dst)))
 }
 
 #[pyfunction]
@@ -148,10 +136,7 @@ fn unpack_bits<'py>(py: Python<'py>, packed: PyReadonlyArrayDyn<'py, u8>, bits: 
     if !(1..=8).contains(&bits) || src.len() != pack::packed_len(n, bits) {
         return Err(to_py(invalid!("{} packed bytes do not hold {n} codes of {bits} bits", src.len())));
     }
-    let out = uninit::<u8>(py, n);
-    let dst = contents(&out);
-    run(py, || pack::unpack(src, bits, dst))?;
-    Ok(out)
+    filled(py, n, |dst| run(py, || pack::unpack(src, bits, dst)))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -133,6 +133,9 @@ fn check_outputs(spec: &RtnSpec, n: usize, codes: usize, scales: usize, zeros: u
     Ok(())
 }
 
+/// One parallel chunk: its input, packed codes, scales and (affine only) zero points.
+type QuantizeJob<'a> = (((&'a [f32], &'a mut [u8]), &'a mut [f32]), &'a mut [f32]);
+
 /// Quantizes `src` into packed `codes`, per-group `scales` and (affine only) `zeros`.
 pub fn quantize_into(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut [f32], zeros: &mut [f32]) -> Result<()> {
     spec.validate(src.len())?;
@@ -147,7 +150,7 @@ pub fn quantize_into(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut
     let zero_chunks: Vec<&mut [f32]> =
         if affine { zeros.chunks_mut(cg).collect() } else { (0..n_chunks).map(|_| <&mut [f32]>::default()).collect() };
     let jobs: Vec<_> = src.chunks(cg * gs).zip(codes.chunks_mut(code_bytes)).zip(scales.chunks_mut(cg)).zip(zero_chunks).collect();
-    let run = |(((x, c), s), z): (((&[f32], &mut [u8]), &mut [f32]), &mut [f32])| -> Result<()> {
+    let run = |(((x, c), s), z): QuantizeJob| -> Result<()> {
         // Three passes over the chunk's groups (ranges, grids, codes), so that the grid
         // arithmetic runs over many groups at once instead of one dependency chain a group.
         let ng = x.len() / gs;

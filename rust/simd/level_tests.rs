@@ -27,7 +27,7 @@ pub fn check_nibble_kernels(pack: fn(&[u8], &mut [u8]), unpack: fn(&[u8], &mut [
     }
 }
 
-type GridsFn = fn(&[f32], &[f32], &super::GridParams, &mut [f32], &mut [f32], &mut [f32]) -> bool;
+use super::GridsFn;
 
 /// Compares a level's `grids` with the scalar kernel, bit for bit, for every scheme, width and
 /// scale dtype, on ranges that include ±0, subnormals, float16 overflow and float32 overflow.

@@ -37,6 +37,9 @@ pub struct GridParams {
     pub f16: bool,
 }
 
+/// `grids(mins, maxs, params, scales, zeros, inverses) -> no scale overflowed`.
+pub type GridsFn = fn(&[f32], &[f32], &GridParams, &mut [f32], &mut [f32], &mut [f32]) -> bool;
+
 /// One level's kernels. Every level module exports the same functions, with the contract of
 /// the scalar ones; [`kernels`] picks a table once per call.
 pub struct Kernels {
@@ -53,7 +56,7 @@ pub struct Kernels {
     pub group_range: fn(&[f32]) -> (f32, f32, bool),
     pub group_codes: fn(&[f32], f32, f32, f32, f32, &mut [u8]),
     pub group_values: fn(&[u8], f32, f32, &mut [f32]),
-    pub grids: fn(&[f32], &[f32], &GridParams, &mut [f32], &mut [f32], &mut [f32]) -> bool,
+    pub grids: GridsFn,
     pub pack_nibbles: fn(&[u8], &mut [u8]),
     pub unpack_nibbles: fn(&[u8], &mut [u8]),
 }
