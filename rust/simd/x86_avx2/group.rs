@@ -1,5 +1,10 @@
 //! Round-to-nearest group kernels (any length; tails shorter than 8 go to the scalar code).
 
+// SAFETY: every function here is an `unsafe fn` compiled with `#[target_feature(enable =
+// "avx2,fma,f16c")]`. Its preconditions are in its `# Safety` section: the CPU has those features
+// (the only callers are the safe wrappers in `mod.rs`, which assert it) and the pointer ranges it
+// reads or writes lie inside the slices it is given (each loop bounds its block count by the
+// slice lengths, and tails go through the scalar kernels).
 use std::arch::x86_64::*;
 
 use super::scalar;
