@@ -49,23 +49,10 @@ pub fn pack(codes: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
         4 => (crate::simd::kernels().pack_nibbles)(codes, out),
         2 => pack_aligned::<4>(codes, out, 2, mask),
         1 => pack_aligned::<8>(codes, out, 1, mask),
-        _ => {
-            // Generic widths (3, 5, 6, 7): a 32-bit accumulator, drained a byte at a time.
-            let (mut acc, mut nbits, mut w) = (0u32, 0u32, 0usize);
-            for &c in codes {
-                acc |= ((c & mask) as u32) << nbits;
-                nbits += bits;
-                while nbits >= 8 {
-                    out[w] = acc as u8;
-                    w += 1;
-                    acc >>= 8;
-                    nbits -= 8;
-                }
-            }
-            if nbits > 0 {
-                out[w] = acc as u8;
-            }
-        }
+        3 => pack_wide::<3>(codes, out, mask),
+        5 => pack_wide::<5>(codes, out, mask),
+        6 => pack_wide::<6>(codes, out, mask),
+        _ => pack_wide::<7>(codes, out, mask),
     }
     Ok(())
 }
@@ -87,21 +74,68 @@ pub fn unpack(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
         4 => (crate::simd::kernels().unpack_nibbles)(packed, out),
         2 => unpack_aligned::<4>(packed, out, 2, mask),
         1 => unpack_aligned::<8>(packed, out, 1, mask),
-        _ => {
-            let (mut acc, mut nbits, mut r) = (0u32, 0u32, 0usize);
-            for c in out.iter_mut() {
-                while nbits < bits {
-                    acc |= (packed[r] as u32) << nbits;
-                    r += 1;
-                    nbits += 8;
-                }
-                *c = (acc as u8) & mask;
-                acc >>= bits;
-                nbits -= bits;
-            }
-        }
+        3 => unpack_wide::<3>(packed, out, mask),
+        5 => unpack_wide::<5>(packed, out, mask),
+        6 => unpack_wide::<6>(packed, out, mask),
+        _ => unpack_wide::<7>(packed, out, mask),
     }
     Ok(())
+}
+
+/// Widths 3, 5, 6, 7: eight codes fill exactly `B` bytes, built in one u64 (a constant width,
+/// so the shifts and the `B`-byte copy compile to straight-line code).
+fn pack_wide<const B: usize>(codes: &[u8], out: &mut [u8], mask: u8) {
+    let whole = codes.len() / 8;
+    for (o, eight) in out.chunks_exact_mut(B).zip(codes.chunks_exact(8)) {
+        let v = eight.iter().enumerate().fold(0u64, |v, (j, &c)| v | (((c & mask) as u64) << (j * B)));
+        o.copy_from_slice(&v.to_le_bytes()[..B]);
+    }
+    pack_stream(&codes[whole * 8..], B as u32, mask, &mut out[whole * B..]);
+}
+
+fn unpack_wide<const B: usize>(packed: &[u8], out: &mut [u8], mask: u8) {
+    let whole = out.len() / 8;
+    for (eight, i) in out.chunks_exact_mut(8).zip(packed.chunks_exact(B)) {
+        let mut word = [0u8; 8];
+        word[..B].copy_from_slice(i);
+        let v = u64::from_le_bytes(word);
+        for (j, c) in eight.iter_mut().enumerate() {
+            *c = (v >> (j * B)) as u8 & mask;
+        }
+    }
+    unpack_stream(&packed[whole * B..], B as u32, mask, &mut out[whole * 8..]);
+}
+
+/// Any width, a code at a time through a bit accumulator (the tails of the generic widths).
+fn pack_stream(codes: &[u8], bits: u32, mask: u8, out: &mut [u8]) {
+    let (mut acc, mut nbits, mut w) = (0u32, 0u32, 0usize);
+    for &c in codes {
+        acc |= ((c & mask) as u32) << nbits;
+        nbits += bits;
+        while nbits >= 8 {
+            out[w] = acc as u8;
+            w += 1;
+            acc >>= 8;
+            nbits -= 8;
+        }
+    }
+    if nbits > 0 {
+        out[w] = acc as u8;
+    }
+}
+
+fn unpack_stream(packed: &[u8], bits: u32, mask: u8, out: &mut [u8]) {
+    let (mut acc, mut nbits, mut r) = (0u32, 0u32, 0usize);
+    for c in out.iter_mut() {
+        while nbits < bits {
+            acc |= (packed[r] as u32) << nbits;
+            r += 1;
+            nbits += 8;
+        }
+        *c = (acc as u8) & mask;
+        acc >>= bits;
+        nbits -= bits;
+    }
 }
 
 /// Widths that divide 8: `PER` codes a byte. Fixed-size inner loops so LLVM vectorizes them.
