@@ -123,7 +123,7 @@ def test_errors(name):
         qp.gguf_quantize(w, name)
     with pytest.raises(qp.QuantpressError):
         qp.gguf_quantize(np.ones((0, 32), np.float32), name)
-    with pytest.raises(qp.QuantpressError):
+    with pytest.raises(qp.QuantpressError, match="0-d"):
         qp.gguf_quantize(np.float32(1.0), name)
     with pytest.raises(qp.QuantpressError):
         qp.gguf_dequantize(np.zeros(33, np.uint8), name, (1, 32))

@@ -45,3 +45,5 @@ def test_pack_errors():
         qp.pack_bits(np.array([-1]), 4)
     with pytest.raises(qp.QuantpressError):
         qp.unpack_bits(np.zeros(3, np.uint8), 4, 7)
+    with pytest.raises(qp.QuantpressError):
+        qp.unpack_bits(np.zeros(2, np.uint8), 4, -1)

@@ -162,6 +162,7 @@ def test_more_bits_less_error(rng):
         {"bits": 0}, {"bits": 9}, {"bits": 2.5}, {"bits": 1, "scheme": "symmetric"},
         {"group_size": 48}, {"group_size": 0}, {"group_size": -4}, {"scheme": "nf4"},
         {"scale_dtype": "bfloat16"}, {"axis": 5}, {"axis": None, "group_size": 16},
+        {"bits": True}, {"group_size": True}, {"axis": 1.0},
     ],
 )
 def test_bad_parameters_raise(kwargs, rng):
@@ -178,9 +179,12 @@ def test_non_finite_input_raises(bad, rng):
 
 
 def test_bad_inputs_raise():
-    for w in [np.zeros((0, 64), np.float32), np.arange(64), np.array(["a"]), np.zeros(64, np.complex64)]:
+    for w in [np.zeros((0, 64), np.float32), np.arange(64), np.array(["a"]), np.zeros(64, np.complex64),
+              np.float32(1.5)]:
         with pytest.raises(qp.QuantpressError):
             qp.quantize(w, group_size=None)
+    with pytest.raises(qp.QuantpressError, match="0-d"):
+        qp.quantize(np.float32(1.5), group_size=None)
     with pytest.raises(qp.QuantpressError, match="scale_dtype='float32'"):
         qp.quantize(np.array([-6e4, 6e4] * 16, np.float32), bits=1, group_size=32)
     with pytest.raises(qp.QuantpressError):

@@ -36,6 +36,8 @@ def as_float32(w: Any, dtype: str | None = None, name: str = "w") -> tuple[np.nd
         )
     if a.size == 0:
         raise QuantpressError(f"{name} is empty (shape {a.shape})")
+    if a.ndim == 0:  # checked here: np.ascontiguousarray below would make it 1-d
+        raise QuantpressError(f"{name} must have at least one dimension (got a 0-d array)")
     original = dtype_name(a.dtype)
     if a.dtype == BFLOAT16:
         # bfloat16 -> float32 is exact: the bits move to the top half of a 32-bit word.

@@ -63,8 +63,6 @@ def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None, out: np.ndarr
     """
     name = _type_name(qtype)
     x, _ = as_float32(w, dtype)
-    if x.ndim == 0:
-        raise QuantpressError("w must have at least one dimension")
     block, nbytes = GGUF_TYPES[name]
     row = x.shape[-1]
     if row % block:

@@ -28,7 +28,7 @@ def _layout(shape: tuple[int, ...], axis: Optional[int], group_size: Optional[in
     ax = int(axis) % len(shape)
     n = shape[ax]
     g = n if group_size is None else group_size
-    if not isinstance(g, (int, np.integer)) or g <= 0:
+    if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g <= 0:
         raise QuantpressError(f"group_size must be a positive integer or None, got {group_size!r}")
     if n % g:
         raise QuantpressError(f"group_size {g} does not divide the length {n} of axis {ax} (shape {shape})")
@@ -178,11 +178,9 @@ def quantize(
         raise QuantpressError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     if scale_dtype not in SCALE_DTYPES:
         raise QuantpressError(f"scale_dtype must be one of {SCALE_DTYPES}, got {scale_dtype!r}")
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
         raise QuantpressError(f"bits must be an integer between 1 and 8, got {bits!r}")
     x, original = as_float32(w, dtype)
-    if x.ndim == 0:
-        x = x.reshape(1)
     ax, g, sshape = _layout(x.shape, axis, group_size)
     moved = x.reshape(-1) if ax < 0 else np.ascontiguousarray(np.moveaxis(x, ax, -1)).reshape(-1)
     codes, scales, zeros = _core.rtn_quantize(moved, int(bits), g, scheme, scale_dtype)
@@ -221,5 +219,7 @@ def unpack_bits(packed: Any, bits: int, n: int) -> np.ndarray:
         >>> qp.unpack_bits(np.array([33, 3], np.uint8), 4, 3)
         array([1, 2, 3], dtype=uint8)
     """
+    if int(n) < 0 or not 1 <= int(bits) <= 8:
+        raise QuantpressError(f"cannot unpack {n} codes of {bits} bits")
     p = np.ascontiguousarray(np.asarray(packed), dtype=np.uint8).reshape(-1)
     return _core.unpack_bits(p, int(bits), int(n))
