@@ -160,7 +160,7 @@ def test_more_bits_less_error(rng):
     "kwargs",
     [
         {"bits": 0}, {"bits": 9}, {"bits": 2.5}, {"bits": 1, "scheme": "symmetric"},
-        {"group_size": 48}, {"group_size": 0}, {"group_size": -4}, {"scheme": "nf4"},
+        {"group_size": 48}, {"group_size": 0}, {"group_size": -4}, {"scheme": "nf5"},
         {"scale_dtype": "bfloat16"}, {"axis": 5}, {"axis": None, "group_size": 16},
         {"bits": True}, {"group_size": True}, {"axis": 1.0},
     ],

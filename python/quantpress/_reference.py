@@ -7,6 +7,7 @@ types is the ``gguf`` package itself (``gguf.quants``), which the kernels reprod
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Optional
 
 import numpy as np
@@ -68,3 +69,52 @@ def rtn_dequantize(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, gro
     """``(code - zero) * scale`` per group, float32 (zeros: the per-group zero point, float32)."""
     c = np.asarray(codes).reshape(-1, group_size).astype(F32)
     return ((c - zeros.astype(F32)[:, None]) * scales.astype(F32)[:, None]).reshape(-1)
+
+
+#: bitsandbytes' NF4 codebook and the thresholds of its ``dQuantizeNF4`` decision tree.
+NF4 = np.array([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0], dtype=F32)
+#: The literals of bitsandbytes' ``dQuantizeNF4`` (csrc), low to high.
+NF4_MID_LITERALS = (
+    "-0.8480964004993439", "-0.6106329262256622", "-0.4599952697753906", "-0.33967943489551544",
+    "-0.23460740596055984", "-0.13791173323988914", "-0.045525018125772476", "0.03979014977812767",
+    "0.1202552504837513", "0.2035212516784668", "0.2920137718319893", "0.3893125355243683",
+    "0.5016634166240692", "0.6427869200706482", "0.8614784181118011")
+
+
+def f32_literal(text: str) -> np.float32:
+    """A decimal literal rounded once to the nearest float32 (ties to even), as a C ``1.5f`` or a
+    Rust ``f32`` literal is. ``np.float32(float(text))`` rounds twice, through float64, and the
+    NF4 thresholds (midpoints of float32 values) are exactly where the two differ."""
+    q = Fraction(text)
+    a = np.float32(float(q))
+    candidates = [np.nextafter(a, np.float32(-np.inf)), a, np.nextafter(a, np.float32(np.inf))]
+    return min(candidates, key=lambda c: (abs(Fraction(float(c)) - q), int(np.float32(c).view(np.uint32)) & 1))
+
+
+NF4_MID = np.array([f32_literal(t) for t in NF4_MID_LITERALS], dtype=F32)
+
+
+def bnb_quantize_nf4(x: np.ndarray, blocksize: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A NumPy port of bitsandbytes' blockwise NF4 quantization (``kQuantizeBlockwise`` with
+    ``dQuantizeNF4``): per block ``absmax = max|x|`` (float32), ``n = x * (1/absmax)`` in float32,
+    code = the leaf of the threshold tree with strict ``>`` (NaN falls to code 0).
+
+    Returns unpacked codes and float32 absmax. bitsandbytes then packs element ``2j`` into the
+    *high* nibble of byte ``j`` (see :func:`bnb_pack`); quantpress packs it into the low one.
+    """
+    g = np.asarray(x, dtype=F32).reshape(-1, blocksize)
+    absmax = np.abs(g).max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = g * (F32(1) / absmax)[:, None]
+        codes = (n[..., None] > NF4_MID).sum(axis=-1).astype(np.uint8)
+    return codes.reshape(-1), absmax.astype(F32)
+
+
+def bnb_pack(codes: np.ndarray) -> np.ndarray:
+    """bitsandbytes' nibble order: element ``2j`` in the high nibble of byte ``j``."""
+    c = np.asarray(codes, dtype=np.uint8).reshape(-1, 2)
+    return (c[:, 0] << 4) | (c[:, 1] & 0x0F)

@@ -12,7 +12,7 @@ from . import _core
 from ._arrays import as_float32, cast_output
 from ._core import QuantpressError
 
-SCHEMES = ("affine", "symmetric")
+SCHEMES = ("affine", "symmetric", "nf4")
 SCALE_DTYPES = ("float16", "float32")
 
 
@@ -41,7 +41,8 @@ class QuantizedTensor:
     """A tensor quantized by :func:`quantize`: packed codes plus per-group scales and zero points.
 
     The value of element ``i`` of a group is ``(code[i] - zero) * scale``; for the symmetric
-    scheme ``zero`` is the implicit ``2**(bits-1)`` and ``zeros`` is ``None``. Codes run over the
+    scheme ``zero`` is the implicit ``2**(bits-1)`` and ``zeros`` is ``None``; for ``"nf4"`` it
+    is ``NF4[code[i]] * scale`` with bitsandbytes' 16-value codebook. Codes run over the
     tensor with ``axis`` moved last, in C order, packed as a little-endian bit stream.
     All parts are plain NumPy arrays; ``QuantizedTensor(**qt.parts())`` rebuilds the tensor.
 
@@ -84,8 +85,8 @@ class QuantizedTensor:
             raise QuantpressError(f"scales must be float16/float32 of shape {sshape}, got {scales.dtype} {scales.shape}")
         object.__setattr__(self, "codes", codes.reshape(-1))
         object.__setattr__(self, "scales", scales.reshape(sshape))
-        if (self.zeros is None) != (self.scheme == "symmetric"):
-            raise QuantpressError("zeros must be given for the affine scheme and None for symmetric")
+        if (self.zeros is None) != (self.scheme != "affine"):
+            raise QuantpressError("zeros must be given for the affine scheme and None for the others")
         if self.zeros is not None:
             zeros = np.asarray(self.zeros)
             if zeros.dtype != scales.dtype or zeros.size != scales.size:
@@ -151,8 +152,10 @@ def quantize(
         w: float32, float16, bfloat16 (``ml_dtypes``) or float64 array, C- or F-ordered.
         bits: code width, 1 to 8 (symmetric needs at least 2).
         group_size: elements per group along ``axis``; must divide that axis. ``None``: whole axis.
-        scheme: ``"affine"`` (range ``[min(x,0), max(x,0)]``, integer zero point) or
-            ``"symmetric"`` (codes ``-(2**(bits-1)-1) .. 2**(bits-1)-1`` times the scale).
+        scheme: ``"affine"`` (range ``[min(x,0), max(x,0)]``, integer zero point),
+            ``"symmetric"`` (codes ``-(2**(bits-1)-1) .. 2**(bits-1)-1`` times the scale) or
+            ``"nf4"`` (bitsandbytes' 4-bit NormalFloat: scale = absmax of the group, codes
+            bit-exact to bitsandbytes' ``quantize_4bit`` with float32 scales; bits must be 4).
         axis: the axis along which groups run; ``None`` for per-tensor.
         scale_dtype: ``"float16"`` or ``"float32"`` storage of scales and zero points.
         dtype: ``"bfloat16"`` to read a uint16 array as bfloat16 bits.

@@ -51,7 +51,8 @@ fn spec(bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResu
     let scheme = match scheme {
         "affine" => Scheme::Affine,
         "symmetric" => Scheme::Symmetric,
-        other => return Err(to_py(invalid!("scheme must be 'affine' or 'symmetric', got {other:?}"))),
+        "nf4" => Scheme::Nf4,
+        other => return Err(to_py(invalid!("scheme must be 'affine', 'symmetric' or 'nf4', got {other:?}"))),
     };
     let scale_dtype = match scale_dtype {
         "float16" => ScaleDtype::F16,

@@ -13,6 +13,9 @@
 //! *up* to the storage dtype (float16 or float32) before any code is computed,
 //! so the stored grid covers the group and every value is within `s/2` of its reconstruction.
 //! `u = clamp(round_half_even(x * (1/s)) + z, lo, hi)`; `1/s = 0` when `s = 0`.
+//! * NF4 (4 bits): `u` = the number of bitsandbytes' 15 NF4 thresholds that `x * (1/absmax)`
+//!   exceeds; the value is `NF4[u] * absmax` (bitsandbytes' blockwise NF4, codes bit-exact).
+//!
 //! Codes are packed in the bit order of [`crate::pack`].
 
 use crate::error::{invalid, Error, Result};
@@ -27,6 +30,9 @@ const CHUNK_VALUES: usize = 1 << 16;
 pub enum Scheme {
     Affine,
     Symmetric,
+    /// bitsandbytes' NF4: 4-bit codes into a fixed normal-quantile codebook, times the group's
+    /// absmax; codes bit-exact to bitsandbytes' `quantize_4bit` (see [`nf4_grid`]).
+    Nf4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +55,9 @@ impl RtnSpec {
     pub fn validate(&self, n: usize) -> Result<()> {
         if !(1..=8).contains(&self.bits) {
             return Err(invalid!("bits must be between 1 and 8, got {}", self.bits));
+        }
+        if self.scheme == Scheme::Nf4 && self.bits != 4 {
+            return Err(invalid!("NF4 codes are 4 bits wide, got bits={}", self.bits));
         }
         if self.scheme == Scheme::Symmetric && self.bits < 2 {
             return Err(invalid!("symmetric quantization needs at least 2 bits; use scheme='affine' for 1 bit"));
@@ -139,6 +148,22 @@ fn check_outputs(spec: &RtnSpec, n: usize, codes: usize, scales: usize, zeros: u
     Ok(())
 }
 
+/// NF4 grids as bitsandbytes computes them: scale = absmax (rounded up for float16 storage)
+/// and `inv = 1 / scale` with no guard, so an all-zero group gives `inv = inf`, NaN products and
+/// code 0, exactly as its kernel does. False if a float16 scale overflowed.
+fn nf4_grid(mins: &[f32], maxs: &[f32], f16: bool, scales: &mut [f32], invs: &mut [f32]) -> bool {
+    let mut finite = true;
+    for i in 0..mins.len() {
+        let (a, b) = (mins[i].abs(), maxs[i].abs());
+        let absmax = if a > b { a } else { b };
+        let scale = if f16 && absmax > 0.0 { simd::scalar::round_up_scale(absmax, true) } else { absmax };
+        finite &= scale.is_finite();
+        scales[i] = scale;
+        invs[i] = 1.0 / scale;
+    }
+    finite
+}
+
 /// One parallel chunk: its input, packed codes, scales and (affine only) zero points.
 type QuantizeJob<'a> = (((&'a [f32], &'a mut [u8]), &'a mut [f32]), &'a mut [f32]);
 
@@ -175,14 +200,24 @@ pub fn quantize_into(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut
             implicit_zeros.resize(ng, 0.0);
             &mut implicit_zeros
         };
-        if !(k.grids)(&mins, &maxs, &params, s, zero_points, &mut invs) {
+        let nf4 = spec.scheme == Scheme::Nf4;
+        let finite_scales = if nf4 {
+            nf4_grid(&mins, &maxs, params.f16, s, &mut invs)
+        } else {
+            (k.grids)(&mins, &maxs, &params, s, zero_points, &mut invs)
+        };
+        if !finite_scales {
             let first = s.iter().position(|v| v.is_infinite()).unwrap_or(0);
             return Err(spec.overflow(first));
         }
         let (lo, hi) = if affine { (0.0, params.top) } else { (1.0, params.top) };
         with_code_buffer(x.len(), |tmp| {
             for (i, (xg, tg)) in x.chunks_exact(gs).zip(tmp.chunks_exact_mut(gs)).enumerate() {
-                (k.group_codes)(xg, invs[i], zero_points[i], lo, hi, tg);
+                if nf4 {
+                    (k.nf4_codes)(xg, invs[i], tg);
+                } else {
+                    (k.group_codes)(xg, invs[i], zero_points[i], lo, hi, tg);
+                }
             }
             pack::pack(tmp, spec.bits, c)
         })
@@ -208,8 +243,11 @@ pub fn dequantize_into(spec: &RtnSpec, codes: &[u8], scales: &[f32], zeros: &[f3
             pack::unpack(c, spec.bits, tmp)?;
             for (gi, (yg, tg)) in y.chunks_exact_mut(gs).zip(tmp.chunks_exact(gs)).enumerate() {
                 let g = ci * cg + gi;
-                let zero = if spec.scheme == Scheme::Affine { zeros[g] } else { offset };
-                (k.group_values)(tg, scales[g], zero, yg);
+                match spec.scheme {
+                    Scheme::Nf4 => (k.nf4_values)(tg, scales[g], yg),
+                    Scheme::Affine => (k.group_values)(tg, scales[g], zeros[g], yg),
+                    Scheme::Symmetric => (k.group_values)(tg, scales[g], offset, yg),
+                }
             }
             Ok(())
         })

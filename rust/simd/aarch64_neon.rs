@@ -54,6 +54,8 @@ static BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128
 use scalar::inverse;
 /// Per-group grid arithmetic (a few operations a group): the scalar code serves.
 pub use scalar::grids;
+/// NF4 (no NEON version yet): the scalar code serves.
+pub use scalar::{nf4_codes, nf4_values};
 
 #[inline(always)]
 fn put_f16(out: &mut [u8], x: f32) {

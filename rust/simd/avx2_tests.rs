@@ -614,3 +614,12 @@ fn grids_match_scalar() {
     }
     super::level_tests::check_grids(super::x86_avx2::grids);
 }
+
+#[test]
+fn nf4_kernels_match_scalar() {
+    if super::detected_level() != super::Level::Avx2 {
+        eprintln!("AVX2 not available: skipped");
+        return;
+    }
+    super::level_tests::check_nf4_kernels(super::x86_avx2::nf4_codes, super::x86_avx2::nf4_values);
+}

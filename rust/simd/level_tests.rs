@@ -92,3 +92,43 @@ pub fn check_grids(grids: GridsFn) {
     }
     assert!(compared > 300, "only {compared} calls compared values");
 }
+
+/// Compares a level's NF4 kernels with the scalar ones: random blocks at many scales, the exact
+/// thresholds and their neighbours, ±0, subnormals, infinities from `inv = 1/0` and NaN.
+pub fn check_nf4_kernels(codes: fn(&[f32], f32, &mut [u8]), values: fn(&[u8], f32, &mut [f32])) {
+    let mut state = 0x853C49E6748FEA9Bu64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut specials: Vec<f32> = vec![0.0, -0.0, 1.0, -1.0, 1e-39, -1e-45, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+    for &t in &scalar::NF4_MID {
+        specials.extend([t, f32::from_bits(t.to_bits() + 1), f32::from_bits(t.to_bits() - 1)]);
+    }
+    for n in (1usize..=33).chain([64, 129, 8193]) {
+        for inv in [1.0f32, 0.37, 12.5, 0.0, f32::INFINITY] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| {
+                    let r = next();
+                    if r % 3 == 0 {
+                        specials[(i + (r >> 8) as usize) % specials.len()]
+                    } else {
+                        ((r >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * 2.5
+                    }
+                })
+                .collect();
+            let (mut want, mut got) = (vec![0u8; n], vec![0u8; n]);
+            scalar::nf4_codes(&x, inv, &mut want);
+            codes(&x, inv, &mut got);
+            assert_eq!(want, got, "codes n={n} inv={inv}");
+            let (mut vw, mut vg) = (vec![0f32; n], vec![0f32; n]);
+            let raw: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+            scalar::nf4_values(&raw, inv, &mut vw);
+            values(&raw, inv, &mut vg);
+            let bits = |v: &[f32]| v.iter().map(|f| if f.is_nan() { u32::MAX } else { f.to_bits() }).collect::<Vec<_>>();
+            assert_eq!(bits(&vw), bits(&vg), "values n={n} scale={inv}");
+        }
+    }
+}

@@ -59,6 +59,8 @@ pub struct Kernels {
     pub grids: GridsFn,
     pub pack_nibbles: fn(&[u8], &mut [u8]),
     pub unpack_nibbles: fn(&[u8], &mut [u8]),
+    pub nf4_codes: fn(&[f32], f32, &mut [u8]),
+    pub nf4_values: fn(&[u8], f32, &mut [f32]),
 }
 
 macro_rules! kernel_table {
@@ -80,6 +82,8 @@ macro_rules! kernel_table {
             grids: $m::grids,
             pack_nibbles: $m::pack_nibbles,
             unpack_nibbles: $m::unpack_nibbles,
+            nf4_codes: $m::nf4_codes,
+            nf4_values: $m::nf4_values,
         }
     };
 }

@@ -328,3 +328,40 @@ pub fn unpack_nibbles(packed: &[u8], out: &mut [u8]) {
         *last = packed[n / 2] & 0x0F;
     }
 }
+
+// ---- NF4 (bitsandbytes' 4-bit NormalFloat codebook) ----
+
+/// The 16 NF4 values (bitsandbytes `create_normal_map`, as float32), code order.
+// bitsandbytes' literals verbatim: Rust rounds them to float32 exactly as C's `f` suffix does.
+#[allow(clippy::excessive_precision)]
+pub const NF4: [f32; 16] = [
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0,
+];
+
+/// The 15 decision thresholds of bitsandbytes' `dQuantizeNF4`, low to high.
+#[allow(clippy::excessive_precision)]
+pub const NF4_MID: [f32; 15] = [
+    -0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544,
+    -0.23460740596055984, -0.13791173323988914, -0.045525018125772476, 0.03979014977812767,
+    0.1202552504837513, 0.2035212516784668, 0.2920137718319893, 0.3893125355243683,
+    0.5016634166240692, 0.6427869200706482, 0.8614784181118011,
+];
+
+/// NF4 codes of one block: `x * inv` (one float32 product, as bitsandbytes' kernel) and the
+/// number of thresholds it exceeds (`dQuantizeNF4`'s tree: strict `>`, so NaN gives code 0).
+pub fn nf4_codes(x: &[f32], inv: f32, out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        let n = v * inv;
+        *o = NF4_MID.iter().map(|&t| (n > t) as u8).sum();
+    }
+}
+
+/// `NF4[code] * scale` for every code of a block.
+pub fn nf4_values(codes: &[u8], scale: f32, out: &mut [f32]) {
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = NF4[(c & 0x0F) as usize] * scale;
+    }
+}

@@ -33,6 +33,7 @@ use super::Level;
 mod dequantize;
 mod grids;
 mod group;
+mod nf4;
 mod nibbles;
 mod quantize;
 
@@ -113,6 +114,14 @@ safe_kernel!(
 safe_kernel!(
     /// Eight groups' scales, zero points and inverses at a time, identical to [`scalar::grids`].
     grids => grids::grids, (mins: &[f32], maxs: &[f32], p: &super::GridParams, scales: &mut [f32], zeros: &mut [f32], invs: &mut [f32]) -> bool
+);
+safe_kernel!(
+    /// NF4 codes of a block, identical to [`scalar::nf4_codes`].
+    nf4_codes => nf4::codes, (x: &[f32], inv: f32, out: &mut [u8])
+);
+safe_kernel!(
+    /// `NF4[code] * scale`, identical to [`scalar::nf4_values`].
+    nf4_values => nf4::values, (codes: &[u8], scale: f32, out: &mut [f32])
 );
 safe_kernel!(
     /// Two codes a byte, identical to [`scalar::pack_nibbles`].
