@@ -733,3 +733,8 @@ fn nibble_pack_and_unpack_match_scalar() {
 fn grids_match_scalar() {
     super::level_tests::check_grids(super::aarch64_neon::grids);
 }
+
+#[test]
+fn nf4_kernels_match_scalar() {
+    super::level_tests::check_nf4_kernels(super::aarch64_neon::nf4_codes, super::aarch64_neon::nf4_values);
+}
