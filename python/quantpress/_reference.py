@@ -108,7 +108,7 @@ def bnb_quantize_nf4(x: np.ndarray, blocksize: int = 64) -> tuple[np.ndarray, np
     """
     g = np.asarray(x, dtype=F32).reshape(-1, blocksize)
     absmax = np.abs(g).max(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # 1/0 and 1/subnormal: inf
         n = g * (F32(1) / absmax)[:, None]
         codes = (n[..., None] > NF4_MID).sum(axis=-1).astype(np.uint8)
     return codes.reshape(-1), absmax.astype(F32)
