@@ -8,7 +8,8 @@ package's NumPy quantizers and plain NumPy, in one process, on the same data.
 Figures are GB/s of float32 (input for quantize, output for dequantize), median of --runs.
 "quantpress" writes into a preallocated output (`out=`), as ggml's C does; "qp alloc" is the
 plain call that allocates its result. quantpress runs on one thread unless --threads is given (the
-targets are per thread); the gguf package and NumPy are single-threaded NumPy. ggml's C quantizers
+targets are per thread); the gguf package and NumPy are single-threaded NumPy (for NF4, the NumPy port of bitsandbytes in quantpress._reference,
+since bitsandbytes itself needs torch). ggml's C quantizers
 are timed through ctypes when QUANTPRESS_GGML_LIB points at a ggml build (see benches/_ggml.py);
 otherwise those columns are left out. Ratios are quantpress (out=) over each other column.
 """
@@ -25,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 import quantpress as qp
+from quantpress._reference import bnb_quantize_nf4
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _ggml  # noqa: E402
@@ -118,6 +120,14 @@ def main() -> None:
     print(row("int4 g128 quant+pack", gbps, ours="qp alloc"))
     qt = qp.quantize(w, bits=4, group_size=128)
     print(row("int4 g128 dequantize", {"qp alloc": gb / median_seconds(qt.dequantize, runs)}, ours="qp alloc"))
+    # NF4: bitsandbytes needs torch, so its NumPy port (quantpress._reference) stands in
+    gbps = {
+        "qp alloc": gb / median_seconds(lambda: qp.quantize(w, scheme="nf4", group_size=64, scale_dtype="float32"), runs),
+        "numpy": gb / median_seconds(lambda: bnb_quantize_nf4(w.reshape(-1), 64), max(1, runs // 4)),
+    }
+    print(row("nf4 g64 quantize", gbps, ours="qp alloc"))
+    qt = qp.quantize(w, scheme="nf4", group_size=64, scale_dtype="float32")
+    print(row("nf4 g64 dequantize", {"qp alloc": gb / median_seconds(qt.dequantize, runs)}, ours="qp alloc"))
 
 
 if __name__ == "__main__":
