@@ -20,7 +20,9 @@ def test_error_type():
 def test_core_rejects_non_contiguous_arrays():
     x = np.zeros((64, 64), np.float32)[:, ::2]
     with pytest.raises(qp.QuantpressError, match="C-contiguous"):
-        _core.gguf_quantize(x, 32, "Q8_0")
+        _core.gguf_quantize_into(x, 32, "Q8_0", np.empty(32 * 34, np.uint8))
+    with pytest.raises(qp.QuantpressError, match="C-contiguous"):
+        _core.gguf_dequantize_into(np.zeros(34, np.uint8), "Q8_0", np.empty((32, 2), np.float32)[:, 0])
 
 
 def test_core_validates_lengths_before_allocating():

@@ -15,6 +15,9 @@ from .demo import compare_methods, example_weights
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
+    if args.cols < 128 or args.cols % 128 or args.rows < 1:
+        console.print("[red]error:[/red] --cols must be a positive multiple of 128 and --rows positive")
+        return 2
     if args.threads:
         set_num_threads(args.threads)
     w = example_weights(args.rows, args.cols, args.seed)
@@ -70,9 +73,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=130)
-    if getattr(args, "cols", 128) % 128 or getattr(args, "rows", 1) < 1:
-        console.print("[red]error:[/red] --cols must be a positive multiple of 128 and --rows positive")
-        return 2
     try:
         return int(args.run(args, console))
     except ValueError as e:  # QuantpressError is a ValueError

@@ -67,11 +67,10 @@ def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None, out: np.ndarr
     row = x.shape[-1]
     if row % block:
         raise QuantpressError(f"row length {row} is not a multiple of the {name} block size {block}")
-    shape = (*x.shape[:-1], row // block * nbytes)
-    if out is None:
-        return _core.gguf_quantize(x, row, name).reshape(shape)
-    _core.gguf_quantize_into(x, row, name, _check_out(out, np.uint8, x.size // block * nbytes, name))
-    return out.reshape(shape)
+    size = x.size // block * nbytes
+    out = np.empty(size, np.uint8) if out is None else _check_out(out, np.uint8, size, name)
+    _core.gguf_quantize_into(x, row, name, out.reshape(-1))
+    return out.reshape(*x.shape[:-1], row // block * nbytes)
 
 
 def gguf_dequantize(raw: Any, qtype: Any, shape: Sequence[int], *, out: np.ndarray | None = None) -> np.ndarray:
@@ -110,9 +109,7 @@ def gguf_dequantize(raw: Any, qtype: Any, shape: Sequence[int], *, out: np.ndarr
     expected = int(np.prod(shape, dtype=np.int64)) // block * nbytes
     if data.size != expected:
         raise QuantpressError(f"{data.size} bytes given, a {name} tensor of shape {shape} needs {expected}")
-    flat = np.ascontiguousarray(data).reshape(-1)
-    if out is None:
-        return _core.gguf_dequantize(flat, name).reshape(shape)
     n = expected // nbytes * block
-    _core.gguf_dequantize_into(flat, name, _check_out(out, np.float32, n, name).reshape(-1))
+    out = np.empty(n, np.float32) if out is None else _check_out(out, np.float32, n, name)
+    _core.gguf_dequantize_into(np.ascontiguousarray(data).reshape(-1), name, out.reshape(-1))
     return out.reshape(shape)

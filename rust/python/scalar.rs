@@ -11,15 +11,7 @@ use crate::pack;
 use crate::scalar::gguf_legacy::{self, LegacyType};
 use crate::scalar::rtn::{RtnSpec, ScaleDtype, Scheme};
 
-#[pyfunction]
-fn gguf_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, row_len: usize, qtype: &str) -> PyResult<Bound<'py, PyArray1<u8>>> {
-    let t = LegacyType::from_name(qtype).map_err(to_py)?;
-    let src = slice(&x, "x")?;
-    gguf_legacy::check_rows(t, src.len(), row_len).map_err(to_py)?;
-    filled(py, t.quantized_len(src.len()), |dst| run(py, || gguf_legacy::quantize_into(t, src, row_len, dst)))
-}
-
-/// Decodes into a caller-provided float32 array (no allocation: servers reuse buffers).
+/// Decodes into a float32 array (a reused buffer, or a new `np.empty` one from Python).
 #[pyfunction]
 fn gguf_dequantize_into<'py>(py: Python<'py>, raw: PyReadonlyArrayDyn<'py, u8>, qtype: &str, mut out: PyReadwriteArrayDyn<'py, f32>) -> PyResult<()> {
     let t = LegacyType::from_name(qtype).map_err(to_py)?;
@@ -28,23 +20,13 @@ fn gguf_dequantize_into<'py>(py: Python<'py>, raw: PyReadonlyArrayDyn<'py, u8>, 
     run(py, || gguf_legacy::dequantize_into(t, src, dst))
 }
 
-/// Quantizes into a caller-provided uint8 array.
+/// Quantizes into a uint8 array (a reused buffer, or a new `np.empty` one from Python).
 #[pyfunction]
 fn gguf_quantize_into<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, row_len: usize, qtype: &str, mut out: PyReadwriteArrayDyn<'py, u8>) -> PyResult<()> {
     let t = LegacyType::from_name(qtype).map_err(to_py)?;
     let src = slice(&x, "x")?;
     let dst = out.as_slice_mut().map_err(|_| to_py(invalid!("out must be a C-contiguous, writeable uint8 array")))?;
     run(py, || gguf_legacy::quantize_into(t, src, row_len, dst))
-}
-
-#[pyfunction]
-fn gguf_dequantize<'py>(py: Python<'py>, raw: PyReadonlyArrayDyn<'py, u8>, qtype: &str) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let t = LegacyType::from_name(qtype).map_err(to_py)?;
-    let src = slice(&raw, "raw")?;
-    if src.len() % t.block_bytes() != 0 {
-        return Err(to_py(invalid!("{} bytes are not a whole number of {qtype} blocks of {} bytes", src.len(), t.block_bytes())));
-    }
-    filled(py, src.len() / t.block_bytes() * t.block_size(), |dst| run(py, || gguf_legacy::dequantize_into(t, src, dst)))
 }
 
 fn spec(bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResult<RtnSpec> {
@@ -141,8 +123,6 @@ fn unpack_bits<'py>(py: Python<'py>, packed: PyReadonlyArrayDyn<'py, u8>, bits: 
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(gguf_quantize, m)?)?;
-    m.add_function(wrap_pyfunction!(gguf_dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(gguf_quantize_into, m)?)?;
     m.add_function(wrap_pyfunction!(gguf_dequantize_into, m)?)?;
     m.add_function(wrap_pyfunction!(rtn_quantize, m)?)?;

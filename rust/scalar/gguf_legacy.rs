@@ -139,18 +139,3 @@ pub fn dequantize_into(t: LegacyType, src: &[u8], dst: &mut [f32]) -> Result<()>
         Ok(())
     })
 }
-
-/// Convenience: quantize into a new vector.
-pub fn quantize(t: LegacyType, src: &[f32], row_len: usize) -> Result<Vec<u8>> {
-    check_rows(t, src.len(), row_len)?;
-    let mut dst = vec![0u8; t.quantized_len(src.len())];
-    quantize_into(t, src, row_len, &mut dst)?;
-    Ok(dst)
-}
-
-/// Convenience: dequantize into a new vector.
-pub fn dequantize(t: LegacyType, src: &[u8]) -> Result<Vec<f32>> {
-    let mut dst = vec![0f32; src.len() / t.block_bytes() * t.block_size()];
-    dequantize_into(t, src, &mut dst)?;
-    Ok(dst)
-}
