@@ -60,6 +60,8 @@ TYPES: Dict[str, _TypeInfo] = {
     "Q4_K": _TypeInfo(12, 256, 144),
     "Q5_K": _TypeInfo(13, 256, 176),
     "Q6_K": _TypeInfo(14, 256, 210),
+    "IQ4_NL": _TypeInfo(20, 32, 18),
+    "IQ4_XS": _TypeInfo(23, 256, 136),
 }
 
 # typedef void (*ggml_from_float_t)(const float * x, void * y, int64_t k);
@@ -129,6 +131,12 @@ class Ggml:
         cpu_init.restype = None
         cpu_init.argtypes = []
         cpu_init()  # fills the CPU backend's fp16 tables; idempotent
+        # size_t ggml_quantize_chunk(type, const float * src, void * dst, int64_t start,
+        #                            int64_t nrows, int64_t n_per_row, const float * imatrix)
+        self._chunk = self._base.ggml_quantize_chunk
+        self._chunk.restype = ctypes.c_size_t
+        self._chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
 
         self._fns: Dict[str, _Fns] = {}
         for name, info in TYPES.items():
@@ -201,6 +209,29 @@ class Ggml:
             raise ValueError("x must have at least one dimension")
         out = np.empty(x.shape[:-1] + (self.row_size(type_name, x.shape[-1]),), np.uint8)
         self.quantize_into(x, out, type_name, ref=ref)
+        return out
+
+    def quantize_chunk(self, x: np.ndarray, type_name: str, imatrix: Optional[np.ndarray] = None) -> np.ndarray:
+        """``ggml_quantize_chunk`` on the 2-D float32 ``x``: what llama-quantize runs per tensor.
+
+        ``imatrix`` (one importance weight per column, float32) selects ggml's importance-weighted
+        quantizers (``quantize_q4_K`` and friends); without it K-quants use the reference
+        algorithm, and IQ4_NL/IQ4_XS their own unweighted search. Returns uint8 rows.
+        """
+        info = self._get(type_name).info
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] % info.block_size:
+            raise ValueError(f"{type_name}: x must be 2-D with rows a multiple of {info.block_size}")
+        out = np.empty((x.shape[0], self.row_size(type_name, x.shape[1])), np.uint8)
+        qw = None
+        if imatrix is not None:
+            qw = np.ascontiguousarray(imatrix, dtype=np.float32)
+            if qw.shape != (x.shape[1],):
+                raise ValueError(f"imatrix must have shape ({x.shape[1]},)")
+        got = self._chunk(info.type_id, x.ctypes.data, out.ctypes.data, 0, x.shape[0], x.shape[1],
+                          None if qw is None else qw.ctypes.data)
+        if got != out.nbytes:
+            raise RuntimeError(f"ggml_quantize_chunk wrote {got} bytes, expected {out.nbytes}")
         return out
 
     # -- dequantize -------------------------------------------------------------------------------

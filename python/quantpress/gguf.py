@@ -17,7 +17,17 @@ GGUF_TYPES: dict[str, tuple[int, int]] = {
     "Q4_1": (32, 20),
     "Q5_0": (32, 22),
     "Q5_1": (32, 24),
+    "Q2_K": (256, 84),
+    "Q3_K": (256, 110),
+    "Q4_K": (256, 144),
+    "Q5_K": (256, 176),
+    "Q6_K": (256, 210),
+    "IQ4_NL": (32, 18),
+    "IQ4_XS": (256, 136),
 }
+
+#: Types whose quantizer takes importance weights (llama.cpp's imatrix).
+WEIGHTED_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS")
 
 
 def _type_name(qtype: Any) -> str:
@@ -35,15 +45,34 @@ def _check_out(out: np.ndarray, dtype: type, size: int, name: str) -> np.ndarray
     return out
 
 
-def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
+def _importance(weights: Any, shape: tuple[int, ...], name: str) -> np.ndarray | None:
+    """Importance weights as float32: the shape of ``w`` or one per column (last axis)."""
+    if weights is None:
+        return None
+    if name not in WEIGHTED_TYPES:
+        raise QuantpressError(f"importance weights apply to {', '.join(WEIGHTED_TYPES)}, not {name}")
+    wt = np.ascontiguousarray(weights, dtype=np.float32)
+    if wt.shape != shape and wt.shape != (shape[-1],):
+        raise QuantpressError(f"weights of shape {wt.shape} fit neither the tensor {shape} nor one per column ({shape[-1]},)")
+    return wt.reshape(-1)
+
+
+def gguf_quantize(
+    w: Any, qtype: Any, *, weights: Any = None, dtype: str | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Quantizes ``w`` into raw GGUF blocks, row by row along the last axis.
 
-    The bytes equal ``gguf.quants.quantize(w.astype(np.float32), qtype)`` exactly.
+    For the legacy types the bytes equal ``gguf.quants.quantize(w.astype(np.float32), qtype)``
+    exactly. The K-quants (``Q2_K`` … ``Q6_K``) and ``IQ4_NL``/``IQ4_XS``, which the ``gguf``
+    package cannot make, follow ggml's reference quantizers (``ggml-quants.c``); their bytes
+    decode with ``gguf.quants.dequantize`` to exactly what :func:`gguf_dequantize` gives.
 
     Args:
-        w: float32/float16/bfloat16 array whose last dimension is a multiple of 32.
-        qtype: ``"Q8_0"``, ``"Q4_0"``, ``"Q4_1"``, ``"Q5_0"``, ``"Q5_1"`` (or a
-            ``gguf.GGMLQuantizationType``).
+        w: float32/float16/bfloat16 array whose last dimension is a multiple of the block size
+            (32, or 256 for the K-quants and IQ4_XS).
+        qtype: a name in :data:`GGUF_TYPES` (or a ``gguf.GGMLQuantizationType``).
+        weights: optional importance of each value (shape of ``w``) or of each column (shape
+            ``(w.shape[-1],)``, like llama.cpp's imatrix); K-quant and IQ4 types only.
         dtype: ``"bfloat16"`` to read a uint16 array as bfloat16 bits.
         out: optional C-contiguous uint8 array of the result's size to write into (it is
             returned reshaped); saves an allocation when the same buffer is reused.
@@ -52,8 +81,9 @@ def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None, out: np.ndarr
         uint8 array of shape ``(*w.shape[:-1], w.shape[-1] // 32 * bytes_per_block)``.
 
     Raises:
-        QuantpressError: for a row length that is not a multiple of 32, NaN/Inf, an empty or
-            0-d array, or an unknown type.
+        QuantpressError: for a row length that is not a multiple of the block size, NaN/Inf,
+            an empty or 0-d array, an unknown type, or weights of the wrong shape, negative
+            or not finite.
 
     Example:
         >>> import numpy as np, quantpress as qp
@@ -67,9 +97,10 @@ def gguf_quantize(w: Any, qtype: Any, *, dtype: str | None = None, out: np.ndarr
     row = x.shape[-1]
     if row % block:
         raise QuantpressError(f"row length {row} is not a multiple of the {name} block size {block}")
+    importance = _importance(weights, x.shape, name)
     size = x.size // block * nbytes
     out = np.empty(size, np.uint8) if out is None else _check_out(out, np.uint8, size, name)
-    _core.gguf_quantize_into(x, row, name, out.reshape(-1))
+    _core.gguf_quantize_into(x, row, name, out.reshape(-1), importance)
     return out.reshape(*x.shape[:-1], row // block * nbytes)
 
 
@@ -81,7 +112,7 @@ def gguf_dequantize(raw: Any, qtype: Any, shape: Sequence[int], *, out: np.ndarr
     Args:
         raw: uint8 array (any shape, C-contiguous) or bytes-like holding the blocks.
         qtype: the GGUF type name (or a ``gguf.GGMLQuantizationType``).
-        shape: the shape of the decoded tensor; its last dimension is a multiple of 32.
+        shape: the shape of the decoded tensor; its last dimension is a multiple of the block size.
         out: optional C-contiguous float32 array of ``shape``'s size to decode into (no
             allocation: inference servers reuse one buffer per thread).
 

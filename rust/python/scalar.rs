@@ -9,24 +9,65 @@ use super::errors::{run, to_py};
 use crate::error::invalid;
 use crate::pack;
 use crate::scalar::gguf_legacy::{self, LegacyType};
+use crate::scalar::kquants::{self, KType, Weights};
 use crate::scalar::rtn::{RtnSpec, ScaleDtype, Scheme};
+
+/// A GGUF type name: one of the legacy block types or a K-quant / IQ4 type.
+enum GgufType {
+    Legacy(LegacyType),
+    K(KType),
+}
+
+fn gguf_type(name: &str) -> PyResult<GgufType> {
+    if let Some(t) = KType::from_name(name) {
+        return Ok(GgufType::K(t));
+    }
+    LegacyType::from_name(name).map(GgufType::Legacy).map_err(to_py)
+}
 
 /// Decodes into a float32 array (a reused buffer, or a new `np.empty` one from Python).
 #[pyfunction]
 fn gguf_dequantize_into<'py>(py: Python<'py>, raw: PyReadonlyArrayDyn<'py, u8>, qtype: &str, mut out: PyReadwriteArrayDyn<'py, f32>) -> PyResult<()> {
-    let t = LegacyType::from_name(qtype).map_err(to_py)?;
+    let t = gguf_type(qtype)?;
     let src = slice(&raw, "raw")?;
     let dst = out.as_slice_mut().map_err(|_| to_py(invalid!("out must be a C-contiguous, writeable float32 array")))?;
-    run(py, || gguf_legacy::dequantize_into(t, src, dst))
+    match t {
+        GgufType::Legacy(t) => run(py, || gguf_legacy::dequantize_into(t, src, dst)),
+        GgufType::K(t) => run(py, || kquants::dequantize_into(t, src, dst)),
+    }
 }
 
 /// Quantizes into a uint8 array (a reused buffer, or a new `np.empty` one from Python).
+/// `weights` (K-quant and IQ4 types only) holds one importance weight per value or per column.
 #[pyfunction]
-fn gguf_quantize_into<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, row_len: usize, qtype: &str, mut out: PyReadwriteArrayDyn<'py, u8>) -> PyResult<()> {
-    let t = LegacyType::from_name(qtype).map_err(to_py)?;
+#[pyo3(signature = (x, row_len, qtype, out, weights=None))]
+fn gguf_quantize_into<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    row_len: usize,
+    qtype: &str,
+    mut out: PyReadwriteArrayDyn<'py, u8>,
+    weights: Option<PyReadonlyArrayDyn<'py, f32>>,
+) -> PyResult<()> {
+    let t = gguf_type(qtype)?;
     let src = slice(&x, "x")?;
+    let w = match &weights {
+        Some(a) => Some(slice(a, "weights")?),
+        None => None,
+    };
     let dst = out.as_slice_mut().map_err(|_| to_py(invalid!("out must be a C-contiguous, writeable uint8 array")))?;
-    run(py, || gguf_legacy::quantize_into(t, src, row_len, dst))
+    match t {
+        GgufType::Legacy(t) if w.is_none() => run(py, || gguf_legacy::quantize_into(t, src, row_len, dst)),
+        GgufType::Legacy(t) => Err(to_py(invalid!("importance weights apply to the K-quant and IQ4 types, not {}", t.name()))),
+        GgufType::K(t) => {
+            let weights = match w {
+                None => Weights::None,
+                Some(v) if v.len() == src.len() => Weights::PerValue(v),
+                Some(v) => Weights::PerColumn(v),
+            };
+            run(py, || kquants::quantize_into(t, src, row_len, weights, dst))
+        }
+    }
 }
 
 fn spec(bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResult<RtnSpec> {

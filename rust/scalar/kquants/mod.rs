@@ -1,0 +1,202 @@
+//! The GGUF K-quant and IQ4 block types (Q2_K … Q6_K, IQ4_NL, IQ4_XS), following ggml's
+//! reference algorithms in `ggml-quants.c`, with and without importance weights (imatrix).
+//!
+//! Each type lives in its own file and exposes `kernels(level) -> TypeKernels`: a quantizer of
+//! whole blocks (optionally with one importance weight per value) and a dequantizer. This file
+//! owns validation and the parallel driver, so results do not depend on the thread count.
+
+use crate::error::{Error, Result};
+use crate::parallel;
+use crate::simd::{self, Level};
+
+mod iq4_nl;
+mod iq4_xs;
+mod q2_k;
+mod q3_k;
+mod q4_k;
+mod q5_k;
+mod q6_k;
+
+/// Values in one super-block.
+pub const QK_K: usize = 256;
+
+/// Values handled by one parallel task when rows allow it (64 Ki floats).
+const CHUNK_VALUES: usize = 1 << 16;
+
+/// Quantizes `src` (whole blocks) into `dst`; `weights`, when given, has `src.len()` values.
+pub type QuantizeFn = fn(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]);
+/// Decodes whole blocks of `src` into `dst`.
+pub type DequantizeFn = fn(src: &[u8], dst: &mut [f32]);
+
+/// One type's kernels at one SIMD level.
+#[derive(Clone, Copy)]
+pub struct TypeKernels {
+    pub quantize: QuantizeFn,
+    pub dequantize: DequantizeFn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KType {
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Iq4Nl,
+    Iq4Xs,
+}
+
+impl KType {
+    pub const ALL: [KType; 7] = [Self::Q2K, Self::Q3K, Self::Q4K, Self::Q5K, Self::Q6K, Self::Iq4Nl, Self::Iq4Xs];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q2K => "Q2_K",
+            Self::Q3K => "Q3_K",
+            Self::Q4K => "Q4_K",
+            Self::Q5K => "Q5_K",
+            Self::Q6K => "Q6_K",
+            Self::Iq4Nl => "IQ4_NL",
+            Self::Iq4Xs => "IQ4_XS",
+        }
+    }
+
+    /// Values per block.
+    pub const fn block_size(self) -> usize {
+        match self {
+            Self::Iq4Nl => 32,
+            _ => QK_K,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Self::Q2K => 84,
+            Self::Q3K => 110,
+            Self::Q4K => 144,
+            Self::Q5K => 176,
+            Self::Q6K => 210,
+            Self::Iq4Nl => 18,
+            Self::Iq4Xs => 136,
+        }
+    }
+
+    pub fn kernels_at(self, level: Level) -> TypeKernels {
+        match self {
+            Self::Q2K => q2_k::kernels(level),
+            Self::Q3K => q3_k::kernels(level),
+            Self::Q4K => q4_k::kernels(level),
+            Self::Q5K => q5_k::kernels(level),
+            Self::Q6K => q6_k::kernels(level),
+            Self::Iq4Nl => iq4_nl::kernels(level),
+            Self::Iq4Xs => iq4_xs::kernels(level),
+        }
+    }
+
+    /// Bytes that `n` values take (`n` must be a multiple of the block size).
+    pub fn quantized_len(self, n: usize) -> usize {
+        n / self.block_size() * self.block_bytes()
+    }
+}
+
+/// Importance weights: one per value, or one per column (llama.cpp's imatrix), shared by rows.
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    None,
+    PerValue(&'a [f32]),
+    PerColumn(&'a [f32]),
+}
+
+fn check_weights(w: Weights<'_>, n: usize, row_len: usize) -> Result<()> {
+    let (got, want, what) = match w {
+        Weights::None => return Ok(()),
+        Weights::PerValue(v) => (v, n, "one per value"),
+        Weights::PerColumn(v) => (v, row_len, "one per column"),
+    };
+    if got.len() != want {
+        return Err(Error::Shape(format!("{} importance weights given, expected {want} ({what})", got.len())));
+    }
+    if let Some(i) = got.iter().position(|v| !v.is_finite() || *v < 0.0) {
+        return Err(Error::InvalidArgument(format!("importance weight {i} is {}: weights must be finite and >= 0", got[i])));
+    }
+    Ok(())
+}
+
+/// Quantizes `src` (rows of `row_len` values) into `dst` of [`KType::quantized_len`] bytes.
+pub fn quantize_into(t: KType, src: &[f32], row_len: usize, weights: Weights<'_>, dst: &mut [u8]) -> Result<()> {
+    quantize_into_at(t, simd::level(), src, row_len, weights, dst)
+}
+
+/// [`quantize_into`] with the kernels of one SIMD level (tests compare levels with it).
+pub fn quantize_into_at(t: KType, level: Level, src: &[f32], row_len: usize, weights: Weights<'_>, dst: &mut [u8]) -> Result<()> {
+    let bs = t.block_size();
+    if row_len == 0 || src.len() % row_len != 0 {
+        return Err(Error::Shape(format!("{} values do not form rows of {row_len}", src.len())));
+    }
+    if row_len % bs != 0 {
+        return Err(Error::Shape(format!("row length {row_len} is not a multiple of the {} block size {bs}", t.name())));
+    }
+    if dst.len() != t.quantized_len(src.len()) {
+        return Err(Error::Shape(format!("output has {} bytes, expected {}", dst.len(), t.quantized_len(src.len()))));
+    }
+    check_weights(weights, src.len(), row_len)?;
+    if let Some(index) = src.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { index });
+    }
+    let quantize = t.kernels_at(level).quantize;
+    // Segments of whole blocks; with per-column weights a segment never crosses a row, so its
+    // weights are one contiguous slice of the column weights.
+    let seg = if matches!(weights, Weights::PerColumn(_)) { CHUNK_VALUES.min(row_len) } else { CHUNK_VALUES };
+    let seg = seg / bs * bs.max(1);
+    let mut jobs = Vec::with_capacity(src.len() / seg + 1);
+    let mut rest_dst = dst;
+    let mut start = 0;
+    while start < src.len() {
+        let row_end = (start / row_len + 1) * row_len;
+        let end = match weights {
+            Weights::PerColumn(_) => (start + seg).min(row_end),
+            _ => (start + seg).min(src.len()),
+        };
+        let (d, tail) = rest_dst.split_at_mut(t.quantized_len(end - start));
+        rest_dst = tail;
+        jobs.push((start, end, d));
+        start = end;
+    }
+    parallel::try_for_each(jobs, |(a, b, d)| {
+        let w = match weights {
+            Weights::None => None,
+            Weights::PerValue(v) => Some(&v[a..b]),
+            Weights::PerColumn(v) => Some(&v[a % row_len..a % row_len + (b - a)]),
+        };
+        quantize(&src[a..b], w, d);
+        Ok(())
+    })
+}
+
+/// Decodes whole blocks in `src` into `dst`.
+pub fn dequantize_into(t: KType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    dequantize_into_at(t, simd::level(), src, dst)
+}
+
+/// [`dequantize_into`] with the kernels of one SIMD level.
+pub fn dequantize_into_at(t: KType, level: Level, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    let (bb, bs) = (t.block_bytes(), t.block_size());
+    if src.len() % bb != 0 {
+        return Err(Error::Shape(format!("{} bytes are not a whole number of {} blocks of {bb} bytes", src.len(), t.name())));
+    }
+    if dst.len() != src.len() / bb * bs {
+        return Err(Error::Shape(format!("output holds {} values, the {} blocks hold {}", dst.len(), src.len() / bb, src.len() / bb * bs)));
+    }
+    let dequantize = t.kernels_at(level).dequantize;
+    let blocks = CHUNK_VALUES / bs;
+    let jobs: Vec<_> = src.chunks(blocks * bb).zip(dst.chunks_mut(blocks * bs)).collect();
+    parallel::try_for_each(jobs, |(s, d)| {
+        dequantize(s, d);
+        Ok(())
+    })
+}
