@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::parallel;
 use crate::simd::{self, Level};
 
+pub mod common;
 mod iq4_nl;
 mod iq4_xs;
 mod q2_k;
