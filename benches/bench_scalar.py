@@ -17,11 +17,8 @@ otherwise those columns are left out. Ratios are quantpress (out=) over each oth
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -30,19 +27,9 @@ from quantpress._reference import bnb_quantize_nf4
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _ggml  # noqa: E402
+from _timing import MEMORY_GBPS, median_seconds  # noqa: E402
 
-MEMORY_GBPS = 15.0  # memory copy, each way, on the reference machine (DESIGN.md)
-
-
-def median_seconds(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm up (page faults, lazy init)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
+LEGACY_TYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")  # K-quants: bench_kquants.py
 
 def numpy_int4_g128(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What a NumPy user writes: affine int4, groups of 128, nibbles packed two to a byte."""
@@ -91,7 +78,7 @@ def main() -> None:
     header = f"{'GB/s of float32':<22} " + " ".join(f"{c:>8}" for c in COLUMNS)
     header += "  " + " ".join(f"{'vs ' + c[:4]:>7}" for c in COLUMNS[1:]) + "  of mem BW"
     print(header)
-    for t in qp.GGUF_TYPES:
+    for t in LEGACY_TYPES:
         out = np.empty(qp.gguf_quantize(w[:1], t).size * rows, np.uint8)
         gbps = {"quantpress": gb / median_seconds(lambda: qp.gguf_quantize(w, t, out=out), runs),
                 "qp alloc": gb / median_seconds(lambda: qp.gguf_quantize(w, t), runs)}
@@ -102,7 +89,7 @@ def main() -> None:
             gt = getattr(gguf.GGMLQuantizationType, t)
             gbps["gguf py"] = gb / median_seconds(lambda: gguf.quants.quantize(w, gt), max(1, runs // 2))
         print(row(f"quantize {t}", gbps))
-    for t in qp.GGUF_TYPES:
+    for t in LEGACY_TYPES:
         raw = qp.gguf_quantize(w, t)
         out32 = np.empty(w.size, np.float32)
         gbps = {"quantpress": gb / median_seconds(lambda: qp.gguf_dequantize(raw, t, w.shape, out=out32), runs),
