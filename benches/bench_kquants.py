@@ -33,7 +33,8 @@ import quantpress as qp
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _ggml  # noqa: E402
-from _timing import median_seconds, weight_like  # noqa: E402
+from _timing import median_seconds  # noqa: E402
+from quantpress.demo import example_weights  # noqa: E402
 
 K_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS")
 
@@ -100,7 +101,7 @@ def main() -> None:
     rows, runs = (16, 1) if args.quick else (args.rows, args.runs)
     qp.set_num_threads(args.threads)
     ggml = None if args.quick else _ggml.load()
-    w = weight_like(rows, args.cols)
+    w = example_weights(rows, args.cols)
     imatrix = imatrix_for(args.cols) if args.imatrix else None
     print(f"# {rows}x{args.cols} weight-like float32 ({w.nbytes / 2**20:.0f} MiB), median of {runs}, "
           f"quantpress {qp.__version__} SIMD={qp.simd_level()} threads={qp.get_num_threads()}, "

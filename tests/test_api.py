@@ -52,4 +52,4 @@ def test_cli_demo_prints_the_table():
 
 def test_cli_rejects_bad_arguments():
     out = subprocess.run([sys.executable, "-m", "quantpress", "demo", "--cols", "100"], capture_output=True, text=True)
-    assert out.returncode == 2 and "multiple of 128" in out.stdout
+    assert out.returncode == 2 and "multiple of 256" in out.stdout

@@ -15,8 +15,8 @@ from .demo import compare_methods, example_weights
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
-    if args.cols < 128 or args.cols % 128 or args.rows < 1:
-        console.print("[red]error:[/red] --cols must be a positive multiple of 128 and --rows positive")
+    if args.cols < 256 or args.cols % 256 or args.rows < 1:
+        console.print("[red]error:[/red] --cols must be a positive multiple of 256 and --rows positive")
         return 2
     if args.threads:
         set_num_threads(args.threads)
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="compare the quantization methods on a built-in weight matrix")
     demo.add_argument("--rows", type=int, default=1024, help="rows of the example matrix (default 1024)")
-    demo.add_argument("--cols", type=int, default=4096, help="columns, a multiple of 128 (default 4096)")
+    demo.add_argument("--cols", type=int, default=4096, help="columns, a multiple of 256 (default 4096)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=0, help="worker threads (default: all CPUs)")
     demo.add_argument("--repeats", type=int, default=3, help="timing repetitions (best kept)")
