@@ -68,21 +68,21 @@ struct Lanes {
     x: [__m256; 32],
     w: [__m256; 32],
     n: usize,
-    min: __m256,
-    range: __m256,
+    max: __m256,
     sum_w: __m256,
     sum_x: __m256,
 }
 
-/// One search step at `iscale`: the codes (into `laux`), the fitted scale and min, and the
-/// weighted error; `ok` is the `D > 0` mask.
+/// One search step at `iscale` from the current `min` (as in ggml, a step that improves the
+/// fit moves the min the later steps start from): the codes (into `laux`), the fitted scale and
+/// min, and the weighted error; `ok` is the `D > 0` mask.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn step(s: &Lanes, iscale: __m256, p: &Search, laux: &mut [__m256; 32]) -> (__m256, __m256, __m256, __m256) {
+unsafe fn step(s: &Lanes, iscale: __m256, cur_min: __m256, p: &Search, laux: &mut [__m256; 32]) -> (__m256, __m256, __m256, __m256) {
     let nmax = _mm256_set1_epi32(p.nmax);
     let (mut sl, mut sl2, mut sxl) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
     for i in 0..s.n {
-        let q = code(iscale, s.x[i], s.min, nmax);
+        let q = code(iscale, s.x[i], cur_min, nmax);
         laux[i] = q;
         let wq = _mm256_mul_ps(s.w[i], q);
         sl = _mm256_add_ps(sl, wq);
@@ -111,8 +111,7 @@ unsafe fn search8(x: &[f32], w: &[f32], n: usize, p: &Search, l: &mut [u8], scal
         x: [_mm256_setzero_ps(); 32],
         w: [_mm256_setzero_ps(); 32],
         n,
-        min: _mm256_setzero_ps(),
-        range: _mm256_setzero_ps(),
+        max: _mm256_setzero_ps(),
         sum_w: _mm256_setzero_ps(),
         sum_x: _mm256_setzero_ps(),
     };
@@ -134,10 +133,10 @@ unsafe fn search8(x: &[f32], w: &[f32], n: usize, p: &Search, l: &mut [u8], scal
     let zero = _mm256_setzero_ps();
     min = _mm256_blendv_ps(min, zero, _mm256_cmp_ps::<_CMP_GT_OQ>(min, zero));
     let flat = _mm256_cmp_ps::<_CMP_EQ_OQ>(max, min);
-    s.min = min;
-    s.range = _mm256_sub_ps(max, min);
+    let min0 = min;
+    s.max = max;
     let nmaxf = p.nmax as f32;
-    let iscale = _mm256_div_ps(_mm256_set1_ps(nmaxf), s.range);
+    let iscale = _mm256_div_ps(_mm256_set1_ps(nmaxf), _mm256_sub_ps(max, min));
     let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
     let mut best = zero;
     let mut lbest = [zero; 32];
@@ -148,8 +147,9 @@ unsafe fn search8(x: &[f32], w: &[f32], n: usize, p: &Search, l: &mut [u8], scal
     }
     let mut laux = [zero; 32];
     for is in 0..=p.nstep {
-        let iscale = _mm256_div_ps(_mm256_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), s.range);
-        let (ok, this_scale, this_min, cur) = step(&s, iscale, p, &mut laux);
+        let range = _mm256_sub_ps(s.max, min);
+        let iscale = _mm256_div_ps(_mm256_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), range);
+        let (ok, this_scale, this_min, cur) = step(&s, iscale, min, p, &mut laux);
         let better = _mm256_and_ps(ok, _mm256_cmp_ps::<_CMP_LT_OQ>(cur, best));
         if _mm256_movemask_ps(better) != 0 {
             for i in 0..n {
@@ -161,7 +161,7 @@ unsafe fn search8(x: &[f32], w: &[f32], n: usize, p: &Search, l: &mut [u8], scal
         }
     }
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_blendv_ps(scale, zero, flat));
-    let neg_min = _mm256_xor_ps(_mm256_blendv_ps(min, s.min, flat), _mm256_set1_ps(-0.0));
+    let neg_min = _mm256_xor_ps(_mm256_blendv_ps(min, min0, flat), _mm256_set1_ps(-0.0));
     _mm256_storeu_ps(mins.as_mut_ptr(), neg_min);
     let mut lanes = [0i32; 8];
     for i in 0..n {
@@ -321,6 +321,44 @@ unsafe fn dequantize_q2_k_inner(src: &[u8], dst: &mut [f32]) {
                     affine8(_mm_srli_si128::<8>(part), dl, ml, out.add(8));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand_vals(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn search8_matches_scalar() {
+        if crate::simd::detected_level() != crate::simd::Level::Avx2 {
+            return;
+        }
+        let p = Search { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false };
+        for seed in 0..50 {
+            let x = rand_vals(seed, 256);
+            let w: Vec<f32> = x.iter().map(|v| 0.3 + v.abs()).collect();
+            let (mut l1, mut l2) = ([0u8; 256], [0u8; 256]);
+            let (mut s1, mut m1, mut s2, mut m2) = ([0.0; 8], [0.0; 8], [0.0; 8], [0.0; 8]);
+            ScalarOps::search8(&x, &w, &p, &mut l1, &mut s1, &mut m1);
+            Avx2Ops::search8(&x, &w, &p, &mut l2, &mut s2, &mut m2);
+            assert_eq!(s1.map(f32::to_bits), s2.map(f32::to_bits), "scales {seed}");
+            assert_eq!(m1.map(f32::to_bits), m2.map(f32::to_bits), "mins {seed}");
+            assert_eq!(l1, l2, "codes {seed}");
+            let (mut r1, mut r2) = ([0u8; 32], [0u8; 32]);
+            ScalarOps::requant(&x[..32], 0.07, 0.3, 15, &mut r1);
+            Avx2Ops::requant(&x[..32], 0.07, 0.3, 15, &mut r2);
+            assert_eq!(r1, r2);
         }
     }
 }
