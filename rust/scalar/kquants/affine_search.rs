@@ -326,3 +326,120 @@ pub fn quantize_8x32<O: AffineOps>(x: &[f32], qw: Option<&[f32]>, refp: &Search,
         O::requant(&x[r.clone()], dj, dmin * m as f32, refp.nmax, &mut l[r]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{dequantize_into_at, quantize_into_at, KType, Weights};
+    use crate::simd::available_levels;
+
+    const TYPES: [KType; 3] = [KType::Q4K, KType::Q5K, KType::Q2K];
+
+    fn rand_vals(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    /// Awkward inputs, 4 super-blocks each.
+    fn cases() -> Vec<(&'static str, Vec<f32>)> {
+        let n = 1024;
+        let r = rand_vals(1, n);
+        let mut outlier = rand_vals(2, n);
+        for b in 0..n / 256 {
+            outlier[256 * b + 37 * b + 5] = 5000.0 * if b % 2 == 0 { 1.0 } else { -1.0 };
+        }
+        vec![
+            ("random", r.clone()),
+            ("zeros", vec![0.0; n]),
+            ("negative zeros", vec![-0.0; n]),
+            ("constant", vec![0.75; n]),
+            ("negative constant", vec![-3.0; n]),
+            ("outlier", outlier),
+            ("subnormal", r.iter().map(|v| v * 1e-39).collect()),
+            ("tiny", r.iter().map(|v| v * 1e-20).collect()),
+            ("positive", r.iter().map(|v| v.abs() + 1.0).collect()),
+            ("large", r.iter().map(|v| v * 3e4).collect()),
+        ]
+    }
+
+    fn quantize(t: KType, level: crate::simd::Level, x: &[f32], w: Weights<'_>) -> Vec<u8> {
+        let mut out = vec![0u8; t.quantized_len(x.len())];
+        quantize_into_at(t, level, x, 512, w, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_level_matches_scalar_bytes() {
+        for t in TYPES {
+            for (name, x) in cases() {
+                let qw: Vec<f32> = rand_vals(9, x.len()).iter().map(|v| v.abs() * 4.0).collect();
+                let col = &qw[..512];
+                for w in [Weights::None, Weights::PerValue(&qw), Weights::PerColumn(col)] {
+                    let want = quantize(t, crate::simd::Level::Scalar, &x, w);
+                    for level in available_levels() {
+                        assert!(quantize(t, level, &x, w) == want, "{} {name} at {level:?}", t.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_level_matches_scalar_floats() {
+        for t in TYPES {
+            let junk: Vec<u8> = rand_vals(5, 8 * t.block_bytes()).iter().map(|v| (v.to_bits() >> 7) as u8).collect();
+            let mut want = vec![0.0f32; 8 * 256];
+            dequantize_into_at(t, crate::simd::Level::Scalar, &junk, &mut want).unwrap();
+            for level in available_levels() {
+                let mut got = vec![1.0f32; 8 * 256];
+                dequantize_into_at(t, level, &junk, &mut got).unwrap();
+                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} at {level:?}", t.name());
+            }
+        }
+    }
+
+    #[test]
+    fn roundtrip_error_is_small() {
+        for (t, bound) in [(KType::Q4K, 0.1), (KType::Q5K, 0.06), (KType::Q2K, 0.5)] {
+            for (name, x) in cases() {
+                let raw = quantize(t, crate::simd::Level::Scalar, &x, Weights::None);
+                let mut y = vec![0.0f32; x.len()];
+                dequantize_into_at(t, crate::simd::Level::Scalar, &raw, &mut y).unwrap();
+                for b in 0..x.len() / 256 {
+                    let xs = &x[256 * b..256 * b + 256];
+                    let span = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    for (i, (a, v)) in y[256 * b..].iter().zip(xs).enumerate() {
+                        assert!(a.is_finite(), "{} {name} block {b}: {a}", t.name());
+                        // One outlier flattens the rest of its block: the other mins are off by
+                        // up to a step of the min grid (span/63). Below float16's range the
+                        // scales round to zero (as in ggml), so every value decodes to 0.
+                        let tol = match name {
+                            "outlier" => span / 63.0,
+                            "tiny" | "subnormal" => span,
+                            _ => bound * span,
+                        };
+                        assert!((a - v).abs() <= tol.max(1e-37), "{} {name} value {i}: {a} vs {v}", t.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scale_min_packing_roundtrips() {
+        let ls: [u8; 8] = std::array::from_fn(|j| (j as u8 * 9 + 3) % 64);
+        let lm: [u8; 8] = std::array::from_fn(|j| 63 - (j as u8 * 7) % 64);
+        let mut b = [0u8; 12];
+        super::pack_scale_min_k4(&ls, &lm, &mut b);
+        for j in 0..8 {
+            assert_eq!(super::scale_min_k4(j, &b), (ls[j], lm[j]));
+        }
+    }
+}
