@@ -27,6 +27,7 @@ pub fn kernels(level: Level) -> TypeKernels {
 }
 
 /// Quantizes whole super-blocks of `src` (with one importance weight per value, if given).
+#[allow(clippy::needless_range_loop)]
 pub fn quantize<O: AffineOps>(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
     let mut l = [0u8; QK_K];
     for (i, (x, y)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_BYTES)).enumerate() {

@@ -10,6 +10,9 @@
 // SAFETY: every `unsafe fn` here is compiled with `#[target_feature(enable = "avx2,fma,f16c")]`;
 // the safe wrappers call them only after `super::require_avx2()` has checked the CPU, and each
 // states which slice bounds it relies on (checked by the wrapper's asserts or the loop bounds).
+// The lane loops index several arrays (values, weights, codes) in lockstep.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use super::{pack_u8, require_avx2};
