@@ -220,6 +220,12 @@ unsafe fn affine8(q: __m128i, d: __m256, m: __m256, y: *mut f32) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn affine32(q: __m256i, d: f32, m: f32, y: *mut f32) {
+    // Prefetch the output's lines 4 KiB ahead for writing (as the legacy dequantizers do): the
+    // stores of a large output otherwise wait for their lines. Prefetches never fault and the
+    // address is only computed, never dereferenced.
+    let ahead = y.wrapping_add(1024);
+    _mm_prefetch(ahead.cast::<i8>(), _MM_HINT_ET0);
+    _mm_prefetch(ahead.wrapping_add(16).cast::<i8>(), _MM_HINT_ET0);
     let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
     let lo = _mm256_castsi256_si128(q);
     let hi = _mm256_extracti128_si256::<1>(q);
@@ -320,6 +326,7 @@ unsafe fn dequantize_q2_k_inner(src: &[u8], dst: &mut [f32]) {
                     let (dl, ml) = (_mm256_set1_ps(d * (sc & 0xF) as f32), _mm256_set1_ps(min * (sc >> 4) as f32));
                     // SAFETY: floats 128h + 32j + 16k .. +16 < 256.
                     let out = y.as_mut_ptr().add(128 * half + 32 * j + 16 * k);
+                    _mm_prefetch(out.wrapping_add(1024).cast::<i8>(), _MM_HINT_ET0);
                     affine8(part, dl, ml, out);
                     affine8(_mm_srli_si128::<8>(part), dl, ml, out.add(8));
                 }
