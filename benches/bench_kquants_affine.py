@@ -3,7 +3,7 @@ float32, best of --runs, quantpress on one thread unless QUANTPRESS_NUM_THREADS 
 and reconstruction RMSE without weights (ggml's ``quantize_row_*_ref``) and with an imatrix
 (``ggml_quantize_chunk``), on Gaussian and weight-like Student-t data. quantpress dequantizes
 into a preallocated ``out=``; the ggml bridge allocates its output on every call (page faults
-include), so its dequantize figure is a lower bound on ggml's kernel.
+included), so its dequantize figure is a lower bound on ggml's kernel.
 
     QUANTPRESS_NUM_THREADS=1 python benches/bench_kquants_affine.py --lib /work/ggml-build/lib
 """
