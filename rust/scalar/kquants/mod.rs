@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::parallel;
 use crate::simd::{self, Level};
 
+pub mod affine_search;
 pub mod common;
 mod iq4_nl;
 mod iq4_xs;
