@@ -13,7 +13,8 @@ issue's targets are per thread). Columns:
   ``--imatrix``, ``ggml_quantize_chunk`` with an importance matrix (llama-quantize's path) against
   ``gguf_quantize(weights=imatrix)``.
 * RMSE of the round trip for each, and its ratio (quantpress / ggml: <= 1 means no worse); with
-  an imatrix, the imatrix-weighted RMSE, the quantity both algorithms minimise.
+  an imatrix, the imatrix-weighted RMSE, the quantity both algorithms minimise; and whether the
+  two produced identical bytes.
 * dequantize, GB/s of float32 output: quantpress (``out=``), ggml's ``to_float``, the ``gguf``
   package's NumPy.
 
@@ -65,7 +66,8 @@ def bench_quantize(w: np.ndarray, t: str, ggml: _ggml.Ggml | None, runs: int, im
         theirs = gb / median_seconds(lambda: ggml.quantize_chunk(w, t, imatrix), max(1, runs // 2))
         raw = ggml.quantize_chunk(w, t, imatrix)
     gerr = rmse(ggml.dequantize(raw, t).reshape(w.shape), w, imatrix)
-    return line + f" {theirs:8.3f} {ours / theirs:7.1f}x {err:10.3e} {gerr:10.3e} {err / gerr:7.4f}"
+    same = "yes" if np.array_equal(raw.reshape(-1), out) else "no"
+    return line + f" {theirs:8.3f} {ours / theirs:7.1f}x {err:10.3e} {gerr:10.3e} {err / gerr:8.4f} {same:>6}"
 
 
 def bench_dequantize(w: np.ndarray, t: str, ggml: _ggml.Ggml | None, runs: int) -> str:
@@ -106,7 +108,7 @@ def main() -> None:
     print(f"# {rows}x{args.cols} weight-like float32 ({w.nbytes / 2**20:.0f} MiB), median of {runs}, "
           f"quantpress {qp.__version__} SIMD={qp.simd_level()} threads={qp.get_num_threads()}, "
           f"ggml={'commit ' + ggml.commit if ggml else 'not loaded'}, imatrix={'yes' if args.imatrix else 'no'}")
-    print(f"{'quantize':<7} {'qp GB/s':>8} {'ggml':>8} {'ratio':>8} {'qp RMSE':>10} {'ggml RMSE':>10} {'RMSE q/g':>7}")
+    print(f"{'quantize':<7} {'qp GB/s':>8} {'ggml':>8} {'ratio':>8} {'qp RMSE':>10} {'ggml RMSE':>10} {'RMSE q/g':>8} {'bytes=':>6}")
     for t in args.types:
         print(bench_quantize(w, t, ggml, runs, imatrix), flush=True)
     print(f"{'dequant':<7} {'qp GB/s':>8} {'ggml':>8} {'ratio':>8} {'gguf py':>8} {'ratio':>8}")
