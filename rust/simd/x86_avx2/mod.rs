@@ -33,6 +33,7 @@ use super::Level;
 mod dequantize;
 mod grids;
 mod group;
+pub mod hqq;
 mod nf4;
 mod nibbles;
 mod quantize;
