@@ -21,6 +21,16 @@ use crate::scalar::rtn::{RtnSpec, Scheme};
 use crate::scalar::search::{self, lane_sum, Lanes, Weights};
 use crate::simd;
 
+/// `round_half_even(v)` for `|v| < 2^22` by adding and subtracting `1.5 * 2^23` (exact in float32
+/// round-to-nearest-even arithmetic; a small negative `v` gives `+0.0`, not `-0.0`, which no
+/// caller can tell apart: every result is clamped at 0 or multiplied into a sum). Baseline
+/// x86-64 has no rounding instruction, and this keeps the search loops free of library calls.
+#[inline(always)]
+fn round_small(v: f32) -> f32 {
+    const MAGIC: f32 = 12582912.0;
+    (v + MAGIC) - MAGIC
+}
+
 /// `sum(w * d * d)` with `d = (code - zero) * scale - x`, in lane order.
 fn sq_error(x: &[f32], w: &[f32], codes: &[u8], scale: f32, zero: f32) -> f32 {
     lane_sum(x.len(), |i| {
@@ -39,7 +49,7 @@ fn affine_search(x: &[f32], w: &[f32], top: f32) -> Option<(f32, f32)> {
     }
     let n = x.len();
     let (sum_w, sum_x) = (lane_sum(n, |i| w[i]), lane_sum(n, |i| w[i] * x[i]));
-    let level = |iscale: f32, v: f32| (iscale * (v - mn)).round_ties_even().clamp(0.0, top);
+    let level = |iscale: f32, v: f32| round_small(iscale * (v - mn)).clamp(0.0, top);
     let error = |iscale: f32, s: f32, m: f32| {
         lane_sum(n, |i| {
             let d = (s * level(iscale, x[i]) + m) - x[i];
@@ -87,7 +97,7 @@ fn symmetric_search(x: &[f32], w: &[f32], qm: f32) -> f32 {
         let iscale = (qm + 0.1f32 * is as f32) / amax;
         let (mut slx, mut sl2) = (Lanes::default(), Lanes::default());
         for (i, &v) in x.iter().enumerate() {
-            let l = (iscale * v).round_ties_even().clamp(-qm, qm);
+            let l = round_small(iscale * v).clamp(-qm, qm);
             let wl = w[i] * l;
             slx.add(i, wl * v);
             sl2.add(i, wl * l);
