@@ -17,6 +17,11 @@
 //! SIMD level and in the NumPy oracle. The best zero point is rounded to the scale dtype and the
 //! codes are recomputed from the stored scale and zero point, so `dequantize` returns exactly
 //! what the codes were chosen for. A constant group uses RTN's range (which includes zero).
+//!
+//! Quality: HQQ minimises an lp (p < 1) error, not the squared error. On heavy-tailed data with
+//! outlier columns (the tests' `weight_like`, 1024x4096, group 64) it lowers RTN's mean absolute
+//! error at 3-4 bits and its squared error only at 4 bits (9.71e-5 vs 9.92e-5); at 2-3 bits its
+//! squared error is 1-2% above RTN's. `method="mse"` is the one that lowers the squared error.
 
 use crate::error::{invalid, Error, Result};
 use crate::scalar::rtn::{RtnSpec, Scheme};
@@ -39,8 +44,10 @@ pub fn rbetas() -> [f32; ITERS] {
 }
 
 /// log2(1+t) = t * P(t) on [0, 1) (least-squares fit, |error| < 3e-5).
+#[allow(clippy::excessive_precision)]
 pub const LOG2_POLY: [f32; 5] = [1.4418257474899292, -0.708682119846344, 0.4154219627380371, -0.1944226771593094, 0.04588552564382553];
 /// 2^f on [0, 1) (least-squares fit, relative error < 3e-7).
+#[allow(clippy::excessive_precision)]
 pub const EXP2_POLY: [f32; 6] = [0.9999997615814209, 0.6931567788124084, 0.2401316910982132, 0.055876556783914566, 0.008940582163631916, 0.0018943793838843703];
 
 #[inline(always)]
@@ -87,10 +94,13 @@ pub fn pass(x: &[f32], s: f32, inv: f32, z: f32, top: f32, rb: f32) -> (f32, f32
     (err.total(), zs.total())
 }
 
+/// `pass(x, s, inv, z, top, rb) -> (sum |d|, zero-point sum)`.
+pub type PassFn = fn(&[f32], f32, f32, f32, f32, f32) -> (f32, f32);
+
 /// The kernels of one SIMD level.
 #[derive(Clone, Copy)]
 pub struct Kernels {
-    pub pass: fn(&[f32], f32, f32, f32, f32, f32) -> (f32, f32),
+    pub pass: PassFn,
     pub zero_codes: fn(&[f32], f32, f32, f32, &mut [u8]),
 }
 
@@ -107,7 +117,7 @@ pub fn optimize_zero(k: &Kernels, x: &[f32], s: f32, inv: f32, mut z: f32, top: 
     let (mut best, mut best_z) = (f32::INFINITY, z);
     for rb in rbetas() {
         let (err, zsum) = (k.pass)(x, s, inv, z, top, rb);
-        if !(err < best) {
+        if err >= best || err.is_nan() {
             break;
         }
         (best, best_z) = (err, z);

@@ -44,7 +44,7 @@ fn affine_search(x: &[f32], w: &[f32], top: f32) -> Option<(f32, f32)> {
     let (mn, mx, _) = simd::scalar::group_range(x);
     let mn = if mn > 0.0 { 0.0 } else { mn };
     let rng = mx - mn;
-    if !(rng > 0.0) {
+    if rng <= 0.0 || rng.is_nan() {
         return None;
     }
     let n = x.len();
@@ -71,7 +71,7 @@ fn affine_search(x: &[f32], w: &[f32], top: f32) -> Option<(f32, f32)> {
         }
         let (sl, sl2, sxl) = (sl.total(), sl2.total(), sxl.total());
         let det = sum_w * sl2 - sl * sl;
-        if !(det > 0.0) {
+        if det <= 0.0 || det.is_nan() {
             continue;
         }
         let (mut ts, mut tm) = ((sum_w * sxl - sum_x * sl) / det, (sl2 * sum_x - sl * sxl) / det);
