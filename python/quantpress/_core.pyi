@@ -15,6 +15,8 @@ __all__ = [
     "get_num_threads",
     "gguf_quantize_into",
     "gguf_dequantize_into",
+    "hqq_quantize",
+    "mse_quantize",
     "_panic_for_tests",
     "pack_bits",
     "rtn_dequantize",
@@ -43,6 +45,18 @@ def gguf_quantize_into(
 def gguf_dequantize_into(raw: npt.NDArray[np.uint8], qtype: str, out: npt.NDArray[np.float32]) -> None: ...
 def _panic_for_tests() -> None: ...
 def rtn_quantize(
+    x: npt.NDArray[np.float32], bits: int, group_size: int, scheme: str, scale_dtype: str
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
+def mse_quantize(
+    x: npt.NDArray[np.float32],
+    bits: int,
+    group_size: int,
+    scheme: str,
+    scale_dtype: str,
+    weights: npt.NDArray[np.float32] | None = None,
+    row_len: int = 0,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
+def hqq_quantize(
     x: npt.NDArray[np.float32], bits: int, group_size: int, scheme: str, scale_dtype: str
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
 def rtn_dequantize(

@@ -14,6 +14,7 @@ from ._core import QuantpressError
 
 SCHEMES = ("affine", "symmetric", "nf4")
 SCALE_DTYPES = ("float16", "float32")
+METHODS = ("rtn", "mse", "hqq")
 
 
 def _layout(shape: tuple[int, ...], axis: Optional[int], group_size: Optional[int]) -> tuple[int, int, tuple[int, ...]]:
@@ -40,7 +41,8 @@ def _layout(shape: tuple[int, ...], axis: Optional[int], group_size: Optional[in
 class QuantizedTensor:
     """A tensor quantized by :func:`quantize`: packed codes plus per-group scales and zero points.
 
-    The value of element ``i`` of a group is ``(code[i] - zero) * scale``; for the symmetric
+    The value of element ``i`` of a group is ``(code[i] - zero) * scale`` (``zero`` is an integer
+    for ``method="rtn"``, any float for ``"mse"`` and ``"hqq"``); for the symmetric
     scheme ``zero`` is the implicit ``2**(bits-1)`` and ``zeros`` is ``None``; for ``"nf4"`` it
     is ``NF4[code[i]] * scale`` with bitsandbytes' 16-value codebook. Codes run over the
     tensor with ``axis`` moved last, in C order, packed as a little-endian bit stream.
@@ -66,10 +68,13 @@ class QuantizedTensor:
     axis: Optional[int]
     scheme: str = "affine"
     dtype: str = "float32"
+    method: str = "rtn"
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
         object.__setattr__(self, "shape", shape)
+        if self.method not in METHODS:
+            raise QuantpressError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.scheme not in SCHEMES:
             raise QuantpressError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if not 1 <= int(self.bits) <= 8:
@@ -108,7 +113,7 @@ class QuantizedTensor:
         return {
             "codes": self.codes, "scales": self.scales, "zeros": self.zeros, "shape": self.shape,
             "bits": self.bits, "group_size": self.group_size, "axis": self.axis,
-            "scheme": self.scheme, "dtype": self.dtype,
+            "scheme": self.scheme, "dtype": self.dtype, "method": self.method,
         }
 
     def dequantize(self, dtype: Any = None) -> np.ndarray:
@@ -127,7 +132,7 @@ class QuantizedTensor:
 
     def __repr__(self) -> str:
         return (f"QuantizedTensor(shape={self.shape}, bits={self.bits}, scheme={self.scheme!r}, "
-                f"group_size={self.group_size}, axis={self.axis}, bits_per_weight={self.bits_per_weight:.3f})")
+                f"method={self.method!r}, group_size={self.group_size}, axis={self.axis}, bits_per_weight={self.bits_per_weight:.3f})")
 
 
 def quantize(
@@ -139,8 +144,11 @@ def quantize(
     scale_dtype: str = "float16",
     *,
     dtype: Optional[str] = None,
+    method: str = "rtn",
+    weights: Any = None,
 ) -> QuantizedTensor:
-    """Quantizes a tensor to ``bits``-bit integers by rounding to nearest (RTN).
+    """Quantizes a tensor to ``bits``-bit integers, per group, by rounding to nearest (RTN) or
+    with a searched scale / zero point (``method="mse"`` or ``"hqq"``).
 
     Groups of ``group_size`` consecutive elements along ``axis`` share a scale (and, for the
     affine scheme, an integer zero point). ``group_size=None`` makes one group of the whole axis
@@ -159,13 +167,25 @@ def quantize(
         axis: the axis along which groups run; ``None`` for per-tensor.
         scale_dtype: ``"float16"`` or ``"float32"`` storage of scales and zero points.
         dtype: ``"bfloat16"`` to read a uint16 array as bfloat16 bits.
+        method: ``"rtn"`` (round to nearest, above); ``"mse"``: per group, llama.cpp's scale
+            search (``make_qkx2_quants`` for affine, ``make_qx_quants`` for symmetric) for the
+            lowest (weighted) squared error, stored only where it beats RTN, so no group is worse
+            (affine and symmetric; zero points become floats); ``"hqq"``: HQQ's half-quadratic
+            optimisation of a float zero point (lp norm 0.7, 20 iterations; affine only).
+            Scales and zero points are rounded to ``scale_dtype`` and the codes recomputed for
+            the stored values. Layout in docs/format.md.
+        weights: ``method="mse"`` only: non-negative importance of each element (shape of
+            ``w``) or of each column (shape ``(w.shape[-1],)``, broadcast over rows, like
+            llama.cpp's imatrix). Giving weights with ``"rtn"`` or ``"hqq"`` is an error.
 
     Returns:
         A :class:`QuantizedTensor`.
 
     Raises:
         QuantpressError: empty input, NaN/Inf, bits out of range, a group size that does not
-            divide the axis, an unknown scheme, or scales that overflow float16.
+            divide the axis, an unknown scheme or method, scales that overflow float16, weights
+            with ``"rtn"``/``"hqq"``, bad weights (shape, NaN/Inf, negative), ``"hqq"`` with a
+            scheme other than affine, ``"mse"`` with nf4.
 
     Example:
         >>> import numpy as np, quantpress as qp
@@ -183,10 +203,22 @@ def quantize(
         raise QuantpressError(f"scale_dtype must be one of {SCALE_DTYPES}, got {scale_dtype!r}")
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
         raise QuantpressError(f"bits must be an integer between 1 and 8, got {bits!r}")
+    if method not in METHODS:
+        raise QuantpressError(f"method must be one of {METHODS}, got {method!r}")
+    if weights is not None and method != "mse":
+        raise QuantpressError(f"importance weights apply to method='mse' only, not {method!r}")
+    if method == "hqq" and scheme != "affine":
+        raise QuantpressError(f"method='hqq' optimises an affine zero point: scheme must be 'affine', got {scheme!r}")
     x, original = as_float32(w, dtype)
     ax, g, sshape = _layout(x.shape, axis, group_size)
     moved = x.reshape(-1) if ax < 0 else np.ascontiguousarray(np.moveaxis(x, ax, -1)).reshape(-1)
-    codes, scales, zeros = _core.rtn_quantize(moved, int(bits), g, scheme, scale_dtype)
+    if method == "rtn":
+        codes, scales, zeros = _core.rtn_quantize(moved, int(bits), g, scheme, scale_dtype)
+    elif method == "hqq":
+        codes, scales, zeros = _core.hqq_quantize(moved, int(bits), g, scheme, scale_dtype)
+    else:
+        wv, row_len = _weights(weights, x.shape, ax)
+        codes, scales, zeros = _core.mse_quantize(moved, int(bits), g, scheme, scale_dtype, wv, row_len)
     return QuantizedTensor(
         codes=codes,
         scales=scales.reshape(sshape),
@@ -197,7 +229,28 @@ def quantize(
         axis=None if axis is None else int(axis),
         scheme=scheme,
         dtype=original,
+        method=method,
     )
+
+
+def _weights(weights: Any, shape: tuple[int, ...], ax: int) -> tuple[Optional[np.ndarray], int]:
+    """Importance weights in the layout of the moved, flattened tensor: ``(per-value array, 0)``
+    or ``(per-column array, row length)`` when columns stay the last axis; ``(None, 0)`` for none."""
+    if weights is None:
+        return None, 0
+    wt = np.asarray(weights)
+    if wt.dtype.kind not in "fiu":
+        raise QuantpressError(f"weights must be a real array, got {wt.dtype}")
+    wt = wt.astype(np.float32)
+    if wt.shape != shape and wt.shape != shape[-1:]:
+        raise QuantpressError(f"weights must have the shape of w {shape} or ({shape[-1]},), got {wt.shape}")
+    if not np.all(np.isfinite(wt)) or np.any(wt < 0):
+        raise QuantpressError("weights must be finite and >= 0")
+    if wt.ndim == 1 and (ax < 0 or ax == len(shape) - 1):
+        return np.ascontiguousarray(wt), shape[-1]
+    full = np.broadcast_to(wt, shape)
+    moved = full.reshape(-1) if ax < 0 else np.moveaxis(full, ax, -1).reshape(-1)
+    return np.ascontiguousarray(moved, dtype=np.float32), 0
 
 
 def pack_bits(codes: Any, bits: int) -> np.ndarray:

@@ -9,8 +9,10 @@ use super::errors::{run, to_py};
 use crate::error::invalid;
 use crate::pack;
 use crate::scalar::gguf_legacy::{self, LegacyType};
-use crate::scalar::kquants::{self, KType, Weights};
+use crate::scalar::kquants::{self, KType, Weights as KWeights};
 use crate::scalar::rtn::{RtnSpec, ScaleDtype, Scheme};
+use crate::scalar::search::Weights;
+use crate::scalar::{hqq, mse};
 
 /// A GGUF type name: one of the legacy block types or a K-quant / IQ4 type.
 enum GgufType {
@@ -61,9 +63,9 @@ fn gguf_quantize_into<'py>(
         GgufType::Legacy(t) => Err(to_py(invalid!("importance weights apply to the K-quant and IQ4 types, not {}", t.name()))),
         GgufType::K(t) => {
             let weights = match w {
-                None => Weights::None,
-                Some(v) if v.len() == src.len() => Weights::PerValue(v),
-                Some(v) => Weights::PerColumn(v),
+                None => KWeights::None,
+                Some(v) if v.len() == src.len() => KWeights::PerValue(v),
+                Some(v) => KWeights::PerColumn(v),
             };
             run(py, || kquants::quantize_into(t, src, row_len, weights, dst))
         }
@@ -120,6 +122,55 @@ fn rtn_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, bits: u32
     Ok((codes, grid_array(py, &s, spec.scale_dtype), zeros))
 }
 
+/// RTN's parts from a searching quantizer `q(spec, src, codes, scales, zeros)`.
+fn search_parts<'py>(
+    py: Python<'py>,
+    spec: RtnSpec,
+    src: &[f32],
+    q: impl FnOnce(&RtnSpec, &[f32], &mut [u8], &mut [f32], &mut [f32]) -> crate::Result<()> + Send,
+) -> PyResult<RtnParts<'py>> {
+    spec.validate(src.len()).map_err(to_py)?;
+    let groups = spec.n_groups(src.len());
+    let affine = spec.scheme == Scheme::Affine;
+    let (mut s, mut z) = (vec![0f32; groups], vec![0f32; if affine { groups } else { 0 }]);
+    let codes = filled(py, pack::packed_len(src.len(), spec.bits), |c| run(py, || q(&spec, src, c, &mut s, &mut z)))?;
+    let zeros = affine.then(|| grid_array(py, &z, spec.scale_dtype));
+    Ok((codes, grid_array(py, &s, spec.scale_dtype), zeros))
+}
+
+/// Like `rtn_quantize`, with scales searched for the lowest (weighted) squared error.
+/// `weights`: one per value, or one per position in rows of `row_len` values.
+#[pyfunction]
+#[pyo3(signature = (x, bits, group_size, scheme, scale_dtype, weights=None, row_len=0))]
+#[allow(clippy::too_many_arguments)]
+fn mse_quantize<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    bits: u32,
+    group_size: usize,
+    scheme: &str,
+    scale_dtype: &str,
+    weights: Option<PyReadonlyArrayDyn<'py, f32>>,
+    row_len: usize,
+) -> PyResult<RtnParts<'py>> {
+    let spec = spec(bits, group_size, scheme, scale_dtype)?;
+    let src = slice(&x, "x")?;
+    let w = match &weights {
+        None => Weights::None,
+        Some(a) if row_len == 0 => Weights::PerValue(slice(a, "weights")?),
+        Some(a) => Weights::PerColumn { w: slice(a, "weights")?, row_len },
+    };
+    search_parts(py, spec, src, |sp, x, c, s, z| mse::quantize_into(sp, x, w, c, s, z))
+}
+
+/// Like `rtn_quantize` (affine only), with HQQ-optimised float zero points.
+#[pyfunction]
+fn hqq_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResult<RtnParts<'py>> {
+    let spec = spec(bits, group_size, scheme, scale_dtype)?;
+    let src = slice(&x, "x")?;
+    search_parts(py, spec, src, hqq::quantize_into)
+}
+
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn rtn_dequantize<'py>(
@@ -168,6 +219,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gguf_dequantize_into, m)?)?;
     m.add_function(wrap_pyfunction!(rtn_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(rtn_dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(mse_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(hqq_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(pack_bits, m)?)?;
     m.add_function(wrap_pyfunction!(unpack_bits, m)?)?;
     Ok(())

@@ -99,7 +99,7 @@ impl RtnSpec {
 
 /// Runs `f` on a per-thread scratch buffer of `n` unpacked codes (reused across calls: a
 /// fresh zeroed allocation per chunk costs about a tenth of the chunk's work).
-fn with_code_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+pub(crate) fn with_code_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -121,7 +121,7 @@ fn with_code_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 }
 
 /// Groups a parallel chunk holds: a multiple of the groups that end on a byte boundary.
-fn chunk_groups(spec: &RtnSpec) -> usize {
+pub(crate) fn chunk_groups(spec: &RtnSpec) -> usize {
     let bits_per_group = spec.group_size * spec.bits as usize;
     let aligned = 8 / gcd(bits_per_group % 8, 8);
     aligned * (CHUNK_VALUES / (spec.group_size * aligned)).max(1)

@@ -34,6 +34,7 @@ mod dequantize;
 mod grids;
 mod group;
 pub mod kquants_affine;
+pub mod hqq;
 mod nf4;
 mod nibbles;
 mod quantize;
