@@ -57,22 +57,21 @@ def test_threads_give_identical_bytes(rng):
         qp.set_num_threads(before)
 
 
-def errors(w, bits, g, method):
+def group_sq_errors(w, bits, g, method):
     e = (qp.quantize(w, bits, g, method=method).dequantize() - w).astype(np.float64)
-    return np.mean(e * e), np.mean(np.abs(e))
+    return np.sum((e * e).reshape(-1, g), axis=1)
 
 
-@pytest.mark.parametrize("bits,g", [(2, 32), (3, 32), (4, 32), (4, 64), (4, 128)])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("g", [32, 64, 128])
 def test_lowers_rtn_error(bits, g, rng):
-    # HQQ minimises an lp (p = 0.7) error, not the squared error. On this data it lowers RTN's
-    # mean absolute error at group 32 and at 4 bits, and the squared error robustly only at 4
-    # bits / group 64 (about 2%); at 2-3 bits with groups of 64-128 it is no better than RTN in
-    # either measure (see rust/scalar/hqq.rs), so those cases are not asserted.
+    # Each group keeps the lower-squared-error grid of HQQ's and RTN's (rust/scalar/hqq.rs), so
+    # HQQ is never worse per group, and lower overall because it wins many groups.
     w = weight_like(rng, (256, 512))
-    (r2, r1), (h2, h1) = errors(w, bits, g, "rtn"), errors(w, bits, g, "hqq")
-    assert h1 < r1
-    if (bits, g) == (4, 64):
-        assert h2 < r2
+    rtn, hqq = group_sq_errors(w, bits, g, "rtn"), group_sq_errors(w, bits, g, "hqq")
+    assert np.all(hqq <= rtn * (1 + 1e-6))
+    assert hqq.sum() < rtn.sum()
+    assert np.mean(hqq < rtn) > 0.05  # HQQ's own grid wins a real share of the groups
 
 
 def test_result_round_trips(rng):

@@ -377,7 +377,16 @@ def hqq_quantize(x: np.ndarray, bits: int, group_size: int, scale_dtype: str
             we = np.where(t > 0, np.copysign(t, d), F32(0)).astype(F32)
             z = np.where(active, lane_sum(q - (g - we) * inv[:, None]) / F32(group_size), z).astype(F32)
     zst = (_round_nearest(best_z, scale_dtype) + F32(0)).astype(F32)
-    return zero_codes(g, inv, zst, top).astype(np.uint8).reshape(-1), s, zst
+    codes = zero_codes(g, inv, zst, top)
+    # Groups where RTN's grid has the lower squared error keep RTN's (rust: keep_better_than_rtn).
+    rcodes, rs, rz = rtn_quantize(g.reshape(-1), bits, group_size, "affine", scale_dtype)
+    rcodes = rcodes.reshape(g.shape).astype(F32)
+    ones = np.ones_like(g)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rtn_wins = _sq_error(g, ones, rcodes, rs, rz) < _sq_error(g, ones, codes, s, zst)
+    codes = np.where(rtn_wins[:, None], rcodes, codes)
+    s, zst = np.where(rtn_wins, rs, s).astype(F32), np.where(rtn_wins, rz, zst).astype(F32)
+    return codes.astype(np.uint8).reshape(-1), s, zst
 
 
 def _sq_error(g: np.ndarray, w: np.ndarray, codes: np.ndarray, s: np.ndarray, z: np.ndarray) -> np.ndarray:
