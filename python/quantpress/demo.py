@@ -65,8 +65,15 @@ def _methods(w: np.ndarray) -> list[Method]:
         ("int8 g128 affine", dict(bits=8, group_size=128)),
         ("int4 g128 affine", dict(bits=4, group_size=128)),
         ("int4 g32 symmetric", dict(bits=4, group_size=32, scheme="symmetric")),
+        ("int4 g64 affine", dict(bits=4, group_size=64)),
+        ("int4 g64 affine mse", dict(bits=4, group_size=64, method="mse")),
+        ("int4 g64 affine hqq", dict(bits=4, group_size=64, method="hqq")),
+        ("nf4 g64", dict(bits=4, group_size=64, scheme="nf4")),
         ("int3 g64 affine", dict(bits=3, group_size=64)),
+        ("int3 g64 affine mse", dict(bits=3, group_size=64, method="mse")),
+        ("int3 g64 affine hqq", dict(bits=3, group_size=64, method="hqq")),
         ("int2 g32 affine", dict(bits=2, group_size=32)),
+        ("int2 g32 affine mse", dict(bits=2, group_size=32, method="mse")),
         ("int1 g16 affine", dict(bits=1, group_size=16)),
     ]
     out: list[Method] = []
