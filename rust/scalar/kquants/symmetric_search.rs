@@ -204,8 +204,8 @@ pub fn iq4_weights(x: &[f32], qw: Option<&[f32]>, out: &mut [f32]) {
 pub struct SymOps {
     /// `make_qx_quants` on 8 sub-blocks of 16 (128 values): scales and codes.
     pub qx8: fn(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]),
-    /// `make_q3_quants(16, 4, .., true)` on 8 sub-blocks of 16: scales and codes.
-    pub q3_8: fn(x: &[f32], scales: &mut [f32], l: &mut [i8]),
+    /// `make_q3_quants(16, 4, .., true)` on 16 sub-blocks of 16: scales and codes.
+    pub q3_16: fn(x: &[f32], scales: &mut [f32], l: &mut [i8]),
     /// `L = nmax + clamp(nearest_int(x / d), -nmax, nmax - 1)` for 16 values.
     pub requant: fn(x: &[f32], d: f32, nmax: i32, l: &mut [i8]),
     /// [`iq4_block_scale`] of 8 blocks of 32 (256 values, their weights): the 8 scales.
@@ -214,7 +214,7 @@ pub struct SymOps {
     pub iq4_index: fn(x: &[f32], id: f32, out: &mut [u8]),
 }
 
-static SCALAR: SymOps = SymOps { qx8, q3_8, requant, iq4_scales8, iq4_index };
+static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index };
 
 /// The search kernels of `level` (scalar for a level without its own).
 pub fn ops(level: Level) -> &'static SymOps {
@@ -232,8 +232,8 @@ pub fn qx8(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut
     }
 }
 
-pub fn q3_8(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
-    for j in 0..8 {
+pub fn q3_16(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
+    for j in 0..16 {
         let r = 16 * j..16 * j + 16;
         scales[j] = make_q3_quants(&x[r.clone()], 4, &mut l[r]);
     }

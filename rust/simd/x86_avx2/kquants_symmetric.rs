@@ -20,7 +20,7 @@ use super::require_avx2;
 use crate::scalar::kquants::common::f16_value;
 use crate::scalar::kquants::symmetric_search::{SymOps, GROUP_MAX_EPS, KVALUES_IQ4NL};
 
-pub static OPS: SymOps = SymOps { qx8, q3_8, requant, iq4_scales8, iq4_index };
+pub static OPS: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index };
 
 macro_rules! wrap {
     ($name:ident => $inner:ident, ($($arg:ident: $ty:ty),*)) => {
@@ -34,7 +34,7 @@ macro_rules! wrap {
 }
 
 wrap!(qx8 => qx8_avx2, (x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]));
-wrap!(q3_8 => q3_8_avx2, (x: &[f32], scales: &mut [f32], l: &mut [i8]));
+wrap!(q3_16 => q3_16_avx2, (x: &[f32], scales: &mut [f32], l: &mut [i8]));
 wrap!(requant => requant_avx2, (x: &[f32], d: f32, nmax: i32, l: &mut [i8]));
 wrap!(iq4_scales8 => iq4_scales8_avx2, (x: &[f32], w: &[f32], scales: &mut [f32]));
 wrap!(iq4_index => iq4_index_avx2, (x: &[f32], id: f32, out: &mut [u8]));
@@ -172,48 +172,54 @@ unsafe fn qx8_avx2(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32],
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(scale, live));
 }
 
-/// `make_q3_quants(16, 4, .., do_rmse = true)` on 8 sub-blocks of 16.
+/// `make_q3_quants(16, 4, .., do_rmse = true)` on 16 sub-blocks of 16: two groups of eight
+/// lanes, interleaved so that their serial descent chains overlap.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q3_8_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
-    assert!(x.len() >= 128 && l.len() >= 128 && scales.len() >= 8);
-    let xs: [__m256; 16] = load_t(x.as_ptr(), 16);
-    let w: [__m256; 16] = xs.map(|v| _mm256_mul_ps(v, v));
-    let wx: [__m256; 16] = std::array::from_fn(|i| _mm256_mul_ps(w[i], xs[i]));
-    let (max, amax) = signed_max(&xs);
+unsafe fn q3_16_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
+    assert!(x.len() >= 256 && l.len() >= 256 && scales.len() >= 16);
+    let zero = _mm256_setzero_ps();
+    let xs: [[__m256; 16]; 2] = [load_t(x.as_ptr(), 16), load_t(x.as_ptr().add(128), 16)];
+    let w: [[__m256; 16]; 2] = xs.map(|g| g.map(|v| _mm256_mul_ps(v, v)));
+    let wx: [[__m256; 16]; 2] = std::array::from_fn(|g| std::array::from_fn(|i| _mm256_mul_ps(w[g][i], xs[g][i])));
+    let mx = [signed_max(&xs[0]), signed_max(&xs[1])];
     let (lo, hi) = (_mm256_set1_ps(-4.0), _mm256_set1_ps(3.0));
     let (loi, hii) = (_mm256_set1_epi32(-4), _mm256_set1_epi32(3));
-    let zero = _mm256_setzero_ps();
-    let iscale = _mm256_div_ps(_mm256_set1_ps(-4.0), max);
-    let mut lv = [zero; 16];
-    let (mut sumlx, mut suml2) = (zero, zero);
-    for i in 0..16 {
-        lv[i] = round_clamped(_mm256_mul_ps(iscale, xs[i]), lo, hi);
-        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lv[i]));
-        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lv[i]), lv[i]));
+    let mut lv = [[zero; 16]; 2];
+    let (mut sumlx, mut suml2) = ([zero; 2], [zero; 2]);
+    for g in 0..2 {
+        let iscale = _mm256_div_ps(_mm256_set1_ps(-4.0), mx[g].0);
+        for i in 0..16 {
+            lv[g][i] = round_clamped(_mm256_mul_ps(iscale, xs[g][i]), lo, hi);
+            sumlx[g] = _mm256_add_ps(sumlx[g], _mm256_mul_ps(wx[g][i], lv[g][i]));
+            suml2[g] = _mm256_add_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(w[g][i], lv[g][i]), lv[g][i]));
+        }
     }
     for _ in 0..5 {
         let mut changed = _mm256_setzero_ps();
         for i in 0..16 {
-            let slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(wx[i], lv[i]));
-            let sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lv[i]), lv[i]));
-            let t = _mm256_div_ps(_mm256_mul_ps(xs[i], sl2), slx);
-            let nl = _mm256_cvtepi32_ps(_mm256_min_epi32(_mm256_max_epi32(nint_epi32(t), loi), hii));
-            let slx2 = _mm256_add_ps(slx, _mm256_mul_ps(wx[i], nl));
-            let sl2b = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w[i], nl), nl));
-            let ok = _mm256_and_ps(
-                _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(slx, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(nl, lv[i])),
-                _mm256_and_ps(
-                    _mm256_cmp_ps::<_CMP_GT_OQ>(sl2b, zero),
-                    _mm256_cmp_ps::<_CMP_GT_OQ>(
-                        _mm256_mul_ps(_mm256_mul_ps(slx2, slx2), suml2),
-                        _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2b),
+            for g in 0..2 {
+                let (wxi, wi, li) = (wx[g][i], w[g][i], lv[g][i]);
+                let slx = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(wxi, li));
+                let sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(wi, li), li));
+                let t = _mm256_div_ps(_mm256_mul_ps(xs[g][i], sl2), slx);
+                let nl = _mm256_cvtepi32_ps(_mm256_min_epi32(_mm256_max_epi32(nint_epi32(t), loi), hii));
+                let slx2 = _mm256_add_ps(slx, _mm256_mul_ps(wxi, nl));
+                let sl2b = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(wi, nl), nl));
+                let ok = _mm256_and_ps(
+                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(slx, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(nl, li)),
+                    _mm256_and_ps(
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(sl2b, zero),
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(
+                            _mm256_mul_ps(_mm256_mul_ps(slx2, slx2), suml2[g]),
+                            _mm256_mul_ps(_mm256_mul_ps(sumlx[g], sumlx[g]), sl2b),
+                        ),
                     ),
-                ),
-            );
-            lv[i] = _mm256_blendv_ps(lv[i], nl, ok);
-            sumlx = _mm256_blendv_ps(sumlx, slx2, ok);
-            suml2 = _mm256_blendv_ps(suml2, sl2b, ok);
-            changed = _mm256_or_ps(changed, ok);
+                );
+                lv[g][i] = _mm256_blendv_ps(li, nl, ok);
+                sumlx[g] = _mm256_blendv_ps(sumlx[g], slx2, ok);
+                suml2[g] = _mm256_blendv_ps(suml2[g], sl2b, ok);
+                changed = _mm256_or_ps(changed, ok);
+            }
         }
         // A lane whose pass changed nothing is stable (the next pass repeats it exactly), so
         // running further passes on it equals ggml's early exit.
@@ -221,11 +227,14 @@ unsafe fn q3_8_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
             break;
         }
     }
-    let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
     let off = _mm256_set1_ps(4.0);
-    store_codes_t(lv.map(|v| _mm256_and_ps(_mm256_add_ps(v, off), live)), l);
-    let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero);
-    _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(_mm256_and_ps(_mm256_div_ps(sumlx, suml2), pos), live));
+    for g in 0..2 {
+        let live = _mm256_cmp_ps::<_CMP_GE_OQ>(mx[g].1, _mm256_set1_ps(GROUP_MAX_EPS));
+        store_codes_t(lv[g].map(|v| _mm256_and_ps(_mm256_add_ps(v, off), live)), &mut l[128 * g..]);
+        let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(suml2[g], zero);
+        let s = _mm256_and_ps(_mm256_and_ps(_mm256_div_ps(sumlx[g], suml2[g]), pos), live);
+        _mm256_storeu_ps(scales.as_mut_ptr().add(8 * g), s);
+    }
 }
 
 /// `nmax + clamp(nearest_int(x / d), -nmax, nmax - 1)` for 16 values.
@@ -443,6 +452,36 @@ unsafe fn dequantize_q6_k_avx2(src: &[u8], dst: &mut [f32]) {
                     let part = if s == 0 { _mm256_castsi256_si128(v) } else { _mm256_extracti128_si256::<1>(v) };
                     bytes_times(part, d * sc as f32, y.as_mut_ptr().add(128 * half + 32 * k + 16 * s));
                 }
+            }
+        }
+    }
+}
+
+wrap!(dequantize_q3_k => dequantize_q3_k_avx2, (src: &[u8], dst: &mut [f32]));
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_q3_k_avx2(src: &[u8], dst: &mut [f32]) {
+    let (m3, one, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1), _mm256_set1_epi8(4));
+    for (b, y) in src.chunks_exact(110).zip(dst.chunks_exact_mut(256)) {
+        let d = f16_value([b[108], b[109]]);
+        let s = &b[96..108];
+        let sc = |j: usize| {
+            let lo = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
+            (lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i32 - 32
+        };
+        // hmask: b[0..32], qs: b[32..96]; outputs y[128h + 32jj ..][..32].
+        let hm = _mm256_loadu_si256(b.as_ptr().cast());
+        for h in 0..2 {
+            let qs = _mm256_loadu_si256(b.as_ptr().add(32 + 32 * h).cast());
+            for jj in 0..4 {
+                let q = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * jj as i32)), m3);
+                let hb = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * h + jj) as i32)), one);
+                // q − 4 + 4·high: the C's `q − (high ? 0 : 4)`.
+                let v = _mm256_add_epi8(_mm256_sub_epi8(q, four), _mm256_slli_epi16::<2>(hb));
+                let y = y.as_mut_ptr().add(128 * h + 32 * jj);
+                let is = 8 * h + 2 * jj;
+                bytes_times(_mm256_castsi256_si128(v), d * sc(is) as f32, y);
+                bytes_times(_mm256_extracti128_si256::<1>(v), d * sc(is + 1) as f32, y.add(16));
             }
         }
     }
