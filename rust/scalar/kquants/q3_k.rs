@@ -123,18 +123,19 @@ fn scale_code(b: &[u8], j: usize) -> i32 {
 /// Codes 0..8: the high bit of value `j` goes to bit `j / 32` of mask byte `j % 32`, the low two
 /// bits of values `l, l+32, l+64, l+96` of each half share a byte.
 fn pack_codes(l: &[i8; QK_K], out: &mut [u8]) {
-    let mut low = [0u8; QK_K];
-    for (j, &c) in l.iter().enumerate() {
-        let c = c as u8;
-        if c > 3 {
-            out[j % 32] |= 1 << (j / 32);
+    let l = l.map(|c| c as u8);
+    for m in 0..32 {
+        let mut h = 0u8;
+        for b in 0..8 {
+            h |= ((l[32 * b + m] >> 2) & 1) << b;
         }
-        low[j] = if c > 3 { c - 4 } else { c };
+        out[m] = h;
     }
+    // Codes are 0..8, so `c − 4` for the high ones is `c & 3`.
     for h in 0..2 {
         for i in 0..32 {
             let j = 128 * h + i;
-            out[QS + 32 * h + i] = low[j] | (low[j + 32] << 2) | (low[j + 64] << 4) | (low[j + 96] << 6);
+            out[QS + 32 * h + i] = (l[j] & 3) | ((l[j + 32] & 3) << 2) | ((l[j + 64] & 3) << 4) | ((l[j + 96] & 3) << 6);
         }
     }
 }

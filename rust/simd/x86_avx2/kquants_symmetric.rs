@@ -179,8 +179,13 @@ unsafe fn q3_16_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
     assert!(x.len() >= 256 && l.len() >= 256 && scales.len() >= 16);
     let zero = _mm256_setzero_ps();
     let xs: [[__m256; 16]; 2] = [load_t(x.as_ptr(), 16), load_t(x.as_ptr().add(128), 16)];
-    let w: [[__m256; 16]; 2] = xs.map(|g| g.map(|v| _mm256_mul_ps(v, v)));
-    let wx: [[__m256; 16]; 2] = std::array::from_fn(|g| std::array::from_fn(|i| _mm256_mul_ps(w[g][i], xs[g][i])));
+    let (mut w, mut wx) = ([[zero; 16]; 2], [[zero; 16]; 2]);
+    for g in 0..2 {
+        for i in 0..16 {
+            w[g][i] = _mm256_mul_ps(xs[g][i], xs[g][i]);
+            wx[g][i] = _mm256_mul_ps(w[g][i], xs[g][i]);
+        }
+    }
     let mx = [signed_max(&xs[0]), signed_max(&xs[1])];
     let (lo, hi) = (_mm256_set1_ps(-4.0), _mm256_set1_ps(3.0));
     let (loi, hii) = (_mm256_set1_epi32(-4), _mm256_set1_epi32(3));
