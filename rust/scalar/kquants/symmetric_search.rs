@@ -291,4 +291,99 @@ mod tests {
             assert!((v - d * (q as f32 - 32.0)).abs() <= d.abs() * 0.51, "{v} {q} {d}");
         }
     }
+
+    use crate::scalar::kquants::{quantize_into_at, dequantize_into_at, KType, Weights};
+    use crate::simd::available_levels;
+
+    const TYPES: [KType; 4] = [KType::Q6K, KType::Q3K, KType::Iq4Nl, KType::Iq4Xs];
+
+    fn lcg(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+    }
+
+    /// Inputs of 1024 values (4 super-blocks, 32 IQ4_NL blocks) that stress the searches.
+    fn cases() -> Vec<(&'static str, Vec<f32>)> {
+        let mut r = lcg(7);
+        let random: Vec<f32> = (0..1024).map(|_| r()).collect();
+        let heavy: Vec<f32> = (0..1024).map(|_| r() * r().abs().powi(6) * 50.0).collect();
+        let mut outlier: Vec<f32> = (0..1024).map(|_| r() * 0.01).collect();
+        for b in 0..32 {
+            outlier[32 * b + (b * 7) % 32] = if b % 2 == 0 { 900.0 } else { -900.0 };
+        }
+        let subnormal: Vec<f32> = (0..1024).map(|i| f32::from_bits(1 + (i as u32 * 7919) % 0x7f_ffff) * if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
+        let tiny: Vec<f32> = (0..1024).map(|_| r() * 1e-12).collect();
+        let mixed: Vec<f32> = (0..1024).map(|i| if i % 256 < 128 { 0.0 } else { r() }).collect();
+        vec![
+            ("random", random),
+            ("heavy", heavy),
+            ("zeros", vec![0.0; 1024]),
+            ("constant", vec![0.37; 1024]),
+            ("negative constant", vec![-2.5; 1024]),
+            ("outlier", outlier),
+            ("subnormal", subnormal),
+            ("tiny", tiny),
+            ("half zero", mixed),
+        ]
+    }
+
+    fn quantize(t: KType, level: crate::simd::Level, x: &[f32], w: Weights<'_>) -> Vec<u8> {
+        let mut out = vec![0u8; t.quantized_len(x.len())];
+        quantize_into_at(t, level, x, 512, w, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_level_matches_scalar_bytes() {
+        let mut r = lcg(11);
+        let imatrix: Vec<f32> = (0..1024).map(|_| r().abs() + 0.01).collect();
+        for t in TYPES {
+            for (name, x) in cases() {
+                for w in [Weights::None, Weights::PerValue(&imatrix), Weights::PerColumn(&imatrix[..512])] {
+                    let want = quantize(t, crate::simd::Level::Scalar, &x, w);
+                    for &level in &available_levels()[1..] {
+                        assert_eq!(quantize(t, level, &x, w), want, "{} {name} {level:?}", t.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_level_matches_scalar_dequantize() {
+        let mut r = lcg(3);
+        for t in TYPES {
+            let mut raw: Vec<u8> = (0..t.block_bytes() * 8).map(|_| (r() * 1e4) as i32 as u8).collect();
+            // Random bytes can hold float16 NaN or infinity scales: keep them finite here (those
+            // propagate identically but NaN payloads are not compared by bits).
+            for b in raw.chunks_mut(t.block_bytes()) {
+                let d = match t { KType::Q6K => 208, KType::Q3K => 108, _ => 0 };
+                b[d + 1] &= 0x3f;
+            }
+            let n = raw.len() / t.block_bytes() * t.block_size();
+            let mut want = vec![0f32; n];
+            dequantize_into_at(t, crate::simd::Level::Scalar, &raw, &mut want).unwrap();
+            for &level in &available_levels()[1..] {
+                let mut got = vec![0f32; n];
+                dequantize_into_at(t, level, &raw, &mut got).unwrap();
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", t.name());
+            }
+        }
+    }
+
+    #[test]
+    fn reconstruction_error_is_small() {
+        let mut r = lcg(5);
+        let x: Vec<f32> = (0..4096).map(|_| r()).collect();
+        for (t, bound) in [(KType::Q6K, 0.02), (KType::Q3K, 0.2), (KType::Iq4Nl, 0.1), (KType::Iq4Xs, 0.1)] {
+            let q = quantize(t, crate::simd::Level::Scalar, &x, Weights::None);
+            let mut y = vec![0f32; x.len()];
+            dequantize_into_at(t, crate::simd::Level::Scalar, &q, &mut y).unwrap();
+            let rmse = (x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / x.len() as f32).sqrt();
+            assert!(rmse < bound * 0.6, "{} rmse {rmse}", t.name());
+        }
+    }
 }
