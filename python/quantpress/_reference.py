@@ -477,3 +477,117 @@ def mse_quantize(x: np.ndarray, bits: int, group_size: int, scheme: str, scale_d
     scales = np.where(take, s, rs).astype(F32)
     zeros = np.where(take, z, rz_full).astype(F32) if affine else None
     return codes, scales, zeros
+# --- K-quants: Q6_K, Q3_K, IQ4_NL, IQ4_XS ---
+# Vectorized NumPy ports of ggml's quantize_row_q6_K_ref / quantize_row_q6_K_impl and
+# quantize_iq4_nl (rust/scalar/kquants/q6_k.rs, iq4_nl.rs). Every sum runs over the values of a
+# sub-block in ggml's sequential order (vectorized across sub-blocks), in float32, so the bytes
+# equal the Rust (and ggml's) exactly.
+
+KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
+_IQ4_MID2 = (KVALUES_IQ4NL[:-1].astype(np.int32) + KVALUES_IQ4NL[1:]).astype(F32)  # doubled midpoints
+_GROUP_MAX_EPS = F32(1e-15)
+
+
+def _signed_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the first value of largest magnitude (with its sign) and that magnitude."""
+    i = np.argmax(np.abs(x), axis=1)
+    m = x[np.arange(x.shape[0]), i]
+    return m, np.abs(m)
+
+
+def _make_qx_quants(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ggml's make_qx_quants (rmse_type 1) on rows of ``x`` with weights ``w``: (scales, codes)."""
+    mx, amax = _signed_max(x)
+    lo, hi = F32(-nmax), F32(nmax - 1)
+
+    def sums(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sumlx = np.zeros(x.shape[0], F32)
+        suml2 = np.zeros(x.shape[0], F32)
+        for i in range(x.shape[1]):
+            lv = np.rint(np.clip(iscale * x[:, i], lo, hi))
+            sumlx = sumlx + (w[:, i] * x[:, i]) * lv
+            suml2 = suml2 + (w[:, i] * lv) * lv
+        return sumlx, suml2
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # all-zero rows: masked
+        best_iscale = F32(-nmax) / mx
+        sumlx, suml2 = sums(best_iscale)
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0))
+        best = scale * sumlx
+        for k in [k for k in range(-9, 10) if k != 0]:
+            iscale = -(F32(nmax) + F32(0.1) * F32(k)) / mx
+            sumlx, suml2 = sums(iscale)
+            better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+            s = sumlx / suml2
+            scale, best = np.where(better, s, scale), np.where(better, s * sumlx, best)
+            best_iscale = np.where(better, iscale, best_iscale)
+        codes = np.rint(np.clip(best_iscale[:, None] * x, lo, hi)) + F32(nmax)
+    live = amax >= _GROUP_MAX_EPS
+    return np.where(live, scale, F32(0)), np.where(live[:, None], codes, 0).astype(np.uint8)
+
+
+def gguf_quantize_q6_k(x: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Q6_K blocks (210 bytes per 256 values) of float32 ``x``; ``weights`` one per value."""
+    xb = np.asarray(x, F32).reshape(-1, 16)
+    w = xb * xb if weights is None else np.asarray(weights, F32).reshape(-1, 16)
+    scales, codes = _make_qx_quants(xb, 32, w)
+    scales = scales.reshape(-1, 16)
+    nb = scales.shape[0]
+    ms, mabs = _signed_max(scales)
+    live = mabs >= _GROUP_MAX_EPS
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        iscale = F32(-128) / ms
+        d16 = np.where(live, F32(1) / iscale, F32(0)).astype(np.float16)
+        sc = np.minimum(np.where(live[:, None], np.rint(iscale[:, None] * scales), 0), 127).astype(np.int8)
+        dsub = (d16.astype(F32)[:, None] * sc.astype(F32)).reshape(-1)
+        req = np.clip(np.rint(xb / dsub[:, None]), -32, 31) + 32
+    codes = np.where((dsub != 0)[:, None], req, codes).astype(np.uint8).reshape(nb, 2, 4, 32)
+    ql = (codes[:, :, 0:2] & 0xF) | ((codes[:, :, 2:4] & 0xF) << 4)  # (nb, half, 2, 32)
+    qh = sum(((codes[:, :, k] >> 4) << (2 * k)) for k in range(4))
+    out = np.concatenate([ql.reshape(nb, 128), qh.astype(np.uint8).reshape(nb, 64), sc.view(np.uint8), d16.view(np.uint8).reshape(nb, 2)], axis=1)
+    return np.where(live[:, None], out, 0).astype(np.uint8).reshape(-1)
+
+
+def _iq4_index(v: np.ndarray) -> np.ndarray:
+    """ggml's best_index_int8 on the IQ4 levels, as the midpoint rule (equal, see the Rust tests)."""
+    return np.searchsorted(_IQ4_MID2, v + v, side="right").astype(np.uint8)
+
+
+def gguf_quantize_iq4_nl(x: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """IQ4_NL blocks (18 bytes per 32 values) of float32 ``x``; ``weights`` one per value."""
+    xb = np.asarray(x, F32).reshape(-1, 32)
+    if weights is None:
+        w = xb * xb
+    else:
+        sigma2 = np.zeros(xb.shape[0], F32)
+        for j in range(32):
+            sigma2 = sigma2 + xb[:, j] * xb[:, j]
+        sigma2 = sigma2 * (F32(2) / F32(32))
+        w = np.asarray(weights, F32).reshape(-1, 32) * np.sqrt(sigma2[:, None] + xb * xb)
+    mx, amax = _signed_max(xb)
+    v0 = F32(-127)
+    lv = KVALUES_IQ4NL.astype(F32)
+
+    def sums(idv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = lv[_iq4_index(idv[:, None] * xb)]
+        sumqx = np.zeros(xb.shape[0], F32)
+        sumq2 = np.zeros(xb.shape[0], F32)
+        for j in range(32):
+            wq = w[:, j] * q[:, j]
+            sumqx, sumq2 = sumqx + wq * xb[:, j], sumq2 + wq * q[:, j]
+        return sumqx, sumq2
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # all-zero blocks: masked
+        sumqx, sumq2 = sums(F32(1) / (-mx / v0))
+        d = np.where(sumq2 > 0, sumqx / sumq2, F32(0))
+        best = d * sumqx
+        for itry in range(-7, 8):
+            sumqx, sumq2 = sums((F32(itry) + v0) / mx)
+            better = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+            s = sumqx / sumq2
+            d, best = np.where(better, s, d), np.where(better, s * sumqx, best)
+        d = np.where(amax >= _GROUP_MAX_EPS, d, F32(0))
+        idv = np.where(d != 0, F32(1) / d, F32(0))
+        codes = _iq4_index(idv[:, None] * xb)
+    qs = codes[:, :16] | (codes[:, 16:] << 4)
+    return np.concatenate([d.astype(np.float16).view(np.uint8).reshape(-1, 2), qs], axis=1).reshape(-1)

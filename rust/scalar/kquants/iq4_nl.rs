@@ -1,8 +1,69 @@
-//! Placeholder: replaced by the type's implementation.
+//! IQ4_NL: blocks of 32 values, a float16 scale and 4-bit indices into ggml's non-uniform
+//! `kvalues_iq4nl` levels (18 bytes). ggml's `quantize_iq4_nl` (`quantize_row_iq4_nl_impl` with
+//! block 32, `ntry` 7; weights `x²`, or `qw·sqrt(2·mean(x²) + x²)` with importance weights) and
+//! `dequantize_row_iq4_nl`. Eight blocks are searched at once (one per SIMD lane).
 
+use super::common::{f16_bytes, f16_value};
+use super::symmetric_search::{iq4_weights, ops, SymOps, KVALUES_IQ4NL};
 use super::TypeKernels;
 use crate::simd::Level;
 
-pub fn kernels(_level: Level) -> TypeKernels {
-    unimplemented!("not yet implemented")
+const BLOCK_BYTES: usize = 18;
+
+pub fn kernels(level: Level) -> TypeKernels {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => TypeKernels { quantize: quantize_avx2, dequantize: crate::simd::x86_avx2::kquants_symmetric::dequantize_iq4_nl },
+        _ => TypeKernels { quantize: quantize_scalar, dequantize },
+    }
+}
+
+fn quantize_scalar(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
+    quantize_with(ops(Level::Scalar), src, weights, dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn quantize_avx2(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
+    quantize_with(ops(Level::Avx2), src, weights, dst);
+}
+
+/// Groups of eight blocks; a short last group is padded with zero blocks (scale 0, discarded).
+fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
+    let n = src.len() / 32 * 32;
+    for (g, out) in dst.chunks_mut(8 * BLOCK_BYTES).enumerate().take(n.div_ceil(256)) {
+        let (a, b) = (256 * g, (256 * g + 256).min(n));
+        let mut x = [0f32; 256];
+        let mut w = [0f32; 256];
+        x[..b - a].copy_from_slice(&src[a..b]);
+        for j in 0..(b - a) / 32 {
+            let r = 32 * j..32 * j + 32;
+            iq4_weights(&x[r.clone()], weights.map(|q| &q[a + r.start..a + r.end]), &mut w[r]);
+        }
+        let mut scales = [0f32; 8];
+        (k.iq4_scales8)(&x, &w, &mut scales);
+        for (j, o) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+            let d = scales[j];
+            o[..2].copy_from_slice(&f16_bytes(d));
+            let mut l = [0u8; 32];
+            (k.iq4_index)(&x[32 * j..32 * j + 32], if d != 0.0 { 1.0 / d } else { 0.0 }, &mut l);
+            for i in 0..16 {
+                o[2 + i] = l[i] | (l[i + 16] << 4);
+            }
+        }
+    }
+}
+
+/// `dequantize_row_iq4_nl`: `d · level[index]`.
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(32)) {
+        decode_block(&b[2..18], f16_value([b[0], b[1]]), y);
+    }
+}
+
+/// 16 bytes of index pairs (low nibble: value `j`, high: `j + 16`) times `d` into 32 floats.
+pub fn decode_block(qs: &[u8], d: f32, y: &mut [f32]) {
+    for j in 0..16 {
+        y[j] = d * KVALUES_IQ4NL[(qs[j] & 0xF) as usize] as f32;
+        y[j + 16] = d * KVALUES_IQ4NL[(qs[j] >> 4) as usize] as f32;
+    }
 }

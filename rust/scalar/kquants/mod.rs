@@ -18,6 +18,7 @@ mod q3_k;
 mod q4_k;
 mod q5_k;
 mod q6_k;
+pub(crate) mod symmetric_search;
 
 /// Values in one super-block.
 pub const QK_K: usize = 256;

@@ -1,8 +1,155 @@
-//! Placeholder: replaced by the type's implementation.
+//! Q3_K: super-blocks of 256 values in 16 sub-blocks of 16, 3-bit codes (2 low bits plus a
+//! high-bit mask), 6-bit sub-block scales and a float16 super-block scale (110 bytes). ggml's
+//! `quantize_row_q3_K_ref` (`make_q3_quants` with coordinate descent) and, with importance
+//! weights, `quantize_row_q3_K_impl` (`make_qx_quants` with `qw·sqrt(2·mean(x²) + x²)`, the
+//! scales themselves quantized by `make_qx_quants` weighted by each sub-block's weight sum);
+//! `dequantize_row_q3_K`.
 
-use super::TypeKernels;
+use super::common::{f16_bytes, f16_value};
+use super::symmetric_search::{make_qx_quants, nint, ops, SymOps};
+use super::{TypeKernels, QK_K};
 use crate::simd::Level;
 
-pub fn kernels(_level: Level) -> TypeKernels {
-    unimplemented!("not yet implemented")
+const BLOCK_BYTES: usize = 110;
+/// Offsets of the parts of a block.
+const QS: usize = 32;
+const SCALES: usize = 96;
+const D: usize = 108;
+
+pub fn kernels(level: Level) -> TypeKernels {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => TypeKernels { quantize: quantize_avx2, dequantize: crate::simd::x86_avx2::kquants_symmetric::dequantize_q3_k },
+        _ => TypeKernels { quantize: quantize_scalar, dequantize },
+    }
+}
+
+fn quantize_scalar(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
+    quantize_with(ops(Level::Scalar), src, weights, dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn quantize_avx2(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
+    quantize_with(ops(Level::Avx2), src, weights, dst);
+}
+
+fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
+    for (i, (x, out)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0f32; 16];
+        out.fill(0);
+        match weights {
+            None => reference_scales(k, x, &mut l, &mut scales, out),
+            Some(w) => weighted_scales(k, x, &w[i * QK_K..(i + 1) * QK_K], &mut l, &mut scales, out),
+        }
+        let d_all = f16_value([out[D], out[D + 1]]);
+        for j in 0..16 {
+            let d = d_all * scale_code(out, j) as f32;
+            if d != 0.0 {
+                (k.requant)(&x[16 * j..16 * j + 16], d, 4, &mut l[16 * j..16 * j + 16]);
+            }
+        }
+        pack_codes(&l, out);
+    }
+}
+
+/// `quantize_row_q3_K_ref`'s scales: `make_q3_quants` per sub-block, 6-bit codes against the
+/// largest.
+fn reference_scales(k: &SymOps, x: &[f32], l: &mut [i8; QK_K], scales: &mut [f32; 16], out: &mut [u8]) {
+    (k.q3_16)(x, scales, l);
+    let (mut max_scale, mut amax) = (0f32, 0f32);
+    for &s in scales.iter() {
+        if s.abs() > amax {
+            amax = s.abs();
+            max_scale = s;
+        }
+    }
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        for (j, &s) in scales.iter().enumerate() {
+            put_scale(out, j, (nint(iscale * s).clamp(-32, 31) + 32) as u8);
+        }
+        out[D..D + 2].copy_from_slice(&f16_bytes(1.0 / iscale));
+    } else {
+        out[D..D + 2].copy_from_slice(&f16_bytes(0.0));
+    }
+}
+
+/// `quantize_row_q3_K_impl`'s scales.
+fn weighted_scales(k: &SymOps, x: &[f32], qw: &[f32], l: &mut [i8; QK_K], scales: &mut [f32; 16], out: &mut [u8]) {
+    let mut sumx2 = 0f32;
+    for &v in x {
+        sumx2 += v * v;
+    }
+    let sigma2 = 2.0 * sumx2 / QK_K as f32;
+    let mut weight = [0f32; QK_K];
+    let mut sw = [0f32; 16];
+    for (j, s) in sw.iter_mut().enumerate() {
+        for i in 16 * j..16 * j + 16 {
+            weight[i] = qw[i] * (sigma2 + x[i] * x[i]).sqrt();
+        }
+        *s = weight[16 * j..16 * j + 16].iter().fold(0.0, |a, &w| a + w);
+    }
+    for h in 0..2 {
+        let r = 128 * h..128 * h + 128;
+        (k.qx8)(&x[r.clone()], Some(&weight[r.clone()]), 4, &mut scales[8 * h..8 * h + 8], &mut l[r]);
+    }
+    let mut ls = [0i8; 16];
+    let d_block = make_qx_quants(scales, 32, Some(&sw), &mut ls);
+    for (j, &c) in ls.iter().enumerate() {
+        put_scale(out, j, c as u8);
+    }
+    out[D..D + 2].copy_from_slice(&f16_bytes(d_block));
+}
+
+/// Stores 6-bit scale code `c` of sub-block `j` (low nibbles in bytes 0-7, high pairs in 8-11).
+fn put_scale(out: &mut [u8], j: usize, c: u8) {
+    let s = &mut out[SCALES..SCALES + 12];
+    if j < 8 {
+        s[j] = c & 0xF;
+    } else {
+        s[j - 8] |= (c & 0xF) << 4;
+    }
+    s[8 + j % 4] |= (c >> 4) << (2 * (j / 4));
+}
+
+/// The signed scale of sub-block `j` (6-bit code − 32).
+fn scale_code(b: &[u8], j: usize) -> i32 {
+    let s = &b[SCALES..SCALES + 12];
+    let lo = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
+    (lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i32 - 32
+}
+
+/// Codes 0..8: the high bit of value `j` goes to bit `j / 32` of mask byte `j % 32`, the low two
+/// bits of values `l, l+32, l+64, l+96` of each half share a byte.
+fn pack_codes(l: &[i8; QK_K], out: &mut [u8]) {
+    let l = l.map(|c| c as u8);
+    for m in 0..32 {
+        let mut h = 0u8;
+        for b in 0..8 {
+            h |= ((l[32 * b + m] >> 2) & 1) << b;
+        }
+        out[m] = h;
+    }
+    // Codes are 0..8, so `c − 4` for the high ones is `c & 3`.
+    for h in 0..2 {
+        for i in 0..32 {
+            let j = 128 * h + i;
+            out[QS + 32 * h + i] = (l[j] & 3) | ((l[j + 32] & 3) << 2) | ((l[j + 64] & 3) << 4) | ((l[j + 96] & 3) << 6);
+        }
+    }
+}
+
+/// `dequantize_row_q3_K`: `(d·scale) · (low2 − (high ? 0 : 4))`.
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
+        let d_all = f16_value([b[D], b[D + 1]]);
+        for (v, y) in y.iter_mut().enumerate() {
+            let (h, jj, i) = (v / 128, v / 32 % 4, v % 32);
+            let q = ((b[QS + 32 * h + i] >> (2 * jj)) & 3) as i32;
+            let high = (b[i] >> (4 * h + jj)) & 1;
+            let dl = d_all * scale_code(b, 8 * h + 2 * jj + i / 16) as f32;
+            *y = dl * (q - if high != 0 { 0 } else { 4 }) as f32;
+        }
+    }
 }

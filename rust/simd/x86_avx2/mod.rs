@@ -38,6 +38,7 @@ pub mod hqq;
 mod nf4;
 mod nibbles;
 mod quantize;
+pub mod kquants_symmetric;
 
 /// Panics unless this CPU has AVX2, FMA and F16C (the public kernels' soundness guard).
 #[inline(always)]

@@ -1,0 +1,389 @@
+//! Scale searches of the symmetric and non-uniform types (Q6_K, Q3_K, IQ4_NL, IQ4_XS), written
+//! exactly as ggml's `make_qx_quants`, `make_q3_quants` and the block search of
+//! `quantize_row_iq4_nl_impl`, with the same float operations in the same order.
+//!
+//! These scalar versions are the oracle of the AVX2 kernels in
+//! `simd::x86_avx2::kquants_symmetric`, which run eight sub-blocks at once, one per lane, and so
+//! keep ggml's sequential order of every sum: the bytes equal ggml's.
+
+use crate::simd::Level;
+
+/// ggml's `GROUP_MAX_EPS`: a group whose largest magnitude is below this is all zero.
+pub const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// ggml's `kvalues_iq4nl`: the sixteen IQ4 levels.
+pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// ggml's `nearest_int` (the 1.5·2^23 trick) without a range assertion: pathological inputs
+/// (a NaN scale from an overflowing float16) give the same bits as the C code.
+#[inline(always)]
+pub fn nint(x: f32) -> i32 {
+    let v = x + 12582912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// Value and magnitude of the first element of largest magnitude (`max` keeps its sign).
+#[inline(always)]
+fn signed_max(x: &[f32]) -> (f32, f32) {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
+/// `make_qx_quants(n, nmax, x, L, rmse_type = 1, qw)`: codes `L` in `0..2*nmax` and the scale.
+/// Without `qw` the weights are `x²`.
+pub fn make_qx_quants(x: &[f32], nmax: i32, qw: Option<&[f32]>, l_out: &mut [i8]) -> f32 {
+    let (max, amax) = signed_max(x);
+    if amax < GROUP_MAX_EPS {
+        l_out.iter_mut().for_each(|l| *l = 0);
+        return 0.0;
+    }
+    let w = |i: usize| qw.map_or(x[i] * x[i], |q| q[i]);
+    let sums = |iscale: f32| {
+        let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+        for i in 0..x.len() {
+            let l = nint(iscale * x[i]).clamp(-nmax, nmax - 1) as f32;
+            sumlx += w(i) * x[i] * l;
+            suml2 += w(i) * l * l;
+        }
+        (sumlx, suml2)
+    };
+    let mut best_iscale = -(nmax as f32) / max;
+    let (sumlx, suml2) = sums(best_iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in (-9..=9).filter(|&is| is != 0) {
+        let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+            best_iscale = iscale;
+        }
+    }
+    for (l, &v) in l_out.iter_mut().zip(x) {
+        *l = (nmax + nint(best_iscale * v).clamp(-nmax, nmax - 1)) as i8;
+    }
+    scale
+}
+
+/// `make_q3_quants(n, nmax, x, L, do_rmse = true)`: codes `L` in `0..2*nmax` and the scale,
+/// refined by ggml's up to five passes of per-value coordinate descent.
+pub fn make_q3_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
+    let (max, amax) = signed_max(x);
+    if amax < GROUP_MAX_EPS {
+        l_out.iter_mut().for_each(|l| *l = 0);
+        return 0.0;
+    }
+    let iscale = -(nmax as f32) / max;
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for (l, &v) in l_out.iter_mut().zip(x) {
+        let q = nint(iscale * v).clamp(-nmax, nmax - 1);
+        *l = q as i8;
+        let w = v * v;
+        sumlx += w * v * q as f32;
+        suml2 += w * q as f32 * q as f32;
+    }
+    for _ in 0..5 {
+        let mut changed = false;
+        for (l, &v) in l_out.iter_mut().zip(x) {
+            let w = v * v;
+            let old = *l as f32;
+            let mut slx = sumlx - w * v * old;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * old * old;
+                let new_l = nint(v * sl2 / slx).clamp(-nmax, nmax - 1);
+                if new_l != *l as i32 {
+                    slx += w * v * new_l as f32;
+                    sl2 += w * new_l as f32 * new_l as f32;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        *l = new_l as i8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    l_out.iter_mut().for_each(|l| *l += nmax as i8);
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// ggml's `best_index_int8(16, kvalues_iq4nl, x)`: the index of the nearest IQ4 level (the upper
+/// one on a tie of the two rounded distances).
+#[inline]
+pub fn best_index_iq4(x: f32) -> u8 {
+    let val = &KVALUES_IQ4NL;
+    if x <= val[0] as f32 {
+        return 0;
+    }
+    if x >= val[15] as f32 {
+        return 15;
+    }
+    let (mut ml, mut mu) = (0usize, 15usize);
+    while mu - ml > 1 {
+        let mav = (ml + mu) / 2;
+        if x < val[mav] as f32 {
+            mu = mav;
+        } else {
+            ml = mav;
+        }
+    }
+    if x - (val[mu - 1] as f32) < val[mu] as f32 - x {
+        (mu - 1) as u8
+    } else {
+        mu as u8
+    }
+}
+
+/// The scale search of one block of `quantize_row_iq4_nl_impl` (`ntry` = 7): the block's scale,
+/// 0 for an all-zero block. `weight` holds the block's per-value weights.
+pub fn iq4_block_scale(xb: &[f32], weight: &[f32]) -> f32 {
+    const NTRY: i32 = 7;
+    let (max, amax) = signed_max(xb);
+    if amax < GROUP_MAX_EPS {
+        return 0.0;
+    }
+    let v0 = KVALUES_IQ4NL[0] as f32;
+    let sums = |id: f32| {
+        let (mut sumqx, mut sumq2) = (0.0f32, 0.0f32);
+        for (&x, &w) in xb.iter().zip(weight) {
+            let q = KVALUES_IQ4NL[best_index_iq4(id * x) as usize] as f32;
+            sumqx += w * q * x;
+            sumq2 += w * q * q;
+        }
+        (sumqx, sumq2)
+    };
+    let d0 = -max / v0;
+    let (sumqx, sumq2) = sums(1.0 / d0);
+    let mut d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
+    let mut best = d * sumqx;
+    for itry in -NTRY..=NTRY {
+        let id = (itry as f32 + v0) / max;
+        let (sumqx, sumq2) = sums(id);
+        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    d
+}
+
+/// ggml's IQ4 weights of one super-block: `qw·sqrt(sigma2 + x²)` with `sigma2 = 2·Σx²/n`, or
+/// `x²` without importance weights.
+pub fn iq4_weights(x: &[f32], qw: Option<&[f32]>, out: &mut [f32]) {
+    match qw {
+        Some(qw) => {
+            let mut sigma2 = 0.0f32;
+            for &v in x {
+                sigma2 += v * v;
+            }
+            sigma2 *= 2.0 / x.len() as f32;
+            for ((o, &v), &q) in out.iter_mut().zip(x).zip(qw) {
+                *o = q * (sigma2 + v * v).sqrt();
+            }
+        }
+        None => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * v),
+    }
+}
+
+/// The searches at one SIMD level (each AVX2 kernel is bit-identical to its scalar twin here).
+pub struct SymOps {
+    /// `make_qx_quants` on 8 sub-blocks of 16 (128 values): scales and codes.
+    pub qx8: fn(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]),
+    /// `make_q3_quants(16, 4, .., true)` on 16 sub-blocks of 16: scales and codes.
+    pub q3_16: fn(x: &[f32], scales: &mut [f32], l: &mut [i8]),
+    /// `L = nmax + clamp(nearest_int(x / d), -nmax, nmax - 1)` for 16 values.
+    pub requant: fn(x: &[f32], d: f32, nmax: i32, l: &mut [i8]),
+    /// [`iq4_block_scale`] of 8 blocks of 32 (256 values, their weights): the 8 scales.
+    pub iq4_scales8: fn(x: &[f32], w: &[f32], scales: &mut [f32]),
+    /// `best_index_iq4(id * x)` for 32 values.
+    pub iq4_index: fn(x: &[f32], id: f32, out: &mut [u8]),
+}
+
+static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index };
+
+/// The search kernels of `level` (scalar for a level without its own).
+pub fn ops(level: Level) -> &'static SymOps {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => &crate::simd::x86_avx2::kquants_symmetric::OPS,
+        _ => &SCALAR,
+    }
+}
+
+pub fn qx8(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]) {
+    for j in 0..8 {
+        let r = 16 * j..16 * j + 16;
+        scales[j] = make_qx_quants(&x[r.clone()], nmax, qw.map(|q| &q[r.clone()]), &mut l[r]);
+    }
+}
+
+pub fn q3_16(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
+    for j in 0..16 {
+        let r = 16 * j..16 * j + 16;
+        scales[j] = make_q3_quants(&x[r.clone()], 4, &mut l[r]);
+    }
+}
+
+pub fn requant(x: &[f32], d: f32, nmax: i32, l: &mut [i8]) {
+    for (o, &v) in l[..16].iter_mut().zip(&x[..16]) {
+        *o = (nmax + nint(v / d).clamp(-nmax, nmax - 1)) as i8;
+    }
+}
+
+pub fn iq4_scales8(x: &[f32], w: &[f32], scales: &mut [f32]) {
+    for j in 0..8 {
+        scales[j] = iq4_block_scale(&x[32 * j..32 * j + 32], &w[32 * j..32 * j + 32]);
+    }
+}
+
+pub fn iq4_index(x: &[f32], id: f32, out: &mut [u8]) {
+    for (o, &v) in out[..32].iter_mut().zip(&x[..32]) {
+        *o = best_index_iq4(id * v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The midpoint rule `#{j : 2x >= val[j-1] + val[j]}` that the AVX2 kernel uses equals
+    /// ggml's binary search with its rounded distance comparison: checked on every float within
+    /// 2^16 ulps of each midpoint and level, and on a dense sweep.
+    #[test]
+    fn best_index_equals_midpoint_rule() {
+        let rule = |x: f32| (1..16).filter(|&j| 2.0 * x >= (KVALUES_IQ4NL[j - 1] as i32 + KVALUES_IQ4NL[j] as i32) as f32).count() as u8;
+        let mut centres: Vec<f32> = (1..16).map(|j| (KVALUES_IQ4NL[j - 1] as f32 + KVALUES_IQ4NL[j] as f32) / 2.0).collect();
+        centres.extend(KVALUES_IQ4NL.iter().map(|&v| v as f32));
+        centres.push(0.0);
+        for c in centres {
+            for k in -(1i32 << 16)..(1 << 16) {
+                let x = if c == 0.0 { f32::from_bits(k.unsigned_abs()) * k.signum() as f32 } else { f32::from_bits((c.to_bits() as i64 + k as i64) as u32) };
+                assert_eq!(best_index_iq4(x), rule(x), "{x}");
+            }
+        }
+        for i in -3_000_000..3_000_000 {
+            let x = i as f32 * 4.7e-5;
+            assert_eq!(best_index_iq4(x), rule(x), "{x}");
+        }
+    }
+
+    #[test]
+    fn make_qx_quants_codes_reconstruct() {
+        let x: Vec<f32> = (0..16).map(|i| ((i * 7 % 16) as f32 - 7.5) * 0.01).collect();
+        let mut l = [0i8; 16];
+        let d = make_qx_quants(&x, 32, None, &mut l);
+        for (v, &q) in x.iter().zip(&l) {
+            assert!((v - d * (q as f32 - 32.0)).abs() <= d.abs() * 0.51, "{v} {q} {d}");
+        }
+    }
+
+    use crate::scalar::kquants::{quantize_into_at, dequantize_into_at, KType, Weights};
+    use crate::simd::available_levels;
+
+    const TYPES: [KType; 4] = [KType::Q6K, KType::Q3K, KType::Iq4Nl, KType::Iq4Xs];
+
+    fn lcg(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+    }
+
+    /// Inputs of 1024 values (4 super-blocks, 32 IQ4_NL blocks) that stress the searches.
+    fn cases() -> Vec<(&'static str, Vec<f32>)> {
+        let mut r = lcg(7);
+        let random: Vec<f32> = (0..1024).map(|_| r()).collect();
+        let heavy: Vec<f32> = (0..1024).map(|_| r() * r().abs().powi(6) * 50.0).collect();
+        let mut outlier: Vec<f32> = (0..1024).map(|_| r() * 0.01).collect();
+        for b in 0..32 {
+            outlier[32 * b + (b * 7) % 32] = if b % 2 == 0 { 900.0 } else { -900.0 };
+        }
+        let subnormal: Vec<f32> = (0..1024).map(|i| f32::from_bits(1 + (i as u32 * 7919) % 0x7f_ffff) * if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
+        let tiny: Vec<f32> = (0..1024).map(|_| r() * 1e-12).collect();
+        let mixed: Vec<f32> = (0..1024).map(|i| if i % 256 < 128 { 0.0 } else { r() }).collect();
+        vec![
+            ("random", random),
+            ("heavy", heavy),
+            ("zeros", vec![0.0; 1024]),
+            ("constant", vec![0.37; 1024]),
+            ("negative constant", vec![-2.5; 1024]),
+            ("outlier", outlier),
+            ("subnormal", subnormal),
+            ("tiny", tiny),
+            ("half zero", mixed),
+        ]
+    }
+
+    fn quantize(t: KType, level: crate::simd::Level, x: &[f32], w: Weights<'_>) -> Vec<u8> {
+        let mut out = vec![0u8; t.quantized_len(x.len())];
+        quantize_into_at(t, level, x, 512, w, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_level_matches_scalar_bytes() {
+        let mut r = lcg(11);
+        let imatrix: Vec<f32> = (0..1024).map(|_| r().abs() + 0.01).collect();
+        for t in TYPES {
+            for (name, x) in cases() {
+                for w in [Weights::None, Weights::PerValue(&imatrix), Weights::PerColumn(&imatrix[..512])] {
+                    let want = quantize(t, crate::simd::Level::Scalar, &x, w);
+                    for &level in &available_levels()[1..] {
+                        assert_eq!(quantize(t, level, &x, w), want, "{} {name} {level:?}", t.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_level_matches_scalar_dequantize() {
+        let mut r = lcg(3);
+        for t in TYPES {
+            let mut raw: Vec<u8> = (0..t.block_bytes() * 8).map(|_| (r() * 1e4) as i32 as u8).collect();
+            // Random bytes can hold float16 NaN or infinity scales: keep them finite here (those
+            // propagate identically but NaN payloads are not compared by bits).
+            for b in raw.chunks_mut(t.block_bytes()) {
+                let d = match t { KType::Q6K => 208, KType::Q3K => 108, _ => 0 };
+                b[d + 1] &= 0x3f;
+            }
+            let n = raw.len() / t.block_bytes() * t.block_size();
+            let mut want = vec![0f32; n];
+            dequantize_into_at(t, crate::simd::Level::Scalar, &raw, &mut want).unwrap();
+            for &level in &available_levels()[1..] {
+                let mut got = vec![0f32; n];
+                dequantize_into_at(t, level, &raw, &mut got).unwrap();
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", t.name());
+            }
+        }
+    }
+
+    #[test]
+    fn reconstruction_error_is_small() {
+        let mut r = lcg(5);
+        let x: Vec<f32> = (0..4096).map(|_| r()).collect();
+        for (t, bound) in [(KType::Q6K, 0.02), (KType::Q3K, 0.2), (KType::Iq4Nl, 0.1), (KType::Iq4Xs, 0.1)] {
+            let q = quantize(t, crate::simd::Level::Scalar, &x, Weights::None);
+            let mut y = vec![0f32; x.len()];
+            dequantize_into_at(t, crate::simd::Level::Scalar, &q, &mut y).unwrap();
+            let rmse = (x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / x.len() as f32).sqrt();
+            assert!(rmse < bound * 0.6, "{} rmse {rmse}", t.name());
+        }
+    }
+}
