@@ -185,7 +185,7 @@ class Observer:
         >>> for _ in range(3):
         ...     obs.update(rng.standard_normal((64, 256)).astype(np.float32))
         >>> p = obs.compute()
-        >>> p.zero_point.dtype, bool(p.rmax < 4.5), p.quantize(np.float32(0.0)) == p.zero_point
+        >>> p.zero_point.dtype, bool(p.rmax < 4.5), bool(p.quantize(np.float32(0.0)) == p.zero_point)
         (dtype('uint8'), True, True)
     """
 
