@@ -186,7 +186,12 @@ def _cum_sq_error(x: np.ndarray, s: np.ndarray, lo_level: np.ndarray, hi_level: 
     c = np.clip(x, lo_level, hi_level)
     n = np.rint(c / s)
     r = c - n * s
-    return n * s**3 / 12.0 + r**3 / 3.0 + (x - c) ** 3 / 3.0
+    out = x - c
+    out *= out * out
+    out += r * r * r
+    out *= 1.0 / 3.0
+    out += n * (s * s * s / 12.0)
+    return out
 
 
 def expected_sq_error(hist: np.ndarray, edges: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,

@@ -307,7 +307,7 @@ class Observer:
             width = edges[1] - edges[0]
             # ORT's np.arange may add one bin past the one holding amax; kept as is.
             edges = np.hstack((edges, np.arange(edges[-1] + width, amax + width, width)))
-        hist = _histogram_on_edges(a, edges)
+        hist = np.histogram(a, bins=edges)[0]
         hist[: self._hist.size] += self._hist
         self._hist, self._edges = hist, edges.astype(F32)
         self._minmax = (min(self._minmax[0], lo), max(self._minmax[1], hi))
@@ -373,20 +373,3 @@ class Observer:
         best = int(np.argmin(err))
         return lo[best], hi[best]
 
-
-def _histogram_on_edges(a: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``np.histogram(a, bins=edges)[0]`` for nearly uniform ascending float32 edges, in O(n):
-    a bin guess from the mean width, then corrected by comparisons with the edges themselves
-    (so the counts equal NumPy's, which sorts the data to compare it with the same edges)."""
-    nb = edges.size - 1
-    e0, width = edges[0], (edges[-1] - edges[0]) / F32(nb)
-    a = a[(a >= e0) & (a <= edges[-1])]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        idx = np.clip(((a - e0) / width), 0, nb - 1).astype(np.intp) if width > 0 else np.zeros(a.size, np.intp)
-    while True:  # a handful of passes at most: the guess is off by rounding only
-        down = a < edges[idx]
-        up = (idx < nb - 1) & (a >= edges[idx + 1])
-        if not (down.any() or up.any()):
-            break
-        idx = idx - down + up
-    return np.bincount(idx, minlength=nb).astype(np.int64)
