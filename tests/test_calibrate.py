@@ -303,6 +303,17 @@ def test_bad_arguments_are_rejected(kwargs, match):
         qp.Observer(**kwargs)
 
 
+def test_a_histogram_is_not_widened_without_bound():
+    obs = qp.Observer("mse")
+    obs.update(np.array([-1e-6, 1e-6], F32))
+    obs.update(np.array([1e-3], F32))  # 1000x wider: about 2M bins, allowed (and scored coarsely)
+    with pytest.raises(QuantpressError, match="too wide"):
+        obs.update(np.array([1e30], F32))
+    assert obs.histogram[0].size < qp.calibrate.MAX_BINS  # the refused batch changed nothing
+    p = obs.compute()  # the mass sits at the ends: (almost) no clipping
+    assert p.rmin == F32(-1e-6) and 0.99e-3 < p.rmax <= F32(1e-3)
+
+
 def test_per_channel_batches_must_agree():
     obs = qp.Observer("minmax", axis=1)
     obs.update(np.zeros((2, 3), F32))

@@ -11,7 +11,7 @@ parameters, quirks included (see :class:`Observer`). Histograms are merged batch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
@@ -27,7 +27,7 @@ _RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
 _SYMMETRIC_RANGE = {"int8": (-127, 127)}
 _REDUCED_RANGE = {"int8": (-64, 64), "uint8": (0, 127)}
 
-Scalar = Union[np.floating, np.integer]
+MAX_BINS = 1 << 22  # widening a histogram past this many bins is refused (ORT would allocate them)
 
 
 def qrange(dtype: str, symmetric: bool = False, reduce_range: bool = False) -> tuple[int, int]:
@@ -152,8 +152,9 @@ class Observer:
     * ``"percentile"`` (ORT ``PercentileCalibrater``): the histogram edge where the cumulative
       mass reaches ``percentile`` (symmetric: of ``|x|``) or ``(100 - percentile)/200`` from each
       side; note ORT returns the *left* edge of the bin holding the right percentile. Clipped to
-      the observed ``[min, max]``. ORT quirk kept: the ``|x|`` histogram starts at the first
-      batch's smallest ``|x|``, so smaller values of later batches are not counted.
+      the observed ``[min, max]`` (so constant data can give ``rmin > rmax``, as in ORT). ORT
+      quirk kept: the ``|x|`` histogram starts at the first batch's smallest ``|x|``, so smaller
+      values of later batches are not counted.
     * ``"entropy"`` (ORT ``EntropyCalibrater``, TensorRT-style): the window of
       ``2i+1`` central bins (``i >= num_quantized_bins // 2``) whose clipped distribution has the
       smallest KL divergence from its ``num_quantized_bins``-level quantization, clipped to
@@ -212,11 +213,12 @@ class Observer:
         self.num_quantized_bins, self.percentile = int(num_quantized_bins), float(percentile)
         self.moving_average, self.averaging_constant = bool(moving_average), float(averaging_constant)
         self.axis = axis
-        self._range: Optional[tuple[np.ndarray, np.ndarray]] = None  # minmax state
-        self._hist: Optional[np.ndarray] = None
-        self._edges: Optional[np.ndarray] = None
-        self._threshold: Optional[F32] = None  # signed histogram covers [-threshold, threshold]
-        self._minmax: Optional[tuple[F32, F32]] = None  # observed data range (histogram methods)
+        # None until the first update (Any: mypy cannot follow the method-dependent state)
+        self._range: Any = None  # minmax: (lo, hi) arrays
+        self._hist: Any = None  # histogram methods: int64 counts, float32 edges
+        self._edges: Any = None
+        self._threshold: Any = None  # the signed histogram covers [-threshold, threshold]
+        self._minmax: Any = None  # observed data range (histogram methods)
 
     @property
     def histogram(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
@@ -272,26 +274,33 @@ class Observer:
             self._range = (np.minimum(old_lo, lo), np.maximum(old_hi, hi))
 
     def _collect_value(self, x: np.ndarray, lo: F32, hi: F32) -> None:
-        """ORT's ``HistogramCollector.collect_value`` + ``merge_histogram``."""
+        """ORT's ``HistogramCollector.collect_value`` + ``merge_histogram``. The float32 range
+        bounds matter: NumPy then computes the edges and bin indices in float32, as for ORT."""
         threshold = F32(max(abs(lo), abs(hi)))
         if self._hist is None:
-            self._hist, self._edges = np.histogram(x, self.num_bins, range=(-threshold, threshold))
+            self._hist, self._edges = _histogram(x, self.num_bins, -threshold, threshold)
             self._threshold, self._minmax = threshold, (lo, hi)
             return
         old_t, old_hist = self._threshold, self._hist
-        self._minmax = (min(self._minmax[0], lo), max(self._minmax[1], hi))
         if threshold <= old_t:
-            self._hist = old_hist + np.histogram(x, old_hist.size, range=(-old_t, old_t))[0]
+            self._hist = old_hist + _histogram(x, old_hist.size, -old_t, old_t)[0]
         elif old_t == 0:
-            hist, self._edges = np.histogram(x, old_hist.size, range=(-threshold, threshold))
+            hist, self._edges = _histogram(x, old_hist.size, -threshold, threshold)
             self._hist, self._threshold = hist + old_hist, threshold
         else:
             stride = F32(2) * old_t / F32(old_hist.size)
-            half = int((threshold - old_t) // stride + F32(1))
+            with np.errstate(over="ignore", invalid="ignore"):  # inf/nan: refused just below
+                half = (threshold - old_t) // stride + F32(1)
+            if not old_hist.size + 2 * float(half) <= max(MAX_BINS, old_hist.size):
+                raise QuantpressError(
+                    f"batch range {float(threshold):g} is too wide for the histogram of bin width "
+                    f"{float(stride):g} set by the first batch (over {MAX_BINS} bins); start with a wider batch")
+            half = int(half)
             new_t = F32(F32(half) * stride + old_t)
-            hist, self._edges = np.histogram(x, old_hist.size + 2 * half, range=(-new_t, new_t))
+            hist, self._edges = _histogram(x, old_hist.size + 2 * half, -new_t, new_t)
             hist[half:half + old_hist.size] += old_hist
             self._hist, self._threshold = hist, new_t
+        self._minmax = (min(self._minmax[0], lo), max(self._minmax[1], hi))
 
     def _collect_absolute(self, x: np.ndarray, lo: F32, hi: F32) -> None:
         """ORT's ``HistogramCollector.collect_absolute_value`` (symmetric percentile)."""
@@ -356,16 +365,21 @@ class Observer:
 
     def _mse_range(self) -> tuple[F32, F32]:
         """The candidate window ``[edges[n - j], edges[j]]`` (clipped to the data) with the least
-        expected squared error; the first one on ties (the narrowest)."""
+        expected squared error; the first one on ties (the narrowest). A histogram widened past
+        4096 bins is scored on 2048 candidates and on bins merged ``f`` at a time (cost bound)."""
         hist, edges = self._hist, self._edges
         n = hist.size
-        j = np.arange(n // 2 + 1, n + 1)
+        j = np.arange(n // 2 + 1, n + 1)[:: max(1, -(-(n - n // 2) // 2048))]
         dmin, dmax = self._minmax
         lo = np.maximum(edges[n - j], dmin).astype(F32)
         hi = np.minimum(edges[j], dmax).astype(F32)
+        f = max(1, -(-n // 4096))
+        if f > 1:
+            hist = np.add.reduceat(hist, np.arange(0, n, f))
+            edges = np.append(edges[:-1:f], edges[-1])
         scale, zp = compute_scale_zp(lo, hi, self.dtype, self.symmetric, self.reduce_range)
         qmin, qmax = qrange(self.dtype, self.symmetric, self.reduce_range)
-        per = max(1, (1 << 21) // (n + 1))
+        per = max(1, (1 << 21) // edges.size)
         err = np.concatenate([
             _calib_search.expected_sq_error(hist, edges, scale[b:b + per], zp[b:b + per], qmin, qmax)
             for b in range(0, j.size, per)
@@ -373,3 +387,6 @@ class Observer:
         best = int(np.argmin(err))
         return lo[best], hi[best]
 
+def _histogram(x: np.ndarray, bins: int, lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram`` with float32 range bounds (typed loosely: NumPy's stubs want floats)."""
+    return np.histogram(x, bins, range=(lo, hi))
