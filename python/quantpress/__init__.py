@@ -13,18 +13,23 @@ import os
 
 from . import _core
 from ._core import QuantpressError, __version__, get_num_threads, simd_level
+from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
 
 __all__ = [
     "GGUF_TYPES",
+    "Observer",
+    "QuantParams",
     "QuantizedTensor",
     "QuantpressError",
     "__version__",
+    "compute_scale_zp",
     "get_num_threads",
     "gguf_dequantize",
     "gguf_quantize",
     "pack_bits",
+    "qrange",
     "quantize",
     "set_num_threads",
     "simd_level",
