@@ -172,26 +172,40 @@ unsafe fn qx8_avx2(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32],
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(scale, live));
 }
 
-/// `make_q3_quants(16, 4, .., do_rmse = true)` on 16 sub-blocks of 16: two groups of eight
-/// lanes, interleaved so that their serial descent chains overlap.
+/// `make_q3_quants(16, 4, .., do_rmse = true)` on the 16 sub-blocks of each of one or two
+/// super-blocks (`x.len() / 256`).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q3_16_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
-    assert!(x.len() >= 256 && l.len() >= 256 && scales.len() >= 16);
+    if x.len() >= 512 {
+        q3_groups::<4>(x, scales, l);
+    } else {
+        q3_groups::<2>(x, scales, l);
+    }
+}
+
+/// `make_q3_quants` on `G` groups of eight sub-blocks of 16, one per lane, the groups
+/// interleaved so that their serial descent chains overlap.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_groups<const G: usize>(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
+    assert!(x.len() >= 128 * G && l.len() >= 128 * G && scales.len() >= 8 * G);
     let zero = _mm256_setzero_ps();
-    let xs: [[__m256; 16]; 2] = [load_t(x.as_ptr(), 16), load_t(x.as_ptr().add(128), 16)];
-    let (mut w, mut wx) = ([[zero; 16]; 2], [[zero; 16]; 2]);
-    for g in 0..2 {
+    let mut xs = [[zero; 16]; G];
+    let (mut w, mut wx) = ([[zero; 16]; G], [[zero; 16]; G]);
+    let mut mx = [(zero, zero); G];
+    for g in 0..G {
+        xs[g] = load_t(x.as_ptr().add(128 * g), 16);
+        mx[g] = signed_max(&xs[g]);
         for i in 0..16 {
             w[g][i] = _mm256_mul_ps(xs[g][i], xs[g][i]);
             wx[g][i] = _mm256_mul_ps(w[g][i], xs[g][i]);
         }
     }
-    let mx = [signed_max(&xs[0]), signed_max(&xs[1])];
     let (lo, hi) = (_mm256_set1_ps(-4.0), _mm256_set1_ps(3.0));
     let (loi, hii) = (_mm256_set1_epi32(-4), _mm256_set1_epi32(3));
-    let mut lv = [[zero; 16]; 2];
-    let (mut sumlx, mut suml2) = ([zero; 2], [zero; 2]);
-    for g in 0..2 {
+    let mut lv = [[zero; 16]; G];
+    let (mut sumlx, mut suml2) = ([zero; G], [zero; G]);
+    for g in 0..G {
         let iscale = _mm256_div_ps(_mm256_set1_ps(-4.0), mx[g].0);
         for i in 0..16 {
             lv[g][i] = round_clamped(_mm256_mul_ps(iscale, xs[g][i]), lo, hi);
@@ -199,10 +213,16 @@ unsafe fn q3_16_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
             suml2[g] = _mm256_add_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(w[g][i], lv[g][i]), lv[g][i]));
         }
     }
+    // A lane whose pass changed nothing is stable (the next pass repeats it exactly), so a
+    // group stops once a pass changes none of its lanes, which equals ggml's early exit.
+    let mut active = [true; G];
     for _ in 0..5 {
-        let mut changed = _mm256_setzero_ps();
+        let mut changed = [_mm256_setzero_ps(); G];
         for i in 0..16 {
-            for g in 0..2 {
+            for g in 0..G {
+                if !active[g] {
+                    continue;
+                }
                 let (wxi, wi, li) = (wx[g][i], w[g][i], lv[g][i]);
                 let slx = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(wxi, li));
                 let sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(wi, li), li));
@@ -223,17 +243,18 @@ unsafe fn q3_16_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
                 lv[g][i] = _mm256_blendv_ps(li, nl, ok);
                 sumlx[g] = _mm256_blendv_ps(sumlx[g], slx2, ok);
                 suml2[g] = _mm256_blendv_ps(suml2[g], sl2b, ok);
-                changed = _mm256_or_ps(changed, ok);
+                changed[g] = _mm256_or_ps(changed[g], ok);
             }
         }
-        // A lane whose pass changed nothing is stable (the next pass repeats it exactly), so
-        // running further passes on it equals ggml's early exit.
-        if _mm256_movemask_ps(changed) == 0 {
+        for g in 0..G {
+            active[g] &= _mm256_movemask_ps(changed[g]) != 0;
+        }
+        if !active.contains(&true) {
             break;
         }
     }
     let off = _mm256_set1_ps(4.0);
-    for g in 0..2 {
+    for g in 0..G {
         let live = _mm256_cmp_ps::<_CMP_GE_OQ>(mx[g].1, _mm256_set1_ps(GROUP_MAX_EPS));
         store_codes_t(lv[g].map(|v| _mm256_and_ps(_mm256_add_ps(v, off), live)), &mut l[128 * g..]);
         let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(suml2[g], zero);
