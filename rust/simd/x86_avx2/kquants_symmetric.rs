@@ -46,17 +46,28 @@ wrap!(dequantize_iq4_xs => dequantize_iq4_xs_avx2, (src: &[u8], dst: &mut [f32])
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn transpose8(r: &mut [__m256; 8]) {
-    let t: [__m256; 8] = std::array::from_fn(|k| {
-        let (a, b) = (r[2 * (k / 2 % 2) + 4 * (k / 4)], r[2 * (k / 2 % 2) + 4 * (k / 4) + 1]);
-        if k % 2 == 0 { _mm256_unpacklo_ps(a, b) } else { _mm256_unpackhi_ps(a, b) }
-    });
-    // t[0]=lo(r0,r1) t[1]=hi(r0,r1) t[2]=lo(r2,r3) t[3]=hi(r2,r3), t[4..8] the same for r4..r7.
-    let u: [__m256; 8] = std::array::from_fn(|k| {
-        let (g, odd) = (4 * (k / 4), k % 2 == 1);
-        let (a, b) = (t[g + (k % 4) / 2], t[g + 2 + (k % 4) / 2]);
-        if odd { _mm256_shuffle_ps::<0xEE>(a, b) } else { _mm256_shuffle_ps::<0x44>(a, b) }
-    });
+    // t: unpacklo/hi of row pairs (0,1), (2,3), (4,5), (6,7).
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
     // u[0..4]: columns 0,1,2,3 of rows 0-3 (both 128-bit halves), u[4..8] the same for rows 4-7.
+    let u = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
     for k in 0..4 {
         r[k] = _mm256_permute2f128_ps::<0x20>(u[k], u[k + 4]);
         r[k + 4] = _mm256_permute2f128_ps::<0x31>(u[k], u[k + 4]);
@@ -73,7 +84,10 @@ unsafe fn transpose8(r: &mut [__m256; 8]) {
 unsafe fn load_t<const N: usize>(p: *const f32, stride: usize) -> [__m256; N] {
     let mut out = [_mm256_setzero_ps(); N];
     for c in 0..N / 8 {
-        let mut r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(p.add(j * stride + 8 * c)));
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (j, v) in r.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(p.add(j * stride + 8 * c));
+        }
         transpose8(&mut r);
         out[8 * c..8 * c + 8].copy_from_slice(&r);
     }
@@ -119,10 +133,37 @@ unsafe fn store_codes_t(mut lf: [__m256; 16], l: &mut [i8]) {
     transpose8(a);
     transpose8(b);
     for k in 0..4 {
-        let v = [a[2 * k], b[2 * k], a[2 * k + 1], b[2 * k + 1]].map(|f| _mm256_cvtps_epi32(f));
+        let v = [
+            _mm256_cvtps_epi32(a[2 * k]),
+            _mm256_cvtps_epi32(b[2 * k]),
+            _mm256_cvtps_epi32(a[2 * k + 1]),
+            _mm256_cvtps_epi32(b[2 * k + 1]),
+        ];
         // Rows 2k and 2k+1, 16 codes each (0..=63, so the saturating packs keep them).
         _mm256_storeu_si256(l.as_mut_ptr().add(32 * k).cast(), super::pack_u8(v));
     }
+}
+
+/// `(Σ w·x·l, Σ w·l²)` of each candidate scale in `iscale`, `l` = clamped rounded `iscale·x`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn qx_sums<const N: usize>(
+    xs: &[__m256; 16],
+    w: &[__m256; 16],
+    wx: &[__m256; 16],
+    iscale: [__m256; N],
+    lo: __m256,
+    hi: __m256,
+) -> [(__m256, __m256); N] {
+    let mut acc = [(_mm256_setzero_ps(), _mm256_setzero_ps()); N];
+    for i in 0..16 {
+        for n in 0..N {
+            let lf = round_clamped(_mm256_mul_ps(iscale[n], xs[i]), lo, hi);
+            acc[n].0 = _mm256_add_ps(acc[n].0, _mm256_mul_ps(wx[i], lf));
+            acc[n].1 = _mm256_add_ps(acc[n].1, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+        }
+    }
+    acc
 }
 
 /// `make_qx_quants(16, nmax, .., rmse_type 1, qw)` on 8 sub-blocks of 16.
@@ -130,44 +171,50 @@ unsafe fn store_codes_t(mut lf: [__m256; 16], l: &mut [i8]) {
 unsafe fn qx8_avx2(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]) {
     assert!(x.len() >= 128 && l.len() >= 128 && scales.len() >= 8 && qw.map_or(true, |q| q.len() >= 128));
     let xs: [__m256; 16] = load_t(x.as_ptr(), 16);
-    let w: [__m256; 16] = match qw {
+    let mut w: [__m256; 16] = match qw {
         Some(q) => load_t(q.as_ptr(), 16),
-        None => xs.map(|v| _mm256_mul_ps(v, v)),
+        None => xs,
     };
-    let wx: [__m256; 16] = std::array::from_fn(|i| _mm256_mul_ps(w[i], xs[i]));
+    let mut wx = xs;
+    for i in 0..16 {
+        if qw.is_none() {
+            w[i] = _mm256_mul_ps(xs[i], xs[i]);
+        }
+        wx[i] = _mm256_mul_ps(w[i], xs[i]);
+    }
     let (max, amax) = signed_max(&xs);
     let (lo, hi) = (_mm256_set1_ps(-nmax as f32), _mm256_set1_ps((nmax - 1) as f32));
-    let sums = |iscale: __m256| {
-        let (mut sumlx, mut suml2) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for i in 0..16 {
-            let lf = round_clamped(_mm256_mul_ps(iscale, xs[i]), lo, hi);
-            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf));
-            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
-        }
-        (sumlx, suml2)
-    };
     let zero = _mm256_setzero_ps();
     let mut best_iscale = _mm256_div_ps(_mm256_set1_ps(-nmax as f32), max);
-    let (sumlx, suml2) = sums(best_iscale);
+    let [(sumlx, suml2)] = qx_sums(&xs, &w, &wx, [best_iscale], lo, hi);
     let nonzero = _mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2, zero);
     let mut scale = _mm256_and_ps(_mm256_div_ps(sumlx, suml2), nonzero);
     let mut best = _mm256_mul_ps(scale, sumlx);
-    for is in (-9..=9).filter(|&is| is != 0) {
-        let iscale = _mm256_div_ps(_mm256_set1_ps(-(nmax as f32 + 0.1 * is as f32)), max);
-        let (sumlx, suml2) = sums(iscale);
-        let better = _mm256_and_ps(
-            _mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero),
-            _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2)),
-        );
-        let s = _mm256_div_ps(sumlx, suml2);
-        scale = _mm256_blendv_ps(scale, s, better);
-        best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumlx), better);
-        best_iscale = _mm256_blendv_ps(best_iscale, iscale, better);
+    // Candidates in pairs (their sums are independent); the comparisons stay in ggml's order.
+    const STEPS: [i32; 18] = [-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+    for pair in STEPS.chunks_exact(2) {
+        let both = [
+            _mm256_div_ps(_mm256_set1_ps(-(nmax as f32 + 0.1 * pair[0] as f32)), max),
+            _mm256_div_ps(_mm256_set1_ps(-(nmax as f32 + 0.1 * pair[1] as f32)), max),
+        ];
+        let r = qx_sums(&xs, &w, &wx, both, lo, hi);
+        for ((sumlx, suml2), iscale) in r.into_iter().zip(both) {
+            let better = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero),
+                _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2)),
+            );
+            let s = _mm256_div_ps(sumlx, suml2);
+            scale = _mm256_blendv_ps(scale, s, better);
+            best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumlx), better);
+            best_iscale = _mm256_blendv_ps(best_iscale, iscale, better);
+        }
     }
     let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
     let off = _mm256_set1_ps(nmax as f32);
-    let lf: [__m256; 16] =
-        std::array::from_fn(|i| _mm256_and_ps(_mm256_add_ps(round_clamped(_mm256_mul_ps(best_iscale, xs[i]), lo, hi), off), live));
+    let mut lf = xs;
+    for v in lf.iter_mut() {
+        *v = _mm256_and_ps(_mm256_add_ps(round_clamped(_mm256_mul_ps(best_iscale, *v), lo, hi), off), live);
+    }
     store_codes_t(lf, l);
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(scale, live));
 }
@@ -256,7 +303,11 @@ unsafe fn q3_groups<const G: usize>(x: &[f32], scales: &mut [f32], l: &mut [i8])
     let off = _mm256_set1_ps(4.0);
     for g in 0..G {
         let live = _mm256_cmp_ps::<_CMP_GE_OQ>(mx[g].1, _mm256_set1_ps(GROUP_MAX_EPS));
-        store_codes_t(lv[g].map(|v| _mm256_and_ps(_mm256_add_ps(v, off), live)), &mut l[128 * g..]);
+        let mut lf = lv[g];
+        for v in lf.iter_mut() {
+            *v = _mm256_and_ps(_mm256_add_ps(*v, off), live);
+        }
+        store_codes_t(lf, &mut l[128 * g..]);
         let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(suml2[g], zero);
         let s = _mm256_and_ps(_mm256_and_ps(_mm256_div_ps(sumlx[g], suml2[g]), pos), live);
         _mm256_storeu_ps(scales.as_mut_ptr().add(8 * g), s);
