@@ -365,17 +365,22 @@ const IQ4_TABLES: [[i8; 16]; 3] = iq4_tables();
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn iq4_idx_bytes(h: [__m256; 4]) -> __m256i {
-    let i = h.map(|v| _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(v)));
+    const FLOOR: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+    let mut i = [_mm256_setzero_si256(); 4];
+    for k in 0..4 {
+        i[k] = _mm256_cvtps_epi32(_mm256_round_ps::<FLOOR>(h[k]));
+    }
     let (zero, top, off) = (_mm256_setzero_si256(), _mm256_set1_epi16(511), _mm256_set1_epi16(256));
-    let k = [_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3])]
-        .map(|p| _mm256_min_epi16(_mm256_max_epi16(_mm256_add_epi16(p, off), zero), top));
+    let mut k = [_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3])];
+    for p in k.iter_mut() {
+        *p = _mm256_min_epi16(_mm256_max_epi16(_mm256_add_epi16(*p, off), zero), top);
+    }
     let c = _mm256_packus_epi16(_mm256_srli_epi16::<5>(k[0]), _mm256_srli_epi16::<5>(k[1]));
     let m31 = _mm256_set1_epi16(31);
     let r = _mm256_packus_epi16(_mm256_and_si256(k[0], m31), _mm256_and_si256(k[1], m31));
-    let tab = |t: &[i8; 16]| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast()));
-    let base = _mm256_shuffle_epi8(tab(&IQ4_TABLES[0]), c);
-    let t1 = _mm256_shuffle_epi8(tab(&IQ4_TABLES[1]), c);
-    let t2 = _mm256_shuffle_epi8(tab(&IQ4_TABLES[2]), c);
+    let base = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_TABLES[0].as_ptr().cast())), c);
+    let t1 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_TABLES[1].as_ptr().cast())), c);
+    let t2 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_TABLES[2].as_ptr().cast())), c);
     // cmpgt is -1 where the midpoint is not reached.
     _mm256_add_epi8(base, _mm256_add_epi8(_mm256_cmpgt_epi8(t1, r), _mm256_cmpgt_epi8(t2, r)))
 }
@@ -387,15 +392,47 @@ unsafe fn iq4_idx_bytes(h: [__m256; 4]) -> __m256i {
 unsafe fn iq4_levels(idx: __m256i) -> [__m256; 4] {
     let vals = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()));
     let q = _mm256_shuffle_epi8(vals, idx);
-    std::array::from_fn(|k| {
+    let mut out = [_mm256_setzero_ps(); 4];
+    for (k, o) in out.iter_mut().enumerate() {
         // Byte 4k+m of each half into the top byte of dword m, then an arithmetic shift.
         let b = (4 * k) as i8;
         let ctl = _mm256_setr_epi8(
             -1, -1, -1, b, -1, -1, -1, b + 1, -1, -1, -1, b + 2, -1, -1, -1, b + 3,
             -1, -1, -1, b, -1, -1, -1, b + 1, -1, -1, -1, b + 2, -1, -1, -1, b + 3,
         );
-        _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(q, ctl)))
-    })
+        *o = _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(q, ctl)));
+    }
+    out
+}
+
+/// `(Σ w·q·x, Σ w·q²)` of each candidate inverse scale in `id`, `q` the nearest IQ4 level of
+/// `id·x`, per lane over 8 transposed blocks of 32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq4_sums<const N: usize>(xs: &[__m256; 32], ws: &[__m256; 32], id: [__m256; N]) -> [(__m256, __m256); N] {
+    let mut acc = [(_mm256_setzero_ps(), _mm256_setzero_ps()); N];
+    // 2·(id·x) = (2·id)·x exactly, so the doubling costs nothing.
+    let mut id2 = id;
+    for v in id2.iter_mut() {
+        *v = _mm256_add_ps(*v, *v);
+    }
+    for g in 0..8 {
+        for n in 0..N {
+            let h = [
+                _mm256_mul_ps(id2[n], xs[4 * g]),
+                _mm256_mul_ps(id2[n], xs[4 * g + 1]),
+                _mm256_mul_ps(id2[n], xs[4 * g + 2]),
+                _mm256_mul_ps(id2[n], xs[4 * g + 3]),
+            ];
+            let q = iq4_levels(iq4_idx_bytes(h));
+            for k in 0..4 {
+                let wq = _mm256_mul_ps(ws[4 * g + k], q[k]);
+                acc[n].0 = _mm256_add_ps(acc[n].0, _mm256_mul_ps(wq, xs[4 * g + k]));
+                acc[n].1 = _mm256_add_ps(acc[n].1, _mm256_mul_ps(wq, q[k]));
+            }
+        }
+    }
+    acc
 }
 
 /// The IQ4 block scale search (`ntry` 7) of 8 blocks of 32.
@@ -405,30 +442,19 @@ unsafe fn iq4_scales8_avx2(x: &[f32], w: &[f32], scales: &mut [f32]) {
     let xs: [__m256; 32] = load_t(x.as_ptr(), 32);
     let ws: [__m256; 32] = load_t(w.as_ptr(), 32);
     let (max, amax) = signed_max(&xs);
-    let sums = |id: __m256| {
-        // 2·(id·x) = (2·id)·x exactly, so the doubling costs nothing.
-        let id2 = _mm256_add_ps(id, id);
-        let (mut sumqx, mut sumq2) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for g in 0..8 {
-            let h: [__m256; 4] = std::array::from_fn(|k| _mm256_mul_ps(id2, xs[4 * g + k]));
-            let q = iq4_levels(iq4_idx_bytes(h));
-            for k in 0..4 {
-                let wq = _mm256_mul_ps(ws[4 * g + k], q[k]);
-                sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, xs[4 * g + k]));
-                sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q[k]));
-            }
-        }
-        (sumqx, sumq2)
-    };
     let zero = _mm256_setzero_ps();
     let v0 = KVALUES_IQ4NL[0] as f32;
     let d0 = _mm256_div_ps(_mm256_xor_ps(max, _mm256_set1_ps(-0.0)), _mm256_set1_ps(v0));
-    let (sumqx, sumq2) = sums(_mm256_div_ps(_mm256_set1_ps(1.0), d0));
-    let mut d = _mm256_and_ps(_mm256_div_ps(sumqx, sumq2), _mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero));
-    let mut best = _mm256_mul_ps(d, sumqx);
-    for itry in -7..=7 {
-        let id = _mm256_div_ps(_mm256_set1_ps(itry as f32 + v0), max);
-        let (sumqx, sumq2) = sums(id);
+    // The first candidate goes with `itry` = -7, then pairs: their sums are independent chains;
+    // the comparisons stay in ggml's order.
+    let first = [_mm256_div_ps(_mm256_set1_ps(1.0), d0), _mm256_div_ps(_mm256_set1_ps(-7.0 + v0), max)];
+    let r = iq4_sums(&xs, &ws, first);
+    let mut d = _mm256_and_ps(_mm256_div_ps(r[0].0, r[0].1), _mm256_cmp_ps::<_CMP_GT_OQ>(r[0].1, zero));
+    let mut best = _mm256_mul_ps(d, r[0].0);
+    let mut next = r[1];
+    let mut itry = -6;
+    loop {
+        let (sumqx, sumq2) = next;
         let better = _mm256_and_ps(
             _mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero),
             _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumqx, sumqx), _mm256_mul_ps(best, sumq2)),
@@ -436,6 +462,24 @@ unsafe fn iq4_scales8_avx2(x: &[f32], w: &[f32], scales: &mut [f32]) {
         let s = _mm256_div_ps(sumqx, sumq2);
         d = _mm256_blendv_ps(d, s, better);
         best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumqx), better);
+        if itry > 7 {
+            break;
+        }
+        let pair = [
+            _mm256_div_ps(_mm256_set1_ps(itry as f32 + v0), max),
+            _mm256_div_ps(_mm256_set1_ps((itry + 1) as f32 + v0), max),
+        ];
+        let r = iq4_sums(&xs, &ws, pair);
+        let (sumqx, sumq2) = r[0];
+        let better = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero),
+            _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumqx, sumqx), _mm256_mul_ps(best, sumq2)),
+        );
+        let s = _mm256_div_ps(sumqx, sumq2);
+        d = _mm256_blendv_ps(d, s, better);
+        best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumqx), better);
+        next = r[1];
+        itry += 2;
     }
     let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(d, live));
