@@ -33,30 +33,52 @@ fn quantize_avx2(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
     quantize_with(ops(Level::Avx2), src, weights, dst);
 }
 
+/// Without weights, super-blocks go in pairs so that the AVX2 descent runs four chains at once.
 fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    for (i, (x, out)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
-        let mut l = [0i8; QK_K];
-        let mut scales = [0f32; 16];
+    let n = src.len() / QK_K;
+    let mut i = 0;
+    while i < n {
+        let m = if weights.is_none() && i + 1 < n { 2 } else { 1 };
+        let x = &src[i * QK_K..(i + m) * QK_K];
+        let out = &mut dst[i * BLOCK_BYTES..(i + m) * BLOCK_BYTES];
+        let mut l = [[0i8; QK_K]; 2];
+        let mut scales = [[0f32; 16]; 2];
         out.fill(0);
         match weights {
-            None => reference_scales(k, x, &mut l, &mut scales, out),
-            Some(w) => weighted_scales(k, x, &w[i * QK_K..(i + 1) * QK_K], &mut l, &mut scales, out),
-        }
-        let d_all = f16_value([out[D], out[D + 1]]);
-        for j in 0..16 {
-            let d = d_all * scale_code(out, j) as f32;
-            if d != 0.0 {
-                (k.requant)(&x[16 * j..16 * j + 16], d, 4, &mut l[16 * j..16 * j + 16]);
+            None => {
+                let mut lf = [0i8; 2 * QK_K];
+                let mut sf = [0f32; 32];
+                (k.q3_16)(x, &mut sf[..16 * m], &mut lf[..QK_K * m]);
+                for b in 0..m {
+                    l[b].copy_from_slice(&lf[QK_K * b..QK_K * (b + 1)]);
+                    scales[b].copy_from_slice(&sf[16 * b..16 * (b + 1)]);
+                    reference_scales(&scales[b], &mut out[BLOCK_BYTES * b..]);
+                }
             }
+            Some(w) => weighted_scales(k, x, &w[i * QK_K..(i + 1) * QK_K], &mut l[0], &mut scales[0], out),
         }
-        pack_codes(&l, out);
+        for b in 0..m {
+            finish(k, &x[QK_K * b..QK_K * (b + 1)], &mut l[b], &mut out[BLOCK_BYTES * b..BLOCK_BYTES * (b + 1)]);
+        }
+        i += m;
     }
+}
+
+/// Requantizes every sub-block against its final scale and packs the codes.
+fn finish(k: &SymOps, x: &[f32], l: &mut [i8; QK_K], out: &mut [u8]) {
+    let d_all = f16_value([out[D], out[D + 1]]);
+    for j in 0..16 {
+        let d = d_all * scale_code(out, j) as f32;
+        if d != 0.0 {
+            (k.requant)(&x[16 * j..16 * j + 16], d, 4, &mut l[16 * j..16 * j + 16]);
+        }
+    }
+    pack_codes(l, out);
 }
 
 /// `quantize_row_q3_K_ref`'s scales: `make_q3_quants` per sub-block, 6-bit codes against the
 /// largest.
-fn reference_scales(k: &SymOps, x: &[f32], l: &mut [i8; QK_K], scales: &mut [f32; 16], out: &mut [u8]) {
-    (k.q3_16)(x, scales, l);
+fn reference_scales(scales: &[f32; 16], out: &mut [u8]) {
     let (mut max_scale, mut amax) = (0f32, 0f32);
     for &s in scales.iter() {
         if s.abs() > amax {

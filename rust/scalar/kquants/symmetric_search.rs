@@ -204,7 +204,8 @@ pub fn iq4_weights(x: &[f32], qw: Option<&[f32]>, out: &mut [f32]) {
 pub struct SymOps {
     /// `make_qx_quants` on 8 sub-blocks of 16 (128 values): scales and codes.
     pub qx8: fn(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]),
-    /// `make_q3_quants(16, 4, .., true)` on 16 sub-blocks of 16: scales and codes.
+    /// `make_q3_quants(16, 4, .., true)` on the 16 sub-blocks of 16 of each of one or two
+    /// super-blocks (`x.len() / 256`): scales and codes.
     pub q3_16: fn(x: &[f32], scales: &mut [f32], l: &mut [i8]),
     /// `L = nmax + clamp(nearest_int(x / d), -nmax, nmax - 1)` for 16 values.
     pub requant: fn(x: &[f32], d: f32, nmax: i32, l: &mut [i8]),
@@ -233,7 +234,7 @@ pub fn qx8(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut
 }
 
 pub fn q3_16(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
-    for j in 0..16 {
+    for j in 0..x.len() / 16 {
         let r = 16 * j..16 * j + 16;
         scales[j] = make_q3_quants(&x[r.clone()], 4, &mut l[r]);
     }

@@ -46,17 +46,28 @@ wrap!(dequantize_iq4_xs => dequantize_iq4_xs_avx2, (src: &[u8], dst: &mut [f32])
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn transpose8(r: &mut [__m256; 8]) {
-    let t: [__m256; 8] = std::array::from_fn(|k| {
-        let (a, b) = (r[2 * (k / 2 % 2) + 4 * (k / 4)], r[2 * (k / 2 % 2) + 4 * (k / 4) + 1]);
-        if k % 2 == 0 { _mm256_unpacklo_ps(a, b) } else { _mm256_unpackhi_ps(a, b) }
-    });
-    // t[0]=lo(r0,r1) t[1]=hi(r0,r1) t[2]=lo(r2,r3) t[3]=hi(r2,r3), t[4..8] the same for r4..r7.
-    let u: [__m256; 8] = std::array::from_fn(|k| {
-        let (g, odd) = (4 * (k / 4), k % 2 == 1);
-        let (a, b) = (t[g + (k % 4) / 2], t[g + 2 + (k % 4) / 2]);
-        if odd { _mm256_shuffle_ps::<0xEE>(a, b) } else { _mm256_shuffle_ps::<0x44>(a, b) }
-    });
+    // t: unpacklo/hi of row pairs (0,1), (2,3), (4,5), (6,7).
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
     // u[0..4]: columns 0,1,2,3 of rows 0-3 (both 128-bit halves), u[4..8] the same for rows 4-7.
+    let u = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
     for k in 0..4 {
         r[k] = _mm256_permute2f128_ps::<0x20>(u[k], u[k + 4]);
         r[k + 4] = _mm256_permute2f128_ps::<0x31>(u[k], u[k + 4]);
@@ -73,7 +84,10 @@ unsafe fn transpose8(r: &mut [__m256; 8]) {
 unsafe fn load_t<const N: usize>(p: *const f32, stride: usize) -> [__m256; N] {
     let mut out = [_mm256_setzero_ps(); N];
     for c in 0..N / 8 {
-        let mut r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(p.add(j * stride + 8 * c)));
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (j, v) in r.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(p.add(j * stride + 8 * c));
+        }
         transpose8(&mut r);
         out[8 * c..8 * c + 8].copy_from_slice(&r);
     }
@@ -119,10 +133,37 @@ unsafe fn store_codes_t(mut lf: [__m256; 16], l: &mut [i8]) {
     transpose8(a);
     transpose8(b);
     for k in 0..4 {
-        let v = [a[2 * k], b[2 * k], a[2 * k + 1], b[2 * k + 1]].map(|f| _mm256_cvtps_epi32(f));
+        let v = [
+            _mm256_cvtps_epi32(a[2 * k]),
+            _mm256_cvtps_epi32(b[2 * k]),
+            _mm256_cvtps_epi32(a[2 * k + 1]),
+            _mm256_cvtps_epi32(b[2 * k + 1]),
+        ];
         // Rows 2k and 2k+1, 16 codes each (0..=63, so the saturating packs keep them).
         _mm256_storeu_si256(l.as_mut_ptr().add(32 * k).cast(), super::pack_u8(v));
     }
+}
+
+/// `(Σ w·x·l, Σ w·l²)` of each candidate scale in `iscale`, `l` = clamped rounded `iscale·x`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn qx_sums<const N: usize>(
+    xs: &[__m256; 16],
+    w: &[__m256; 16],
+    wx: &[__m256; 16],
+    iscale: [__m256; N],
+    lo: __m256,
+    hi: __m256,
+) -> [(__m256, __m256); N] {
+    let mut acc = [(_mm256_setzero_ps(), _mm256_setzero_ps()); N];
+    for i in 0..16 {
+        for n in 0..N {
+            let lf = round_clamped(_mm256_mul_ps(iscale[n], xs[i]), lo, hi);
+            acc[n].0 = _mm256_add_ps(acc[n].0, _mm256_mul_ps(wx[i], lf));
+            acc[n].1 = _mm256_add_ps(acc[n].1, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+        }
+    }
+    acc
 }
 
 /// `make_qx_quants(16, nmax, .., rmse_type 1, qw)` on 8 sub-blocks of 16.
@@ -130,68 +171,88 @@ unsafe fn store_codes_t(mut lf: [__m256; 16], l: &mut [i8]) {
 unsafe fn qx8_avx2(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]) {
     assert!(x.len() >= 128 && l.len() >= 128 && scales.len() >= 8 && qw.map_or(true, |q| q.len() >= 128));
     let xs: [__m256; 16] = load_t(x.as_ptr(), 16);
-    let w: [__m256; 16] = match qw {
+    let mut w: [__m256; 16] = match qw {
         Some(q) => load_t(q.as_ptr(), 16),
-        None => xs.map(|v| _mm256_mul_ps(v, v)),
+        None => xs,
     };
-    let wx: [__m256; 16] = std::array::from_fn(|i| _mm256_mul_ps(w[i], xs[i]));
+    let mut wx = xs;
+    for i in 0..16 {
+        if qw.is_none() {
+            w[i] = _mm256_mul_ps(xs[i], xs[i]);
+        }
+        wx[i] = _mm256_mul_ps(w[i], xs[i]);
+    }
     let (max, amax) = signed_max(&xs);
     let (lo, hi) = (_mm256_set1_ps(-nmax as f32), _mm256_set1_ps((nmax - 1) as f32));
-    let sums = |iscale: __m256| {
-        let (mut sumlx, mut suml2) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for i in 0..16 {
-            let lf = round_clamped(_mm256_mul_ps(iscale, xs[i]), lo, hi);
-            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf));
-            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
-        }
-        (sumlx, suml2)
-    };
     let zero = _mm256_setzero_ps();
     let mut best_iscale = _mm256_div_ps(_mm256_set1_ps(-nmax as f32), max);
-    let (sumlx, suml2) = sums(best_iscale);
+    let [(sumlx, suml2)] = qx_sums(&xs, &w, &wx, [best_iscale], lo, hi);
     let nonzero = _mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2, zero);
     let mut scale = _mm256_and_ps(_mm256_div_ps(sumlx, suml2), nonzero);
     let mut best = _mm256_mul_ps(scale, sumlx);
-    for is in (-9..=9).filter(|&is| is != 0) {
-        let iscale = _mm256_div_ps(_mm256_set1_ps(-(nmax as f32 + 0.1 * is as f32)), max);
-        let (sumlx, suml2) = sums(iscale);
-        let better = _mm256_and_ps(
-            _mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero),
-            _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2)),
-        );
-        let s = _mm256_div_ps(sumlx, suml2);
-        scale = _mm256_blendv_ps(scale, s, better);
-        best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumlx), better);
-        best_iscale = _mm256_blendv_ps(best_iscale, iscale, better);
+    // Candidates in pairs (their sums are independent); the comparisons stay in ggml's order.
+    const STEPS: [i32; 18] = [-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+    for pair in STEPS.chunks_exact(2) {
+        let both = [
+            _mm256_div_ps(_mm256_set1_ps(-(nmax as f32 + 0.1 * pair[0] as f32)), max),
+            _mm256_div_ps(_mm256_set1_ps(-(nmax as f32 + 0.1 * pair[1] as f32)), max),
+        ];
+        let r = qx_sums(&xs, &w, &wx, both, lo, hi);
+        for ((sumlx, suml2), iscale) in r.into_iter().zip(both) {
+            let better = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero),
+                _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2)),
+            );
+            let s = _mm256_div_ps(sumlx, suml2);
+            scale = _mm256_blendv_ps(scale, s, better);
+            best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumlx), better);
+            best_iscale = _mm256_blendv_ps(best_iscale, iscale, better);
+        }
     }
     let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
     let off = _mm256_set1_ps(nmax as f32);
-    let lf: [__m256; 16] =
-        std::array::from_fn(|i| _mm256_and_ps(_mm256_add_ps(round_clamped(_mm256_mul_ps(best_iscale, xs[i]), lo, hi), off), live));
+    let mut lf = xs;
+    for v in lf.iter_mut() {
+        *v = _mm256_and_ps(_mm256_add_ps(round_clamped(_mm256_mul_ps(best_iscale, *v), lo, hi), off), live);
+    }
     store_codes_t(lf, l);
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(scale, live));
 }
 
-/// `make_q3_quants(16, 4, .., do_rmse = true)` on 16 sub-blocks of 16: two groups of eight
-/// lanes, interleaved so that their serial descent chains overlap.
+/// `make_q3_quants(16, 4, .., do_rmse = true)` on the 16 sub-blocks of each of one or two
+/// super-blocks (`x.len() / 256`).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q3_16_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
-    assert!(x.len() >= 256 && l.len() >= 256 && scales.len() >= 16);
+    if x.len() >= 512 {
+        q3_groups::<4>(x, scales, l);
+    } else {
+        q3_groups::<2>(x, scales, l);
+    }
+}
+
+/// `make_q3_quants` on `G` groups of eight sub-blocks of 16, one per lane, the groups
+/// interleaved so that their serial descent chains overlap.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_groups<const G: usize>(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
+    assert!(x.len() >= 128 * G && l.len() >= 128 * G && scales.len() >= 8 * G);
     let zero = _mm256_setzero_ps();
-    let xs: [[__m256; 16]; 2] = [load_t(x.as_ptr(), 16), load_t(x.as_ptr().add(128), 16)];
-    let (mut w, mut wx) = ([[zero; 16]; 2], [[zero; 16]; 2]);
-    for g in 0..2 {
+    let mut xs = [[zero; 16]; G];
+    let (mut w, mut wx) = ([[zero; 16]; G], [[zero; 16]; G]);
+    let mut mx = [(zero, zero); G];
+    for g in 0..G {
+        xs[g] = load_t(x.as_ptr().add(128 * g), 16);
+        mx[g] = signed_max(&xs[g]);
         for i in 0..16 {
             w[g][i] = _mm256_mul_ps(xs[g][i], xs[g][i]);
             wx[g][i] = _mm256_mul_ps(w[g][i], xs[g][i]);
         }
     }
-    let mx = [signed_max(&xs[0]), signed_max(&xs[1])];
     let (lo, hi) = (_mm256_set1_ps(-4.0), _mm256_set1_ps(3.0));
     let (loi, hii) = (_mm256_set1_epi32(-4), _mm256_set1_epi32(3));
-    let mut lv = [[zero; 16]; 2];
-    let (mut sumlx, mut suml2) = ([zero; 2], [zero; 2]);
-    for g in 0..2 {
+    let mut lv = [[zero; 16]; G];
+    let (mut sumlx, mut suml2) = ([zero; G], [zero; G]);
+    for g in 0..G {
         let iscale = _mm256_div_ps(_mm256_set1_ps(-4.0), mx[g].0);
         for i in 0..16 {
             lv[g][i] = round_clamped(_mm256_mul_ps(iscale, xs[g][i]), lo, hi);
@@ -199,10 +260,16 @@ unsafe fn q3_16_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
             suml2[g] = _mm256_add_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(w[g][i], lv[g][i]), lv[g][i]));
         }
     }
+    // A lane whose pass changed nothing is stable (the next pass repeats it exactly), so a
+    // group stops once a pass changes none of its lanes, which equals ggml's early exit.
+    let mut active = [true; G];
     for _ in 0..5 {
-        let mut changed = _mm256_setzero_ps();
+        let mut changed = [_mm256_setzero_ps(); G];
         for i in 0..16 {
-            for g in 0..2 {
+            for g in 0..G {
+                if !active[g] {
+                    continue;
+                }
                 let (wxi, wi, li) = (wx[g][i], w[g][i], lv[g][i]);
                 let slx = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(wxi, li));
                 let sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(wi, li), li));
@@ -223,19 +290,24 @@ unsafe fn q3_16_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
                 lv[g][i] = _mm256_blendv_ps(li, nl, ok);
                 sumlx[g] = _mm256_blendv_ps(sumlx[g], slx2, ok);
                 suml2[g] = _mm256_blendv_ps(suml2[g], sl2b, ok);
-                changed = _mm256_or_ps(changed, ok);
+                changed[g] = _mm256_or_ps(changed[g], ok);
             }
         }
-        // A lane whose pass changed nothing is stable (the next pass repeats it exactly), so
-        // running further passes on it equals ggml's early exit.
-        if _mm256_movemask_ps(changed) == 0 {
+        for g in 0..G {
+            active[g] &= _mm256_movemask_ps(changed[g]) != 0;
+        }
+        if !active.contains(&true) {
             break;
         }
     }
     let off = _mm256_set1_ps(4.0);
-    for g in 0..2 {
+    for g in 0..G {
         let live = _mm256_cmp_ps::<_CMP_GE_OQ>(mx[g].1, _mm256_set1_ps(GROUP_MAX_EPS));
-        store_codes_t(lv[g].map(|v| _mm256_and_ps(_mm256_add_ps(v, off), live)), &mut l[128 * g..]);
+        let mut lf = lv[g];
+        for v in lf.iter_mut() {
+            *v = _mm256_and_ps(_mm256_add_ps(*v, off), live);
+        }
+        store_codes_t(lf, &mut l[128 * g..]);
         let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(suml2[g], zero);
         let s = _mm256_and_ps(_mm256_and_ps(_mm256_div_ps(sumlx[g], suml2[g]), pos), live);
         _mm256_storeu_ps(scales.as_mut_ptr().add(8 * g), s);
@@ -293,17 +365,22 @@ const IQ4_TABLES: [[i8; 16]; 3] = iq4_tables();
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn iq4_idx_bytes(h: [__m256; 4]) -> __m256i {
-    let i = h.map(|v| _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(v)));
+    const FLOOR: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+    let mut i = [_mm256_setzero_si256(); 4];
+    for k in 0..4 {
+        i[k] = _mm256_cvtps_epi32(_mm256_round_ps::<FLOOR>(h[k]));
+    }
     let (zero, top, off) = (_mm256_setzero_si256(), _mm256_set1_epi16(511), _mm256_set1_epi16(256));
-    let k = [_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3])]
-        .map(|p| _mm256_min_epi16(_mm256_max_epi16(_mm256_add_epi16(p, off), zero), top));
+    let mut k = [_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3])];
+    for p in k.iter_mut() {
+        *p = _mm256_min_epi16(_mm256_max_epi16(_mm256_add_epi16(*p, off), zero), top);
+    }
     let c = _mm256_packus_epi16(_mm256_srli_epi16::<5>(k[0]), _mm256_srli_epi16::<5>(k[1]));
     let m31 = _mm256_set1_epi16(31);
     let r = _mm256_packus_epi16(_mm256_and_si256(k[0], m31), _mm256_and_si256(k[1], m31));
-    let tab = |t: &[i8; 16]| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast()));
-    let base = _mm256_shuffle_epi8(tab(&IQ4_TABLES[0]), c);
-    let t1 = _mm256_shuffle_epi8(tab(&IQ4_TABLES[1]), c);
-    let t2 = _mm256_shuffle_epi8(tab(&IQ4_TABLES[2]), c);
+    let base = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_TABLES[0].as_ptr().cast())), c);
+    let t1 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_TABLES[1].as_ptr().cast())), c);
+    let t2 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_TABLES[2].as_ptr().cast())), c);
     // cmpgt is -1 where the midpoint is not reached.
     _mm256_add_epi8(base, _mm256_add_epi8(_mm256_cmpgt_epi8(t1, r), _mm256_cmpgt_epi8(t2, r)))
 }
@@ -315,15 +392,47 @@ unsafe fn iq4_idx_bytes(h: [__m256; 4]) -> __m256i {
 unsafe fn iq4_levels(idx: __m256i) -> [__m256; 4] {
     let vals = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()));
     let q = _mm256_shuffle_epi8(vals, idx);
-    std::array::from_fn(|k| {
+    let mut out = [_mm256_setzero_ps(); 4];
+    for (k, o) in out.iter_mut().enumerate() {
         // Byte 4k+m of each half into the top byte of dword m, then an arithmetic shift.
         let b = (4 * k) as i8;
         let ctl = _mm256_setr_epi8(
             -1, -1, -1, b, -1, -1, -1, b + 1, -1, -1, -1, b + 2, -1, -1, -1, b + 3,
             -1, -1, -1, b, -1, -1, -1, b + 1, -1, -1, -1, b + 2, -1, -1, -1, b + 3,
         );
-        _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(q, ctl)))
-    })
+        *o = _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(q, ctl)));
+    }
+    out
+}
+
+/// `(Σ w·q·x, Σ w·q²)` of each candidate inverse scale in `id`, `q` the nearest IQ4 level of
+/// `id·x`, per lane over 8 transposed blocks of 32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq4_sums<const N: usize>(xs: &[__m256; 32], ws: &[__m256; 32], id: [__m256; N]) -> [(__m256, __m256); N] {
+    let mut acc = [(_mm256_setzero_ps(), _mm256_setzero_ps()); N];
+    // 2·(id·x) = (2·id)·x exactly, so the doubling costs nothing.
+    let mut id2 = id;
+    for v in id2.iter_mut() {
+        *v = _mm256_add_ps(*v, *v);
+    }
+    for g in 0..8 {
+        for n in 0..N {
+            let h = [
+                _mm256_mul_ps(id2[n], xs[4 * g]),
+                _mm256_mul_ps(id2[n], xs[4 * g + 1]),
+                _mm256_mul_ps(id2[n], xs[4 * g + 2]),
+                _mm256_mul_ps(id2[n], xs[4 * g + 3]),
+            ];
+            let q = iq4_levels(iq4_idx_bytes(h));
+            for k in 0..4 {
+                let wq = _mm256_mul_ps(ws[4 * g + k], q[k]);
+                acc[n].0 = _mm256_add_ps(acc[n].0, _mm256_mul_ps(wq, xs[4 * g + k]));
+                acc[n].1 = _mm256_add_ps(acc[n].1, _mm256_mul_ps(wq, q[k]));
+            }
+        }
+    }
+    acc
 }
 
 /// The IQ4 block scale search (`ntry` 7) of 8 blocks of 32.
@@ -333,30 +442,19 @@ unsafe fn iq4_scales8_avx2(x: &[f32], w: &[f32], scales: &mut [f32]) {
     let xs: [__m256; 32] = load_t(x.as_ptr(), 32);
     let ws: [__m256; 32] = load_t(w.as_ptr(), 32);
     let (max, amax) = signed_max(&xs);
-    let sums = |id: __m256| {
-        // 2·(id·x) = (2·id)·x exactly, so the doubling costs nothing.
-        let id2 = _mm256_add_ps(id, id);
-        let (mut sumqx, mut sumq2) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for g in 0..8 {
-            let h: [__m256; 4] = std::array::from_fn(|k| _mm256_mul_ps(id2, xs[4 * g + k]));
-            let q = iq4_levels(iq4_idx_bytes(h));
-            for k in 0..4 {
-                let wq = _mm256_mul_ps(ws[4 * g + k], q[k]);
-                sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, xs[4 * g + k]));
-                sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q[k]));
-            }
-        }
-        (sumqx, sumq2)
-    };
     let zero = _mm256_setzero_ps();
     let v0 = KVALUES_IQ4NL[0] as f32;
     let d0 = _mm256_div_ps(_mm256_xor_ps(max, _mm256_set1_ps(-0.0)), _mm256_set1_ps(v0));
-    let (sumqx, sumq2) = sums(_mm256_div_ps(_mm256_set1_ps(1.0), d0));
-    let mut d = _mm256_and_ps(_mm256_div_ps(sumqx, sumq2), _mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero));
-    let mut best = _mm256_mul_ps(d, sumqx);
-    for itry in -7..=7 {
-        let id = _mm256_div_ps(_mm256_set1_ps(itry as f32 + v0), max);
-        let (sumqx, sumq2) = sums(id);
+    // The first candidate goes with `itry` = -7, then pairs: their sums are independent chains;
+    // the comparisons stay in ggml's order.
+    let first = [_mm256_div_ps(_mm256_set1_ps(1.0), d0), _mm256_div_ps(_mm256_set1_ps(-7.0 + v0), max)];
+    let r = iq4_sums(&xs, &ws, first);
+    let mut d = _mm256_and_ps(_mm256_div_ps(r[0].0, r[0].1), _mm256_cmp_ps::<_CMP_GT_OQ>(r[0].1, zero));
+    let mut best = _mm256_mul_ps(d, r[0].0);
+    let mut next = r[1];
+    let mut itry = -6;
+    loop {
+        let (sumqx, sumq2) = next;
         let better = _mm256_and_ps(
             _mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero),
             _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumqx, sumqx), _mm256_mul_ps(best, sumq2)),
@@ -364,6 +462,24 @@ unsafe fn iq4_scales8_avx2(x: &[f32], w: &[f32], scales: &mut [f32]) {
         let s = _mm256_div_ps(sumqx, sumq2);
         d = _mm256_blendv_ps(d, s, better);
         best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumqx), better);
+        if itry > 7 {
+            break;
+        }
+        let pair = [
+            _mm256_div_ps(_mm256_set1_ps(itry as f32 + v0), max),
+            _mm256_div_ps(_mm256_set1_ps((itry + 1) as f32 + v0), max),
+        ];
+        let r = iq4_sums(&xs, &ws, pair);
+        let (sumqx, sumq2) = r[0];
+        let better = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero),
+            _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumqx, sumqx), _mm256_mul_ps(best, sumq2)),
+        );
+        let s = _mm256_div_ps(sumqx, sumq2);
+        d = _mm256_blendv_ps(d, s, better);
+        best = _mm256_blendv_ps(best, _mm256_mul_ps(s, sumqx), better);
+        next = r[1];
+        itry += 2;
     }
     let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(d, live));
