@@ -329,7 +329,7 @@ pub fn quantize_8x32<O: AffineOps>(x: &[f32], qw: Option<&[f32]>, refp: &Search,
 
 #[cfg(test)]
 mod tests {
-    use super::super::{dequantize_into_at, quantize_into_at, KType, Weights};
+    use super::super::{dequantize_into_at, quantize_rows_512 as quantize, KType, Weights};
     use crate::simd::available_levels;
 
     const TYPES: [KType; 3] = [KType::Q4K, KType::Q5K, KType::Q2K];
@@ -366,12 +366,6 @@ mod tests {
             ("positive", r.iter().map(|v| v.abs() + 1.0).collect()),
             ("large", r.iter().map(|v| v * 3e4).collect()),
         ]
-    }
-
-    fn quantize(t: KType, level: crate::simd::Level, x: &[f32], w: Weights<'_>) -> Vec<u8> {
-        let mut out = vec![0u8; t.quantized_len(x.len())];
-        quantize_into_at(t, level, x, 512, w, &mut out).unwrap();
-        out
     }
 
     #[test]

@@ -203,3 +203,11 @@ pub fn dequantize_into_at(t: KType, level: Level, src: &[u8], dst: &mut [f32]) -
         Ok(())
     })
 }
+
+/// Test helper: quantizes `x` as rows of 512 values at one level (panics on error).
+#[cfg(test)]
+pub(crate) fn quantize_rows_512(t: KType, level: Level, x: &[f32], w: Weights<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; t.quantized_len(x.len())];
+    quantize_into_at(t, level, x, 512, w, &mut out).unwrap();
+    out
+}

@@ -37,6 +37,7 @@ fn signed_max(x: &[f32]) -> (f32, f32) {
 
 /// `make_qx_quants(n, nmax, x, L, rmse_type = 1, qw)`: codes `L` in `0..2*nmax` and the scale.
 /// Without `qw` the weights are `x²`.
+#[allow(clippy::needless_range_loop)] // one index walks x and the weights, in ggml's order
 pub fn make_qx_quants(x: &[f32], nmax: i32, qw: Option<&[f32]>, l_out: &mut [i8]) -> f32 {
     let (max, amax) = signed_max(x);
     if amax < GROUP_MAX_EPS {
@@ -201,6 +202,7 @@ pub fn iq4_weights(x: &[f32], qw: Option<&[f32]>, out: &mut [f32]) {
 }
 
 /// The searches at one SIMD level (each AVX2 kernel is bit-identical to its scalar twin here).
+#[allow(clippy::type_complexity)] // plain fn-pointer fields, documented one by one
 pub struct SymOps {
     /// `make_qx_quants` on 8 sub-blocks of 16 (128 values): scales and codes.
     pub qx8: fn(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]),
@@ -226,6 +228,7 @@ pub fn ops(level: Level) -> &'static SymOps {
     }
 }
 
+#[allow(clippy::needless_range_loop)] // j picks the same sub-block of four slices
 pub fn qx8(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]) {
     for j in 0..8 {
         let r = 16 * j..16 * j + 16;
@@ -233,6 +236,7 @@ pub fn qx8(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut
     }
 }
 
+#[allow(clippy::needless_range_loop)] // j picks the same sub-block of three slices
 pub fn q3_16(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
     for j in 0..x.len() / 16 {
         let r = 16 * j..16 * j + 16;
@@ -293,7 +297,7 @@ mod tests {
         }
     }
 
-    use crate::scalar::kquants::{quantize_into_at, dequantize_into_at, KType, Weights};
+    use crate::scalar::kquants::{dequantize_into_at, quantize_rows_512 as quantize, KType, Weights};
     use crate::simd::available_levels;
 
     const TYPES: [KType; 4] = [KType::Q6K, KType::Q3K, KType::Iq4Nl, KType::Iq4Xs];
@@ -329,12 +333,6 @@ mod tests {
             ("tiny", tiny),
             ("half zero", mixed),
         ]
-    }
-
-    fn quantize(t: KType, level: crate::simd::Level, x: &[f32], w: Weights<'_>) -> Vec<u8> {
-        let mut out = vec![0u8; t.quantized_len(x.len())];
-        quantize_into_at(t, level, x, 512, w, &mut out).unwrap();
-        out
     }
 
     #[test]
