@@ -37,11 +37,7 @@ pub fn check_codes(codes: &[u8], bits: u32) -> Result<()> {
 pub fn pack(codes: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
     check_bits(bits)?;
     if out.len() != packed_len(codes.len(), bits) {
-        return Err(Error::Shape(format!(
-            "packed output has {} bytes, expected {}",
-            out.len(),
-            packed_len(codes.len(), bits)
-        )));
+        return Err(Error::Shape(format!("packed output has {} bytes, expected {}", out.len(), packed_len(codes.len(), bits))));
     }
     let mask = ((1u16 << bits) - 1) as u8;
     match bits {

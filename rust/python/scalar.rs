@@ -29,7 +29,12 @@ fn gguf_type(name: &str) -> PyResult<GgufType> {
 
 /// Decodes into a float32 array (a reused buffer, or a new `np.empty` one from Python).
 #[pyfunction]
-fn gguf_dequantize_into<'py>(py: Python<'py>, raw: PyReadonlyArrayDyn<'py, u8>, qtype: &str, mut out: PyReadwriteArrayDyn<'py, f32>) -> PyResult<()> {
+fn gguf_dequantize_into<'py>(
+    py: Python<'py>,
+    raw: PyReadonlyArrayDyn<'py, u8>,
+    qtype: &str,
+    mut out: PyReadwriteArrayDyn<'py, f32>,
+) -> PyResult<()> {
     let t = gguf_type(qtype)?;
     let src = slice(&raw, "raw")?;
     let dst = out.as_slice_mut().map_err(|_| to_py(invalid!("out must be a C-contiguous, writeable float32 array")))?;
@@ -108,16 +113,22 @@ type RtnParts<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyAny>, Option<Bound<
 
 /// Returns packed codes and scales (and zeros, affine only) in `scale_dtype`.
 #[pyfunction]
-fn rtn_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResult<RtnParts<'py>> {
+fn rtn_quantize<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    bits: u32,
+    group_size: usize,
+    scheme: &str,
+    scale_dtype: &str,
+) -> PyResult<RtnParts<'py>> {
     let spec = spec(bits, group_size, scheme, scale_dtype)?;
     let src = slice(&x, "x")?;
     spec.validate(src.len()).map_err(to_py)?;
     let groups = spec.n_groups(src.len());
     let affine = spec.scheme == Scheme::Affine;
     let (mut s, mut z) = (vec![0f32; groups], vec![0f32; if affine { groups } else { 0 }]);
-    let codes = filled(py, pack::packed_len(src.len(), bits), |c| {
-        run(py, || crate::scalar::rtn::quantize_into(&spec, src, c, &mut s, &mut z))
-    })?;
+    let codes =
+        filled(py, pack::packed_len(src.len(), bits), |c| run(py, || crate::scalar::rtn::quantize_into(&spec, src, c, &mut s, &mut z)))?;
     let zeros = affine.then(|| grid_array(py, &z, spec.scale_dtype));
     Ok((codes, grid_array(py, &s, spec.scale_dtype), zeros))
 }
@@ -165,7 +176,14 @@ fn mse_quantize<'py>(
 
 /// Like `rtn_quantize` (affine only), with HQQ-optimised float zero points.
 #[pyfunction]
-fn hqq_quantize<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, bits: u32, group_size: usize, scheme: &str, scale_dtype: &str) -> PyResult<RtnParts<'py>> {
+fn hqq_quantize<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    bits: u32,
+    group_size: usize,
+    scheme: &str,
+    scale_dtype: &str,
+) -> PyResult<RtnParts<'py>> {
     let spec = spec(bits, group_size, scheme, scale_dtype)?;
     let src = slice(&x, "x")?;
     search_parts(py, spec, src, hqq::quantize_into)

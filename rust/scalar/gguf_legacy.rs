@@ -28,9 +28,10 @@ impl LegacyType {
     pub const ALL: [LegacyType; 5] = [Self::Q8_0, Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q5_1];
 
     pub fn from_name(name: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
-            invalid!("unknown GGUF type {name:?}: expected one of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1")
-        })
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| invalid!("unknown GGUF type {name:?}: expected one of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1"))
     }
 
     pub fn name(self) -> &'static str {
@@ -91,11 +92,7 @@ pub fn check_rows(t: LegacyType, n: usize, row_len: usize) -> Result<()> {
         return Err(Error::Shape(format!("{n} values do not form rows of {row_len}")));
     }
     if row_len % t.block_size() != 0 {
-        return Err(Error::Shape(format!(
-            "row length {row_len} is not a multiple of the {} block size {}",
-            t.name(),
-            t.block_size()
-        )));
+        return Err(Error::Shape(format!("row length {row_len} is not a multiple of the {} block size {}", t.name(), t.block_size())));
     }
     Ok(())
 }

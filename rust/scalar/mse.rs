@@ -162,7 +162,14 @@ fn group(spec: &RtnSpec, x: &[f32], w: &[f32], codes: &mut [u8], index: usize) -
 }
 
 /// Quantizes `src` with searched scales into RTN's layout (affine or symmetric scheme).
-pub fn quantize_into(spec: &RtnSpec, src: &[f32], weights: Weights<'_>, codes: &mut [u8], scales: &mut [f32], zeros: &mut [f32]) -> Result<()> {
+pub fn quantize_into(
+    spec: &RtnSpec,
+    src: &[f32],
+    weights: Weights<'_>,
+    codes: &mut [u8],
+    scales: &mut [f32],
+    zeros: &mut [f32],
+) -> Result<()> {
     if spec.scheme == Scheme::Nf4 {
         return Err(invalid!("method='mse' supports the affine and symmetric schemes, not nf4"));
     }

@@ -119,7 +119,14 @@ pub type GroupFn<'a> = dyn Fn(usize, &[f32], &mut [u8]) -> Result<(f32, f32)> + 
 
 /// Checks input and buffers, then runs `group(index, values, codes)` on every group in RTN's
 /// fixed parallel chunks and packs the codes. `zeros` is empty for the non-affine schemes.
-pub fn quantize_groups(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &mut [f32], zeros: &mut [f32], group: &GroupFn<'_>) -> Result<()> {
+pub fn quantize_groups(
+    spec: &RtnSpec,
+    src: &[f32],
+    codes: &mut [u8],
+    scales: &mut [f32],
+    zeros: &mut [f32],
+    group: &GroupFn<'_>,
+) -> Result<()> {
     spec.validate(src.len())?;
     let g = spec.n_groups(src.len());
     let affine = spec.scheme == Scheme::Affine;
@@ -133,8 +140,10 @@ pub fn quantize_groups(spec: &RtnSpec, src: &[f32], codes: &mut [u8], scales: &m
     let cg = chunk_groups(spec);
     let code_bytes = cg * gs * spec.bits as usize / 8;
     let n_chunks = g.div_ceil(cg);
-    let zero_chunks: Vec<&mut [f32]> = if affine { zeros.chunks_mut(cg).collect() } else { (0..n_chunks).map(|_| <&mut [f32]>::default()).collect() };
-    let jobs: Vec<_> = src.chunks(cg * gs).zip(codes.chunks_mut(code_bytes)).zip(scales.chunks_mut(cg)).zip(zero_chunks).enumerate().collect();
+    let zero_chunks: Vec<&mut [f32]> =
+        if affine { zeros.chunks_mut(cg).collect() } else { (0..n_chunks).map(|_| <&mut [f32]>::default()).collect() };
+    let jobs: Vec<_> =
+        src.chunks(cg * gs).zip(codes.chunks_mut(code_bytes)).zip(scales.chunks_mut(cg)).zip(zero_chunks).enumerate().collect();
     parallel::try_for_each(jobs, |(ci, (((x, c), s), z))| {
         with_code_buffer(x.len(), |tmp| {
             for (i, (xg, tg)) in x.chunks_exact(gs).zip(tmp.chunks_exact_mut(gs)).enumerate() {

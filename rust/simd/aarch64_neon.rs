@@ -51,9 +51,9 @@ static LANE: [u32; QK] = {
 /// Bit `j % 8` in byte `j`: the weights that turn byte masks into `qh` bits (and back).
 static BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
 
-use scalar::inverse;
 /// Per-group grid arithmetic (a few operations a group): the scalar code serves.
 pub use scalar::grids;
+use scalar::inverse;
 /// NF4 (no NEON version yet): the scalar code serves.
 pub use scalar::{nf4_codes, nf4_values};
 
@@ -169,8 +169,7 @@ fn cvtt_lanes(v: float32x4_t) -> uint32x4_t {
 fn low_bytes(q: [uint32x4_t; 8]) -> [uint8x16_t; 2] {
     // SAFETY: NEON is baseline on aarch64; register-only intrinsics.
     unsafe {
-        let h: [uint16x8_t; 4] =
-            std::array::from_fn(|k| vuzp1q_u16(vreinterpretq_u16_u32(q[2 * k]), vreinterpretq_u16_u32(q[2 * k + 1])));
+        let h: [uint16x8_t; 4] = std::array::from_fn(|k| vuzp1q_u16(vreinterpretq_u16_u32(q[2 * k]), vreinterpretq_u16_u32(q[2 * k + 1])));
         [
             vuzp1q_u8(vreinterpretq_u8_u16(h[0]), vreinterpretq_u8_u16(h[1])),
             vuzp1q_u8(vreinterpretq_u8_u16(h[2]), vreinterpretq_u8_u16(h[3])),
@@ -184,9 +183,7 @@ fn codes_mul_add(v: &Block, id: f32, add: f32, max: u8) -> [uint8x16_t; 2] {
     // SAFETY: NEON is baseline on aarch64; register-only intrinsics.
     unsafe {
         let (idv, addv) = (vdupq_n_f32(id), vdupq_n_f32(add));
-        let b = low_bytes(std::array::from_fn(|k| {
-            cvtt_lanes(vaddq_f32(vmulq_f32(v[k], idv), addv))
-        }));
+        let b = low_bytes(std::array::from_fn(|k| cvtt_lanes(vaddq_f32(vmulq_f32(v[k], idv), addv))));
         let m = vdupq_n_u8(max);
         [vminq_u8(b[0], m), vminq_u8(b[1], m)]
     }
@@ -228,11 +225,7 @@ fn store16(out: &mut [u8; 16], v: uint8x16_t) {
 /// Runs `f` on each pair of (32-float block, `B`-byte block), as the scalar kernels zip them;
 /// true iff every block reported finite and the values past the last block are finite.
 #[inline(always)]
-fn quantize_blocks<const B: usize>(
-    src: &[f32],
-    dst: &mut [u8],
-    mut f: impl FnMut(&[f32; QK], &mut [u8; B]) -> bool,
-) -> bool {
+fn quantize_blocks<const B: usize>(src: &[f32], dst: &mut [u8], mut f: impl FnMut(&[f32; QK], &mut [u8; B]) -> bool) -> bool {
     let mut finite = true;
     let mut done = 0;
     for (x, out) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(B)) {
@@ -375,10 +368,7 @@ pub fn quantize_q5_1(src: &[f32], dst: &mut [u8]) -> bool {
 #[inline(always)]
 fn dequantize_blocks<const B: usize>(src: &[u8], dst: &mut [f32], f: impl Fn(&[u8; B], &mut [f32; QK])) {
     for (b, y) in src.chunks_exact(B).zip(dst.chunks_exact_mut(QK)) {
-        f(
-            b.try_into().expect("B-byte chunk"),
-            y.try_into().expect("32-float chunk"),
-        );
+        f(b.try_into().expect("B-byte chunk"), y.try_into().expect("32-float chunk"));
     }
 }
 
@@ -400,12 +390,7 @@ fn store_scaled(q: [int8x16_t; 2], d: f32, m: Option<f32>, y: &mut [f32; QK]) {
         let dv = vdupq_n_f32(d);
         for (h, qv) in q.into_iter().enumerate() {
             let (lo, hi) = (vmovl_s8(vget_low_s8(qv)), vmovl_high_s8(qv));
-            let parts = [
-                vmovl_s16(vget_low_s16(lo)),
-                vmovl_high_s16(lo),
-                vmovl_s16(vget_low_s16(hi)),
-                vmovl_high_s16(hi),
-            ];
+            let parts = [vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)), vmovl_high_s16(hi)];
             for (k, part) in parts.into_iter().enumerate() {
                 let mut r = vmulq_f32(dv, vcvtq_f32_s32(part));
                 if let Some(m) = m {
@@ -435,10 +420,7 @@ fn with_high_bits(q: [uint8x16_t; 2], qh: &[u8; 4]) -> [uint8x16_t; 2] {
         let (w, b4) = (vld1q_u8(BIT.as_ptr()), vdupq_n_u8(0x10));
         let lo = vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1]));
         let hi = vcombine_u8(vdup_n_u8(qh[2]), vdup_n_u8(qh[3]));
-        [
-            vorrq_u8(q[0], vandq_u8(vtstq_u8(lo, w), b4)),
-            vorrq_u8(q[1], vandq_u8(vtstq_u8(hi, w), b4)),
-        ]
+        [vorrq_u8(q[0], vandq_u8(vtstq_u8(lo, w), b4)), vorrq_u8(q[1], vandq_u8(vtstq_u8(hi, w), b4))]
     }
 }
 
@@ -448,10 +430,7 @@ fn signed(q: [uint8x16_t; 2], bias: u8) -> [int8x16_t; 2] {
     // SAFETY: NEON is baseline on aarch64; register-only intrinsics.
     unsafe {
         let b = vdupq_n_u8(bias);
-        [
-            vreinterpretq_s8_u8(vsubq_u8(q[0], b)),
-            vreinterpretq_s8_u8(vsubq_u8(q[1], b)),
-        ]
+        [vreinterpretq_s8_u8(vsubq_u8(q[0], b)), vreinterpretq_s8_u8(vsubq_u8(q[1], b))]
     }
 }
 
@@ -475,12 +454,7 @@ pub fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
 /// Q4_1 dequantization, identical to [`scalar::dequantize_q4_1`].
 pub fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
     dequantize_blocks::<20>(src, dst, |b, y| {
-        store_scaled(
-            signed(load_nibbles(bytes(b, 4)), 0),
-            f16_at(b, 0),
-            Some(f16_at(b, 2)),
-            y,
-        );
+        store_scaled(signed(load_nibbles(bytes(b, 4)), 0), f16_at(b, 0), Some(f16_at(b, 2)), y);
     })
 }
 
@@ -570,17 +544,12 @@ pub fn group_codes(x: &[f32], inv: f32, zero: f32, lo: f32, hi: f32, out: &mut [
         let mut xb = x[..n4].chunks_exact(16);
         let mut ob = out[..n4].chunks_exact_mut(16);
         for (b, o) in xb.by_ref().zip(ob.by_ref()) {
-            let c: [uint32x4_t; 4] =
-                std::array::from_fn(|k| code_lanes(vld1q_f32(b.as_ptr().add(4 * k)), invv, zv, lov, hiv));
+            let c: [uint32x4_t; 4] = std::array::from_fn(|k| code_lanes(vld1q_f32(b.as_ptr().add(4 * k)), invv, zv, lov, hiv));
             let h0 = vqmovn_high_u32(vqmovn_u32(c[0]), c[1]);
             let h1 = vqmovn_high_u32(vqmovn_u32(c[2]), c[3]);
             vst1q_u8(o.as_mut_ptr(), vqmovn_high_u16(vqmovn_u16(h0), h1));
         }
-        for (b, o) in xb
-            .remainder()
-            .chunks_exact(4)
-            .zip(ob.into_remainder().chunks_exact_mut(4))
-        {
+        for (b, o) in xb.remainder().chunks_exact(4).zip(ob.into_remainder().chunks_exact_mut(4)) {
             let c = code_lanes(vld1q_f32(b.as_ptr()), invv, zv, lov, hiv);
             let w = vqmovn_u16(vcombine_u16(vqmovn_u32(c), vdup_n_u16(0)));
             o.copy_from_slice(&vget_lane_u32::<0>(vreinterpret_u32_u8(w)).to_le_bytes());
@@ -605,21 +574,12 @@ pub fn group_values(codes: &[u8], scale: f32, zero: f32, out: &mut [f32]) {
         for (c, o) in cb.by_ref().zip(ob.by_ref()) {
             let b = vld1q_u8(c.as_ptr());
             let (lo, hi) = (vmovl_u8(vget_low_u8(b)), vmovl_high_u8(b));
-            let parts = [
-                vmovl_u16(vget_low_u16(lo)),
-                vmovl_high_u16(lo),
-                vmovl_u16(vget_low_u16(hi)),
-                vmovl_high_u16(hi),
-            ];
+            let parts = [vmovl_u16(vget_low_u16(lo)), vmovl_high_u16(lo), vmovl_u16(vget_low_u16(hi)), vmovl_high_u16(hi)];
             for (k, part) in parts.into_iter().enumerate() {
                 vst1q_f32(o.as_mut_ptr().add(4 * k), value(part));
             }
         }
-        for (c, o) in cb
-            .remainder()
-            .chunks_exact(4)
-            .zip(ob.into_remainder().chunks_exact_mut(4))
-        {
+        for (c, o) in cb.remainder().chunks_exact(4).zip(ob.into_remainder().chunks_exact_mut(4)) {
             let lanes = [c[0] as u32, c[1] as u32, c[2] as u32, c[3] as u32];
             vst1q_f32(o.as_mut_ptr(), value(vld1q_u32(lanes.as_ptr())));
         }

@@ -56,9 +56,8 @@ pub fn check_grids(grids: GridsFn) {
                     offset: (1u32 << (bits - 1)) as f32,
                     f16,
                 };
-                for (special, n) in [&overflowing[..], &finite[..]]
-                    .into_iter()
-                    .flat_map(|sp| [1usize, 7, 8, 9, 31, 64, 257].map(|n| (sp, n)))
+                for (special, n) in
+                    [&overflowing[..], &finite[..]].into_iter().flat_map(|sp| [1usize, 7, 8, 9, 31, 64, 257].map(|n| (sp, n)))
                 {
                     let value = |r: u64| -> f32 {
                         if r % 4 == 0 {

@@ -199,11 +199,7 @@ pub fn supported(l: Level) -> bool {
 /// Forces kernels to run at `l` (for tests and debugging). Refuses a level the CPU lacks.
 pub fn force_level(l: Level) -> Result<()> {
     if !supported(l) {
-        return Err(invalid!(
-            "SIMD level {:?} is not available on this CPU (best: {:?})",
-            l.name(),
-            detected_level().name()
-        ));
+        return Err(invalid!("SIMD level {:?} is not available on this CPU (best: {:?})", l.name(), detected_level().name()));
     }
     ACTIVE.store(l as u8, Ordering::Relaxed);
     Ok(())

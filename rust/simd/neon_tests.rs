@@ -73,13 +73,7 @@ const SPECIALS: [f32; 22] = [
 
 /// NaNs (quiet of both signs, signalling) and infinities.
 fn nonfinite() -> [f32; 5] {
-    [
-        f32::NAN,
-        -f32::NAN,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::from_bits(0x7f80_0001),
-    ]
+    [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::from_bits(0x7f80_0001)]
 }
 
 type QuantizeFn = fn(&[f32], &mut [u8]) -> bool;
@@ -130,17 +124,10 @@ const TYPES: [Q; 5] = [
 /// power of two `s`, with the block's extremes making the scale exactly `s`.
 fn tie_block(r: &mut Rng) -> Vec<f32> {
     let s = 2f32.powi(r.below(60) as i32 - 30);
-    let (lo, hi, ends): (i32, i32, &[f32]) = r.pick(&[
-        (-126, 126, &[127.0][..]),
-        (-7, 7, &[-8.0]),
-        (-15, 15, &[-16.0]),
-        (-4, 11, &[-4.0, 11.0]),
-        (-10, 21, &[-10.0, 21.0]),
-    ]);
+    let (lo, hi, ends): (i32, i32, &[f32]) =
+        r.pick(&[(-126, 126, &[127.0][..]), (-7, 7, &[-8.0]), (-15, 15, &[-16.0]), (-4, 11, &[-4.0, 11.0]), (-10, 21, &[-10.0, 21.0])]);
     let s = if ends.len() == 1 && r.coin() { -s } else { s };
-    let mut x: Vec<f32> = (0..32)
-        .map(|_| (2 * lo + r.below(2 * (hi - lo) as usize + 1) as i32) as f32 * 0.5 * s)
-        .collect();
+    let mut x: Vec<f32> = (0..32).map(|_| (2 * lo + r.below(2 * (hi - lo) as usize + 1) as i32) as f32 * 0.5 * s).collect();
     for &e in ends {
         x[r.below(32)] = e * s;
     }
@@ -168,16 +155,11 @@ fn finite_block(r: &mut Rng) -> Vec<f32> {
         }
         8 => {
             let sub = [1e-39, -5e-40, TINY, -TINY, 0.0, -0.0, f32::MIN_POSITIVE, 2.0 * TINY];
-            x.iter_mut()
-                .for_each(|v| *v = r.pick(&sub) * if r.below(3) == 0 { r.unit() } else { 1.0 });
+            x.iter_mut().for_each(|v| *v = r.pick(&sub) * if r.below(3) == 0 { r.unit() } else { 1.0 });
         }
         9 | 10 => x = tie_block(r),
-        11 => x
-            .iter_mut()
-            .for_each(|v| *v = r.pick(&[3e38, -3e38, f32::MAX, f32::MIN, 1e38, -2e38])),
-        12 => x
-            .iter_mut()
-            .for_each(|v| *v = if r.coin() { r.pick(&SPECIALS) } else { r.unit() * 7e4 }),
+        11 => x.iter_mut().for_each(|v| *v = r.pick(&[3e38, -3e38, f32::MAX, f32::MIN, 1e38, -2e38])),
+        12 => x.iter_mut().for_each(|v| *v = if r.coin() { r.pick(&SPECIALS) } else { r.unit() * 7e4 }),
         13 => x.iter_mut().for_each(|v| *v = r.finite_bits()),
         14 => {
             // Small integers: many tied magnitudes (first argmax) and tied extremes.
@@ -186,13 +168,7 @@ fn finite_block(r: &mut Rng) -> Vec<f32> {
         15 => {
             // Zeros of both signs mixed with values of one sign: a zero minimum or maximum.
             let sign = if r.coin() { 1.0 } else { -1.0 };
-            x.iter_mut().for_each(|v| {
-                *v = if r.coin() {
-                    r.pick(&[0.0, -0.0])
-                } else {
-                    sign * r.unit().abs() * r.magnitude()
-                }
-            });
+            x.iter_mut().for_each(|v| *v = if r.coin() { r.pick(&[0.0, -0.0]) } else { sign * r.unit().abs() * r.magnitude() });
         }
         _ => {
             // Tied |max| with opposite signs at random positions.
@@ -227,10 +203,7 @@ fn check_quantize(t: &Q, src: &[f32], dst_len: usize) {
         if let Some(i) = (0..dst_len).find(|&i| a[i] != b[i]) {
             let blk = i / t.bytes;
             let xs = src.get(blk * 32..blk * 32 + 32);
-            panic!(
-                "{} byte {i} (block {blk}): scalar {:#04x} neon {:#04x}; block {xs:?}",
-                t.name, a[i], b[i]
-            );
+            panic!("{} byte {i} (block {blk}): scalar {:#04x} neon {:#04x}; block {xs:?}", t.name, a[i], b[i]);
         }
     }
 }
@@ -240,11 +213,7 @@ fn quantize_random_blocks_match_scalar() {
     let mut r = Rng::new(1);
     for t in &TYPES {
         for _ in 0..3000 {
-            let x = if r.below(5) == 0 {
-                nonfinite_block(&mut r)
-            } else {
-                finite_block(&mut r)
-            };
+            let x = if r.below(5) == 0 { nonfinite_block(&mut r) } else { finite_block(&mut r) };
             check_quantize(t, &x, t.bytes);
         }
     }
@@ -255,22 +224,7 @@ fn quantize_adversarial_blocks_match_scalar() {
     assert_eq!(TINY.to_bits(), 1);
     let mut r = Rng::new(2);
     let mut blocks: Vec<Vec<f32>> = vec![vec![0.0; 32], vec![-0.0; 32]];
-    for c in [
-        1.0f32,
-        -1.0,
-        0.5,
-        -2.5,
-        1e-39,
-        -5e-40,
-        TINY,
-        -TINY,
-        3e38,
-        -3e38,
-        7e4,
-        -1e5,
-        f32::MAX,
-        f32::MIN,
-    ] {
+    for c in [1.0f32, -1.0, 0.5, -2.5, 1e-39, -5e-40, TINY, -TINY, 3e38, -3e38, 7e4, -1e5, f32::MAX, f32::MIN] {
         blocks.push(vec![c; 32]);
     }
     for _ in 0..40 {
@@ -285,14 +239,7 @@ fn quantize_adversarial_blocks_match_scalar() {
     }
     for i in 0..32 {
         // A single huge outlier (or a single non-zero) at every position.
-        for (base, out) in [
-            (0.01f32, 1e30f32),
-            (0.0, 5.0),
-            (-0.0, -5.0),
-            (1.0, -3e38),
-            (0.5, 7e4),
-            (0.0, TINY),
-        ] {
+        for (base, out) in [(0.01f32, 1e30f32), (0.0, 5.0), (-0.0, -5.0), (1.0, -3e38), (0.5, 7e4), (0.0, TINY)] {
             let mut x = vec![base; 32];
             x[i] = out;
             blocks.push(x);
@@ -305,17 +252,7 @@ fn quantize_adversarial_blocks_match_scalar() {
     // Rounding ties.
     for s in [1.0f32, -1.0, 0.25, 2f32.powi(-20)] {
         blocks.push((0..32).map(|i| (i as f32 - 16.0 + 0.5) * s).collect());
-        blocks.push(
-            (0..32)
-                .map(|i| {
-                    if i == 31 {
-                        127.0 * s
-                    } else {
-                        (i as f32 * 4.0 - 63.5) * s
-                    }
-                })
-                .collect(),
-        );
+        blocks.push((0..32).map(|i| if i == 31 { 127.0 * s } else { (i as f32 * 4.0 - 63.5) * s }).collect());
         let mut halves = vec![-8.0 * s, 8.0 * s];
         halves.extend((0..30).map(|k| (-7.0 + 0.5 * k as f32) * s));
         blocks.push(halves.clone());
@@ -363,22 +300,12 @@ fn quantize_many_blocks_and_ragged_lengths_match_scalar() {
         let nb = 1 + r.below(40);
         let mut src: Vec<f32> = Vec::new();
         for _ in 0..nb {
-            src.extend(if r.below(12) == 0 {
-                nonfinite_block(&mut r)
-            } else {
-                finite_block(&mut r)
-            });
+            src.extend(if r.below(12) == 0 { nonfinite_block(&mut r) } else { finite_block(&mut r) });
         }
         if round % 3 == 1 {
             // A ragged tail (no block): it still counts for the flag.
             let tail = r.below(32);
-            src.extend((0..tail).map(|_| {
-                if r.below(4) == 0 {
-                    r.pick(&nonfinite())
-                } else {
-                    r.unit()
-                }
-            }));
+            src.extend((0..tail).map(|_| if r.below(4) == 0 { r.pick(&nonfinite()) } else { r.unit() }));
         }
         for t in &TYPES {
             // Exact, shorter (blocks left out) and longer (bytes left alone) outputs.
@@ -449,9 +376,7 @@ fn dequantize_random_bytes_match_scalar() {
     let mut r = Rng::new(4);
     // fp16 scales worth forcing: NaNs (quiet, signalling, negative), infinities, subnormals,
     // zeros, the largest finite value, one.
-    let halves: [u16; 12] = [
-        0x7e00, 0x7c01, 0xfe00, 0x7d55, 0x7c00, 0xfc00, 0x0001, 0x8001, 0x0000, 0x8000, 0x7bff, 0x3c00,
-    ];
+    let halves: [u16; 12] = [0x7e00, 0x7c01, 0xfe00, 0x7d55, 0x7c00, 0xfc00, 0x0001, 0x8001, 0x0000, 0x8000, 0x7bff, 0x3c00];
     for t in &TYPES {
         for _ in 0..400 {
             let nb = 1 + r.below(8);
@@ -465,10 +390,7 @@ fn dequantize_random_bytes_match_scalar() {
                 if r.below(6) == 0 {
                     // Zero codes (inf * 0 = NaN) or all-ones codes.
                     let fill = if r.coin() { 0 } else { 0xff };
-                    blk[2..]
-                        .iter_mut()
-                        .skip(if t.bytes == 20 || t.bytes == 24 { 2 } else { 0 })
-                        .for_each(|b| *b = fill);
+                    blk[2..].iter_mut().skip(if t.bytes == 20 || t.bytes == 24 { 2 } else { 0 }).for_each(|b| *b = fill);
                 }
             }
             let extra = r.below(3) * 32;
@@ -503,15 +425,7 @@ fn group_lengths() -> impl Iterator<Item = usize> {
 fn group(r: &mut Rng, n: usize, finite: bool) -> Vec<f32> {
     let mut x: Vec<f32> = match r.below(6) {
         0 => vec![if r.coin() { 0.0 } else { -0.0 }; n],
-        1 => (0..n)
-            .map(|_| {
-                if r.coin() {
-                    r.pick(&[0.0, -0.0])
-                } else {
-                    r.pick(&[1.0, -1.0]) * r.unit().abs()
-                }
-            })
-            .collect(),
+        1 => (0..n).map(|_| if r.coin() { r.pick(&[0.0, -0.0]) } else { r.pick(&[1.0, -1.0]) * r.unit().abs() }).collect(),
         2 => (0..n).map(|_| r.pick(&SPECIALS)).collect(),
         3 => (0..n).map(|_| r.finite_bits()).collect(),
         _ => {
@@ -540,10 +454,7 @@ fn check_range(x: &[f32]) {
     let (s, v) = (scalar::group_range(x), neon::group_range(x));
     assert_eq!(s.2, v.2, "finite flag differs for {x:?}");
     if s.2 {
-        assert!(
-            same_value(s.0, v.0) && same_value(s.1, v.1),
-            "scalar {s:?} neon {v:?} for {x:?}"
-        );
+        assert!(same_value(s.0, v.0) && same_value(s.1, v.1), "scalar {s:?} neon {v:?} for {x:?}");
     }
 }
 
@@ -576,12 +487,7 @@ fn check_codes(x: &[f32], inv: f32, zero: f32, lo: f32, hi: f32, out_len: usize)
     scalar::group_codes(x, inv, zero, lo, hi, &mut a);
     neon::group_codes(x, inv, zero, lo, hi, &mut b);
     if let Some(i) = (0..out_len).find(|&i| a[i] != b[i]) {
-        panic!(
-            "code {i}: scalar {} neon {}; x {:?} inv {inv:e} zero {zero} lo {lo} hi {hi}",
-            a[i],
-            b[i],
-            x.get(i)
-        );
+        panic!("code {i}: scalar {} neon {}; x {:?} inv {inv:e} zero {zero} lo {lo} hi {hi}", a[i], b[i], x.get(i));
     }
 }
 
@@ -592,28 +498,10 @@ fn code_params(r: &mut Rng, x: &[f32]) -> (f32, f32, f32, f32) {
         let (mn, mx, _) = scalar::group_range(x);
         let scale = (mx - mn) / hi;
         let inv = if scale == 0.0 { r.pick(&[0.0, 1.0]) } else { 1.0 / scale };
-        let zero = if r.coin() {
-            (-mn * inv).round_ties_even()
-        } else {
-            r.below(hi as usize + 1) as f32
-        };
+        let zero = if r.coin() { (-mn * inv).round_ties_even() } else { r.below(hi as usize + 1) as f32 };
         (inv, zero, 0.0, hi)
     } else {
-        let inv = r.pick(&[
-            0.0,
-            -0.0,
-            1.0,
-            2.0,
-            0.5,
-            -1.0,
-            1e30,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NAN,
-            TINY,
-            3e38,
-            1e-39,
-        ]);
+        let inv = r.pick(&[0.0, -0.0, 1.0, 2.0, 0.5, -1.0, 1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, TINY, 3e38, 1e-39]);
         let zero = r.pick(&[0.0, -0.0, 0.5, 8.0, 127.5, -300.0, 1e10, f32::NAN, f32::INFINITY, 255.0]);
         let (lo, hi) = r.pick(&[
             (0.0, 255.0),
@@ -671,12 +559,7 @@ fn check_values(c: &[u8], scale: f32, zero: f32, out_len: usize) {
     scalar::group_values(c, scale, zero, &mut a);
     neon::group_values(c, scale, zero, &mut b);
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert_eq!(
-            x.to_bits(),
-            y.to_bits(),
-            "value {i}: scalar {x:e} neon {y:e}; code {:?} scale {scale:e} zero {zero:e}",
-            c.get(i)
-        );
+        assert_eq!(x.to_bits(), y.to_bits(), "value {i}: scalar {x:e} neon {y:e}; code {:?} scale {scale:e} zero {zero:e}", c.get(i));
     }
 }
 
@@ -705,11 +588,7 @@ fn group_values_match_scalar() {
     for n in group_lengths() {
         for _ in 0..if n > 1000 { 20 } else { 100 } {
             let c: Vec<u8> = (0..n).map(|_| r.next() as u8).collect();
-            let (scale, zero) = if r.coin() {
-                (r.unit() * r.magnitude(), r.below(256) as f32)
-            } else {
-                (r.pick(&odd), r.pick(&odd))
-            };
+            let (scale, zero) = if r.coin() { (r.unit() * r.magnitude(), r.below(256) as f32) } else { (r.pick(&odd), r.pick(&odd)) };
             check_values(&c, scale, zero, n);
             check_values(&c, scale, zero, n / 2);
             check_values(&c, scale, zero, n + 5);

@@ -277,7 +277,11 @@ mod tests {
         centres.push(0.0);
         for c in centres {
             for k in -(1i32 << 16)..(1 << 16) {
-                let x = if c == 0.0 { f32::from_bits(k.unsigned_abs()) * k.signum() as f32 } else { f32::from_bits((c.to_bits() as i64 + k as i64) as u32) };
+                let x = if c == 0.0 {
+                    f32::from_bits(k.unsigned_abs()) * k.signum() as f32
+                } else {
+                    f32::from_bits((c.to_bits() as i64 + k as i64) as u32)
+                };
                 assert_eq!(best_index_iq4(x), rule(x), "{x}");
             }
         }
@@ -319,7 +323,8 @@ mod tests {
         for b in 0..32 {
             outlier[32 * b + (b * 7) % 32] = if b % 2 == 0 { 900.0 } else { -900.0 };
         }
-        let subnormal: Vec<f32> = (0..1024).map(|i| f32::from_bits(1 + (i as u32 * 7919) % 0x7f_ffff) * if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
+        let subnormal: Vec<f32> =
+            (0..1024).map(|i| f32::from_bits(1 + (i as u32 * 7919) % 0x7f_ffff) * if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
         let tiny: Vec<f32> = (0..1024).map(|_| r() * 1e-12).collect();
         let mixed: Vec<f32> = (0..1024).map(|i| if i % 256 < 128 { 0.0 } else { r() }).collect();
         vec![
@@ -359,7 +364,11 @@ mod tests {
             // Random bytes can hold float16 NaN or infinity scales: keep them finite here (those
             // propagate identically but NaN payloads are not compared by bits).
             for b in raw.chunks_mut(t.block_bytes()) {
-                let d = match t { KType::Q6K => 208, KType::Q3K => 108, _ => 0 };
+                let d = match t {
+                    KType::Q6K => 208,
+                    KType::Q3K => 108,
+                    _ => 0,
+                };
                 b[d + 1] &= 0x3f;
             }
             let n = raw.len() / t.block_bytes() * t.block_size();

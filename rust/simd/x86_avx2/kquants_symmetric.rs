@@ -397,8 +397,38 @@ unsafe fn iq4_levels(idx: __m256i) -> [__m256; 4] {
         // Byte 4k+m of each half into the top byte of dword m, then an arithmetic shift.
         let b = (4 * k) as i8;
         let ctl = _mm256_setr_epi8(
-            -1, -1, -1, b, -1, -1, -1, b + 1, -1, -1, -1, b + 2, -1, -1, -1, b + 3,
-            -1, -1, -1, b, -1, -1, -1, b + 1, -1, -1, -1, b + 2, -1, -1, -1, b + 3,
+            -1,
+            -1,
+            -1,
+            b,
+            -1,
+            -1,
+            -1,
+            b + 1,
+            -1,
+            -1,
+            -1,
+            b + 2,
+            -1,
+            -1,
+            -1,
+            b + 3,
+            -1,
+            -1,
+            -1,
+            b,
+            -1,
+            -1,
+            -1,
+            b + 1,
+            -1,
+            -1,
+            -1,
+            b + 2,
+            -1,
+            -1,
+            -1,
+            b + 3,
         );
         *o = _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(q, ctl)));
     }
@@ -465,10 +495,7 @@ unsafe fn iq4_scales8_avx2(x: &[f32], w: &[f32], scales: &mut [f32]) {
         if itry > 7 {
             break;
         }
-        let pair = [
-            _mm256_div_ps(_mm256_set1_ps(itry as f32 + v0), max),
-            _mm256_div_ps(_mm256_set1_ps((itry + 1) as f32 + v0), max),
-        ];
+        let pair = [_mm256_div_ps(_mm256_set1_ps(itry as f32 + v0), max), _mm256_div_ps(_mm256_set1_ps((itry + 1) as f32 + v0), max)];
         let r = iq4_sums(&xs, &ws, pair);
         let (sumqx, sumq2) = r[0];
         let better = _mm256_and_ps(

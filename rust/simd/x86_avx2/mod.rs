@@ -33,12 +33,12 @@ use super::Level;
 mod dequantize;
 mod grids;
 mod group;
-pub mod kquants_affine;
 pub mod hqq;
+pub mod kquants_affine;
+pub mod kquants_symmetric;
 mod nf4;
 mod nibbles;
 mod quantize;
-pub mod kquants_symmetric;
 
 /// Panics unless this CPU has AVX2, FMA and F16C (the public kernels' soundness guard).
 #[inline(always)]
