@@ -4,28 +4,13 @@
 //! `dequantize_row_iq4_nl`. Eight blocks are searched at once (one per SIMD lane).
 
 use super::common::{f16_bytes, f16_value};
-use super::symmetric_search::{iq4_weights, ops, SymOps, KVALUES_IQ4NL};
+use super::symmetric_search::{iq4_weights, ops, symmetric_type_kernels, SymOps, KVALUES_IQ4NL};
 use super::TypeKernels;
 use crate::simd::Level;
 
 const BLOCK_BYTES: usize = 18;
 
-pub fn kernels(level: Level) -> TypeKernels {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => TypeKernels { quantize: quantize_avx2, dequantize: crate::simd::x86_avx2::kquants_symmetric::dequantize_iq4_nl },
-        _ => TypeKernels { quantize: quantize_scalar, dequantize },
-    }
-}
-
-fn quantize_scalar(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    quantize_with(ops(Level::Scalar), src, weights, dst);
-}
-
-#[cfg(target_arch = "x86_64")]
-fn quantize_avx2(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    quantize_with(ops(Level::Avx2), src, weights, dst);
-}
+symmetric_type_kernels!(dequantize_iq4_nl);
 
 /// Groups of eight blocks; a short last group is padded with zero blocks (scale 0, discarded).
 fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {

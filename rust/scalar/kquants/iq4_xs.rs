@@ -6,28 +6,13 @@
 
 use super::common::{f16_bytes, f16_value};
 use super::iq4_nl::decode_block;
-use super::symmetric_search::{iq4_weights, nint, ops, SymOps};
+use super::symmetric_search::{iq4_weights, nint, ops, symmetric_type_kernels, SymOps};
 use super::{TypeKernels, QK_K};
 use crate::simd::Level;
 
 const BLOCK_BYTES: usize = 136;
 
-pub fn kernels(level: Level) -> TypeKernels {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => TypeKernels { quantize: quantize_avx2, dequantize: crate::simd::x86_avx2::kquants_symmetric::dequantize_iq4_xs },
-        _ => TypeKernels { quantize: quantize_scalar, dequantize },
-    }
-}
-
-fn quantize_scalar(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    quantize_with(ops(Level::Scalar), src, weights, dst);
-}
-
-#[cfg(target_arch = "x86_64")]
-fn quantize_avx2(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    quantize_with(ops(Level::Avx2), src, weights, dst);
-}
+symmetric_type_kernels!(dequantize_iq4_xs);
 
 fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
     for (i, (x, out)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_BYTES)).enumerate() {

@@ -6,7 +6,7 @@
 //! `dequantize_row_q3_K`.
 
 use super::common::{f16_bytes, f16_value};
-use super::symmetric_search::{make_qx_quants, nint, ops, SymOps};
+use super::symmetric_search::{make_qx_quants, nint, ops, symmetric_type_kernels, SymOps};
 use super::{TypeKernels, QK_K};
 use crate::simd::Level;
 
@@ -16,22 +16,7 @@ const QS: usize = 32;
 const SCALES: usize = 96;
 const D: usize = 108;
 
-pub fn kernels(level: Level) -> TypeKernels {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => TypeKernels { quantize: quantize_avx2, dequantize: crate::simd::x86_avx2::kquants_symmetric::dequantize_q3_k },
-        _ => TypeKernels { quantize: quantize_scalar, dequantize },
-    }
-}
-
-fn quantize_scalar(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    quantize_with(ops(Level::Scalar), src, weights, dst);
-}
-
-#[cfg(target_arch = "x86_64")]
-fn quantize_avx2(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    quantize_with(ops(Level::Avx2), src, weights, dst);
-}
+symmetric_type_kernels!(dequantize_q3_k);
 
 /// Without weights, super-blocks go in pairs so that the AVX2 descent runs four chains at once.
 fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {

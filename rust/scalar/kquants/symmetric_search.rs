@@ -201,6 +201,24 @@ pub fn iq4_weights(x: &[f32], qw: Option<&[f32]>, out: &mut [f32]) {
     }
 }
 
+/// Defines a type's `kernels(level)` from its `quantize_with(&SymOps, src, weights, dst)`, its
+/// scalar `dequantize` and the name of its AVX2 dequantizer in `x86_avx2::kquants_symmetric`.
+macro_rules! symmetric_type_kernels {
+    ($avx2_dequantize:ident) => {
+        pub fn kernels(level: Level) -> TypeKernels {
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx2 => TypeKernels {
+                    quantize: |s, w, d| quantize_with(ops(Level::Avx2), s, w, d),
+                    dequantize: crate::simd::x86_avx2::kquants_symmetric::$avx2_dequantize,
+                },
+                _ => TypeKernels { quantize: |s, w, d| quantize_with(ops(Level::Scalar), s, w, d), dequantize },
+            }
+        }
+    };
+}
+pub(crate) use symmetric_type_kernels;
+
 /// The searches at one SIMD level (each AVX2 kernel is bit-identical to its scalar twin here).
 #[allow(clippy::type_complexity)] // plain fn-pointer fields, documented one by one
 pub struct SymOps {
