@@ -9,7 +9,7 @@ use super::errors::{run, to_py};
 use crate::error::invalid;
 use crate::pack;
 use crate::scalar::gguf_legacy::{self, LegacyType};
-use crate::scalar::kquants::{self, KType, Weights as KWeights};
+use crate::scalar::kquants::{self, KType};
 use crate::scalar::rtn::{RtnSpec, ScaleDtype, Scheme};
 use crate::scalar::search::Weights;
 use crate::scalar::{hqq, mse};
@@ -68,9 +68,9 @@ fn gguf_quantize_into<'py>(
         GgufType::Legacy(t) => Err(to_py(invalid!("importance weights apply to the K-quant and IQ4 types, not {}", t.name()))),
         GgufType::K(t) => {
             let weights = match w {
-                None => KWeights::None,
-                Some(v) if v.len() == src.len() => KWeights::PerValue(v),
-                Some(v) => KWeights::PerColumn(v),
+                None => Weights::None,
+                Some(v) if v.len() == src.len() => Weights::PerValue(v),
+                Some(w) => Weights::PerColumn { w, row_len },
             };
             run(py, || kquants::quantize_into(t, src, row_len, weights, dst))
         }
@@ -123,18 +123,12 @@ fn rtn_quantize<'py>(
 ) -> PyResult<RtnParts<'py>> {
     let spec = spec(bits, group_size, scheme, scale_dtype)?;
     let src = slice(&x, "x")?;
-    spec.validate(src.len()).map_err(to_py)?;
-    let groups = spec.n_groups(src.len());
-    let affine = spec.scheme == Scheme::Affine;
-    let (mut s, mut z) = (vec![0f32; groups], vec![0f32; if affine { groups } else { 0 }]);
-    let codes =
-        filled(py, pack::packed_len(src.len(), bits), |c| run(py, || crate::scalar::rtn::quantize_into(&spec, src, c, &mut s, &mut z)))?;
-    let zeros = affine.then(|| grid_array(py, &z, spec.scale_dtype));
-    Ok((codes, grid_array(py, &s, spec.scale_dtype), zeros))
+    group_parts(py, spec, src, crate::scalar::rtn::quantize_into)
 }
 
-/// RTN's parts from a searching quantizer `q(spec, src, codes, scales, zeros)`.
-fn search_parts<'py>(
+/// Packed codes, scales and zeros from a group quantizer `q(spec, src, codes, scales, zeros)`
+/// (RTN or a searching one), run with the GIL released.
+fn group_parts<'py>(
     py: Python<'py>,
     spec: RtnSpec,
     src: &[f32],
@@ -171,7 +165,7 @@ fn mse_quantize<'py>(
         Some(a) if row_len == 0 => Weights::PerValue(slice(a, "weights")?),
         Some(a) => Weights::PerColumn { w: slice(a, "weights")?, row_len },
     };
-    search_parts(py, spec, src, |sp, x, c, s, z| mse::quantize_into(sp, x, w, c, s, z))
+    group_parts(py, spec, src, |sp, x, c, s, z| mse::quantize_into(sp, x, w, c, s, z))
 }
 
 /// Like `rtn_quantize` (affine only), with HQQ-optimised float zero points.
@@ -186,7 +180,7 @@ fn hqq_quantize<'py>(
 ) -> PyResult<RtnParts<'py>> {
     let spec = spec(bits, group_size, scheme, scale_dtype)?;
     let src = slice(&x, "x")?;
-    search_parts(py, spec, src, hqq::quantize_into)
+    group_parts(py, spec, src, hqq::quantize_into)
 }
 
 #[pyfunction]

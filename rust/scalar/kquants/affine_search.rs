@@ -374,7 +374,7 @@ mod tests {
             for (name, x) in cases() {
                 let qw: Vec<f32> = rand_vals(9, x.len()).iter().map(|v| v.abs() * 4.0).collect();
                 let col = &qw[..512];
-                for w in [Weights::None, Weights::PerValue(&qw), Weights::PerColumn(col)] {
+                for w in [Weights::None, Weights::PerValue(&qw), Weights::PerColumn { w: col, row_len: 512 }] {
                     let want = quantize(t, crate::simd::Level::Scalar, &x, w);
                     for level in available_levels() {
                         assert!(quantize(t, level, &x, w) == want, "{} {name} at {level:?}", t.name());

@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::parallel;
+pub use crate::scalar::search::Weights;
 use crate::simd::{self, Level};
 
 pub mod affine_search;
@@ -107,29 +108,6 @@ impl KType {
     }
 }
 
-/// Importance weights: one per value, or one per column (llama.cpp's imatrix), shared by rows.
-#[derive(Clone, Copy)]
-pub enum Weights<'a> {
-    None,
-    PerValue(&'a [f32]),
-    PerColumn(&'a [f32]),
-}
-
-fn check_weights(w: Weights<'_>, n: usize, row_len: usize) -> Result<()> {
-    let (got, want, what) = match w {
-        Weights::None => return Ok(()),
-        Weights::PerValue(v) => (v, n, "one per value"),
-        Weights::PerColumn(v) => (v, row_len, "one per column"),
-    };
-    if got.len() != want {
-        return Err(Error::Shape(format!("{} importance weights given, expected {want} ({what})", got.len())));
-    }
-    if let Some(i) = got.iter().position(|v| !v.is_finite() || *v < 0.0) {
-        return Err(Error::InvalidArgument(format!("importance weight {i} is {}: weights must be finite and >= 0", got[i])));
-    }
-    Ok(())
-}
-
 /// Quantizes `src` (rows of `row_len` values) into `dst` of [`KType::quantized_len`] bytes.
 pub fn quantize_into(t: KType, src: &[f32], row_len: usize, weights: Weights<'_>, dst: &mut [u8]) -> Result<()> {
     quantize_into_at(t, simd::level(), src, row_len, weights, dst)
@@ -147,24 +125,25 @@ pub fn quantize_into_at(t: KType, level: Level, src: &[f32], row_len: usize, wei
     if dst.len() != t.quantized_len(src.len()) {
         return Err(Error::Shape(format!("output has {} bytes, expected {}", dst.len(), t.quantized_len(src.len()))));
     }
-    check_weights(weights, src.len(), row_len)?;
+    if let Weights::PerColumn { row_len: columns, .. } = weights {
+        if columns != row_len {
+            return Err(Error::Shape(format!("column weights are for rows of {columns}, the tensor's rows hold {row_len}")));
+        }
+    }
+    weights.validate(src.len())?;
     if let Some(index) = src.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite { index });
     }
     let quantize = t.kernels_at(level).quantize;
     // Segments of whole blocks; with per-column weights a segment never crosses a row, so its
     // weights are one contiguous slice of the column weights.
-    let seg = if matches!(weights, Weights::PerColumn(_)) { CHUNK_VALUES.min(row_len) } else { CHUNK_VALUES };
-    let seg = seg / bs * bs.max(1);
+    let per_column = matches!(weights, Weights::PerColumn { .. });
+    let seg = if per_column { CHUNK_VALUES.min(row_len) } else { CHUNK_VALUES } / bs * bs;
     let mut jobs = Vec::with_capacity(src.len() / seg + 1);
     let mut rest_dst = dst;
     let mut start = 0;
     while start < src.len() {
-        let row_end = (start / row_len + 1) * row_len;
-        let end = match weights {
-            Weights::PerColumn(_) => (start + seg).min(row_end),
-            _ => (start + seg).min(src.len()),
-        };
+        let end = if per_column { (start + seg).min((start / row_len + 1) * row_len) } else { (start + seg).min(src.len()) };
         let (d, tail) = rest_dst.split_at_mut(t.quantized_len(end - start));
         rest_dst = tail;
         jobs.push((start, end, d));
@@ -174,7 +153,7 @@ pub fn quantize_into_at(t: KType, level: Level, src: &[f32], row_len: usize, wei
         let w = match weights {
             Weights::None => None,
             Weights::PerValue(v) => Some(&v[a..b]),
-            Weights::PerColumn(v) => Some(&v[a % row_len..a % row_len + (b - a)]),
+            Weights::PerColumn { w, .. } => Some(&w[a % row_len..a % row_len + (b - a)]),
         };
         quantize(&src[a..b], w, d);
         Ok(())

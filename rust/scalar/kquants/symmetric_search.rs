@@ -364,7 +364,7 @@ mod tests {
         let imatrix: Vec<f32> = (0..1024).map(|_| r().abs() + 0.01).collect();
         for t in TYPES {
             for (name, x) in cases() {
-                for w in [Weights::None, Weights::PerValue(&imatrix), Weights::PerColumn(&imatrix[..512])] {
+                for w in [Weights::None, Weights::PerValue(&imatrix), Weights::PerColumn { w: &imatrix[..512], row_len: 512 }] {
                     let want = quantize(t, crate::simd::Level::Scalar, &x, w);
                     for &level in &available_levels()[1..] {
                         assert_eq!(quantize(t, level, &x, w), want, "{} {name} {level:?}", t.name());
