@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import ml_dtypes
 import numpy as np
@@ -54,3 +54,23 @@ def cast_output(x: np.ndarray, dtype: Any) -> np.ndarray:
     if target not in _FLOATS:
         raise QuantpressError(f"cannot dequantize to {target}: choose a float dtype")
     return x if target == np.float32 else x.astype(target)
+
+
+def importance_weights(weights: Any, shape: tuple[int, ...], ax: int) -> tuple[Optional[np.ndarray], int]:
+    """Importance weights (the shape of ``w``, or one per column: ``(shape[-1],)``) in the layout of
+    the tensor with ``ax`` moved last and flattened: ``(per-value array, 0)``, or ``(per-column
+    array, row length)`` when columns stay the last axis; ``(None, 0)`` for none. Finiteness and
+    signs are checked by the Rust core, once."""
+    if weights is None:
+        return None, 0
+    wt = np.asarray(weights)
+    if wt.dtype.kind not in "fiu":
+        raise QuantpressError(f"weights must be a real array, got {wt.dtype}")
+    wt = wt.astype(np.float32)
+    if wt.shape != shape and wt.shape != shape[-1:]:
+        raise QuantpressError(f"weights must have the shape of w {shape} or ({shape[-1]},), got {wt.shape}")
+    if wt.ndim == 1 and (ax < 0 or ax == len(shape) - 1):
+        return np.ascontiguousarray(wt), shape[-1]
+    full = np.broadcast_to(wt, shape)
+    moved = full.reshape(-1) if ax < 0 else np.moveaxis(full, ax, -1).reshape(-1)
+    return np.ascontiguousarray(moved, dtype=np.float32), 0

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _core
-from ._arrays import as_float32
+from ._arrays import as_float32, importance_weights
 from ._core import QuantpressError
 
 #: GGUF types this module quantizes, with (values per block, bytes per block).
@@ -43,18 +43,6 @@ def _check_out(out: np.ndarray, dtype: type, size: int, name: str) -> np.ndarray
     if out.size != size:
         raise QuantpressError(f"out holds {out.size} elements, {name} needs {size}")
     return out
-
-
-def _importance(weights: Any, shape: tuple[int, ...], name: str) -> np.ndarray | None:
-    """Importance weights as float32: the shape of ``w`` or one per column (last axis)."""
-    if weights is None:
-        return None
-    if name not in WEIGHTED_TYPES:
-        raise QuantpressError(f"importance weights apply to {', '.join(WEIGHTED_TYPES)}, not {name}")
-    wt = np.ascontiguousarray(weights, dtype=np.float32)
-    if wt.shape != shape and wt.shape != (shape[-1],):
-        raise QuantpressError(f"weights of shape {wt.shape} fit neither the tensor {shape} nor one per column ({shape[-1]},)")
-    return wt.reshape(-1)
 
 
 def gguf_quantize(
@@ -97,7 +85,9 @@ def gguf_quantize(
     row = x.shape[-1]
     if row % block:
         raise QuantpressError(f"row length {row} is not a multiple of the {name} block size {block}")
-    importance = _importance(weights, x.shape, name)
+    if weights is not None and name not in WEIGHTED_TYPES:
+        raise QuantpressError(f"importance weights apply to {', '.join(WEIGHTED_TYPES)}, not {name}")
+    importance, _ = importance_weights(weights, x.shape, x.ndim - 1)
     size = x.size // block * nbytes
     out = np.empty(size, np.uint8) if out is None else _check_out(out, np.uint8, size, name)
     _core.gguf_quantize_into(x, row, name, out.reshape(-1), importance)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._arrays import as_float32, cast_output
+from ._arrays import as_float32, cast_output, importance_weights
 from ._core import QuantpressError
 
 SCHEMES = ("affine", "symmetric", "nf4")
@@ -217,7 +217,7 @@ def quantize(
     elif method == "hqq":
         codes, scales, zeros = _core.hqq_quantize(moved, int(bits), g, scheme, scale_dtype)
     else:
-        wv, row_len = _weights(weights, x.shape, ax)
+        wv, row_len = importance_weights(weights, x.shape, ax)
         codes, scales, zeros = _core.mse_quantize(moved, int(bits), g, scheme, scale_dtype, wv, row_len)
     return QuantizedTensor(
         codes=codes,
@@ -231,26 +231,6 @@ def quantize(
         dtype=original,
         method=method,
     )
-
-
-def _weights(weights: Any, shape: tuple[int, ...], ax: int) -> tuple[Optional[np.ndarray], int]:
-    """Importance weights in the layout of the moved, flattened tensor: ``(per-value array, 0)``
-    or ``(per-column array, row length)`` when columns stay the last axis; ``(None, 0)`` for none."""
-    if weights is None:
-        return None, 0
-    wt = np.asarray(weights)
-    if wt.dtype.kind not in "fiu":
-        raise QuantpressError(f"weights must be a real array, got {wt.dtype}")
-    wt = wt.astype(np.float32)
-    if wt.shape != shape and wt.shape != shape[-1:]:
-        raise QuantpressError(f"weights must have the shape of w {shape} or ({shape[-1]},), got {wt.shape}")
-    if not np.all(np.isfinite(wt)) or np.any(wt < 0):
-        raise QuantpressError("weights must be finite and >= 0")
-    if wt.ndim == 1 and (ax < 0 or ax == len(shape) - 1):
-        return np.ascontiguousarray(wt), shape[-1]
-    full = np.broadcast_to(wt, shape)
-    moved = full.reshape(-1) if ax < 0 else np.moveaxis(full, ax, -1).reshape(-1)
-    return np.ascontiguousarray(moved, dtype=np.float32), 0
 
 
 def pack_bits(codes: Any, bits: int) -> np.ndarray:
