@@ -25,7 +25,7 @@
 //! has the lower squared error ([`keep_better_than_rtn`]): never worse than RTN per group, and
 //! lower overall wherever HQQ wins some groups. `method="mse"` searches the squared error itself.
 
-use crate::error::{invalid, Error, Result};
+use crate::error::{invalid, Result};
 use crate::scalar::rtn::{RtnSpec, Scheme};
 use crate::scalar::search::{self, Lanes};
 use crate::simd::{self, Level};
@@ -133,44 +133,33 @@ pub fn optimize_zero(k: &Kernels, x: &[f32], s: f32, inv: f32, mut z: f32, top: 
 fn group(k: &Kernels, spec: &RtnSpec, x: &[f32], codes: &mut [u8], index: usize) -> Result<(f32, f32)> {
     let f16 = spec.scale_dtype == crate::scalar::rtn::ScaleDtype::F16;
     let top = ((1u32 << spec.bits) - 1) as f32;
-    let (mut mn, mut mx, _) = simd::scalar::group_range(x);
+    let range = simd::scalar::group_range(x);
+    let (mut mn, mut mx, _) = range;
     if mn == mx {
         (mn, mx) = (mn.min(0.0), mx.max(0.0));
     }
     let s = simd::scalar::round_up_scale((mx - mn) / top, f16);
     if !s.is_finite() {
-        let hint = if f16 { "float16; use scale_dtype='float32'" } else { "float32" };
-        return Err(Error::Overflow(format!("the scale of group {index} overflows {hint}")));
+        return Err(spec.overflow(index));
     }
     let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
     let z0 = if s > 0.0 { -mn * inv } else { 0.0 };
     let z = if s > 0.0 { optimize_zero(k, x, s, inv, z0, top) } else { z0 };
     let z = search::round_nearest(z, f16) + 0.0;
     (k.zero_codes)(x, inv, z, top, codes);
-    Ok(keep_better_than_rtn(spec, x, codes, (s, z)))
-}
-
-/// Squared error `sum ((q - z)*s - x)^2` of a group's grid, in lane order.
-fn squared_error(x: &[f32], s: f32, z: f32, code: impl Fn(usize) -> f32) -> f32 {
-    search::lane_sum(x.len(), |i| {
-        let d = (code(i) - z) * s - x[i];
-        d * d
-    })
+    Ok(keep_better_than_rtn(spec, x, (range.0, range.1), codes, (s, z)))
 }
 
 /// HQQ minimises an lp (p < 1) error; where RTN's grid has the lower squared error on a group,
 /// that group keeps RTN's scale, zero point and codes, so `hqq` is never worse than `rtn` in
-/// squared error, group by group.
-fn keep_better_than_rtn(spec: &RtnSpec, x: &[f32], codes: &mut [u8], (s, z): (f32, f32)) -> (f32, f32) {
-    let p = spec.grid_params();
-    let (mn, mx, _) = simd::scalar::group_range(x);
-    let (mut rs, mut rz, mut ri) = ([0f32], [0f32], [0f32]);
-    simd::scalar::grids(&[mn], &[mx], &p, &mut rs, &mut rz, &mut ri);
-    let (rs, rz, ri) = (rs[0], rz[0], ri[0]);
-    let rtn_code = |i: usize| ((x[i] * ri).round_ties_even() + rz).clamp(0.0, p.top);
-    let ours = squared_error(x, s, z, |i| codes[i] as f32);
-    if squared_error(x, rs, rz, rtn_code) < ours {
-        simd::scalar::group_codes(x, ri, rz, 0.0, p.top, codes);
+/// squared error, group by group (HQQ's grid on ties, and where RTN's scale would overflow).
+fn keep_better_than_rtn(spec: &RtnSpec, x: &[f32], (mn, mx): (f32, f32), codes: &mut [u8], (s, z): (f32, f32)) -> (f32, f32) {
+    let Ok((rs, rz, ri)) = search::rtn_grid(spec, mn, mx, 0) else { return (s, z) };
+    let top = ((1u32 << spec.bits) - 1) as f32;
+    let rtn_code = |i: usize| ((x[i] * ri).round_ties_even() + rz).clamp(0.0, top);
+    let ours = search::sq_error(x, None, s, z, |i| codes[i] as f32);
+    if search::sq_error(x, None, rs, rz, rtn_code) < ours {
+        simd::scalar::group_codes(x, ri, rz, 0.0, top, codes);
         return (rs, rz);
     }
     (s, z)
@@ -193,6 +182,7 @@ pub fn quantize_into_at(level: Level, spec: &RtnSpec, src: &[f32], codes: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn fast_pow_is_close_and_finite() {

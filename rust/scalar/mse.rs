@@ -16,7 +16,7 @@
 //! squared error is stored (RTN on ties), so the error is never higher than RTN's on any group.
 //! Sums run in the lane order of [`super::search`]; the NumPy oracle follows the same order.
 
-use crate::error::{invalid, Error, Result};
+use crate::error::{invalid, Result};
 use crate::scalar::rtn::{RtnSpec, Scheme};
 use crate::scalar::search::{self, lane_sum, Lanes, Weights};
 use crate::simd;
@@ -29,14 +29,6 @@ use crate::simd;
 fn round_small(v: f32) -> f32 {
     const MAGIC: f32 = 12582912.0;
     (v + MAGIC) - MAGIC
-}
-
-/// `sum(w * d * d)` with `d = (code - zero) * scale - x`, in lane order.
-fn sq_error(x: &[f32], w: &[f32], codes: &[u8], scale: f32, zero: f32) -> f32 {
-    lane_sum(x.len(), |i| {
-        let d = (codes[i] as f32 - zero) * scale - x[i];
-        (w[i] * d) * d
-    })
 }
 
 /// `make_qkx2_quants`: `(scale, min)` of the best candidate, or `None` for a constant group.
@@ -143,22 +135,18 @@ fn candidate(spec: &RtnSpec, x: &[f32], w: &[f32], codes: &mut [u8]) -> Option<(
 fn group(spec: &RtnSpec, x: &[f32], w: &[f32], codes: &mut [u8], index: usize) -> Result<(f32, f32)> {
     let p = spec.grid_params();
     let (mn, mx, _) = simd::scalar::group_range(x);
-    let (mut s, mut z, mut inv) = ([0f32], [0f32], [0f32]);
-    if !simd::scalar::grids(&[mn], &[mx], &p, &mut s, &mut z, &mut inv) {
-        let hint = if p.f16 { "float16; use scale_dtype='float32'" } else { "float32" };
-        return Err(Error::Overflow(format!("the scale of group {index} overflows {hint}")));
-    }
+    let (s, z, inv) = search::rtn_grid(spec, mn, mx, index)?;
     let lo = if p.symmetric { 1.0 } else { 0.0 };
-    simd::scalar::group_codes(x, inv[0], z[0], lo, p.top, codes);
-    let rtn_error = sq_error(x, w, codes, s[0], z[0]);
+    simd::scalar::group_codes(x, inv, z, lo, p.top, codes);
+    let rtn_error = search::sq_error(x, Some(w), s, z, |i| codes[i] as f32);
     let mut tmp = vec![0u8; x.len()];
     if let Some((cs, cz)) = candidate(spec, x, w, &mut tmp) {
-        if sq_error(x, w, &tmp, cs, cz) < rtn_error {
+        if search::sq_error(x, Some(w), cs, cz, |i| tmp[i] as f32) < rtn_error {
             codes.copy_from_slice(&tmp);
             return Ok((cs, cz));
         }
     }
-    Ok((s[0], z[0]))
+    Ok((s, z))
 }
 
 /// Quantizes `src` with searched scales into RTN's layout (affine or symmetric scheme).

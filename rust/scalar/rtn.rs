@@ -91,7 +91,8 @@ impl RtnSpec {
         }
     }
 
-    fn overflow(&self, group: usize) -> Error {
+    /// The error for a group whose scale overflows the scale dtype.
+    pub(crate) fn overflow(&self, group: usize) -> Error {
         let hint = if self.scale_dtype == ScaleDtype::F16 { "float16; use scale_dtype='float32'" } else { "float32" };
         Error::Overflow(format!("the scale of group {group} overflows {hint}"))
     }

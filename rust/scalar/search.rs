@@ -53,6 +53,29 @@ pub fn zero_codes(x: &[f32], inv: f32, zero: f32, top: f32, out: &mut [u8]) {
     }
 }
 
+/// `sum(w * d * d)` (`sum(d * d)` without weights) with `d = (code(i) - zero) * scale - x[i]`,
+/// in lane order: the squared error the searching quantizers compare against RTN's.
+#[inline(always)]
+pub fn sq_error(x: &[f32], w: Option<&[f32]>, scale: f32, zero: f32, code: impl Fn(usize) -> f32) -> f32 {
+    lane_sum(x.len(), |i| {
+        let d = (code(i) - zero) * scale - x[i];
+        match w {
+            Some(w) => (w[i] * d) * d,
+            None => d * d,
+        }
+    })
+}
+
+/// RTN's grid for one group of range `(mn, mx)`: `(scale, zero, 1/scale)`, or the overflow
+/// error of group `index`. Its codes are `simd::scalar::group_codes(x, inv, zero, lo, top)`.
+pub fn rtn_grid(spec: &RtnSpec, mn: f32, mx: f32, index: usize) -> Result<(f32, f32, f32)> {
+    let (mut s, mut z, mut inv) = ([0f32], [0f32], [0f32]);
+    if !crate::simd::scalar::grids(&[mn], &[mx], &spec.grid_params(), &mut s, &mut z, &mut inv) {
+        return Err(spec.overflow(index));
+    }
+    Ok((s[0], z[0], inv[0]))
+}
+
 /// Rounds a scale or zero point to the nearest value of the storage dtype.
 #[inline(always)]
 pub fn round_nearest(v: f32, f16: bool) -> f32 {
