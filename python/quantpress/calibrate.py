@@ -311,7 +311,7 @@ class Observer:
             self._minmax = (lo, hi)
             return
         edges = self._edges
-        amax = a.max()
+        amax = max(abs(lo), abs(hi))  # = a.max(), from the extremes update() already found
         if amax > edges[-1]:
             width = edges[1] - edges[0]
             # ORT's np.arange may add one bin past the one holding amax; kept as is.
@@ -386,6 +386,7 @@ class Observer:
         ])
         best = int(np.argmin(err))
         return lo[best], hi[best]
+
 
 def _histogram(x: np.ndarray, bins: int, lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
     """``np.histogram`` with float32 range bounds (typed loosely: NumPy's stubs want floats)."""
