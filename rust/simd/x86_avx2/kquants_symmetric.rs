@@ -396,39 +396,10 @@ unsafe fn iq4_levels(idx: __m256i) -> [__m256; 4] {
     for (k, o) in out.iter_mut().enumerate() {
         // Byte 4k+m of each half into the top byte of dword m, then an arithmetic shift.
         let b = (4 * k) as i8;
+        #[rustfmt::skip]
         let ctl = _mm256_setr_epi8(
-            -1,
-            -1,
-            -1,
-            b,
-            -1,
-            -1,
-            -1,
-            b + 1,
-            -1,
-            -1,
-            -1,
-            b + 2,
-            -1,
-            -1,
-            -1,
-            b + 3,
-            -1,
-            -1,
-            -1,
-            b,
-            -1,
-            -1,
-            -1,
-            b + 1,
-            -1,
-            -1,
-            -1,
-            b + 2,
-            -1,
-            -1,
-            -1,
-            b + 3,
+            -1, -1, -1, b, -1, -1, -1, b + 1, -1, -1, -1, b + 2, -1, -1, -1, b + 3,
+            -1, -1, -1, b, -1, -1, -1, b + 1, -1, -1, -1, b + 2, -1, -1, -1, b + 3,
         );
         *o = _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(_mm256_shuffle_epi8(q, ctl)));
     }
