@@ -16,6 +16,7 @@ pub mod pack;
 pub mod parallel;
 pub mod scalar;
 pub mod simd;
+pub mod vq;
 
 #[cfg(feature = "python")]
 mod python;

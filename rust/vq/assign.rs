@@ -1,0 +1,178 @@
+//! Nearest-codeword search.
+//!
+//! A [`Codebook`] is prepared once (validated, cosine rows scaled to unit length, squared norms
+//! for L2) and then searched by many batches. Every level computes each (vector, codeword) score
+//! with the same float operations in the same order as [`score_scalar`], so codes and distances
+//! are bit-identical at every SIMD level and for any number of threads; ties go to the lowest
+//! codeword index.
+
+use super::Metric;
+use crate::error::{invalid, Error, Result};
+use crate::parallel;
+
+/// A validated codebook of `k` codewords of dimension `d`, ready to be searched.
+#[derive(Clone, Debug)]
+pub struct Codebook {
+    pub d: usize,
+    pub k: usize,
+    pub metric: Metric,
+    /// `k * d` values, row-major; for cosine, each row scaled to unit length.
+    pub data: Vec<f32>,
+    /// L2: `|c|^2` per codeword (sequential `mul_add` over the dimensions); otherwise empty.
+    pub norms: Vec<f32>,
+}
+
+impl Codebook {
+    pub fn new(codebook: &[f32], d: usize, metric: Metric) -> Result<Codebook> {
+        if d == 0 {
+            return Err(invalid!("the vector dimension d must be at least 1"));
+        }
+        if codebook.is_empty() || codebook.len() % d != 0 {
+            return Err(Error::Shape(format!("the codebook holds {} values, not a positive multiple of d={d}", codebook.len())));
+        }
+        let k = codebook.len() / d;
+        if k > u32::MAX as usize {
+            return Err(invalid!("a codebook of {k} codewords is larger than 2^32 - 1"));
+        }
+        if let Some(index) = codebook.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { index });
+        }
+        let mut data = codebook.to_vec();
+        if metric == Metric::Cosine {
+            data.chunks_exact_mut(d).for_each(normalize);
+        }
+        let norms = if metric == Metric::L2 { data.chunks_exact(d).map(|c| dot(c, c)).collect() } else { Vec::new() };
+        Ok(Codebook { d, k, metric, data, norms })
+    }
+
+    /// The codeword `j`.
+    pub fn row(&self, j: usize) -> &[f32] {
+        &self.data[j * self.d..(j + 1) * self.d]
+    }
+}
+
+/// `x . y` as a sequential `mul_add` chain from 0 (the order every level follows).
+#[inline]
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    x.iter().zip(y).fold(0.0f32, |acc, (a, b)| a.mul_add(*b, acc))
+}
+
+/// `sum |x - y|` in order.
+#[inline]
+pub fn l1(x: &[f32], y: &[f32]) -> f32 {
+    x.iter().zip(y).fold(0.0f32, |acc, (a, b)| acc + (a - b).abs())
+}
+
+/// Scales `v` to unit length; a zero vector stays zero.
+pub fn normalize(v: &mut [f32]) {
+    let n = dot(v, v).sqrt();
+    if n > 0.0 {
+        let inv = 1.0 / n;
+        v.iter_mut().for_each(|a| *a *= inv);
+    }
+}
+
+/// The ranking score of codeword `j` for `x`, smaller is nearer for every metric (IP and cosine
+/// are negated): the oracle the SIMD kernels match bit for bit.
+#[inline]
+pub fn score_scalar(cb: &Codebook, x: &[f32], j: usize) -> f32 {
+    let c = cb.row(j);
+    match cb.metric {
+        Metric::L2 => (-2.0f32).mul_add(dot(x, c), cb.norms[j]),
+        Metric::Ip | Metric::Cosine => -dot(x, c),
+        Metric::L1 => l1(x, c),
+    }
+}
+
+/// The reported distance for a best ranking score `s` (see [`Metric`]).
+#[inline]
+pub fn reported(metric: Metric, x: &[f32], s: f32) -> f32 {
+    match metric {
+        Metric::L2 => (s + dot(x, x)).max(0.0),
+        Metric::Ip => -s,
+        Metric::Cosine => {
+            let n = dot(x, x).sqrt();
+            if n > 0.0 {
+                -s / n
+            } else {
+                0.0
+            }
+        }
+        Metric::L1 => s,
+    }
+}
+
+/// Scalar search of a batch: the oracle.
+pub fn assign_batch_scalar(cb: &Codebook, x: &[f32], codes: &mut [u32], mut dists: Option<&mut [f32]>) {
+    for (i, xi) in x.chunks_exact(cb.d).enumerate() {
+        let (mut best, mut code) = (f32::INFINITY, 0u32);
+        for j in 0..cb.k {
+            let s = score_scalar(cb, xi, j);
+            if s < best {
+                best = s;
+                code = j as u32;
+            }
+        }
+        codes[i] = code;
+        if let Some(d) = dists.as_deref_mut() {
+            d[i] = reported(cb.metric, xi, best);
+        }
+    }
+}
+
+/// Rows per parallel job: fixed by the input, so the split never depends on the thread count.
+fn rows_per_job(cb: &Codebook) -> usize {
+    // About 4M multiply-adds per job, at least 16 rows.
+    (4_000_000 / (cb.k * cb.d).max(1)).clamp(16, 65_536)
+}
+
+/// Finds the nearest codeword of every row of `x` (`n * d` values): `codes[i]` and, if given,
+/// `dists[i]` (see [`Metric`] for what is reported).
+pub fn assign_into(cb: &Codebook, x: &[f32], codes: &mut [u32], dists: Option<&mut [f32]>) -> Result<()> {
+    if x.len() % cb.d != 0 {
+        return Err(Error::Shape(format!("x holds {} values, not a multiple of d={}", x.len(), cb.d)));
+    }
+    let n = x.len() / cb.d;
+    if codes.len() != n || dists.as_ref().is_some_and(|d| d.len() != n) {
+        return Err(Error::Shape(format!("output buffers do not hold one entry per vector ({n})")));
+    }
+    if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { index });
+    }
+    let rows = rows_per_job(cb);
+    let xs = x.chunks(rows * cb.d);
+    let jobs: Vec<_> = match dists {
+        Some(d) => xs.zip(codes.chunks_mut(rows)).zip(d.chunks_mut(rows).map(Some)).collect(),
+        None => xs.zip(codes.chunks_mut(rows)).zip(std::iter::repeat_with(|| None)).collect(),
+    };
+    parallel::try_for_each(jobs, |((x, c), d)| {
+        assign_batch_scalar(cb, x, c, d);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ties_go_to_the_lowest_index() {
+        let cb = Codebook::new(&[1.0, 0.0, -1.0, 0.0, 1.0, 0.0], 2, Metric::L2).unwrap();
+        let mut codes = [9u32; 2];
+        let mut d = [0f32; 2];
+        assign_into(&cb, &[0.0, 0.0, 1.0, 0.1], &mut codes, Some(&mut d)).unwrap();
+        assert_eq!(codes, [0, 0]);
+        assert_eq!(d[0], 1.0);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        assert!(Codebook::new(&[1.0, 2.0, 3.0], 2, Metric::L2).is_err());
+        assert!(Codebook::new(&[], 2, Metric::L2).is_err());
+        assert!(Codebook::new(&[1.0], 0, Metric::L2).is_err());
+        assert_eq!(Codebook::new(&[1.0, f32::NAN], 1, Metric::L2).unwrap_err(), Error::NonFinite { index: 1 });
+        let cb = Codebook::new(&[1.0, 2.0], 2, Metric::L2).unwrap();
+        assert!(assign_into(&cb, &[1.0, 2.0, 3.0], &mut [0; 1], None).is_err());
+        assert_eq!(assign_into(&cb, &[1.0, f32::INFINITY], &mut [0; 1], None).unwrap_err(), Error::NonFinite { index: 1 });
+    }
+}

@@ -1,0 +1,13 @@
+//! Vector quantization: a codebook of `k` vectors of dimension `d`, every input vector replaced
+//! by the index of its nearest codeword.
+//!
+//! * [`assign`]: nearest-codeword search (the kernel everything else stands on).
+//!
+//! Vectors are rows of a flat row-major `&[f32]` (`n * d` values); codes are `u32`, narrowed by
+//! the caller to the smallest unsigned type that holds `k - 1`.
+
+pub mod assign;
+pub mod metric;
+
+pub use assign::{assign_into, Codebook};
+pub use metric::Metric;
