@@ -120,6 +120,13 @@ pub fn assign_batch_scalar(cb: &Codebook, x: &[f32], codes: &mut [u32], mut dist
     }
 }
 
+/// Searches one batch at the SIMD level in force, on the calling thread, without validation:
+/// for callers (k-means) that cut the work into jobs themselves. `x` must hold `codes.len()`
+/// finite rows of `cb.d` values.
+pub fn assign_batch(cb: &Codebook, x: &[f32], codes: &mut [u32], dists: Option<&mut [f32]>) {
+    assign_batch_scalar(cb, x, codes, dists)
+}
+
 /// Rows per parallel job: fixed by the input, so the split never depends on the thread count.
 fn rows_per_job(cb: &Codebook) -> usize {
     // About 4M multiply-adds per job, at least 16 rows.
@@ -146,7 +153,7 @@ pub fn assign_into(cb: &Codebook, x: &[f32], codes: &mut [u32], dists: Option<&m
         None => xs.zip(codes.chunks_mut(rows)).zip(std::iter::repeat_with(|| None)).collect(),
     };
     parallel::try_for_each(jobs, |((x, c), d)| {
-        assign_batch_scalar(cb, x, c, d);
+        assign_batch(cb, x, c, d);
         Ok(())
     })
 }
