@@ -2,12 +2,16 @@
 //! by the index of its nearest codeword.
 //!
 //! * [`assign`]: nearest-codeword search (the kernel everything else stands on).
+//! * [`kmeans`]: one Lloyd iteration; [`kmeans_init`]: greedy k-means++ seeding.
 //!
 //! Vectors are rows of a flat row-major `&[f32]` (`n * d` values); codes are `u32`, narrowed by
 //! the caller to the smallest unsigned type that holds `k - 1`.
 
 pub mod assign;
+pub mod kmeans;
+pub mod kmeans_init;
 pub mod metric;
+mod rng;
 
 pub use assign::{assign_into, Codebook};
 pub use metric::Metric;
