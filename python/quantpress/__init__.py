@@ -15,10 +15,12 @@ from . import _core
 from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
+from .kmeans import KMeans
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
 
 __all__ = [
     "GGUF_TYPES",
+    "KMeans",
     "Observer",
     "QuantParams",
     "QuantizedTensor",

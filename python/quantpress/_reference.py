@@ -631,3 +631,49 @@ def brute_force_mse_range(x: np.ndarray, candidates: np.ndarray, dtype: str, sym
         errs.append(raw_mse(x, float(s), int(z), qmin, qmax))
     errs_a = np.array(errs)
     return int(np.argmin(errs_a)), errs_a
+
+
+# --- k-means ---
+
+
+def kmeans_lloyd(x: np.ndarray, centroids: np.ndarray, n_iter: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, list[float], int]:
+    """Plain Lloyd iterations (float64 sums) from ``centroids``: ``(centroids, inertia per
+    iteration, empty clusters re-seeded)``. An empty cluster (in index order) takes the point
+    farthest from its own centroid (weight > 0, cost > 0; lowest index on ties), and that point's
+    weight leaves its old cluster, as ``quantpress.KMeans`` does."""
+    x = np.asarray(x, dtype=np.float32)
+    c = np.array(centroids, dtype=np.float32)
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+    k, d = c.shape
+    history, reseeded = [], 0
+    for _ in range(n_iter):
+        d2 = ((x[:, None, :].astype(np.float64) - c[None].astype(np.float64)) ** 2).sum(-1)
+        codes = np.argmin(d2, axis=1)
+        cost = d2[np.arange(len(x)), codes]
+        history.append(float((w * cost).sum()))
+        sums = np.zeros((k, d))
+        np.add.at(sums, codes, w[:, None] * x)
+        cw = np.bincount(codes, weights=w, minlength=k).astype(np.float64)
+        members = np.bincount(codes, minlength=k)
+        empty = np.flatnonzero(cw == 0)
+        far = [i for i in sorted(range(len(x)), key=lambda i: (-cost[i], i)) if w[i] > 0 and cost[i] > 0][: len(empty)]
+        for j, i in zip(empty, far):
+            old = codes[i]
+            sums[old] -= w[i] * x[i]
+            cw[old] -= w[i]
+            members[old] -= 1
+            if members[old] == 0:
+                cw[old] = 0
+            sums[j], cw[j] = w[i] * x[i], w[i]
+        reseeded += len(far)
+        hit = cw > 0
+        c[hit] = (sums[hit] / cw[hit, None]).astype(np.float32)
+    return c, history, reseeded
+
+
+def kmeans_inertia(x: np.ndarray, centroids: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """``sum w_i min_j |x_i - c_j|^2`` in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    c = np.asarray(centroids, dtype=np.float64)
+    d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1).min(axis=1)
+    return float(d2.sum() if weights is None else (np.asarray(weights, dtype=np.float64) * d2).sum())

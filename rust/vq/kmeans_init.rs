@@ -2,102 +2,208 @@
 //! new centre is the best of `2 + ln k` candidates drawn with probability proportional to
 //! `w_i * D(x_i)^2`, "best" meaning the one that lowers the total potential most.
 //!
-//! Distances are computed directly as `sum (x - c)^2` (no cancellation). Sums of the potential
-//! run over fixed chunks of points and are added in chunk order, so the centres depend only on
-//! the data and the seed, never on the number of threads.
+//! Work is cut by the triangle inequality (Raff, "Exact acceleration of k-means++", 2021): every
+//! point belongs to the group of its nearest chosen centre, and a candidate `c` can only bring a
+//! point of group `j` closer if `|c - centre_j| < 2 * radius_j`, so most groups are never looked
+//! at once there are many centres. Point distances are lane-order sums (`scalar::search::Lanes`,
+//! separate multiply and add), centre distances run dimension by dimension over all centres;
+//! both are plain float32 operations that any vectorisation reproduces exactly, and every sum
+//! runs in a fixed order, so the centres depend only on the data and the seed, never on the
+//! number of threads.
 
 use super::kmeans::check_weights;
 use super::rng::Rng;
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
 
-/// Points per chunk of the potential sums (fixed, so the float64 sums are thread-independent).
-const CHUNK: usize = 4096;
+/// Points per block of the sampling sums.
+const BLOCK: usize = 256;
+/// Slack on the pruning test so float rounding never prunes a group that could change.
+const SLACK: f32 = 1.0001;
 
-#[inline]
+/// `sum (a - b)^2` in the lane order of `scalar::search::Lanes` (value `t` into lane `t % 8`,
+/// then `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`), written so it compiles to vector code.
+#[inline(always)]
 fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).fold(0.0f32, |acc, (x, y)| {
-        let t = x - y;
-        t.mul_add(t, acc)
-    })
+    let mut l = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for t in 0..8 {
+            let e = x[t] - y[t];
+            l[t] += e * e;
+        }
+    }
+    for t in 0..ar.len() {
+        let e = ar[t] - br[t];
+        l[t] += e * e;
+    }
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
-struct State<'a> {
+/// `out[j] = |c - centre_j|^2` for centres stored dimension-major (`ct[t * cap + j]`).
+fn centre_dists_plain(ct: &[f32], cap: usize, c: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    let kc = out.len();
+    for (t, &ctv) in c.iter().enumerate() {
+        for (o, &v) in out.iter_mut().zip(&ct[t * cap..t * cap + kc]) {
+            let e = ctv - v;
+            *o += e * e;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn centre_dists_avx2(ct: &[f32], cap: usize, c: &[f32], out: &mut [f32]) {
+    // The same loop compiled for 8-wide registers: the same float operations per centre.
+    centre_dists_plain(ct, cap, c, out)
+}
+
+fn centre_dists(ct: &[f32], cap: usize, c: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx2 {
+        // SAFETY: the AVX2 level is only in force when the CPU supports it (simd::level).
+        return unsafe { centre_dists_avx2(ct, cap, c, out) };
+    }
+    centre_dists_plain(ct, cap, c, out)
+}
+
+struct Seeder<'a> {
     x: &'a [f32],
     d: usize,
     w: Option<&'a [f32]>,
     /// Squared distance of every point to its nearest chosen centre.
     closest: Vec<f32>,
-    /// `sum w_i closest_i` per chunk of points.
-    chunk_pot: Vec<f64>,
+    /// Points whose nearest chosen centre is `j`, and the largest of their `closest`.
+    groups: Vec<Vec<u32>>,
+    radius: Vec<f32>,
+    /// Chosen centres, dimension-major with room for `cap` of them.
+    ct: Vec<f32>,
+    cap: usize,
+    /// `sum w_i closest_i` per block of points.
+    block_pot: Vec<f64>,
 }
 
-impl State<'_> {
+impl Seeder<'_> {
+    fn point(&self, i: usize) -> &[f32] {
+        &self.x[i * self.d..(i + 1) * self.d]
+    }
+
     fn weight(&self, i: usize) -> f64 {
         self.w.map_or(1.0, |w| w[i] as f64)
     }
 
-    fn n(&self) -> usize {
-        self.closest.len()
+    /// The groups candidate `c` may improve, each with the bound `|c - centre_j|^2 / 4`: only
+    /// members whose `closest` exceeds it can come nearer to `c` (triangle inequality).
+    fn reachable(&self, c: &[f32]) -> Vec<(usize, f32)> {
+        let mut dists = vec![0f32; self.groups.len()];
+        centre_dists(&self.ct, self.cap, c, &mut dists);
+        (0..dists.len()).map(|j| (j, dists[j] * (0.25 / SLACK))).filter(|&(j, b)| b < self.radius[j]).collect()
     }
 
-    /// Potential of every candidate (`sum w_i min(closest_i, |x_i - c|^2)`), and with
-    /// `commit`, the new closest distances for the single candidate given.
-    fn potentials(&mut self, cands: &[usize], commit: bool) -> Result<Vec<f64>> {
-        let (x, d, w) = (self.x, self.d, self.w);
-        let centres: Vec<&[f32]> = cands.iter().map(|&c| &x[c * d..(c + 1) * d]).collect();
-        let mut parts = vec![vec![0f64; cands.len()]; self.chunk_pot.len()];
-        let jobs: Vec<_> = self.closest.chunks_mut(CHUNK).zip(parts.iter_mut()).enumerate().collect();
-        parallel::try_for_each(jobs, |(ci, (closest, pot))| {
-            let base = ci * CHUNK;
-            for (o, cl) in closest.iter_mut().enumerate() {
-                let i = base + o;
-                let xi = &x[i * d..(i + 1) * d];
-                let wi = w.map_or(1.0, |w| w[i] as f64);
-                for (p, c) in pot.iter_mut().zip(&centres) {
-                    *p += wi * sq_dist(xi, c).min(*cl) as f64;
+    /// How much adding point `p` as a centre lowers the potential.
+    fn gain(&self, p: usize) -> f64 {
+        let c = self.point(p);
+        let mut g = 0.0;
+        for (j, bound) in self.reachable(c) {
+            // Members are sorted by `closest`, largest first: stop at the first within the bound.
+            for &i in &self.groups[j] {
+                let i = i as usize;
+                if self.closest[i] <= bound {
+                    break;
                 }
-                if commit {
-                    *cl = sq_dist(xi, centres[0]).min(*cl);
+                let nd = sq_dist(self.point(i), c);
+                if nd < self.closest[i] {
+                    g += self.weight(i) * (self.closest[i] - nd) as f64;
                 }
             }
-            Ok(())
-        })?;
-        if commit {
-            self.chunk_pot = parts.iter().map(|p| p[0]).collect();
         }
-        Ok((0..cands.len()).map(|t| parts.iter().map(|p| p[t]).sum()).collect())
+        g
     }
 
-    /// The point where the running sum of `w_i closest_i` first exceeds `r`.
+    /// Orders a group by `closest`, largest first (ties by index).
+    fn sort_group(&self, g: &mut [u32]) {
+        g.sort_unstable_by(|&a, &b| self.closest[b as usize].total_cmp(&self.closest[a as usize]).then(a.cmp(&b)));
+    }
+
+    /// Adds point `p` as a centre: points it is nearer to join its group.
+    fn commit(&mut self, p: usize) {
+        let c = self.point(p).to_vec();
+        let reach = if self.groups.is_empty() { Vec::new() } else { self.reachable(&c) };
+        let mut mine: Vec<u32> = Vec::new();
+        let mut touched = vec![false; self.block_pot.len()];
+        if self.groups.is_empty() {
+            mine = (0..self.closest.len() as u32).collect();
+            touched.fill(true);
+        }
+        for &i in &mine {
+            self.closest[i as usize] = sq_dist(self.point(i as usize), &c);
+        }
+        for (j, bound) in reach {
+            let mut group = std::mem::take(&mut self.groups[j]);
+            group.retain(|&i| {
+                if self.closest[i as usize] <= bound {
+                    return true;
+                }
+                let nd = sq_dist(self.point(i as usize), &c);
+                if nd < self.closest[i as usize] {
+                    self.closest[i as usize] = nd;
+                    touched[i as usize / BLOCK] = true;
+                    mine.push(i);
+                    return false;
+                }
+                true
+            });
+            // Removing members keeps the order: still sorted, largest `closest` first.
+            self.radius[j] = group.first().map_or(0.0, |&i| self.closest[i as usize]);
+            self.groups[j] = group;
+        }
+        self.sort_group(&mut mine);
+        let j = self.groups.len();
+        for (t, &v) in c.iter().enumerate() {
+            self.ct[t * self.cap + j] = v;
+        }
+        self.radius.push(mine.first().map_or(0.0, |&i| self.closest[i as usize]));
+        self.groups.push(mine);
+        for (b, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
+            let r = b * BLOCK..self.closest.len().min((b + 1) * BLOCK);
+            self.block_pot[b] = r.map(|i| self.weight(i) * self.closest[i] as f64).sum();
+        }
+    }
+
+    /// The point where the running sum of `w_i closest_i` first exceeds `r` (never a point of
+    /// zero potential): whole blocks are skipped by their sums, then one block is scanned.
     fn sample(&self, r: f64) -> usize {
         let mut acc = 0.0;
-        let mut last = 0;
-        for (ci, &p) in self.chunk_pot.iter().enumerate() {
-            if p > 0.0 {
-                last = ci;
+        let mut last_block = 0;
+        for (b, &p) in self.block_pot.iter().enumerate() {
+            if p <= 0.0 {
+                continue;
             }
-            if acc + p > r {
-                return self.sample_in_chunk(ci, r - acc).unwrap_or(ci * CHUNK);
+            last_block = b;
+            if acc + p <= r {
+                acc += p;
+                continue;
             }
-            acc += p;
+            return self.scan_block(b, r - acc);
         }
-        // Rounding left r at or past the total: the last point with non-zero potential.
-        let start = last * CHUNK;
-        (start..self.n().min(start + CHUNK)).rev().find(|&i| self.weight(i) * self.closest[i] as f64 > 0.0).unwrap_or(start)
+        // Rounding left r at or past the total.
+        self.scan_block(last_block, f64::INFINITY)
     }
 
-    fn sample_in_chunk(&self, ci: usize, r: f64) -> Option<usize> {
-        let mut acc = 0.0;
-        let mut last = None;
-        for i in ci * CHUNK..self.n().min((ci + 1) * CHUNK) {
-            let p = self.weight(i) * self.closest[i] as f64;
-            if p > 0.0 {
-                last = Some(i);
-            }
-            acc += p;
-            if acc > r && p > 0.0 {
-                return Some(i);
+    /// The point of block `b` where the running sum first exceeds `r`, else its last point of
+    /// non-zero potential.
+    fn scan_block(&self, b: usize, r: f64) -> usize {
+        let (mut acc, mut last) = (0.0, b * BLOCK);
+        for i in b * BLOCK..self.closest.len().min((b + 1) * BLOCK) {
+            let q = self.weight(i) * self.closest[i] as f64;
+            if q > 0.0 {
+                last = i;
+                acc += q;
+                if acc > r {
+                    return i;
+                }
             }
         }
         last
@@ -124,24 +230,41 @@ pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, s
     }
     let trials = trials.unwrap_or(2 + (k as f64).ln() as usize).max(1);
     let mut rng = Rng::new(seed);
-    let mut st = State { x, d, w: weights, closest: vec![f32::INFINITY; n], chunk_pot: vec![0.0; n.div_ceil(CHUNK)] };
-
+    let mut s = Seeder {
+        x,
+        d,
+        w: weights,
+        closest: vec![f32::INFINITY; n],
+        groups: Vec::with_capacity(k),
+        radius: Vec::with_capacity(k),
+        ct: vec![0.0; d * k],
+        cap: k,
+        block_pot: vec![0.0; n.div_ceil(BLOCK)],
+    };
     // First centre: a point drawn with probability proportional to its weight.
-    let first = draw_by_weight(weights, n, total_w, rng.uniform());
-    let mut chosen = vec![first];
-    st.potentials(&[first], true)?;
+    let mut chosen = vec![draw_by_weight(weights, n, total_w, rng.uniform())];
+    let mut used = vec![false; n];
+    used[chosen[0]] = true;
+    s.commit(chosen[0]);
     while chosen.len() < k {
-        let pot: f64 = st.chunk_pot.iter().sum();
-        let cands: Vec<usize> = if pot > 0.0 {
-            (0..trials).map(|_| st.sample(rng.uniform() * pot)).collect()
+        let pot: f64 = s.block_pot.iter().sum();
+        let p = if pot > 0.0 {
+            let cands: Vec<usize> = (0..trials).map(|_| s.sample(rng.uniform() * pot)).collect();
+            let mut gains = vec![0f64; cands.len()];
+            let jobs: Vec<_> = cands.iter().zip(gains.iter_mut()).collect();
+            parallel::try_for_each(jobs, |(&c, g)| {
+                *g = s.gain(c);
+                Ok(())
+            })?;
+            // Largest gain = lowest potential; ties to the earliest candidate.
+            cands[(0..cands.len()).fold(0, |b, t| if gains[t] > gains[b] { t } else { b })]
         } else {
-            // Every point sits on a centre already: take the next unused points in order.
-            vec![(0..n).find(|i| !chosen.contains(i)).unwrap_or(0)]
+            // Every point sits on a centre already: take the next unused point.
+            (0..n).find(|&i| !used[i]).unwrap_or(0)
         };
-        let pots = st.potentials(&cands, false)?;
-        let best = (0..cands.len()).fold(0, |b, t| if pots[t] < pots[b] { t } else { b });
-        st.potentials(&[cands[best]], true)?;
-        chosen.push(cands[best]);
+        used[p] = true;
+        chosen.push(p);
+        s.commit(p);
     }
     Ok(chosen.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect())
 }
