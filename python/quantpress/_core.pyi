@@ -16,6 +16,8 @@ __all__ = [
     "gguf_quantize_into",
     "gguf_dequantize_into",
     "hqq_quantize",
+    "kmeans_plusplus",
+    "lloyd_iteration",
     "mse_quantize",
     "_panic_for_tests",
     "pack_bits",
@@ -71,3 +73,18 @@ def rtn_dequantize(
 ) -> npt.NDArray[np.float32]: ...
 def pack_bits(codes: npt.NDArray[np.uint8], bits: int) -> npt.NDArray[np.uint8]: ...
 def unpack_bits(packed: npt.NDArray[np.uint8], bits: int, n: int) -> npt.NDArray[np.uint8]: ...
+def kmeans_plusplus(
+    x: npt.NDArray[np.float32],
+    d: int,
+    k: int,
+    seed: int,
+    weights: npt.NDArray[np.float32] | None = None,
+    trials: int | None = None,
+) -> npt.NDArray[np.float32]: ...
+def lloyd_iteration(
+    x: npt.NDArray[np.float32],
+    d: int,
+    centroids: npt.NDArray[np.float32],
+    metric: str,
+    weights: npt.NDArray[np.float32] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], float, npt.NDArray[np.float64], int, float]: ...
