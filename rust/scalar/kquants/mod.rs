@@ -209,3 +209,25 @@ pub(crate) fn quantize_rows_512(t: KType, level: Level, x: &[f32], w: Weights<'_
     quantize_into_at(t, level, x, 512, w, &mut out).unwrap();
     out
 }
+
+#[cfg(test)]
+mod finite_tests {
+    use super::*;
+
+    /// Jobs check their own values; the error still names the first bad value of the input,
+    /// whichever job saw one.
+    #[test]
+    fn non_finite_error_names_the_first_index() {
+        let n = 3 * CHUNK_VALUES + 512;
+        for bad in [[5usize, 2 * CHUNK_VALUES + 9], [CHUNK_VALUES + 1, n - 1], [n - 2, n - 1]] {
+            let mut x = vec![0.25f32; n];
+            x[bad[1]] = f32::NAN;
+            x[bad[0]] = f32::NEG_INFINITY;
+            let mut out = vec![0u8; KType::Q3K.quantized_len(n)];
+            let r = quantize_into(KType::Q3K, &x, 512, Weights::None, &mut out);
+            assert!(matches!(r, Err(Error::NonFinite { index }) if index == bad[0]), "{r:?}");
+        }
+        assert!(all_finite(&[0.0, f32::MAX, -f32::MAX, f32::MIN_POSITIVE, 1e-45]));
+        assert!(!all_finite(&[0.0; 70].iter().copied().chain([f32::INFINITY]).collect::<Vec<_>>()));
+    }
+}
