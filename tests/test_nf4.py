@@ -107,3 +107,109 @@ def test_errors(rng):
             qp.quantize(w, scheme="nf4", **kwargs)
     with pytest.raises(qp.QuantpressError):
         qp.QuantizedTensor(**{**qp.quantize(w, scheme="nf4").parts(), "zeros": np.zeros((4, 1), np.float16)})
+
+
+# --- double quantization of the scales (bitsandbytes' compress_statistics) ---
+from quantpress import scalar as qs  # noqa: E402
+
+
+def test_dynamic_map_is_bitsandbytes():
+    want = ref.bnb_dynamic_map()
+    assert want.size == 256 and np.all(np.diff(want) > 0)
+    assert want[0] == np.float32(-0.99296875) and want[127] == 0 and want[255] == 1
+    assert abs(want[128] - 5.5e-7) < 1e-12 and abs(want[129] - 3.25e-6) < 1e-12  # (0.1 + 1) / 2 * 1e-6, ...
+    want[0] = np.float32(-1.0)  # bitsandbytes' CPU kernel sets it
+    assert np.array_equal(qs.DYNAMIC_MAP.view(np.uint32), want.view(np.uint32))
+
+
+def _adversarial_vector(rng):
+    code = qs.DYNAMIC_MAP
+    mids = ((code[1:] + code[:-1]) / np.float32(2)).astype(np.float32)  # ties: the lower entry
+    near = np.concatenate([mids, np.nextafter(mids, np.float32(2)), np.nextafter(mids, np.float32(-2)), code])
+    blocks = [np.r_[np.float32(1.0), near[i:i + 255]] for i in range(0, near.size, 255)]
+    blocks[0][0] = np.float32(-1.0)
+    blocks.append(np.zeros(256, np.float32))  # all-zero block: codes 0
+    blocks.append(np.r_[np.float32(1e-39), np.zeros(100, np.float32), np.float32(-5e-40)])  # 1/absmax = inf
+    blocks.append(rng.standard_normal(256).astype(np.float32) * np.float32(1e-3))
+    return np.concatenate(blocks + [rng.standard_normal(77).astype(np.float32)]).astype(np.float32)
+
+
+def test_blockwise_dynamic_codes_bit_exact(rng):
+    a = _adversarial_vector(rng)
+    codes, absmax2 = qs._quantize_dynamic(a)
+    want_codes, want_absmax2 = ref.bnb_quantize_blockwise_cpu(a, qs.DYNAMIC_MAP, 256)
+    assert np.array_equal(codes, want_codes)
+    assert np.array_equal(absmax2.view(np.uint32), want_absmax2.view(np.uint32))
+    assert codes[0] == 0 and codes[256] == 255  # -1 and 1 are map entries 0 and 255
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 1000, 4096])
+def test_double_quant_bit_exact(n, rng):
+    absmax = np.abs(rng.standard_t(3, n)).astype(np.float32) * np.float32(rng.choice([1e-4, 1.0, 300.0]))
+    codes, absmax2, offset = qs._double_quant(absmax)
+    want_codes, want_absmax2, want_offset, want_map = ref.bnb_double_quant(absmax)
+    assert np.array_equal(codes, want_codes)
+    assert np.array_equal(absmax2.view(np.uint32), want_absmax2.view(np.uint32))
+    assert offset.view(np.uint32)[0] == np.float32(want_offset).view(np.uint32)
+    back = qs._double_dequant(codes, absmax2, offset)
+    assert np.array_equal(back.view(np.uint32), ref.bnb_double_dequant(want_codes, want_absmax2, want_offset, want_map).view(np.uint32))
+    # the nearest map entry: within half the widest gap (1/128 near +-1) of the block's absmax2
+    bound = np.repeat(absmax2, 256)[:n] * np.float32(0.0071) + np.abs(offset[0]) * np.float32(1e-6)
+    assert np.all(np.abs(back - absmax) <= bound)
+
+
+def test_double_quant_constant_scales():
+    codes, absmax2, offset = qs._double_quant(np.full(300, 0.25, np.float32))
+    assert not codes.any() and not absmax2.any() and offset[0] == np.float32(0.25)
+    assert np.array_equal(qs._double_dequant(codes, absmax2, offset), np.full(300, 0.25, np.float32))
+
+
+def test_quantize_double_quant(simd, rng):
+    w = weight_like(rng, (40, 512))
+    qt = qp.quantize(w, scheme="nf4", group_size=64, double_quant=True)
+    plain = qp.quantize(w, scheme="nf4", group_size=64, scale_dtype="float32")
+    assert qt.double_quant and not plain.double_quant and qt.scales.dtype == np.uint8
+    # NF4 codes are computed with the exact absmax (as bitsandbytes does), then the absmax compressed
+    assert np.array_equal(qt.codes, plain.codes)
+    want = ref.bnb_double_quant(plain.scales.reshape(-1))
+    assert np.array_equal(qt.scales.reshape(-1), want[0]) and np.array_equal(qt.scales_absmax, want[1])
+    n_scales = 40 * 8
+    assert qt.nbytes == w.size // 2 + n_scales + 4 * -(-n_scales // 256) + 4
+    assert qt.bits_per_weight < plain.bits_per_weight - 0.36
+    decoded = qt.scale_values()
+    y = qt.dequantize()
+    codes = qp.unpack_bits(qt.codes, 4, w.size).reshape(40, 8, 64)
+    assert np.array_equal(y.reshape(40, 8, 64), ref.NF4[codes] * decoded[..., None])
+    rel = np.abs(decoded - plain.scales) / plain.scales.max()
+    assert rel.max() < 0.0071 and np.mean((y - w) ** 2) < 1.05 * np.mean((plain.dequantize() - w) ** 2)
+    back = qp.QuantizedTensor(**qt.parts())
+    assert back.double_quant and np.array_equal(back.dequantize(), y)
+
+
+def test_double_quant_other_axis_and_repr(rng):
+    w = weight_like(rng, (128, 6))
+    qt = qp.quantize(w, scheme="nf4", group_size=32, axis=0, double_quant=True)
+    assert qt.scales.shape == (6, 4) and "double_quant=True" in repr(qt)
+    assert np.abs(qt.dequantize() - w).max() <= 0.16 * np.abs(w).max()
+
+
+def test_double_quant_errors(rng):
+    w = weight_like(rng, (4, 64))
+    for kwargs in [{"scheme": "affine"}, {"scheme": "symmetric"}, {"scheme": "nf4", "method": "mse"},
+                   {"scheme": "nf4", "double_quant": 1}, {"scheme": "nf4", "double_quant": "yes"}]:
+        with pytest.raises(qp.QuantpressError):
+            qp.quantize(w, **{"double_quant": True, **kwargs})
+    with pytest.raises(qp.QuantpressError):
+        qp.quantize(np.full((4, 64), np.nan, np.float32), scheme="nf4", double_quant=True)
+    parts = qp.quantize(w, scheme="nf4", double_quant=True).parts()
+    f32 = np.float32
+    for bad in [{"scales_absmax": None}, {"scales_offset": None}, {"scales_absmax": np.zeros(2, f32)},
+                {"scales_absmax": np.zeros(1, np.float16)}, {"scales_absmax": np.array([np.nan], f32)},
+                {"scales_absmax": np.array([-1.0], f32)}, {"scales_offset": np.array([np.inf], f32)},
+                {"scales_offset": np.zeros(2, f32)}, {"scales": parts["scales"].astype(f32)},
+                {"scales": parts["scales"][:, :0]}, {"scheme": "symmetric"}]:
+        with pytest.raises(qp.QuantpressError):
+            qp.QuantizedTensor(**{**parts, **bad})
+    plain = qp.quantize(w, scheme="nf4").parts()
+    with pytest.raises(qp.QuantpressError):  # float scales with second-level parts
+        qp.QuantizedTensor(**{**plain, "scales_absmax": parts["scales_absmax"], "scales_offset": parts["scales_offset"]})

@@ -677,3 +677,94 @@ def kmeans_inertia(x: np.ndarray, centroids: np.ndarray, weights: np.ndarray | N
     c = np.asarray(centroids, dtype=np.float64)
     d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1).min(axis=1)
     return float(d2.sum() if weights is None else (np.asarray(weights, dtype=np.float64) * d2).sum())
+# --- nf4 double quant ---
+# bitsandbytes' ``quantize_4bit(..., compress_statistics=True)``: the float32 absmax of every NF4
+# block is quantized again, ``offset = absmax.mean()`` and ``quantize_blockwise(absmax - offset,
+# blocksize=256)`` with the signed 8-bit dynamic map. The port follows bitsandbytes' CPU kernel
+# (csrc/cpu_ops.cpp ``quantize_cpu`` with ``lookup_code_index``, 2025-12 .. 2026-06), element by
+# element, deliberately unvectorised so that it shares no code with quantpress' own version.
+
+
+def _torch_linspace_f32(start: float, end: float, steps: int) -> list[np.float32]:
+    """``torch.linspace(start, end, steps, dtype=torch.float32)`` on CPU: ``step = (end -
+    start) / (steps - 1)`` in float32, the first half ``start + step*i``, the rest ``end -
+    step*(steps-1-i)``."""
+    s, e = F32(start), F32(end)
+    step = (e - s) / F32(steps - 1)
+    return [s + step * F32(i) if i < steps // 2 else e - step * F32(steps - 1 - i) for i in range(steps)]
+
+
+def bnb_dynamic_map() -> np.ndarray:
+    """``create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8)`` in float32 (the
+    ``10**k * means`` products rounded to float32, as torch multiplies a float32 tensor by a
+    Python scalar), sorted; 256 values from -0.99296875 to 1."""
+    data: list[float] = []
+    for i in range(7):
+        b = _torch_linspace_f32(0.1, 1.0, 2 ** i + 1)
+        means = [(b[k] + b[k + 1]) / F32(2) for k in range(len(b) - 1)]
+        scale = F32(10 ** (-6 + i))
+        data += [float(scale * m) for m in means] + [float(-(scale * m)) for m in means]
+    data += [0.0, 1.0]
+    return np.array(sorted(data), dtype=F32)
+
+
+def bnb_lookup_code_index(code: np.ndarray, value: np.float32) -> int:
+    """bitsandbytes' ``lookup_code_index``: clamp to [-1, 1], ``std::lower_bound``, then the nearer
+    of the two neighbours (ties to the lower index). NaN (only from ``0 * inf``) gives index 0,
+    where ``lower_bound`` puts it."""
+    import bisect
+
+    if value != value:
+        return 0
+    v = min(max(float(value), -1.0), 1.0)
+    right = bisect.bisect_left([float(c) for c in code], v)
+    if right == 0:
+        return 0
+    if right == len(code):
+        return len(code) - 1
+    dist_left = abs(F32(v) - code[right - 1])
+    dist_right = abs(code[right] - F32(v))
+    return right if dist_right < dist_left else right - 1
+
+
+def bnb_quantize_blockwise_cpu(a: np.ndarray, code: np.ndarray, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+    """bitsandbytes' CPU ``quantize_blockwise`` (float32): per block (the last may be short)
+    ``absmax = max|a|``; an all-zero block gets codes 0, otherwise ``code index of a * (1/absmax)``.
+    The kernel first sets ``code[0] = -1`` in place (so the map stored for decoding has it too):
+    pass the map with that change made."""
+    a = np.asarray(a, dtype=F32).reshape(-1)
+    out = np.zeros(a.size, np.uint8)
+    absmax = np.zeros(-(-a.size // blocksize), F32)
+    for b in range(absmax.size):
+        block = a[b * blocksize:(b + 1) * blocksize]
+        m = F32(0)
+        for v in block:
+            m = max(m, abs(v))
+        absmax[b] = m
+        if m == 0:
+            continue
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            inv = F32(1) / m
+            for k, v in enumerate(block):
+                out[b * blocksize + k] = bnb_lookup_code_index(code, F32(v * inv))
+    return out, absmax
+
+
+def bnb_double_quant(absmax: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.float32, np.ndarray]:
+    """``compress_statistics=True`` on NF4's float32 absmax: ``offset`` = the mean (here the float64
+    mean rounded to float32; torch's float32 reduction order may differ in the last bit, and the
+    offset is stored, so decoding does not depend on it), then blockwise quantization of ``absmax
+    - offset`` in blocks of 256 with the CPU map. Returns ``(codes, absmax2, offset, code_map)``."""
+    a = np.asarray(absmax, dtype=F32).reshape(-1)
+    offset = F32(np.mean(a.astype(np.float64)))
+    code = bnb_dynamic_map()
+    code[0] = F32(-1.0)
+    codes, absmax2 = bnb_quantize_blockwise_cpu(a - offset, code, 256)
+    return codes, absmax2, offset, code
+
+
+def bnb_double_dequant(codes: np.ndarray, absmax2: np.ndarray, offset: np.float32, code: np.ndarray) -> np.ndarray:
+    """``dequantize_blockwise`` then ``+= offset``: ``code[q] * absmax2[block] + offset`` in float32."""
+    q = np.asarray(codes, dtype=np.uint8).reshape(-1)
+    blocks = np.arange(q.size) // 256
+    return (code[q] * absmax2[blocks] + F32(offset)).astype(F32)

@@ -43,22 +43,17 @@ fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8
             Some(w) => weighted_scales(k, x, &w[i * QK_K..(i + 1) * QK_K], &mut l[0], &mut scales[0], out),
         }
         for b in 0..m {
-            finish(k, &x[QK_K * b..QK_K * (b + 1)], &mut l[b], &mut out[BLOCK_BYTES * b..BLOCK_BYTES * (b + 1)]);
+            finish(k, &x[QK_K * b..QK_K * (b + 1)], &l[b], &mut out[BLOCK_BYTES * b..BLOCK_BYTES * (b + 1)]);
         }
         i += m;
     }
 }
 
 /// Requantizes every sub-block against its final scale and packs the codes.
-fn finish(k: &SymOps, x: &[f32], l: &mut [i8; QK_K], out: &mut [u8]) {
+fn finish(k: &SymOps, x: &[f32], l: &[i8; QK_K], out: &mut [u8]) {
     let d_all = f16_value([out[D], out[D + 1]]);
-    for j in 0..16 {
-        let d = d_all * scale_code(out, j) as f32;
-        if d != 0.0 {
-            (k.requant)(&x[16 * j..16 * j + 16], d, 4, &mut l[16 * j..16 * j + 16]);
-        }
-    }
-    pack_codes(l, out);
+    let d: [f32; 16] = std::array::from_fn(|j| d_all * scale_code(out, j) as f32);
+    (k.q3_pack)(x, &d, l, &mut out[..SCALES]);
 }
 
 /// `quantize_row_q3_K_ref`'s scales: `make_q3_quants` per sub-block, 6-bit codes against the
@@ -125,26 +120,6 @@ fn scale_code(b: &[u8], j: usize) -> i32 {
     let s = &b[SCALES..SCALES + 12];
     let lo = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
     (lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i32 - 32
-}
-
-/// Codes 0..8: the high bit of value `j` goes to bit `j / 32` of mask byte `j % 32`, the low two
-/// bits of values `l, l+32, l+64, l+96` of each half share a byte.
-fn pack_codes(l: &[i8; QK_K], out: &mut [u8]) {
-    let l = l.map(|c| c as u8);
-    for m in 0..32 {
-        let mut h = 0u8;
-        for b in 0..8 {
-            h |= ((l[32 * b + m] >> 2) & 1) << b;
-        }
-        out[m] = h;
-    }
-    // Codes are 0..8, so `c − 4` for the high ones is `c & 3`.
-    for h in 0..2 {
-        for i in 0..32 {
-            let j = 128 * h + i;
-            out[QS + 32 * h + i] = (l[j] & 3) | ((l[j + 32] & 3) << 2) | ((l[j + 64] & 3) << 4) | ((l[j + 96] & 3) << 6);
-        }
-    }
 }
 
 /// `dequantize_row_q3_K`: `(d·scale) · (low2 − (high ? 0 : 4))`.

@@ -233,9 +233,13 @@ pub struct SymOps {
     pub iq4_scales8: fn(x: &[f32], w: &[f32], scales: &mut [f32]),
     /// `best_index_iq4(id * x)` for 32 values.
     pub iq4_index: fn(x: &[f32], id: f32, out: &mut [u8]),
+    /// Q3_K's final codes of one super-block, packed: sub-block `j` requantized against
+    /// `d[j]` ([`requant`] with `nmax` 4) where `d[j] != 0`, else its search codes `l`; then the
+    /// 32 bytes of high-bit masks and 64 bytes of low bit pairs (`out[..96]`).
+    pub q3_pack: fn(x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]),
 }
 
-static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index };
+static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index, q3_pack };
 
 /// The search kernels of `level` (scalar for a level without its own).
 pub fn ops(level: Level) -> &'static SymOps {
@@ -265,6 +269,34 @@ pub fn q3_16(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
 pub fn requant(x: &[f32], d: f32, nmax: i32, l: &mut [i8]) {
     for (o, &v) in l[..16].iter_mut().zip(&x[..16]) {
         *o = (nmax + nint(v / d).clamp(-nmax, nmax - 1)) as i8;
+    }
+}
+
+pub fn q3_pack(x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]) {
+    let mut c = [0u8; 256];
+    for (j, &dj) in d.iter().enumerate() {
+        let r = 16 * j..16 * j + 16;
+        let mut q = [0i8; 16];
+        if dj != 0.0 {
+            requant(&x[r.clone()], dj, 4, &mut q);
+        } else {
+            q.copy_from_slice(&l[r.clone()]);
+        }
+        for (o, v) in c[r].iter_mut().zip(q) {
+            *o = v as u8;
+        }
+    }
+    // The high bit of value `j` goes to bit `j / 32` of mask byte `j % 32`; the low two bits of
+    // values `l, l+32, l+64, l+96` of each half share a byte (codes are 0..8, so `c - 4` for the
+    // high ones is `c & 3`).
+    for m in 0..32 {
+        out[m] = (0..8).fold(0u8, |h, b| h | (((c[32 * b + m] >> 2) & 1) << b));
+    }
+    for h in 0..2 {
+        for i in 0..32 {
+            let j = 128 * h + i;
+            out[32 + 32 * h + i] = (c[j] & 3) | ((c[j + 32] & 3) << 2) | ((c[j + 64] & 3) << 4) | ((c[j + 96] & 3) << 6);
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use super::require_avx2;
 use crate::scalar::kquants::common::f16_value;
 use crate::scalar::kquants::symmetric_search::{SymOps, GROUP_MAX_EPS, KVALUES_IQ4NL};
 
-pub static OPS: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index };
+pub static OPS: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index, q3_pack };
 
 macro_rules! wrap {
     ($name:ident => $inner:ident, ($($arg:ident: $ty:ty),*)) => {
@@ -38,6 +38,7 @@ wrap!(q3_16 => q3_16_avx2, (x: &[f32], scales: &mut [f32], l: &mut [i8]));
 wrap!(requant => requant_avx2, (x: &[f32], d: f32, nmax: i32, l: &mut [i8]));
 wrap!(iq4_scales8 => iq4_scales8_avx2, (x: &[f32], w: &[f32], scales: &mut [f32]));
 wrap!(iq4_index => iq4_index_avx2, (x: &[f32], id: f32, out: &mut [u8]));
+wrap!(q3_pack => q3_pack_avx2, (x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]));
 wrap!(dequantize_q6_k => dequantize_q6_k_avx2, (src: &[u8], dst: &mut [f32]));
 wrap!(dequantize_iq4_nl => dequantize_iq4_nl_avx2, (src: &[u8], dst: &mut [f32]));
 wrap!(dequantize_iq4_xs => dequantize_iq4_xs_avx2, (src: &[u8], dst: &mut [f32]));
@@ -326,6 +327,45 @@ unsafe fn requant_avx2(x: &[f32], d: f32, nmax: i32, l: &mut [i8]) {
     });
     let w = q.map(|v| _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)));
     _mm_storeu_si128(l.as_mut_ptr().cast(), _mm_packs_epi16(w[0], w[1]));
+}
+
+/// Q3_K's final codes of one super-block (requantized where `d[j] != 0`), packed into the
+/// 32 mask bytes and 64 low-pair bytes of `out`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_pack_avx2(x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]) {
+    assert!(x.len() >= 256 && l.len() >= 256 && out.len() >= 96);
+    let (lo, hi, off) = (_mm256_set1_epi32(-4), _mm256_set1_epi32(3), _mm256_set1_epi32(4));
+    // cb[k]: the codes of values 32k..32k+32 as bytes (sub-blocks 2k and 2k+1).
+    let mut cb = [_mm256_setzero_si256(); 8];
+    for (k, c) in cb.iter_mut().enumerate() {
+        let q: [__m256i; 4] = std::array::from_fn(|t| {
+            let (j, at) = (2 * k + t / 2, 32 * k + 8 * t);
+            if d[j] != 0.0 {
+                let v = _mm256_div_ps(_mm256_loadu_ps(x.as_ptr().add(at)), _mm256_set1_ps(d[j]));
+                _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(nint_epi32(v), lo), hi), off)
+            } else {
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(l.as_ptr().add(at).cast()))
+            }
+        });
+        *c = super::pack_u8(q);
+    }
+    // Codes are 0..8 in bytes: shifting 16-bit lanes moves no set bit across a byte boundary
+    // once each byte is masked to the bits it keeps.
+    let (one, three) = (_mm256_set1_epi8(1), _mm256_set1_epi8(3));
+    let mut mask = _mm256_setzero_si256();
+    for (b, &c) in cb.iter().enumerate() {
+        let bit = _mm256_and_si256(_mm256_srli_epi16::<2>(c), one);
+        mask = _mm256_or_si256(mask, _mm256_sll_epi16(bit, _mm_cvtsi32_si128(b as i32)));
+    }
+    _mm256_storeu_si256(out.as_mut_ptr().cast(), mask);
+    for h in 0..2 {
+        let mut v = _mm256_setzero_si256();
+        for t in 0..4 {
+            let pair = _mm256_and_si256(cb[4 * h + t], three);
+            v = _mm256_or_si256(v, _mm256_sll_epi16(pair, _mm_cvtsi32_si128(2 * t as i32)));
+        }
+        _mm256_storeu_si256(out.as_mut_ptr().add(32 + 32 * h).cast(), v);
+    }
 }
 
 /// Byte tables of the IQ4 level search: for bucket `b` (`floor(2x) + 256` in `32b..32b+32`),
