@@ -7,6 +7,8 @@
 //! the caller to the smallest unsigned type that holds `k - 1`.
 
 pub mod assign;
+#[cfg(test)]
+mod assign_tests;
 pub mod metric;
 
 pub use assign::{assign_into, Codebook};
