@@ -16,6 +16,7 @@ from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
+from .vq import assign
 
 __all__ = [
     "GGUF_TYPES",
@@ -24,6 +25,7 @@ __all__ = [
     "QuantizedTensor",
     "QuantpressError",
     "__version__",
+    "assign",
     "compute_scale_zp",
     "get_num_threads",
     "gguf_dequantize",

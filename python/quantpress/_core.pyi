@@ -24,6 +24,7 @@ __all__ = [
     "set_num_threads",
     "simd_level",
     "unpack_bits",
+    "vq_assign",
 ]
 
 class QuantpressError(ValueError):
@@ -71,3 +72,6 @@ def rtn_dequantize(
 ) -> npt.NDArray[np.float32]: ...
 def pack_bits(codes: npt.NDArray[np.uint8], bits: int) -> npt.NDArray[np.uint8]: ...
 def unpack_bits(packed: npt.NDArray[np.uint8], bits: int, n: int) -> npt.NDArray[np.uint8]: ...
+def vq_assign(
+    x: npt.NDArray[np.float32], codebook: npt.NDArray[np.float32], d: int, metric: str, return_distances: bool
+) -> tuple[npt.NDArray[np.uint32], Optional[npt.NDArray[np.float32]]]: ...

@@ -7,6 +7,7 @@ mod arrays;
 mod errors;
 mod runtime;
 mod scalar;
+mod vq;
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -14,5 +15,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     runtime::register(m)?;
     scalar::register(m)?;
+    vq::register(m)?;
     Ok(())
 }
