@@ -69,6 +69,7 @@ def _methods(w: np.ndarray) -> list[Method]:
         ("int4 g64 affine mse", dict(bits=4, group_size=64, method="mse")),
         ("int4 g64 affine hqq", dict(bits=4, group_size=64, method="hqq")),
         ("nf4 g64", dict(bits=4, group_size=64, scheme="nf4")),
+        ("nf4 g64 double-quant", dict(bits=4, group_size=64, scheme="nf4", double_quant=True)),
         ("int3 g64 affine", dict(bits=3, group_size=64)),
         ("int3 g64 affine mse", dict(bits=3, group_size=64, method="mse")),
         ("int3 g64 affine hqq", dict(bits=3, group_size=64, method="hqq")),

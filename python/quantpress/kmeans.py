@@ -79,8 +79,8 @@ class KMeans:
         >>> rng = np.random.default_rng(0)
         >>> x = np.concatenate([rng.normal(c, 0.1, (100, 2)) for c in (0, 5, 10)]).astype(np.float32)
         >>> km = qp.KMeans(3, seed=0).fit(x)
-        >>> np.sort(km.centroids[:, 0]).round(0).tolist()
-        [0.0, 5.0, 10.0]
+        >>> [int(v) for v in np.sort(km.centroids[:, 0]).round(0)]
+        [0, 5, 10]
         >>> int(km.predict(np.array([[9.8, 10.1]], dtype=np.float32))[0]) == int(np.argmax(km.centroids[:, 0]))
         True
     """
