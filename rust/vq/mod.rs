@@ -7,6 +7,7 @@
 //! the caller to the smallest unsigned type that holds `k - 1`.
 
 pub mod assign;
+pub mod kmeans1d;
 pub mod metric;
 
 pub use assign::{assign_into, Codebook};
