@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod errors;
+mod kmeans1d;
 mod runtime;
 mod scalar;
 
@@ -14,5 +15,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     runtime::register(m)?;
     scalar::register(m)?;
+    kmeans1d::register(m)?;
     Ok(())
 }

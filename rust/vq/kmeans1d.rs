@@ -20,8 +20,9 @@
 //!    recomputes centroids from the prefix sums, O(k log m), until no boundary moves or after
 //!    [`MAX_ITER`] iterations.
 //! 4. Centroids are the weighted means of the runs, rounded to f32, ascending. With fewer
-//!    distinct (positive-weight) values `m` than `k` (a constant row, `k` above the row length),
-//!    the first `m` slots hold the distinct values and the rest repeat the last one.
+//!    distinct (positive-weight) values `m` than `k` (a constant row, duplicates), the first `m`
+//!    slots hold the distinct values and the rest repeat the last one. `k` above the row length
+//!    is an error (it would only repeat slots, and the codebook could outgrow the input).
 //! 5. Codes: each element (zero-weight ones included) gets its nearest centroid of the stored f32
 //!    codebook, distances `|x - c|` in f64, ties to the lowest index. This is the DP's partition
 //!    except where rounding the centroids to f32 moves an element that sat (almost) exactly
@@ -312,6 +313,9 @@ fn validate<C: Code>(x: &[f32], row_len: usize, k: usize, weights: &Weights<'_>,
     if k == 0 || k > C::MAX + 1 {
         return Err(invalid!("k must be between 1 and {}, got {k}", C::MAX + 1));
     }
+    if k > row_len {
+        return Err(invalid!("k={k} clusters for rows of {row_len} values: k must not exceed the row length"));
+    }
     if exact && k.min(row_len).saturating_mul(row_len + 1) > MAX_TABLE {
         return Err(invalid!("an exact fit of k={k} on rows of {row_len} values needs too large a table; use exact=False"));
     }
@@ -414,7 +418,7 @@ mod tests {
         let mut rng = Rng(7);
         for trial in 0..300 {
             let n = 1 + trial % 23;
-            let k = 1 + trial % 6;
+            let k = (1 + trial % 6).min(n);
             // Few levels in some trials: duplicates.
             let levels = if trial % 3 == 0 { 4.0 } else { 1e6 };
             let x: Vec<f32> = (0..n).map(|_| ((rng.next() * levels).floor() / levels) * 2.0 - 1.0).collect();
@@ -448,12 +452,12 @@ mod tests {
 
     #[test]
     fn edge_cases() {
-        // Constant row: one distinct centroid, repeated; k above the row length; k = 1.
+        // Constant row: one distinct centroid, repeated; fewer distinct values than k; k = 1.
         let fit = kmeans1d(&[2.0; 5], 5, 4, Weights::None, true).unwrap();
         assert_eq!(fit.codebook, [2.0; 4]);
         assert_eq!((fit.codes, fit.inertia), (vec![0; 5], vec![0.0]));
-        let fit = kmeans1d(&[3.0, 1.0, -0.0, 0.0], 4, 6, Weights::None, false).unwrap();
-        assert_eq!(fit.codebook, [0.0, 1.0, 3.0, 3.0, 3.0, 3.0]);
+        let fit = kmeans1d(&[3.0, 1.0, -0.0, 0.0], 4, 4, Weights::None, false).unwrap();
+        assert_eq!(fit.codebook, [0.0, 1.0, 3.0, 3.0]);
         assert_eq!(fit.codes, [2, 1, 0, 0]);
         let fit = kmeans1d(&[1.0, 2.0, 6.0], 3, 1, Weights::PerValue(&[1.0, 1.0, 2.0]), true).unwrap();
         assert_eq!(fit.codebook, [3.75]);
@@ -472,6 +476,7 @@ mod tests {
         assert!(kmeans1d(&x, 3, 2, Weights::None, true).is_err());
         assert!(kmeans1d(&x, 0, 2, Weights::None, true).is_err());
         assert!(kmeans1d(&x, 4, 0, Weights::None, true).is_err());
+        assert!(kmeans1d(&x, 2, 3, Weights::None, false).is_err());
         assert_eq!(kmeans1d(&[1.0, f32::NAN], 2, 1, Weights::None, true).unwrap_err(), Error::NonFinite { index: 1 });
         assert!(kmeans1d(&x, 4, 2, Weights::PerValue(&[1.0, -1.0, 1.0, 1.0]), true).is_err());
         assert!(kmeans1d(&x, 4, 2, Weights::PerValue(&[1.0, f32::INFINITY, 1.0, 1.0]), false).is_err());
