@@ -39,6 +39,9 @@ use crate::scalar::search::Weights;
 /// Lloyd iterations at most (`exact = false`).
 pub const MAX_ITER: usize = 100;
 
+/// Candidate boundaries of the coarse DP that starts Lloyd (`exact = false`).
+pub const COARSE_GRID: usize = 256;
+
 /// The most split entries (`min(k, row_len) * (row_len + 1)`) an exact fit may keep per row:
 /// 2^27 (512 MiB of u32); beyond it use `exact = false`.
 pub const MAX_TABLE: usize = 1 << 27;
@@ -78,10 +81,6 @@ struct Scratch {
     pw: Vec<f64>,
     ps: Vec<f64>,
     pq: Vec<f64>,
-    prev: Vec<f64>,
-    cur: Vec<f64>,
-    /// `opt[c * (m + 1) + j]`: the start of the last run of the best `c + 1` runs of `u[..j]`.
-    opt: Vec<u32>,
     /// Run boundaries `b[0] = 0 < b[1] < ... < b[kk] = m`.
     bounds: Vec<usize>,
     cent: Vec<f64>,
@@ -126,25 +125,50 @@ impl Scratch {
         }
         m
     }
-
-    /// The weighted SSE of the run `u[i..j]` (`i < j`) about its mean.
-    #[inline(always)]
-    fn cost(&self, i: usize, j: usize) -> f64 {
-        let w = self.pw[j] - self.pw[i];
-        let s = self.ps[j] - self.ps[i];
-        let q = self.pq[j] - self.pq[i];
-        (q - s * s / w).max(0.0)
-    }
 }
 
-/// Layer `c` (0-based: `c + 1` runs) of the DP for `j` in `jlo..=jhi`, split `i` searched in
-/// `olo..=ohi` and at least the previous layer's split at `j`.
+/// The minimum of `vals` (`+inf` if empty or all NaN), in four independent lanes so the
+/// comparisons pipeline (and vectorise) instead of forming one long chain.
+#[inline]
+fn first_min(vals: &[f64]) -> f64 {
+    let mut lane = [f64::INFINITY; 4];
+    let chunks = vals.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..4 {
+            lane[l] = if c[l] < lane[l] { c[l] } else { lane[l] };
+        }
+    }
+    let best = tail.iter().fold(f64::INFINITY, |b, &v| if v < b { v } else { b });
+    lane.iter().fold(best, |b, &v| if v < b { v } else { b })
+}
+
+/// The DP on a grid of candidate boundaries: prefix sums gathered at the grid points, the
+/// previous layer (`a[i] = D[c-1][i] - q[i]`) and the current one.
+#[derive(Default)]
+struct Dp {
+    grid: Vec<usize>,
+    w: Vec<f64>,
+    s: Vec<f64>,
+    q: Vec<f64>,
+    a: Vec<f64>,
+    cur: Vec<f64>,
+    vals: Vec<f64>,
+    /// `opt[c * (g + 1) + j]`: the start of the last run of the best `c + 1` runs of points `..j`.
+    opt: Vec<u32>,
+}
+
+/// One layer of the DP: `cur[j] = min_i a[i] - (s_j - s_i)^2 / (w_j - w_i) + q_j`, the split
+/// searched by divide and conquer, at least the previous layer's split at `j`.
 struct Layer<'a> {
-    s: &'a Scratch,
-    prev: &'a [f64],
+    w: &'a [f64],
+    s: &'a [f64],
+    q: &'a [f64],
+    a: &'a [f64],
     prev_opt: &'a [u32],
     cur: &'a mut [f64],
     opt: &'a mut [u32],
+    vals: &'a mut [f64],
 }
 
 impl Layer<'_> {
@@ -156,15 +180,18 @@ impl Layer<'_> {
         let hi = ohi.min(mid - 1);
         // Rounding may break the monotone split by a hair: never scan an empty range.
         let lo = olo.max(self.prev_opt[mid] as usize).min(hi);
-        let (mut best, mut arg) = (f64::INFINITY, lo);
-        for i in lo..=hi {
-            let v = self.prev[i] + self.s.cost(i, mid);
-            if v < best {
-                best = v;
-                arg = i;
-            }
+        let (wj, sj) = (self.w[mid], self.s[mid]);
+        let n = hi + 1 - lo;
+        // Two passes: the values (a loop the compiler vectorises), then the first minimum.
+        let vals = &mut self.vals[..n];
+        for (((v, &a), &w), &s) in vals.iter_mut().zip(&self.a[lo..=hi]).zip(&self.w[lo..=hi]).zip(&self.s[lo..=hi]) {
+            let ds = sj - s;
+            *v = a - ds * ds / (wj - w);
         }
-        self.cur[mid] = best;
+        let best = first_min(vals);
+        // The first index holding the minimum (ties to the smallest split).
+        let arg = lo + vals.iter().position(|&v| v == best).unwrap_or(0);
+        self.cur[mid] = best + self.q[mid];
         self.opt[mid] = arg as u32;
         if mid > jlo {
             self.solve(jlo, mid - 1, olo, arg);
@@ -173,56 +200,60 @@ impl Layer<'_> {
     }
 }
 
-/// The optimal `kk`-run partition of the `m` loaded values into `s.bounds` (`kk <= m`).
-fn exact_bounds(s: &mut Scratch, kk: usize) {
+/// The best `kk`-run partition of the loaded values with boundaries on a grid of `g + 1` points
+/// (`g = m`: every point, the exact optimum; else `t * m / g`) into `s.bounds` (`kk <= g <= m`).
+fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, g: usize) {
     let m = s.u.len();
-    let stride = m + 1;
-    s.opt.clear();
-    s.opt.resize(kk * stride, 0);
-    s.prev.clear();
-    s.prev.resize(stride, f64::INFINITY);
-    s.cur.clear();
-    s.cur.resize(stride, f64::INFINITY);
-    let mut prev = std::mem::take(&mut s.prev);
-    let mut cur = std::mem::take(&mut s.cur);
-    let mut opt = std::mem::take(&mut s.opt);
-    for j in 1..=m - (kk - 1) {
-        prev[j] = s.cost(0, j);
+    d.grid.clear();
+    d.grid.extend((0..=g).map(|t| if g == m { t } else { t * m / g }));
+    for (dst, src) in [(&mut d.w, &s.pw), (&mut d.s, &s.ps), (&mut d.q, &s.pq)] {
+        dst.clear();
+        dst.extend(d.grid.iter().map(|&t| src[t]));
+    }
+    let stride = g + 1;
+    d.opt.clear();
+    d.opt.resize(kk * stride, 0);
+    d.a.clear();
+    d.a.resize(stride, f64::INFINITY);
+    d.cur.clear();
+    d.cur.resize(stride, f64::INFINITY);
+    d.vals.resize(stride, 0.0);
+    // One run: D[0][j] = q_j - s_j^2 / w_j; a = D - q.
+    for j in 1..=g - (kk - 1) {
+        d.a[j] = -(d.s[j] * d.s[j] / d.w[j]);
     }
     for c in 1..kk {
-        // `c + 1` runs cover `u[..j]` for j in c+1 ..= m - (kk - c - 1); the last layer needs j = m only.
-        let (jlo, jhi) = if c + 1 == kk { (m, m) } else { (c + 1, m - (kk - c - 1)) };
-        let (done, rest) = opt.split_at_mut(c * stride);
-        let mut layer = Layer { s, prev: &prev, prev_opt: &done[(c - 1) * stride..], cur: &mut cur, opt: &mut rest[..stride] };
+        // `c + 1` runs cover points ..j for j in c+1 ..= g - (kk - c - 1); the last layer needs j = g only.
+        let (jlo, jhi) = if c + 1 == kk { (g, g) } else { (c + 1, g - (kk - c - 1)) };
+        let (done, rest) = d.opt.split_at_mut(c * stride);
+        let mut layer = Layer {
+            w: &d.w,
+            s: &d.s,
+            q: &d.q,
+            a: &d.a,
+            prev_opt: &done[(c - 1) * stride..],
+            cur: &mut d.cur,
+            opt: &mut rest[..stride],
+            vals: &mut d.vals,
+        };
         layer.solve(jlo, jhi, c, jhi - 1);
-        std::mem::swap(&mut prev, &mut cur);
-        cur.iter_mut().for_each(|v| *v = f64::INFINITY);
+        for ((a, cur), &q) in d.a.iter_mut().zip(d.cur.iter_mut()).zip(&d.q) {
+            *a = *cur - q;
+            *cur = f64::INFINITY;
+        }
     }
     s.bounds.clear();
     s.bounds.resize(kk + 1, 0);
     s.bounds[kk] = m;
-    let mut j = m;
+    let mut j = g;
     for c in (1..kk).rev() {
-        j = opt[c * stride + j] as usize;
-        s.bounds[c] = j;
+        j = d.opt[c * stride + j] as usize;
+        s.bounds[c] = d.grid[j];
     }
-    (s.prev, s.cur, s.opt) = (prev, cur, opt);
 }
 
-/// Sorted Lloyd from the weighted quantiles into `s.bounds` (`kk <= m`).
-fn lloyd_bounds(s: &mut Scratch, kk: usize) {
-    let m = s.u.len();
-    let total = s.pw[m];
-    s.bounds.clear();
-    s.bounds.push(0);
-    for c in 1..kk {
-        let target = total * c as f64 / kk as f64;
-        let j = s.pw.partition_point(|&p| p < target).max(1);
-        // Every run keeps at least one value.
-        let b = j.clamp(s.bounds[c - 1] + 1, m - (kk - c));
-        s.bounds.push(b);
-    }
-    s.bounds.push(m);
+/// Sorted Lloyd from the boundaries in `s.bounds` (`kk <= m` runs), in place.
+fn lloyd_refine(s: &mut Scratch, kk: usize) {
     s.cent.clear();
     s.cent.resize(kk, 0.0);
     for _ in 0..MAX_ITER {
@@ -248,14 +279,15 @@ fn lloyd_bounds(s: &mut Scratch, kk: usize) {
 
 /// Fits one row (`x`, weights `w` of the same length) into `cb` (k values) and `codes`;
 /// returns the weighted SSE.
-fn fit_row<C: Code>(s: &mut Scratch, x: &[f32], w: &[f32], exact: bool, cb: &mut [f32], codes: &mut [C]) -> f64 {
+fn fit_row<C: Code>(s: &mut Scratch, d: &mut Dp, x: &[f32], w: &[f32], exact: bool, cb: &mut [f32], codes: &mut [C]) -> f64 {
     let k = cb.len();
     let m = s.load(x, w);
     let kk = k.min(m);
     if exact {
-        exact_bounds(s, kk);
+        dp_bounds(s, d, kk, m);
     } else {
-        lloyd_bounds(s, kk);
+        dp_bounds(s, d, kk, m.min(COARSE_GRID.max(kk)));
+        lloyd_refine(s, kk);
     }
     let mut n_distinct = 0;
     for c in 0..kk {
@@ -352,12 +384,12 @@ pub fn kmeans1d_into<C: Code>(
         .map(|(i, ((cb, c), e))| (i * per, cb, c, e))
         .collect();
     parallel::try_for_each(jobs, |(row0, cb, codes, inertia)| {
-        let mut s = Scratch::default();
+        let (mut s, mut d) = (Scratch::default(), Dp::default());
         let mut wbuf = Vec::new();
         for (r, ((cb, codes), e)) in cb.chunks_mut(k).zip(codes.chunks_mut(row_len)).zip(inertia.iter_mut()).enumerate() {
             let start = (row0 + r) * row_len;
             let w = weights.group(start, row_len, &mut wbuf);
-            *e = fit_row(&mut s, &x[start..start + row_len], w, exact, cb, codes);
+            *e = fit_row(&mut s, &mut d, &x[start..start + row_len], w, exact, cb, codes);
         }
         Ok(())
     })
