@@ -15,10 +15,12 @@ from . import _core
 from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
+from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
 
 __all__ = [
     "GGUF_TYPES",
+    "KMeans1D",
     "Observer",
     "QuantParams",
     "QuantizedTensor",
@@ -28,6 +30,7 @@ __all__ = [
     "get_num_threads",
     "gguf_dequantize",
     "gguf_quantize",
+    "kmeans1d",
     "pack_bits",
     "qrange",
     "quantize",

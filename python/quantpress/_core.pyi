@@ -16,6 +16,7 @@ __all__ = [
     "gguf_quantize_into",
     "gguf_dequantize_into",
     "hqq_quantize",
+    "kmeans1d",
     "mse_quantize",
     "_panic_for_tests",
     "pack_bits",
@@ -71,3 +72,10 @@ def rtn_dequantize(
 ) -> npt.NDArray[np.float32]: ...
 def pack_bits(codes: npt.NDArray[np.uint8], bits: int) -> npt.NDArray[np.uint8]: ...
 def unpack_bits(packed: npt.NDArray[np.uint8], bits: int, n: int) -> npt.NDArray[np.uint8]: ...
+def kmeans1d(
+    x: npt.NDArray[np.float32],
+    row_len: int,
+    k: int,
+    weights: npt.NDArray[np.float32] | None = None,
+    exact: bool = True,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.unsignedinteger], npt.NDArray[np.float64]]: ...
