@@ -6,8 +6,8 @@ sharing (SqueezeLLM, Deep Compression) is usually done today.
 
 quantpress fits every row, exact (DP) and fast (coarse DP + Lloyd), on --threads threads.
 scikit-learn's ``KMeans(n_clusters=k, n_init=1)`` (k-means++ init, Lloyd; sklearn's default
-``n_init="auto"`` is also one run for k-means++) is timed on --sk-rows rows and scaled to the
-whole matrix. Inertia is the mean per-row sum of squared errors of each method's codes.
+``n_init="auto"`` is also one run for k-means++), limited to the same --threads OpenMP/BLAS
+threads, is timed on --sk-rows rows and scaled to the whole matrix. Inertia is the mean per-row sum of squared errors of each method's codes.
 """
 
 from __future__ import annotations
@@ -56,7 +56,10 @@ def main() -> None:
     print(f"# {rows}x{cols} Student-t(4) float32, k={args.k}, quantpress on {args.threads} threads "
           f"(median of {runs}); sklearn KMeans(n_init=1) on {sk_rows} rows, scaled")
     sample = rng.choice(rows, size=min(sk_rows, rows), replace=False)
-    t_sk, e_sk = sklearn_rows(w[sample], args.k)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(args.threads):  # the same threads as quantpress (else it oversubscribes)
+        t_sk, e_sk = sklearn_rows(w[sample], args.k)
     t_sk *= rows / len(sample)
     print(f"{'method':<22} {'seconds':>9} {'vs sklearn':>11} {'mean inertia/row':>17} {'rows <= sklearn':>15}")
     print(f"{'sklearn loop (scaled)':<22} {t_sk:9.3f} {'1x':>11} {e_sk.mean():17.6e} {'':>15}")
