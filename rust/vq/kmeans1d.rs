@@ -96,7 +96,8 @@ impl Scratch {
         let all_zero = w.iter().all(|&v| v == 0.0);
         self.pairs.clear();
         // `+ 0.0` turns -0.0 into +0.0 so the two merge.
-        self.pairs.extend(x.iter().zip(w).filter(|(_, &wi)| all_zero || wi > 0.0).map(|(&xi, &wi)| (xi + 0.0, if all_zero { 1.0 } else { wi })));
+        self.pairs
+            .extend(x.iter().zip(w).filter(|(_, &wi)| all_zero || wi > 0.0).map(|(&xi, &wi)| (xi + 0.0, if all_zero { 1.0 } else { wi })));
         self.pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
         self.u.clear();
         self.c.clear();
@@ -381,6 +382,7 @@ fn validate<C: Code>(x: &[f32], row_len: usize, k: usize, weights: &Weights<'_>,
 /// Fits a k-means codebook to every row of `x` (rows of `row_len` values): `codebook` gets `k`
 /// ascending f32 centroids a row, `codes` one index a value, `inertia` the weighted SSE a row.
 /// `weights`: none, one per value, or one per position in the row (the same for every row).
+#[allow(clippy::too_many_arguments)]
 pub fn kmeans1d_into<C: Code>(
     x: &[f32],
     row_len: usize,
@@ -474,7 +476,17 @@ mod tests {
             // Few levels in some trials: duplicates.
             let levels = if trial % 3 == 0 { 4.0 } else { 1e6 };
             let x: Vec<f32> = (0..n).map(|_| ((rng.next() * levels).floor() / levels) * 2.0 - 1.0).collect();
-            let w: Vec<f32> = (0..n).map(|i| if trial % 2 == 0 { 1.0 } else if i % 5 == 3 { 0.0 } else { rng.next() * 3.0 }).collect();
+            let w: Vec<f32> = (0..n)
+                .map(|i| {
+                    if trial % 2 == 0 {
+                        1.0
+                    } else if i % 5 == 3 {
+                        0.0
+                    } else {
+                        rng.next() * 3.0
+                    }
+                })
+                .collect();
             let fit = kmeans1d(&x, n, k, Weights::PerValue(&w), true).unwrap();
             let want = brute_sse(&x, &w, k);
             let got = fit.inertia[0];
@@ -485,6 +497,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn codes_index_the_nearest_centroid_and_centroids_ascend() {
         let mut rng = Rng(3);
         let x: Vec<f32> = (0..4 * 300).map(|_| rng.next() - 0.5).collect();
