@@ -16,12 +16,14 @@ from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .kmeans import KMeans
+from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
 from .vq import assign
 
 __all__ = [
     "GGUF_TYPES",
     "KMeans",
+    "KMeans1D",
     "Observer",
     "QuantParams",
     "QuantizedTensor",
@@ -32,6 +34,7 @@ __all__ = [
     "get_num_threads",
     "gguf_dequantize",
     "gguf_quantize",
+    "kmeans1d",
     "pack_bits",
     "qrange",
     "quantize",

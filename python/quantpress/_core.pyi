@@ -18,6 +18,7 @@ __all__ = [
     "hqq_quantize",
     "kmeans_plusplus",
     "lloyd_iteration",
+    "kmeans1d",
     "mse_quantize",
     "_panic_for_tests",
     "pack_bits",
@@ -92,3 +93,10 @@ def lloyd_iteration(
 def vq_assign(
     x: npt.NDArray[np.float32], codebook: npt.NDArray[np.float32], d: int, metric: str, return_distances: bool
 ) -> tuple[npt.NDArray[np.uint32], Optional[npt.NDArray[np.float32]]]: ...
+def kmeans1d(
+    x: npt.NDArray[np.float32],
+    row_len: int,
+    k: int,
+    weights: npt.NDArray[np.float32] | None = None,
+    exact: bool = True,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.unsignedinteger], npt.NDArray[np.float64]]: ...

@@ -768,3 +768,51 @@ def bnb_double_dequant(codes: np.ndarray, absmax2: np.ndarray, offset: np.float3
     q = np.asarray(codes, dtype=np.uint8).reshape(-1)
     blocks = np.arange(q.size) // 256
     return (code[q] * absmax2[blocks] + F32(offset)).astype(F32)
+# --- kmeans1d ---
+
+
+def kmeans1d_optimal(x: np.ndarray, k: int, weights: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
+    """The optimal weighted SSE of at most ``k`` clusters of the 1-D values ``x`` and their
+    centroids (ascending, float64), by the plain O(k n^2) DP in float64 with every run's SSE
+    computed directly (no prefix sums). Like the kernel: zero-weight values are left out, a row
+    whose weights are all zero is clustered unweighted (its weighted SSE is 0), equal values are
+    merged."""
+    xv = np.asarray(x, dtype=np.float64).reshape(-1)
+    wv = np.ones_like(xv) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    all_zero = not np.any(wv > 0)
+    if all_zero:
+        wv = np.ones_like(xv)
+    keep = wv > 0
+    u, inv = np.unique(xv[keep], return_inverse=True)
+    c = np.bincount(inv, weights=wv[keep], minlength=len(u))
+    n = len(u)
+
+    def cost(i: int, j: int) -> float:
+        mean = float(np.dot(c[i:j], u[i:j]) / c[i:j].sum())
+        return float(np.dot(c[i:j], (u[i:j] - mean) ** 2))
+
+    costs = {(i, j): cost(i, j) for j in range(1, n + 1) for i in range(j)}
+    best = [[np.inf] * (n + 1) for _ in range(k + 1)]
+    split = [[0] * (n + 1) for _ in range(k + 1)]
+    best[0][0] = 0.0
+    for r in range(1, k + 1):
+        for j in range(1, n + 1):
+            for i in range(j):
+                v = best[r - 1][i] + costs[(i, j)]
+                if v < best[r][j]:
+                    best[r][j], split[r][j] = v, i
+    r = min(range(1, k + 1), key=lambda t: best[t][n])
+    sse, bounds, j = best[r][n], [n], n
+    for t in range(r, 0, -1):
+        j = split[t][j]
+        bounds.append(j)
+    bounds = bounds[::-1]
+    cent = np.array([np.dot(c[a:b], u[a:b]) / c[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])])
+    return 0.0 if all_zero else float(sse), cent
+
+
+def kmeans1d_codes(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Index of the nearest entry of ``codebook`` for every value of ``x``: ``|x - c|`` in float64,
+    ties to the lowest index (the kernel's rule)."""
+    d = np.abs(np.asarray(x, np.float64).reshape(-1, 1) - np.asarray(codebook, np.float64).reshape(1, -1))
+    return np.argmin(d, axis=1)

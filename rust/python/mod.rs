@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod arrays;
 mod errors;
 mod kmeans;
+mod kmeans1d;
 mod runtime;
 mod scalar;
 mod vq;
@@ -18,5 +19,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     scalar::register(m)?;
     kmeans::register(m)?;
     vq::register(m)?;
+    kmeans1d::register(m)?;
     Ok(())
 }

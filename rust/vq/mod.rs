@@ -3,15 +3,17 @@
 //!
 //! * [`assign`]: nearest-codeword search (the kernel everything else stands on).
 //! * [`kmeans`]: one Lloyd iteration; [`kmeans_init`]: greedy k-means++ seeding.
+//! * [`kmeans1d`]: exact and fast 1-D k-means per row (weight sharing).
 //!
 //! Vectors are rows of a flat row-major `&[f32]` (`n * d` values); codes are `u32`, narrowed by
 //! the caller to the smallest unsigned type that holds `k - 1`.
 
 pub mod assign;
-pub mod kmeans;
-pub mod kmeans_init;
 #[cfg(test)]
 mod assign_tests;
+pub mod kmeans;
+pub mod kmeans1d;
+pub mod kmeans_init;
 pub mod metric;
 mod rng;
 
