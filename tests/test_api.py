@@ -13,13 +13,12 @@ import quantpress.calibrate
 import quantpress.demo
 import quantpress.gguf
 import quantpress.kmeans
-import quantpress.kmeans1d
 import quantpress.scalar
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans, quantpress.kmeans1d])
+@pytest.mark.parametrize("module", [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans])
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert attempted > 0 and failed == 0
