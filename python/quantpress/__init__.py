@@ -17,6 +17,7 @@ from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .kmeans import KMeans
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
+from .vq import assign
 
 __all__ = [
     "GGUF_TYPES",
@@ -26,6 +27,7 @@ __all__ = [
     "QuantizedTensor",
     "QuantpressError",
     "__version__",
+    "assign",
     "compute_scale_zp",
     "get_num_threads",
     "gguf_dequantize",

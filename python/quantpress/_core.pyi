@@ -26,6 +26,7 @@ __all__ = [
     "set_num_threads",
     "simd_level",
     "unpack_bits",
+    "vq_assign",
 ]
 
 class QuantpressError(ValueError):
@@ -88,3 +89,6 @@ def lloyd_iteration(
     metric: str,
     weights: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], float, npt.NDArray[np.float64], int, float]: ...
+def vq_assign(
+    x: npt.NDArray[np.float32], codebook: npt.NDArray[np.float32], d: int, metric: str, return_distances: bool
+) -> tuple[npt.NDArray[np.uint32], Optional[npt.NDArray[np.float32]]]: ...

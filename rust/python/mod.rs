@@ -8,6 +8,7 @@ mod errors;
 mod kmeans;
 mod runtime;
 mod scalar;
+mod vq;
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -16,5 +17,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     scalar::register(m)?;
     kmeans::register(m)?;
+    vq::register(m)?;
     Ok(())
 }

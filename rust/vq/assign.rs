@@ -9,6 +9,7 @@
 use super::Metric;
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
+use crate::simd::{self, Level};
 
 /// A validated codebook of `k` codewords of dimension `d`, ready to be searched.
 #[derive(Clone, Debug)]
@@ -20,6 +21,35 @@ pub struct Codebook {
     pub data: Vec<f32>,
     /// L2: `|c|^2` per codeword (sequential `mul_add` over the dimensions); otherwise empty.
     pub norms: Vec<f32>,
+    /// The codewords (as in `data`) transposed in panels of [`PANEL`]: panel `p` holds, for each
+    /// dimension `t`, the values of codewords `PANEL*p..PANEL*(p+1)` at `t`, at
+    /// `panels[p*d + t].0[lane]`. Slots past `k` are NaN: their score is NaN, which never
+    /// compares smaller, so they never win. What the SIMD kernels stream.
+    pub panels: Vec<PanelRow>,
+    /// L2: `norms` padded with NaN to whole panels; otherwise empty.
+    pub panel_norms: Vec<f32>,
+}
+
+/// Codewords per packed panel (one AVX-512 register, two AVX2 registers).
+pub const PANEL: usize = 16;
+
+/// One dimension of one panel: [`PANEL`] codewords' values, aligned to a cache line so that
+/// no vector load splits one.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub struct PanelRow(pub [f32; PANEL]);
+
+/// `data` (`k` rows of `d`) transposed into NaN-padded panels (see [`Codebook::panels`]).
+fn pack_panels(data: &[f32], d: usize, k: usize) -> Vec<PanelRow> {
+    let np = k.div_ceil(PANEL);
+    let mut panels = vec![PanelRow([f32::NAN; PANEL]); np * d];
+    for (j, c) in data.chunks_exact(d).enumerate() {
+        let (p, lane) = (j / PANEL, j % PANEL);
+        for (t, v) in c.iter().enumerate() {
+            panels[p * d + t].0[lane] = *v;
+        }
+    }
+    panels
 }
 
 impl Codebook {
@@ -42,7 +72,12 @@ impl Codebook {
             data.chunks_exact_mut(d).for_each(normalize);
         }
         let norms = if metric == Metric::L2 { data.chunks_exact(d).map(|c| dot(c, c)).collect() } else { Vec::new() };
-        Ok(Codebook { d, k, metric, data, norms })
+        let panels = pack_panels(&data, d, k);
+        let mut panel_norms = norms.clone();
+        if metric == Metric::L2 {
+            panel_norms.resize(k.div_ceil(PANEL) * PANEL, f32::NAN);
+        }
+        Ok(Codebook { d, k, metric, data, norms, panels, panel_norms })
     }
 
     /// The codeword `j`.
@@ -124,8 +159,38 @@ pub fn assign_batch_scalar(cb: &Codebook, x: &[f32], codes: &mut [u32], mut dist
 /// for callers (k-means) that cut the work into jobs themselves. `x` must hold `codes.len()`
 /// finite rows of `cb.d` values.
 pub fn assign_batch(cb: &Codebook, x: &[f32], codes: &mut [u32], dists: Option<&mut [f32]>) {
-    assign_batch_scalar(cb, x, codes, dists)
+    assign_batch_at(simd::level(), cb, x, codes, dists)
 }
+
+/// [`assign_batch`] at a given SIMD level (one this CPU supports; others fall back to scalar).
+pub fn assign_batch_at(level: Level, cb: &Codebook, x: &[f32], codes: &mut [u32], mut dists: Option<&mut [f32]>) {
+    let search: Option<SearchFn> = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => Some(simd::x86_avx2::assign::search),
+        _ => None,
+    };
+    let Some(search) = search else {
+        return assign_batch_scalar(cb, x, codes, dists);
+    };
+    // The kernel reports each row's best ranking score; the distance follows from it as in scalar.
+    let mut best = [0f32; SCORE_CHUNK];
+    for (i, (c, xs)) in codes.chunks_mut(SCORE_CHUNK).zip(x.chunks(SCORE_CHUNK * cb.d)).enumerate() {
+        let best = &mut best[..c.len()];
+        search(cb, xs, c, best);
+        if let Some(d) = dists.as_deref_mut() {
+            let d = &mut d[i * SCORE_CHUNK..i * SCORE_CHUNK + c.len()];
+            for ((out, s), xi) in d.iter_mut().zip(best.iter()).zip(xs.chunks_exact(cb.d)) {
+                *out = reported(cb.metric, xi, *s);
+            }
+        }
+    }
+}
+
+/// A level's search kernel: codes and best ranking scores of `codes.len()` rows.
+type SearchFn = fn(&Codebook, &[f32], &mut [u32], &mut [f32]);
+
+/// Rows per kernel call (the size of the best-score buffer on the stack).
+const SCORE_CHUNK: usize = 1024;
 
 /// Rows per parallel job: fixed by the input, so the split never depends on the thread count.
 fn rows_per_job(cb: &Codebook) -> usize {

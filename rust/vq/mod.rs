@@ -10,6 +10,8 @@
 pub mod assign;
 pub mod kmeans;
 pub mod kmeans_init;
+#[cfg(test)]
+mod assign_tests;
 pub mod metric;
 mod rng;
 

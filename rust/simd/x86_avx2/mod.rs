@@ -39,6 +39,7 @@ pub mod kquants_symmetric;
 mod nf4;
 mod nibbles;
 mod quantize;
+pub mod assign;
 
 /// Panics unless this CPU has AVX2, FMA and F16C (the public kernels' soundness guard).
 #[inline(always)]

@@ -1,0 +1,213 @@
+//! Nearest-codeword search with AVX2 + FMA, bit-identical to `vq::assign::assign_batch_scalar`.
+//!
+//! Codewords sit in lanes: the codebook is pre-packed in transposed panels of 16 codewords
+//! ([`Codebook::panels`]), so one dimension of a panel is two registers, and a register tile of
+//! up to [`ROWS`] input rows x 16 codewords accumulates each (row, codeword) pair over the
+//! dimensions in order, from 0, with one `vfmadd` (or, for L1, `sub`/`abs`/`add`) per dimension:
+//! exactly the scalar `mul_add` chain. The score and a running argmin are fused into the tile's
+//! epilogue; nothing of size `rows x k` is ever stored.
+//!
+//! The running argmin keeps, per row and per lane, the smallest score seen and its codeword
+//! index. A lane sees its codewords in increasing index order and only a strictly smaller score
+//! replaces its best (`vminps` returns its second operand unless the first is smaller, so NaN
+//! never wins), which keeps the lowest index among ties; because the new index is always larger
+//! than the kept one, the index update is `max(idx, mask & j)` (two cheap instructions instead of
+//! a three-uop `vblendvps`). At the end the lanes are merged in scalar code: smallest score,
+//! then lowest index, which is the first index of the minimum, as the scalar scan finds it.
+//!
+//! Rows are taken [`ROW_BLOCK`] at a time with their running minima kept in a small buffer, while
+//! the codebook streams by in blocks of about [`CODEBOOK_BLOCK_BYTES`] (so a block stays in L1/L2
+//! while every tile of the row block reads it): memory is O(block), never O(rows x k).
+
+use std::arch::x86_64::*;
+
+use crate::vq::assign::{Codebook, PanelRow, PANEL};
+use crate::vq::Metric;
+
+/// Rows per register tile (6 accumulators, 3 running minima and indices, 2 panel registers).
+const ROWS: usize = 3;
+/// Rows whose running minima are kept while the codebook streams by.
+const ROW_BLOCK: usize = 96;
+/// Codebook bytes per block.
+const CODEBOOK_BLOCK_BYTES: usize = 32 * 1024;
+
+/// Kinds of inner step (`M` const parameter).
+const L2: u8 = 0;
+const IP: u8 = 1;
+const L1: u8 = 2;
+
+/// Running minimum of one row: per lane, the smallest score and its codeword index.
+#[derive(Clone, Copy)]
+struct State {
+    best: __m256,
+    idx: __m256i,
+}
+
+/// `(panels, panel norms, d, first panel, end panel, first row of x, states of the rows)`.
+type Tile = unsafe fn(*const PanelRow, *const f32, usize, usize, usize, *const f32, *mut State);
+
+/// Searches `codes.len()` rows of `x`: `codes[i]` is the nearest codeword and `best[i]` its
+/// ranking score (see `vq::assign::score_scalar`), exactly as the scalar scan finds them.
+pub fn search(cb: &Codebook, x: &[f32], codes: &mut [u32], best: &mut [f32]) {
+    super::require_avx2();
+    assert!(x.len() >= codes.len() * cb.d && best.len() >= codes.len(), "assign: buffers too short");
+    assert!(cb.panels.len() == cb.k.div_ceil(PANEL) * cb.d, "assign: codebook not packed");
+    assert!(cb.metric != Metric::L2 || cb.panel_norms.len() == cb.k.div_ceil(PANEL) * PANEL);
+    // SAFETY: AVX2 and FMA were just checked; the asserts above give every bound the kernel's
+    // pointer arithmetic relies on (x rows, output lengths, panel and norm counts).
+    unsafe { search_inner(cb, x, codes, best) }
+}
+
+/// # Safety
+/// AVX2 and FMA must be available; the slices must satisfy the asserts in [`search`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn search_inner(cb: &Codebook, x: &[f32], codes: &mut [u32], best: &mut [f32]) {
+    let (d, n) = (cb.d, codes.len());
+    let np = cb.k.div_ceil(PANEL);
+    let block = (CODEBOOK_BLOCK_BYTES / (d * PANEL * 4)).max(1);
+    let tiles = pick(cb.metric, d);
+    let init = State { best: _mm256_set1_ps(f32::INFINITY), idx: _mm256_setzero_si256() };
+    let mut st = [init; ROW_BLOCK];
+    for r0 in (0..n).step_by(ROW_BLOCK) {
+        let rows = (n - r0).min(ROW_BLOCK);
+        st[..rows].fill(init);
+        for p0 in (0..np).step_by(block) {
+            let p1 = (p0 + block).min(np);
+            let mut r = 0;
+            while r < rows {
+                let m = (rows - r).min(ROWS);
+                tiles[m - 1](cb.panels.as_ptr(), cb.panel_norms.as_ptr(), d, p0, p1, x.as_ptr().add((r0 + r) * d), st.as_mut_ptr().add(r));
+                r += m;
+            }
+        }
+        for (r, s) in st[..rows].iter().enumerate() {
+            (codes[r0 + r], best[r0 + r]) = merge(s);
+        }
+    }
+}
+
+/// The lanes of a running minimum merged: smallest score, ties to the lowest index. A lane that
+/// never improved holds (+inf, 0), so a row where nothing beat +inf gets code 0, as in scalar.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn merge(s: &State) -> (u32, f32) {
+    let mut b = [0f32; 8];
+    let mut i = [0u32; 8];
+    _mm256_storeu_ps(b.as_mut_ptr(), s.best);
+    _mm256_storeu_si256(i.as_mut_ptr().cast(), s.idx);
+    let (mut bb, mut ii) = (b[0], i[0]);
+    for l in 1..8 {
+        if b[l] < bb || (b[l] == bb && i[l] < ii) {
+            (bb, ii) = (b[l], i[l]);
+        }
+    }
+    (ii, bb)
+}
+
+macro_rules! tiles {
+    ($m:expr, $d:expr) => {
+        [tile::<$m, $d, 1> as Tile, tile::<$m, $d, 2> as Tile, tile::<$m, $d, 3> as Tile]
+    };
+}
+
+macro_rules! by_dim {
+    ($m:expr, $d:expr) => {
+        match $d {
+            4 => tiles!($m, 4),
+            8 => tiles!($m, 8),
+            16 => tiles!($m, 16),
+            _ => tiles!($m, 0),
+        }
+    };
+}
+
+/// The tile kernels for a metric, with the dimension loop unrolled for the common small `d`.
+fn pick(metric: Metric, d: usize) -> [Tile; ROWS] {
+    match metric {
+        Metric::L2 => by_dim!(L2, d),
+        Metric::Ip | Metric::Cosine => by_dim!(IP, d),
+        Metric::L1 => by_dim!(L1, d),
+    }
+}
+
+/// One dimension of the pair accumulation: `x*c + acc` (the scalar `mul_add`), or for L1
+/// `acc + |x - c|`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn step<const M: u8>(acc: __m256, xb: __m256, c: __m256) -> __m256 {
+    if M == L1 {
+        _mm256_add_ps(acc, _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(xb, c)))
+    } else {
+        _mm256_fmadd_ps(xb, c, acc)
+    }
+}
+
+/// The ranking score of an accumulated pair: `fma(-2, dot, |c|^2)` for L2, `-dot` for IP and
+/// cosine (a sign flip, exact), the sum itself for L1.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn score<const M: u8>(acc: __m256, norm: __m256) -> __m256 {
+    match M {
+        L2 => _mm256_fmadd_ps(_mm256_set1_ps(-2.0), acc, norm),
+        IP => _mm256_xor_ps(acc, _mm256_set1_ps(-0.0)),
+        _ => acc,
+    }
+}
+
+/// Folds eight scores for codewords `j` into a running minimum (see the module doc).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn update(best: &mut __m256, idx: &mut __m256i, s: __m256, j: __m256i) {
+    let less = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(s, *best));
+    *best = _mm256_min_ps(s, *best);
+    *idx = _mm256_max_epu32(*idx, _mm256_and_si256(less, j));
+}
+
+/// Scores panels `p0..p1` against `R` consecutive rows of `x` (row stride `d`) and folds them into
+/// the rows' running minima. `D` is `d` when nonzero (a compile-time dimension loop).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x` must hold `R * d` readable floats, `st` `R` states,
+/// `panels` `p1 * d` rows and, for L2, `norms` `p1 * PANEL` floats.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const M: u8, const D: usize, const R: usize>(
+    panels: *const PanelRow,
+    norms: *const f32,
+    d: usize,
+    p0: usize,
+    p1: usize,
+    x: *const f32,
+    st: *mut State,
+) {
+    let d = if D > 0 { D } else { d };
+    let mut best: [__m256; R] = std::array::from_fn(|r| (*st.add(r)).best);
+    let mut idx: [__m256i; R] = std::array::from_fn(|r| (*st.add(r)).idx);
+    let mut j = _mm256_add_epi32(_mm256_set1_epi32((p0 * PANEL) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for p in p0..p1 {
+        let w = panels.add(p * d).cast::<f32>();
+        let mut a0 = [_mm256_setzero_ps(); R];
+        let mut a1 = [_mm256_setzero_ps(); R];
+        for t in 0..d {
+            let c0 = _mm256_load_ps(w.add(t * PANEL));
+            let c1 = _mm256_load_ps(w.add(t * PANEL + 8));
+            for r in 0..R {
+                let xb = _mm256_broadcast_ss(&*x.add(r * d + t));
+                a0[r] = step::<M>(a0[r], xb, c0);
+                a1[r] = step::<M>(a1[r], xb, c1);
+            }
+        }
+        let (n0, n1) = if M == L2 {
+            (_mm256_loadu_ps(norms.add(p * PANEL)), _mm256_loadu_ps(norms.add(p * PANEL + 8)))
+        } else {
+            (_mm256_setzero_ps(), _mm256_setzero_ps())
+        };
+        let j1 = _mm256_add_epi32(j, _mm256_set1_epi32(8));
+        for r in 0..R {
+            update(&mut best[r], &mut idx[r], score::<M>(a0[r], n0), j);
+            update(&mut best[r], &mut idx[r], score::<M>(a1[r], n1), j1);
+        }
+        j = _mm256_add_epi32(j, _mm256_set1_epi32(PANEL as i32));
+    }
+    for r in 0..R {
+        *st.add(r) = State { best: best[r], idx: idx[r] };
+    }
+}
