@@ -17,15 +17,18 @@ from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .kmeans import KMeans
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
+from .pq import ProductQuantizer, ResidualQuantizer
 from .vq import assign
 
 __all__ = [
     "GGUF_TYPES",
     "KMeans",
     "Observer",
+    "ProductQuantizer",
     "QuantParams",
     "QuantizedTensor",
     "QuantpressError",
+    "ResidualQuantizer",
     "__version__",
     "assign",
     "compute_scale_zp",
