@@ -19,6 +19,7 @@ from .kmeans import KMeans
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
 from .pq import ProductQuantizer, ResidualQuantizer
 from .vq import assign
+from .weight_vq import VQTensor, vq_quantize
 
 __all__ = [
     "GGUF_TYPES",
@@ -29,6 +30,7 @@ __all__ = [
     "QuantizedTensor",
     "QuantpressError",
     "ResidualQuantizer",
+    "VQTensor",
     "__version__",
     "assign",
     "compute_scale_zp",
@@ -41,6 +43,7 @@ __all__ = [
     "set_num_threads",
     "simd_level",
     "unpack_bits",
+    "vq_quantize",
 ]
 
 
