@@ -65,7 +65,9 @@ def _code_dtype(bits: int) -> np.dtype:
 
 
 def _kmeans(k: int, n_iter: int, seed: int, x: np.ndarray) -> np.ndarray:
-    return KMeans(k, n_iter=n_iter, seed=seed).fit(x).centroids
+    c = KMeans(k, n_iter=n_iter, seed=seed).fit(x).centroids
+    assert c is not None
+    return c
 
 
 def _topk_rows(dist: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

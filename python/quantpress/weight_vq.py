@@ -176,8 +176,9 @@ def vq_quantize(
     codes = np.empty((len(r), stages), dtype=code_dtype(k))
     books = np.empty((stages, k, dim), dtype=np.float16)
     for s in range(stages):
-        km = KMeans(k, n_iter=n_iter, seed=seed + s).fit(r, sample_weight=sw if sw.any() else None)
-        books[s] = km.centroids.astype(np.float16)
+        centroids = KMeans(k, n_iter=n_iter, seed=seed + s).fit(r, sample_weight=sw if sw.any() else None).centroids
+        assert centroids is not None
+        books[s] = centroids.astype(np.float16)
         if not np.isfinite(books[s]).all():
             raise QuantpressError("a codeword overflows float16: use row_scale=True")
         c = books[s].astype(np.float32)
