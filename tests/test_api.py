@@ -13,12 +13,17 @@ import quantpress.calibrate
 import quantpress.demo
 import quantpress.gguf
 import quantpress.kmeans
+import quantpress.pq
+import quantpress.weight_vq
 import quantpress.scalar
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans])
+@pytest.mark.parametrize(
+    "module",
+    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans, quantpress.pq, quantpress.weight_vq],
+)
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert attempted > 0 and failed == 0

@@ -18,16 +18,21 @@ from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .kmeans import KMeans
 from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
+from .pq import ProductQuantizer, ResidualQuantizer
 from .vq import assign
+from .weight_vq import VQTensor, vq_quantize
 
 __all__ = [
     "GGUF_TYPES",
     "KMeans",
     "KMeans1D",
     "Observer",
+    "ProductQuantizer",
     "QuantParams",
     "QuantizedTensor",
     "QuantpressError",
+    "ResidualQuantizer",
+    "VQTensor",
     "__version__",
     "assign",
     "compute_scale_zp",
@@ -41,6 +46,7 @@ __all__ = [
     "set_num_threads",
     "simd_level",
     "unpack_bits",
+    "vq_quantize",
 ]
 
 

@@ -816,3 +816,30 @@ def kmeans1d_codes(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     ties to the lowest index (the kernel's rule)."""
     d = np.abs(np.asarray(x, np.float64).reshape(-1, 1) - np.asarray(codebook, np.float64).reshape(1, -1))
     return np.argmin(d, axis=1)
+
+
+# --- product / residual quantization ---
+
+
+def pq_encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """Brute-force PQ codes: per sub-space, argmin over codewords of the float64 squared distance
+    (``np.argmin`` takes the first, i.e. lowest, index on ties)."""
+    m, _k, ds = codebooks.shape
+    out = np.empty((len(x), m), dtype=np.int64)
+    for j in range(m):
+        sub = x[:, j * ds : (j + 1) * ds].astype(np.float64)
+        dist = ((sub[:, None, :] - codebooks[j][None].astype(np.float64)) ** 2).sum(-1)
+        out[:, j] = np.argmin(dist, axis=1)
+    return out
+
+
+def pq_decode(codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """Concatenation of each sub-space's codeword."""
+    return np.concatenate([codebooks[j][codes[:, j]] for j in range(codebooks.shape[0])], axis=1).astype(F32)
+
+
+def knn_brute(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest rows of ``database`` by float64 squared L2, ordered by (distance, index)."""
+    dist = ((queries[:, None, :].astype(np.float64) - database[None].astype(np.float64)) ** 2).sum(-1)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(dist, order, 1), order

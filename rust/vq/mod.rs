@@ -14,6 +14,8 @@ mod assign_tests;
 pub mod kmeans;
 pub mod kmeans1d;
 pub mod kmeans_init;
+#[cfg(test)]
+mod assign_tests;
 pub mod metric;
 mod rng;
 
