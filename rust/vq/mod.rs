@@ -14,8 +14,6 @@ mod assign_tests;
 pub mod kmeans;
 pub mod kmeans1d;
 pub mod kmeans_init;
-#[cfg(test)]
-mod assign_tests;
 pub mod metric;
 mod rng;
 
