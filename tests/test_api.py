@@ -13,11 +13,12 @@ import quantpress.calibrate
 import quantpress.demo
 import quantpress.gguf
 import quantpress.scalar
+import quantpress.vq
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate])
+@pytest.mark.parametrize("module", [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.vq])
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert attempted > 0 and failed == 0
