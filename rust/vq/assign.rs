@@ -196,8 +196,9 @@ const SCORE_CHUNK: usize = 1024;
 
 /// Rows per parallel job: fixed by the input, so the split never depends on the thread count.
 fn rows_per_job(cb: &Codebook) -> usize {
-    // About 4M multiply-adds per job, at least 16 rows.
-    (4_000_000 / (cb.k * cb.d).max(1)).clamp(16, 65_536)
+    // About 4M multiply-adds per job, and at least 192 rows: every row block of the kernels
+    // (96 rows) reads the whole codebook once, so a big codebook needs whole blocks to amortise.
+    (4_000_000 / (cb.k * cb.d).max(1)).clamp(192, 65_536)
 }
 
 /// Finds the nearest codeword of every row of `x` (`n * d` values): `codes[i]` and, if given,
