@@ -191,6 +191,9 @@ unsafe fn tile<const M: u8, const D: usize, const R: usize>(
     let mut j = _mm256_add_epi32(_mm256_set1_epi32((p0 * PANEL) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     for p in p0..p1 {
         let w = panels.add(p * d).cast::<f32>();
+        // Opaque to the optimiser, so that it broadcasts x from memory for every panel instead
+        // of hoisting R*d broadcasts out of the panel loop and spilling them as whole registers.
+        let x = std::hint::black_box(x);
         let mut a0 = [_mm256_setzero_ps(); R];
         let mut a1 = [_mm256_setzero_ps(); R];
         for t in 0..d {

@@ -173,6 +173,9 @@ unsafe fn panels_step<const M: u8, const R: usize, const P: usize>(
     idx: &mut [__m512i; R],
 ) {
     let w = panels.add(p * d).cast::<f32>();
+    // Opaque to the optimiser, so that it broadcasts x from memory inside the FMAs instead of
+    // hoisting R*d broadcasts out of the panel loop and spilling them as whole registers.
+    let x = std::hint::black_box(x);
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     for t in 0..d {
         let c: [__m512; P] = std::array::from_fn(|q| _mm512_load_ps(w.add((q * d + t) * PANEL)));
