@@ -24,7 +24,8 @@ import numpy as np
 import quantpress as qp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import median_seconds  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
 
 SHAPES = [(1_000_000, 8, 256), (200_000, 8, 4096), (200_000, 64, 256), (50_000, 8, 65536)]
 QUICK = [(2000, 8, 256), (500, 16, 1024)]
@@ -32,6 +33,20 @@ QUICK = [(2000, 8, 256), (500, 16, 1024)]
 
 def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def interleaved_medians(fns: list, runs: int) -> list[float]:
+    """Median wall time of each function, the calls alternating (after one warm-up call each), so
+    that a change in machine load during the run affects every contender alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
 def faiss_search(metric: str, codebook: np.ndarray):
@@ -67,17 +82,18 @@ def main() -> None:
         for n, d, k in shapes:
             x = rng.standard_normal((n, d)).astype(np.float32)
             codebook = rng.standard_normal((k, d)).astype(np.float32)
+            search = faiss_search(metric, codebook)
             rss0 = maxrss_mb()
-            t_qp = median_seconds(lambda: qp.assign(x, codebook, metric), runs)
-            rss = maxrss_mb() - rss0
             ours = qp.assign(x, codebook, metric)
+            rss = maxrss_mb() - rss0
+            fns = [lambda: qp.assign(x, codebook, metric)] + ([lambda: search(x)] if search else [])
+            times = interleaved_medians(fns, runs)
+            t_qp = times[0]
             limit = args.gflops * 1e9 / (2.0 * k * d) / 1e6
             line = f"{metric:<6} {n:8d} {d:3d} {k:6d} {n / t_qp / 1e6:10.3f}"
-            search = faiss_search(metric, codebook)
             if search is not None:
-                t_f = median_seconds(lambda: search(x), runs)
                 agree = float(np.mean(search(x) == ours.astype(np.int64)))
-                line += f" {n / t_f / 1e6:8.3f} {t_f / t_qp:6.2f}"
+                line += f" {n / times[1] / 1e6:8.3f} {times[1] / t_qp:6.2f}"
             else:
                 line += f" {'-':>8} {'-':>6}"
                 agree = float("nan")
