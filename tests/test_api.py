@@ -16,13 +16,14 @@ import quantpress.kmeans
 import quantpress.pq
 import quantpress.weight_vq
 import quantpress.scalar
+import quantpress.vq
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
     "module",
-    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans, quantpress.pq, quantpress.weight_vq],
+    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans, quantpress.pq, quantpress.vq, quantpress.weight_vq],
 )
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

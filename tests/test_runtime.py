@@ -14,7 +14,7 @@ def run(code, **env):
 
 
 def test_level_is_the_detected_one_by_default():
-    assert qp.simd_level() in ("scalar", "avx2", "neon")
+    assert qp.simd_level() in ("scalar", "avx2", "avx512", "neon")
     assert run("import quantpress as qp; print(qp.simd_level())") == _core.detected_simd_level()
 
 

@@ -843,3 +843,79 @@ def knn_brute(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.nda
     dist = ((queries[:, None, :].astype(np.float64) - database[None].astype(np.float64)) ** 2).sum(-1)
     order = np.argsort(dist, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(dist, order, 1), order
+# --- assign ---
+
+
+def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``a * b + c`` rounded once to float32, as ``f32::mul_add``: the product is exact in float64,
+    the sum's rounding error is recovered exactly (Knuth's TwoSum), and the one case where
+    rounding the float64 sum to float32 differs from rounding the exact sum (a float32 midpoint
+    with a nonzero error) is corrected. Exact for finite inputs whose result does not overflow."""
+    p = np.asarray(a, np.float32).astype(np.float64) * np.asarray(b, np.float32).astype(np.float64)
+    c64 = np.asarray(c, np.float32).astype(np.float64)
+    s = p + c64
+    bp = s - p
+    err = (p - (s - bp)) + (c64 - bp)
+    r = s.astype(np.float32)
+    r64 = r.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        other = np.nextafter(r, np.where(s > r64, np.float32(np.inf), np.float32(-np.inf)))
+        mid = (s != r64) & (2 * s == r64 + other.astype(np.float64)) & (err != 0)
+        beyond = mid & (np.sign(err) == np.sign(s - r64))
+    return np.where(beyond, other, r).astype(np.float32)
+
+
+def _dot_chain(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``x[:, None] . c[None, :]`` for every pair, as a sequential float32 FMA chain from 0 over
+    the dimensions (the order of the Rust ``vq::assign::dot``): an ``(n, k)`` array."""
+    acc = np.zeros((x.shape[0], c.shape[0]), np.float32)
+    for t in range(x.shape[1]):
+        acc = fma32(x[:, t, None], c[None, :, t], acc)
+    return acc
+
+
+def _self_dot(v: np.ndarray) -> np.ndarray:
+    """``v_i . v_i`` per row, as the sequential float32 FMA chain."""
+    acc = np.zeros(v.shape[0], np.float32)
+    for t in range(v.shape[1]):
+        acc = fma32(v[:, t], v[:, t], acc)
+    return acc
+
+
+def assign(x: np.ndarray, codebook: np.ndarray, metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force nearest codewords ``(codes as int64, distances as float32)`` with the float32
+    operations of the Rust core in the same order: ranking scores ``fma(-2, x.c, |c|^2)`` (L2),
+    ``-x.c`` (IP, cosine with unit-scaled codewords) or the in-order sum of ``|x - c|`` (L1);
+    the first index of the smallest score wins (NaN never wins; all NaN/inf gives code 0).
+    O(n * k) memory: for tests only."""
+    x = np.asarray(x, np.float32)
+    c = np.asarray(codebook, np.float32)
+    if metric == "cosine":
+        n = np.sqrt(_self_dot(c))
+        with np.errstate(divide="ignore"):
+            inv = np.where(n > 0, np.float32(1) / n, np.float32(0)).astype(np.float32)
+        c = np.where((n > 0)[:, None], c * inv[:, None], c).astype(np.float32)
+    if metric == "l1":
+        score = np.zeros((x.shape[0], c.shape[0]), np.float32)
+        for t in range(x.shape[1]):
+            score = score + np.abs(x[:, t, None] - c[None, :, t])
+    elif metric == "l2":
+        norms = _self_dot(c)
+        score = fma32(np.float32(-2), _dot_chain(x, c), norms[None, :])
+    else:
+        score = -_dot_chain(x, c)
+    score = np.where(np.isnan(score), np.float32(np.inf), score)
+    codes = np.argmin(score, axis=1)
+    best = score[np.arange(x.shape[0]), codes]
+    xx = _self_dot(x)
+    if metric == "l2":
+        dist = np.fmax(best + xx, np.float32(0))
+    elif metric == "ip":
+        dist = -best
+    elif metric == "cosine":
+        nx = np.sqrt(xx)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dist = np.where(nx > 0, -best / nx, np.float32(0))
+    else:
+        dist = best
+    return codes.astype(np.int64), dist.astype(np.float32)

@@ -110,7 +110,7 @@ pub struct Kernels {
 pub fn kernels_at(level: Level) -> Kernels {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => Kernels { pass: simd::x86_avx2::hqq::pass, zero_codes: simd::x86_avx2::hqq::zero_codes },
+        Level::Avx2 | Level::Avx512 => Kernels { pass: simd::x86_avx2::hqq::pass, zero_codes: simd::x86_avx2::hqq::zero_codes },
         _ => Kernels { pass, zero_codes: search::zero_codes },
     }
 }

@@ -3,11 +3,11 @@
 
 use proptest::prelude::*;
 
-use super::{detected_level, scalar, x86_avx2 as avx, Level};
+use super::{scalar, x86_avx2 as avx, Level};
 
 /// Whether the AVX2 kernels can run here; says so on stderr when they cannot.
 fn avx2_here() -> bool {
-    let ok = detected_level() == Level::Avx2;
+    let ok = super::supported(Level::Avx2);
     if !ok {
         eprintln!("skipping AVX2 kernel test: this CPU lacks AVX2+FMA+F16C");
     }
@@ -599,7 +599,7 @@ proptest! {
 
 #[test]
 fn nibble_pack_and_unpack_match_scalar() {
-    if super::detected_level() != super::Level::Avx2 {
+    if !super::supported(super::Level::Avx2) {
         eprintln!("AVX2 not available: skipped");
         return;
     }
@@ -608,7 +608,7 @@ fn nibble_pack_and_unpack_match_scalar() {
 
 #[test]
 fn grids_match_scalar() {
-    if super::detected_level() != super::Level::Avx2 {
+    if !super::supported(super::Level::Avx2) {
         eprintln!("AVX2 not available: skipped");
         return;
     }
@@ -617,7 +617,7 @@ fn grids_match_scalar() {
 
 #[test]
 fn nf4_kernels_match_scalar() {
-    if super::detected_level() != super::Level::Avx2 {
+    if !super::supported(super::Level::Avx2) {
         eprintln!("AVX2 not available: skipped");
         return;
     }

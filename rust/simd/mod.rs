@@ -4,8 +4,11 @@
 //! [`level()`] once per call and runs one implementation for the whole call, never choosing per
 //! element. The scalar kernels in [`scalar`] are always compiled and are the oracle the SIMD
 //! kernels are tested against. Tests (and users chasing a bug) can force a lower level with
-//! [`force_level`] or the `QUANTPRESS_SIMD` environment variable (`scalar`, `avx2`, `neon`),
-//! read once at first use; a level above what the CPU supports is refused.
+//! [`force_level`] or the `QUANTPRESS_SIMD` environment variable (`scalar`, `avx2`, `avx512`,
+//! `neon`), read once at first use; a level above what the CPU supports is refused.
+//!
+//! [`Level::Avx512`] only has kernels of its own where 512-bit registers pay (`x86_avx512`);
+//! everywhere else it runs the AVX2 kernels.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -23,6 +26,8 @@ mod neon_tests;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_avx512;
 
 /// How a group's scale and zero point follow from its range (the rules of `crate::scalar::rtn`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,7 +108,7 @@ pub fn kernels() -> &'static Kernels {
 pub fn kernels_at(l: Level) -> &'static Kernels {
     match l {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => &AVX2,
+        Level::Avx2 | Level::Avx512 => &AVX2,
         #[cfg(target_arch = "aarch64")]
         Level::Neon => &NEON,
         _ => &SCALAR,
@@ -118,6 +123,9 @@ pub enum Level {
     Avx2 = 1,
     /// aarch64 NEON (Advanced SIMD).
     Neon = 2,
+    /// x86-64 AVX-512 F/BW/VL/DQ on top of [`Level::Avx2`] (whose kernels it runs where it has
+    /// none of its own).
+    Avx512 = 3,
 }
 
 impl Level {
@@ -126,6 +134,7 @@ impl Level {
             Level::Scalar => "scalar",
             Level::Avx2 => "avx2",
             Level::Neon => "neon",
+            Level::Avx512 => "avx512",
         }
     }
 
@@ -134,7 +143,8 @@ impl Level {
             "scalar" => Ok(Level::Scalar),
             "avx2" => Ok(Level::Avx2),
             "neon" => Ok(Level::Neon),
-            other => Err(invalid!("unknown SIMD level {other:?}: expected 'scalar', 'avx2' or 'neon'")),
+            "avx512" => Ok(Level::Avx512),
+            other => Err(invalid!("unknown SIMD level {other:?}: expected 'scalar', 'avx2', 'avx512' or 'neon'")),
         }
     }
 
@@ -142,6 +152,7 @@ impl Level {
         match v {
             1 => Level::Avx2,
             2 => Level::Neon,
+            3 => Level::Avx512,
             _ => Level::Scalar,
         }
     }
@@ -160,7 +171,11 @@ fn detect() -> Level {
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("f16c")
         {
-            return Level::Avx2;
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512dq");
+            return if avx512 { Level::Avx512 } else { Level::Avx2 };
         }
     }
     #[cfg(target_arch = "aarch64")]
@@ -193,7 +208,7 @@ pub fn level() -> Level {
 
 /// Whether `l` can run on this CPU with this build.
 pub fn supported(l: Level) -> bool {
-    l == Level::Scalar || l == detected_level()
+    l == Level::Scalar || l == detected_level() || (l == Level::Avx2 && detected_level() == Level::Avx512)
 }
 
 /// Forces kernels to run at `l` (for tests and debugging). Refuses a level the CPU lacks.
@@ -207,9 +222,5 @@ pub fn force_level(l: Level) -> Result<()> {
 
 /// Every level that can run here, lowest first (what tests iterate over).
 pub fn available_levels() -> Vec<Level> {
-    let mut v = vec![Level::Scalar];
-    if detected_level() != Level::Scalar {
-        v.push(detected_level());
-    }
-    v
+    [Level::Scalar, Level::Avx2, Level::Neon, Level::Avx512].into_iter().filter(|l| supported(*l)).collect()
 }

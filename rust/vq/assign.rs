@@ -167,6 +167,8 @@ pub fn assign_batch_at(level: Level, cb: &Codebook, x: &[f32], codes: &mut [u32]
     let search: Option<SearchFn> = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => Some(simd::x86_avx2::assign::search),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => Some(simd::x86_avx512::assign::search),
         _ => None,
     };
     let Some(search) = search else {
@@ -194,8 +196,9 @@ const SCORE_CHUNK: usize = 1024;
 
 /// Rows per parallel job: fixed by the input, so the split never depends on the thread count.
 fn rows_per_job(cb: &Codebook) -> usize {
-    // About 4M multiply-adds per job, at least 16 rows.
-    (4_000_000 / (cb.k * cb.d).max(1)).clamp(16, 65_536)
+    // About 4M multiply-adds per job, and at least 192 rows: every row block of the kernels
+    // (96 rows) reads the whole codebook once, so a big codebook needs whole blocks to amortise.
+    (4_000_000 / (cb.k * cb.d).max(1)).clamp(192, 65_536)
 }
 
 /// Finds the nearest codeword of every row of `x` (`n * d` values): `codes[i]` and, if given,
@@ -208,19 +211,31 @@ pub fn assign_into(cb: &Codebook, x: &[f32], codes: &mut [u32], dists: Option<&m
     if codes.len() != n || dists.as_ref().is_some_and(|d| d.len() != n) {
         return Err(Error::Shape(format!("output buffers do not hold one entry per vector ({n})")));
     }
-    if let Some(index) = x.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { index });
-    }
     let rows = rows_per_job(cb);
     let xs = x.chunks(rows * cb.d);
     let jobs: Vec<_> = match dists {
         Some(d) => xs.zip(codes.chunks_mut(rows)).zip(d.chunks_mut(rows).map(Some)).collect(),
         None => xs.zip(codes.chunks_mut(rows)).zip(std::iter::repeat_with(|| None)).collect(),
     };
-    parallel::try_for_each(jobs, |((x, c), d)| {
+    // Each job checks its rows (a branch-free pass that vectorises) before searching them; the
+    // first bad index is then found serially, so the error never depends on the thread count.
+    let found = parallel::try_for_each(jobs, |((x, c), d)| {
+        if !all_finite(x) {
+            return Err(Error::NonFinite { index: 0 });
+        }
         assign_batch(cb, x, c, d);
         Ok(())
-    })
+    });
+    if found.is_err() {
+        let index = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(Error::NonFinite { index });
+    }
+    Ok(())
+}
+
+/// Whether every value is finite (no early exit, so the loop vectorises).
+fn all_finite(x: &[f32]) -> bool {
+    x.chunks(64).all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
 }
 
 #[cfg(test)]

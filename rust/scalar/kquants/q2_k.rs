@@ -18,7 +18,7 @@ const IMPL: Search = Search { nmax: 3, rmin: -0.9, rdelta: 0.05, nstep: 36, use_
 pub fn kernels(level: Level) -> TypeKernels {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => {
+        Level::Avx2 | Level::Avx512 => {
             use crate::simd::x86_avx2::kquants_affine as k;
             TypeKernels { quantize: quantize::<k::Avx2Ops>, dequantize: k::dequantize_q2_k }
         }

@@ -208,7 +208,7 @@ macro_rules! symmetric_type_kernels {
         pub fn kernels(level: Level) -> TypeKernels {
             match level {
                 #[cfg(target_arch = "x86_64")]
-                Level::Avx2 => TypeKernels {
+                Level::Avx2 | Level::Avx512 => TypeKernels {
                     quantize: |s, w, d| quantize_with(ops(Level::Avx2), s, w, d),
                     dequantize: crate::simd::x86_avx2::kquants_symmetric::$avx2_dequantize,
                 },
@@ -245,7 +245,7 @@ static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index, q3
 pub fn ops(level: Level) -> &'static SymOps {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => &crate::simd::x86_avx2::kquants_symmetric::OPS,
+        Level::Avx2 | Level::Avx512 => &crate::simd::x86_avx2::kquants_symmetric::OPS,
         _ => &SCALAR,
     }
 }

@@ -86,21 +86,28 @@ unsafe fn search_inner(cb: &Codebook, x: &[f32], codes: &mut [u32], best: &mut [
     }
 }
 
-/// The lanes of a running minimum merged: smallest score, ties to the lowest index. A lane that
-/// never improved holds (+inf, 0), so a row where nothing beat +inf gets code 0, as in scalar.
+/// The lanes of a running minimum merged: smallest score, ties to the lowest index, without a
+/// branch. A lane that never improved holds (+inf, 0), so a row where nothing beat +inf gets
+/// code 0, as in scalar. The score returned is the chosen lane's own (equal scores may differ in
+/// the sign of a zero).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn merge(s: &State) -> (u32, f32) {
-    let mut b = [0f32; 8];
-    let mut i = [0u32; 8];
-    _mm256_storeu_ps(b.as_mut_ptr(), s.best);
-    _mm256_storeu_si256(i.as_mut_ptr().cast(), s.idx);
-    let (mut bb, mut ii) = (b[0], i[0]);
-    for l in 1..8 {
-        if b[l] < bb || (b[l] == bb && i[l] < ii) {
-            (bb, ii) = (b[l], i[l]);
-        }
-    }
-    (ii, bb)
+    let b = s.best;
+    let mut m = _mm256_min_ps(b, _mm256_permute2f128_ps::<1>(b, b));
+    m = _mm256_min_ps(m, _mm256_shuffle_ps::<0b01_00_11_10>(m, m));
+    m = _mm256_min_ps(m, _mm256_shuffle_ps::<0b10_11_00_01>(m, m));
+    // Every lane of m now equals the minimum (NaN never occurs: scores only replace on `<`).
+    let eq = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(b, m));
+    // Lanes not at the minimum become u32::MAX, above any index (k <= u32::MAX).
+    let c = _mm256_or_si256(s.idx, _mm256_andnot_si256(eq, _mm256_set1_epi32(-1)));
+    let mut v = _mm256_min_epu32(c, _mm256_permute2x128_si256::<1>(c, c));
+    v = _mm256_min_epu32(v, _mm256_shuffle_epi32::<0b01_00_11_10>(v));
+    v = _mm256_min_epu32(v, _mm256_shuffle_epi32::<0b10_11_00_01>(v));
+    let i = _mm256_cvtsi256_si32(v);
+    let lane = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(c, v))).trailing_zeros();
+    let mut out = [0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), b);
+    (i as u32, out[lane as usize & 7])
 }
 
 macro_rules! tiles {
@@ -184,6 +191,9 @@ unsafe fn tile<const M: u8, const D: usize, const R: usize>(
     let mut j = _mm256_add_epi32(_mm256_set1_epi32((p0 * PANEL) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     for p in p0..p1 {
         let w = panels.add(p * d).cast::<f32>();
+        // Opaque to the optimiser, so that it broadcasts x from memory for every panel instead
+        // of hoisting R*d broadcasts out of the panel loop and spilling them as whole registers.
+        let x = std::hint::black_box(x);
         let mut a0 = [_mm256_setzero_ps(); R];
         let mut a1 = [_mm256_setzero_ps(); R];
         for t in 0..d {

@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn search8_matches_scalar() {
-        if crate::simd::detected_level() != crate::simd::Level::Avx2 {
+        if !crate::simd::supported(crate::simd::Level::Avx2) {
             return;
         }
         let p = Search { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false };

@@ -1,7 +1,7 @@
 //! AVX2 kernels (x86-64 with AVX2, FMA and F16C), bit-identical to [`super::scalar`].
 //!
-//! Every public function is safe: it asserts that [`super::detected_level`] is
-//! [`Level::Avx2`] (a cached read) and then calls an `unsafe` inner function compiled with
+//! Every public function is safe: it asserts that [`Level::Avx2`] is supported (a cached read:
+//! the detected level is AVX2 or AVX-512) and then calls an `unsafe` inner function compiled with
 //! `#[target_feature(enable = "avx2,fma,f16c")]`. The inner functions reproduce the scalar
 //! oracle exactly:
 //! * products and sums are separate instructions, never fused (no FMA intrinsic is used, and
@@ -44,7 +44,7 @@ pub mod assign;
 /// Panics unless this CPU has AVX2, FMA and F16C (the public kernels' soundness guard).
 #[inline(always)]
 fn require_avx2() {
-    assert!(super::detected_level() == Level::Avx2, "AVX2 kernel called on a CPU without AVX2+FMA+F16C");
+    assert!(super::supported(Level::Avx2), "AVX2 kernel called on a CPU without AVX2+FMA+F16C");
 }
 
 /// Defines a safe public kernel that checks the CPU and calls its `#[target_feature]` twin.
