@@ -57,7 +57,7 @@ impl Codebook {
         if d == 0 {
             return Err(invalid!("the vector dimension d must be at least 1"));
         }
-        if codebook.is_empty() || codebook.len() % d != 0 {
+        if codebook.is_empty() || !codebook.len().is_multiple_of(d) {
             return Err(Error::Shape(format!("the codebook holds {} values, not a positive multiple of d={d}", codebook.len())));
         }
         let k = codebook.len() / d;
@@ -204,7 +204,7 @@ fn rows_per_job(cb: &Codebook) -> usize {
 /// Finds the nearest codeword of every row of `x` (`n * d` values): `codes[i]` and, if given,
 /// `dists[i]` (see [`Metric`] for what is reported).
 pub fn assign_into(cb: &Codebook, x: &[f32], codes: &mut [u32], dists: Option<&mut [f32]>) -> Result<()> {
-    if x.len() % cb.d != 0 {
+    if !x.len().is_multiple_of(cb.d) {
         return Err(Error::Shape(format!("x holds {} values, not a multiple of d={}", x.len(), cb.d)));
     }
     let n = x.len() / cb.d;

@@ -30,6 +30,7 @@ use std::arch::x86_64::*;
 use super::scalar;
 use super::Level;
 
+pub mod assign;
 mod dequantize;
 mod grids;
 mod group;
@@ -39,7 +40,6 @@ pub mod kquants_symmetric;
 mod nf4;
 mod nibbles;
 mod quantize;
-pub mod assign;
 
 /// Panics unless this CPU has AVX2, FMA and F16C (the public kernels' soundness guard).
 #[inline(always)]
