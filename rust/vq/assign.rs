@@ -1,7 +1,10 @@
 //! Nearest-codeword search.
 //!
 //! A [`Codebook`] is prepared once (validated, cosine rows scaled to unit length, squared norms
-//! for L2) and then searched by many batches. Every level computes each (vector, codeword) score
+//! for L2, codewords packed into transposed panels for the SIMD kernels) and then searched by
+//! many batches. The SIMD kernels (`simd::x86_avx2::assign`, `simd::x86_avx512::assign`) return
+//! each row's code and best ranking score; the reported distance follows from that score in
+//! scalar code, as in the oracle. Memory is O(batch): no `n x k` matrix is ever formed. Every level computes each (vector, codeword) score
 //! with the same float operations in the same order as [`score_scalar`], so codes and distances
 //! are bit-identical at every SIMD level and for any number of threads; ties go to the lowest
 //! codeword index.
