@@ -1,7 +1,10 @@
 //! Nearest-codeword search.
 //!
 //! A [`Codebook`] is prepared once (validated, cosine rows scaled to unit length, squared norms
-//! for L2) and then searched by many batches. Every level computes each (vector, codeword) score
+//! for L2, codewords packed into transposed panels for the SIMD kernels) and then searched by
+//! many batches. The SIMD kernels (`simd::x86_avx2::assign`, `simd::x86_avx512::assign`) return
+//! each row's code and best ranking score; the reported distance follows from that score in
+//! scalar code, as in the oracle. Memory is O(batch): no `n x k` matrix is ever formed. Every level computes each (vector, codeword) score
 //! with the same float operations in the same order as [`score_scalar`], so codes and distances
 //! are bit-identical at every SIMD level and for any number of threads; ties go to the lowest
 //! codeword index.
@@ -57,7 +60,7 @@ impl Codebook {
         if d == 0 {
             return Err(invalid!("the vector dimension d must be at least 1"));
         }
-        if codebook.is_empty() || codebook.len() % d != 0 {
+        if codebook.is_empty() || !codebook.len().is_multiple_of(d) {
             return Err(Error::Shape(format!("the codebook holds {} values, not a positive multiple of d={d}", codebook.len())));
         }
         let k = codebook.len() / d;
@@ -204,7 +207,7 @@ fn rows_per_job(cb: &Codebook) -> usize {
 /// Finds the nearest codeword of every row of `x` (`n * d` values): `codes[i]` and, if given,
 /// `dists[i]` (see [`Metric`] for what is reported).
 pub fn assign_into(cb: &Codebook, x: &[f32], codes: &mut [u32], dists: Option<&mut [f32]>) -> Result<()> {
-    if x.len() % cb.d != 0 {
+    if !x.len().is_multiple_of(cb.d) {
         return Err(Error::Shape(format!("x holds {} values, not a multiple of d={}", x.len(), cb.d)));
     }
     let n = x.len() / cb.d;
@@ -233,9 +236,11 @@ pub fn assign_into(cb: &Codebook, x: &[f32], codes: &mut [u32], dists: Option<&m
     Ok(())
 }
 
-/// Whether every value is finite (no early exit, so the loop vectorises).
+/// Whether every value is finite: the largest magnitude's bits stay below infinity's (no early
+/// exit, integer compares only, so the loop vectorises).
 fn all_finite(x: &[f32]) -> bool {
-    x.chunks(64).all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
+    let top = x.iter().fold(0i32, |m, v| m.max((v.to_bits() & 0x7fff_ffff) as i32));
+    top < 0x7f80_0000
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ unsafe fn update(best: &mut __m512, idx: &mut __m512i, s: __m512, j: __m512i) {
 /// As [`tile`], with panels `p..p + P` inside the packed codebook.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // tile indices, as in the math
 unsafe fn panels_step<const M: u8, const R: usize, const P: usize>(
     panels: *const PanelRow,
     norms: *const f32,
