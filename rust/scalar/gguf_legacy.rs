@@ -88,10 +88,10 @@ impl LegacyType {
 
 /// Checks that `n` values in rows of `row_len` can be cut into blocks.
 pub fn check_rows(t: LegacyType, n: usize, row_len: usize) -> Result<()> {
-    if row_len == 0 || n % row_len != 0 {
+    if row_len == 0 || !n.is_multiple_of(row_len) {
         return Err(Error::Shape(format!("{n} values do not form rows of {row_len}")));
     }
-    if row_len % t.block_size() != 0 {
+    if !row_len.is_multiple_of(t.block_size()) {
         return Err(Error::Shape(format!("row length {row_len} is not a multiple of the {} block size {}", t.name(), t.block_size())));
     }
     Ok(())
@@ -112,7 +112,7 @@ pub fn quantize_into(t: LegacyType, src: &[f32], row_len: usize, dst: &mut [u8])
 
 /// Dequantizes whole blocks in `src` into `dst` (32 values a block).
 pub fn dequantize_into(t: LegacyType, src: &[u8], dst: &mut [f32]) -> Result<()> {
-    if src.len() % t.block_bytes() != 0 {
+    if !src.len().is_multiple_of(t.block_bytes()) {
         return Err(Error::Shape(format!(
             "{} bytes are not a whole number of {} blocks of {} bytes",
             src.len(),

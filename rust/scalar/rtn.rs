@@ -65,7 +65,7 @@ impl RtnSpec {
         if self.group_size == 0 {
             return Err(invalid!("group size must be positive"));
         }
-        if n % self.group_size != 0 {
+        if !n.is_multiple_of(self.group_size) {
             return Err(Error::Shape(format!("{n} values are not a whole number of groups of {}", self.group_size)));
         }
         Ok(())

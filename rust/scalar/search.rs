@@ -102,7 +102,7 @@ impl Weights<'_> {
             Weights::None => return Ok(()),
             Weights::PerValue(w) => (w, n),
             Weights::PerColumn { w, row_len } => {
-                if row_len == 0 || n % row_len != 0 {
+                if row_len == 0 || !n.is_multiple_of(row_len) {
                     return Err(Error::Shape(format!("{n} values do not form rows of {row_len}")));
                 }
                 (w, row_len)

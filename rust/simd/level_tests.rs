@@ -60,7 +60,7 @@ pub fn check_grids(grids: GridsFn) {
                     [&overflowing[..], &finite[..]].into_iter().flat_map(|sp| [1usize, 7, 8, 9, 31, 64, 257].map(|n| (sp, n)))
                 {
                     let value = |r: u64| -> f32 {
-                        if r % 4 == 0 {
+                        if r.is_multiple_of(4) {
                             special[(r >> 8) as usize % special.len()]
                         } else {
                             ((r >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * 10f32.powi((r % 9) as i32 - 4)

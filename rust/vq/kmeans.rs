@@ -146,9 +146,9 @@ fn reseed_empty(x: &[f32], d: usize, weights: Option<&[f32]>, codes: &[u32], dis
     codes.iter().for_each(|&c| members[c as usize] += 1);
     for (&j, &i) in empty.iter().zip(&far) {
         let (old, wi, xi) = (codes[i] as usize, w(i), &x[i * d..(i + 1) * d]);
-        for t in 0..d {
-            s.coords[old * d + t] -= wi * xi[t] as f64;
-            s.coords[j * d + t] = wi * xi[t] as f64;
+        for (t, &v) in xi.iter().enumerate() {
+            s.coords[old * d + t] -= wi * v as f64;
+            s.coords[j * d + t] = wi * v as f64;
         }
         s.weight[old] -= wi;
         s.weight[j] = wi;

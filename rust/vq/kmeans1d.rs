@@ -360,7 +360,7 @@ fn rows_per_job(row_len: usize) -> usize {
 
 /// Checks shapes, parameters and values of a fit.
 fn validate<C: Code>(x: &[f32], row_len: usize, k: usize, weights: &Weights<'_>, exact: bool) -> Result<usize> {
-    if row_len == 0 || x.len() % row_len != 0 {
+    if row_len == 0 || !x.len().is_multiple_of(row_len) {
         return Err(Error::Shape(format!("{} values do not form rows of {row_len}", x.len())));
     }
     if k == 0 || k > C::MAX + 1 {

@@ -213,7 +213,7 @@ impl Seeder<'_> {
 /// Chooses `k` of the `n` rows of `x` as initial centres by greedy k-means++ (`trials`
 /// candidates per centre; `None` means `2 + floor(ln k)`). Returns `k * d` values.
 pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, seed: u64, trials: Option<usize>) -> Result<Vec<f32>> {
-    if d == 0 || x.is_empty() || x.len() % d != 0 {
+    if d == 0 || x.is_empty() || !x.len().is_multiple_of(d) {
         return Err(Error::Shape(format!("x holds {} values, not a positive multiple of d={d}", x.len())));
     }
     let n = x.len() / d;

@@ -116,10 +116,10 @@ pub fn quantize_into(t: KType, src: &[f32], row_len: usize, weights: Weights<'_>
 /// [`quantize_into`] with the kernels of one SIMD level (tests compare levels with it).
 pub fn quantize_into_at(t: KType, level: Level, src: &[f32], row_len: usize, weights: Weights<'_>, dst: &mut [u8]) -> Result<()> {
     let bs = t.block_size();
-    if row_len == 0 || src.len() % row_len != 0 {
+    if row_len == 0 || !src.len().is_multiple_of(row_len) {
         return Err(Error::Shape(format!("{} values do not form rows of {row_len}", src.len())));
     }
-    if row_len % bs != 0 {
+    if !row_len.is_multiple_of(bs) {
         return Err(Error::Shape(format!("row length {row_len} is not a multiple of the {} block size {bs}", t.name())));
     }
     if dst.len() != t.quantized_len(src.len()) {
@@ -187,7 +187,7 @@ pub fn dequantize_into(t: KType, src: &[u8], dst: &mut [f32]) -> Result<()> {
 /// [`dequantize_into`] with the kernels of one SIMD level.
 pub fn dequantize_into_at(t: KType, level: Level, src: &[u8], dst: &mut [f32]) -> Result<()> {
     let (bb, bs) = (t.block_bytes(), t.block_size());
-    if src.len() % bb != 0 {
+    if !src.len().is_multiple_of(bb) {
         return Err(Error::Shape(format!("{} bytes are not a whole number of {} blocks of {bb} bytes", src.len(), t.name())));
     }
     if dst.len() != src.len() / bb * bs {

@@ -170,7 +170,7 @@ unsafe fn qx_sums<const N: usize>(
 /// `make_qx_quants(16, nmax, .., rmse_type 1, qw)` on 8 sub-blocks of 16.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn qx8_avx2(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]) {
-    assert!(x.len() >= 128 && l.len() >= 128 && scales.len() >= 8 && qw.map_or(true, |q| q.len() >= 128));
+    assert!(x.len() >= 128 && l.len() >= 128 && scales.len() >= 8 && qw.is_none_or(|q| q.len() >= 128));
     let xs: [__m256; 16] = load_t(x.as_ptr(), 16);
     let mut w: [__m256; 16] = match qw {
         Some(q) => load_t(q.as_ptr(), 16),
