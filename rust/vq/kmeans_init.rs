@@ -2,174 +2,86 @@
 //! new centre is the best of `2 + ln k` candidates drawn with probability proportional to
 //! `w_i * D(x_i)^2`, "best" meaning the one that lowers the total potential most.
 //!
-//! Work is cut by the triangle inequality (Raff, "Exact acceleration of k-means++", 2021): every
-//! point belongs to the group of its nearest chosen centre, and a candidate `c` can only bring a
-//! point of group `j` closer if `|c - centre_j| < 2 * radius_j`, so most groups are never looked
-//! at once there are many centres. Point distances are lane-order sums (`scalar::search::Lanes`,
-//! separate multiply and add), centre distances run dimension by dimension over all centres;
-//! both are plain float32 operations that any vectorisation reproduces exactly, and every sum
-//! runs in a fixed order, so the centres depend only on the data and the seed, never on the
-//! number of threads.
+//! One pass over the points per step scores all candidates at once and, in the same pass, lowers
+//! every point's distance with the centre chosen at the step before (`seed_kernels`). Float64
+//! sums are kept per block of points and added in block order, and every SIMD level performs the
+//! same float operations, so the centres depend only on the data and the seed, never on the SIMD
+//! level or the number of threads.
 
 use super::kmeans::check_weights;
 use super::rng::Rng;
+use super::seed_kernels::{self as kern, Panel, BLOCK, LANES};
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
+use crate::simd::{self, Level};
 
-/// Points per block of the sampling sums.
-const BLOCK: usize = 256;
-/// Slack on the pruning test so float rounding never prunes a group that could change.
-const SLACK: f32 = 1.0001;
-
-/// `sum (a - b)^2` in the lane order of `scalar::search::Lanes` (value `t` into lane `t % 8`,
-/// then `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`), written so it compiles to vector code.
-#[inline(always)]
-fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    let mut l = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for t in 0..8 {
-            let e = x[t] - y[t];
-            l[t] += e * e;
-        }
-    }
-    for t in 0..ar.len() {
-        let e = ar[t] - br[t];
-        l[t] += e * e;
-    }
-    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
-}
-
-/// `out[j] = |c - centre_j|^2` for centres stored dimension-major (`ct[t * cap + j]`).
-fn centre_dists_plain(ct: &[f32], cap: usize, c: &[f32], out: &mut [f32]) {
-    out.fill(0.0);
-    let kc = out.len();
-    for (t, &ctv) in c.iter().enumerate() {
-        for (o, &v) in out.iter_mut().zip(&ct[t * cap..t * cap + kc]) {
-            let e = ctv - v;
-            *o += e * e;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn centre_dists_avx2(ct: &[f32], cap: usize, c: &[f32], out: &mut [f32]) {
-    // The same loop compiled for 8-wide registers: the same float operations per centre.
-    centre_dists_plain(ct, cap, c, out)
-}
-
-fn centre_dists(ct: &[f32], cap: usize, c: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() == crate::simd::Level::Avx2 {
-        // SAFETY: the AVX2 level is only in force when the CPU supports it (simd::level).
-        return unsafe { centre_dists_avx2(ct, cap, c, out) };
-    }
-    centre_dists_plain(ct, cap, c, out)
-}
+/// Points per parallel job (a multiple of `BLOCK`).
+const CHUNK: usize = 4096;
+/// Candidates per panel (the last lane carries the pending centre).
+const PER_PANEL: usize = LANES - 1;
 
 struct Seeder<'a> {
     x: &'a [f32],
     d: usize,
     w: Option<&'a [f32]>,
-    /// Squared distance of every point to its nearest chosen centre.
+    level: Level,
+    xn: Vec<f32>,
+    /// Squared distance of every point to its nearest chosen centre, except `pending`.
     closest: Vec<f32>,
-    /// Points whose nearest chosen centre is `j`, and the largest of their `closest`.
-    groups: Vec<Vec<u32>>,
-    radius: Vec<f32>,
-    /// Chosen centres, dimension-major with room for `cap` of them.
-    ct: Vec<f32>,
-    cap: usize,
-    /// `sum w_i closest_i` per block of points.
+    /// The centre chosen last, not yet folded into `closest`.
+    pending: Option<usize>,
+    /// `sum w_i min(closest_i, |x_i - pending|^2)` per block of `BLOCK` points.
     block_pot: Vec<f64>,
 }
 
 impl Seeder<'_> {
-    fn point(&self, i: usize) -> &[f32] {
-        &self.x[i * self.d..(i + 1) * self.d]
-    }
-
     fn weight(&self, i: usize) -> f64 {
         self.w.map_or(1.0, |w| w[i] as f64)
     }
 
-    /// The groups candidate `c` may improve, each with the bound `|c - centre_j|^2 / 4`: only
-    /// members whose `closest` exceeds it can come nearer to `c` (triangle inequality).
-    fn reachable(&self, c: &[f32]) -> Vec<(usize, f32)> {
-        let mut dists = vec![0f32; self.groups.len()];
-        centre_dists(&self.ct, self.cap, c, &mut dists);
-        (0..dists.len()).map(|j| (j, dists[j] * (0.25 / SLACK))).filter(|&(j, b)| b < self.radius[j]).collect()
+    fn point(&self, i: usize) -> &[f32] {
+        &self.x[i * self.d..(i + 1) * self.d]
     }
 
-    /// How much adding point `p` as a centre lowers the potential.
-    fn gain(&self, p: usize) -> f64 {
-        let c = self.point(p);
-        let mut g = 0.0;
-        for (j, bound) in self.reachable(c) {
-            // Members are sorted by `closest`, largest first: stop at the first within the bound.
-            for &i in &self.groups[j] {
-                let i = i as usize;
-                if self.closest[i] <= bound {
-                    break;
-                }
-                let nd = sq_dist(self.point(i), c);
-                if nd < self.closest[i] {
-                    g += self.weight(i) * (self.closest[i] - nd) as f64;
-                }
-            }
-        }
-        g
+    /// Per-block, per-lane potentials of up to 15 candidates (folding in `pending` first).
+    fn score(&mut self, cands: &[usize]) -> Result<Vec<[f64; LANES]>> {
+        let (x, d, level, w, xn) = (self.x, self.d, self.level, self.w, &self.xn);
+        let panel = Panel::new(x, d, cands, self.pending.take());
+        let mut sums = vec![[0f64; LANES]; self.block_pot.len()];
+        let jobs: Vec<_> = self.closest.chunks_mut(CHUNK).zip(sums.chunks_mut(CHUNK / BLOCK)).enumerate().collect();
+        parallel::try_for_each(jobs, |(ci, (closest, sums))| {
+            let r = ci * CHUNK..ci * CHUNK + closest.len();
+            kern::score(level, &x[r.start * d..r.end * d], d, &xn[r.clone()], closest, w.map(|w| &w[r]), &panel, sums);
+            Ok(())
+        })?;
+        Ok(sums)
     }
 
-    /// Orders a group by `closest`, largest first (ties by index).
-    fn sort_group(&self, g: &mut [u32]) {
-        g.sort_unstable_by(|&a, &b| self.closest[b as usize].total_cmp(&self.closest[a as usize]).then(a.cmp(&b)));
+    /// Folds centre `p` into `closest` at once (the first centre, and the rare fallback).
+    fn commit_now(&mut self, p: usize) -> Result<()> {
+        if let Some(q) = self.pending.take() {
+            self.commit_now(q)?;
+        }
+        let (x, d, level, w, xn) = (self.x, self.d, self.level, self.w, &self.xn);
+        let centre = &x[p * d..(p + 1) * d];
+        let cn = kern::dot(centre, centre);
+        let jobs: Vec<_> = self.closest.chunks_mut(CHUNK).zip(self.block_pot.chunks_mut(CHUNK / BLOCK)).enumerate().collect();
+        parallel::try_for_each(jobs, |(ci, (closest, blocks))| {
+            let r = ci * CHUNK..ci * CHUNK + closest.len();
+            kern::commit(level, &x[r.start * d..r.end * d], d, &xn[r.clone()], closest, w.map(|w| &w[r]), centre, cn, blocks);
+            Ok(())
+        })
     }
 
-    /// Adds point `p` as a centre: points it is nearer to join its group.
-    fn commit(&mut self, p: usize) {
-        let c = self.point(p).to_vec();
-        let reach = if self.groups.is_empty() { Vec::new() } else { self.reachable(&c) };
-        let mut mine: Vec<u32> = Vec::new();
-        let mut touched = vec![false; self.block_pot.len()];
-        if self.groups.is_empty() {
-            mine = (0..self.closest.len() as u32).collect();
-            touched.fill(true);
-        }
-        for &i in &mine {
-            self.closest[i as usize] = sq_dist(self.point(i as usize), &c);
-        }
-        for (j, bound) in reach {
-            let mut group = std::mem::take(&mut self.groups[j]);
-            group.retain(|&i| {
-                if self.closest[i as usize] <= bound {
-                    return true;
-                }
-                let nd = sq_dist(self.point(i as usize), &c);
-                if nd < self.closest[i as usize] {
-                    self.closest[i as usize] = nd;
-                    touched[i as usize / BLOCK] = true;
-                    mine.push(i);
-                    return false;
-                }
-                true
-            });
-            // Removing members keeps the order: still sorted, largest `closest` first.
-            self.radius[j] = group.first().map_or(0.0, |&i| self.closest[i as usize]);
-            self.groups[j] = group;
-        }
-        self.sort_group(&mut mine);
-        let j = self.groups.len();
-        for (t, &v) in c.iter().enumerate() {
-            self.ct[t * self.cap + j] = v;
-        }
-        self.radius.push(mine.first().map_or(0.0, |&i| self.closest[i as usize]));
-        self.groups.push(mine);
-        for (b, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
-            let r = b * BLOCK..self.closest.len().min((b + 1) * BLOCK);
-            self.block_pot[b] = r.map(|i| self.weight(i) * self.closest[i] as f64).sum();
-        }
+    /// The distances of block `b` with the pending centre folded in.
+    fn block_closest(&self, b: usize) -> Vec<f32> {
+        let r = b * BLOCK..self.closest.len().min((b + 1) * BLOCK);
+        let Some(p) = self.pending else { return self.closest[r].to_vec() };
+        let centre = self.point(p);
+        let mut out = vec![0f32; r.len()];
+        let (d, x) = (self.d, &self.x[r.start * self.d..r.end * self.d]);
+        kern::lowered(self.level, x, d, &self.xn[r.clone()], &self.closest[r], centre, kern::dot(centre, centre), &mut out);
+        out
     }
 
     /// The point where the running sum of `w_i closest_i` first exceeds `r` (never a point of
@@ -196,8 +108,9 @@ impl Seeder<'_> {
     /// non-zero potential.
     fn scan_block(&self, b: usize, r: f64) -> usize {
         let (mut acc, mut last) = (0.0, b * BLOCK);
-        for i in b * BLOCK..self.closest.len().min((b + 1) * BLOCK) {
-            let q = self.weight(i) * self.closest[i] as f64;
+        for (o, &c) in self.block_closest(b).iter().enumerate() {
+            let i = b * BLOCK + o;
+            let q = self.weight(i) * c as f64;
             if q > 0.0 {
                 last = i;
                 acc += q;
@@ -207,6 +120,31 @@ impl Seeder<'_> {
             }
         }
         last
+    }
+
+    /// One greedy step: draw `trials` candidates, keep the one with the lowest potential.
+    fn step(&mut self, rng: &mut Rng, trials: usize) -> Result<usize> {
+        let pot: f64 = self.block_pot.iter().sum();
+        let cands: Vec<usize> = (0..trials).map(|_| self.sample(rng.uniform() * pot)).collect();
+        let (mut best, mut best_pot, mut best_blocks) = (0, f64::INFINITY, Vec::new());
+        for (g, group) in cands.chunks(PER_PANEL).enumerate() {
+            let sums = self.score(group)?;
+            for l in 0..group.len() {
+                let total: f64 = sums.iter().map(|s| s[l]).sum();
+                // Lowest potential; ties to the earliest candidate.
+                if total < best_pot {
+                    (best, best_pot) = (g * PER_PANEL + l, total);
+                    best_blocks = sums.iter().map(|s| s[l]).collect();
+                }
+            }
+        }
+        if best_blocks.is_empty() {
+            // Every candidate scored NaN: cannot happen with finite input; keep the first.
+            best_blocks = self.score(&cands[..1])?.iter().map(|s| s[0]).collect();
+        }
+        self.block_pot = best_blocks;
+        self.pending = Some(cands[best]);
+        Ok(cands[best])
     }
 }
 
@@ -229,44 +167,33 @@ pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, s
         return Err(invalid!("sample_weight sums to zero"));
     }
     let trials = trials.unwrap_or(2 + (k as f64).ln() as usize).max(1);
+    let mut s = seeder(x, d, weights, simd::level());
     let mut rng = Rng::new(seed);
-    let mut s = Seeder {
-        x,
-        d,
-        w: weights,
-        closest: vec![f32::INFINITY; n],
-        groups: Vec::with_capacity(k),
-        radius: Vec::with_capacity(k),
-        ct: vec![0.0; d * k],
-        cap: k,
-        block_pot: vec![0.0; n.div_ceil(BLOCK)],
-    };
     // First centre: a point drawn with probability proportional to its weight.
     let mut chosen = vec![draw_by_weight(weights, n, total_w, rng.uniform())];
     let mut used = vec![false; n];
     used[chosen[0]] = true;
-    s.commit(chosen[0]);
+    s.commit_now(chosen[0])?;
     while chosen.len() < k {
-        let pot: f64 = s.block_pot.iter().sum();
-        let p = if pot > 0.0 {
-            let cands: Vec<usize> = (0..trials).map(|_| s.sample(rng.uniform() * pot)).collect();
-            let mut gains = vec![0f64; cands.len()];
-            let jobs: Vec<_> = cands.iter().zip(gains.iter_mut()).collect();
-            parallel::try_for_each(jobs, |(&c, g)| {
-                *g = s.gain(c);
-                Ok(())
-            })?;
-            // Largest gain = lowest potential; ties to the earliest candidate.
-            cands[(0..cands.len()).fold(0, |b, t| if gains[t] > gains[b] { t } else { b })]
+        let p = if s.block_pot.iter().sum::<f64>() > 0.0 {
+            s.step(&mut rng, trials)?
         } else {
             // Every point sits on a centre already: take the next unused point.
-            (0..n).find(|&i| !used[i]).unwrap_or(0)
+            let p = (0..n).find(|&i| !used[i]).unwrap_or(0);
+            s.commit_now(p)?;
+            p
         };
         used[p] = true;
         chosen.push(p);
-        s.commit(p);
     }
     Ok(chosen.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect())
+}
+
+fn seeder<'a>(x: &'a [f32], d: usize, w: Option<&'a [f32]>, level: Level) -> Seeder<'a> {
+    let n = x.len() / d;
+    let mut xn = vec![0f32; n];
+    kern::norms(level, x, d, &mut xn);
+    Seeder { x, d, w, level, xn, closest: vec![f32::INFINITY; n], pending: None, block_pot: vec![0.0; n.div_ceil(BLOCK)] }
 }
 
 fn draw_by_weight(weights: Option<&[f32]>, n: usize, total: f64, u: f64) -> usize {
@@ -316,5 +243,42 @@ mod tests {
         let x = [0.0, 1.0, 2.0, 50.0];
         let c = kmeans_plusplus(&x, 1, Some(&[1.0, 1.0, 1.0, 0.0]), 3, 1, None).unwrap();
         assert!(!c.contains(&50.0));
+    }
+
+    #[test]
+    fn every_level_scores_and_folds_the_same_bits() {
+        let mut rng = Rng::new(11);
+        for (n, d) in [(9000, 8), (5000, 3), (700, 33), (300, 1), (1000, 64)] {
+            let x: Vec<f32> = (0..n * d).map(|_| (rng.uniform() * 10.0 - 5.0) as f32).collect();
+            let w: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5).collect();
+            let mut want = None;
+            for level in simd::available_levels() {
+                let mut s = seeder(&x, d, Some(&w), level);
+                s.commit_now(3).unwrap();
+                let first = s.score(&[5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59]).unwrap();
+                s.pending = Some(61);
+                let sample = s.sample(0.37 * s.block_pot.iter().sum::<f64>());
+                let second = s.score(&[2, 4, 6]).unwrap();
+                let bits = |v: &[[f64; LANES]]| v.iter().flatten().map(|f| f.to_bits()).collect::<Vec<_>>();
+                let got = (s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), bits(&first), bits(&second), sample);
+                assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}, n={n} d={d}");
+            }
+        }
+    }
+
+    #[test]
+    fn pending_centre_is_folded_exactly_as_an_immediate_commit() {
+        let mut rng = Rng::new(5);
+        let (n, d) = (3000, 5);
+        let x: Vec<f32> = (0..n * d).map(|_| rng.uniform() as f32).collect();
+        let mut lazy = seeder(&x, d, None, simd::level());
+        let mut eager = seeder(&x, d, None, simd::level());
+        lazy.commit_now(0).unwrap();
+        eager.commit_now(0).unwrap();
+        lazy.pending = Some(9);
+        eager.commit_now(9).unwrap();
+        assert_eq!(lazy.block_closest(2), eager.closest[2 * BLOCK..3 * BLOCK].to_vec());
+        lazy.score(&[1]).unwrap();
+        assert_eq!(lazy.closest, eager.closest);
     }
 }

@@ -16,6 +16,7 @@ pub mod kmeans1d;
 pub mod kmeans_init;
 pub mod metric;
 mod rng;
+mod seed_kernels;
 
 pub use assign::{assign_into, Codebook};
 pub use metric::Metric;
