@@ -10,7 +10,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
+from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, quantize
+from .weight_vq import VQTensor, vq_quantize
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -82,7 +84,15 @@ def _methods(w: np.ndarray) -> list[Method]:
         out.append((name, partial(quantize, w, **kw), QuantizedTensor.dequantize, _nbytes))
     for t in GGUF_TYPES:
         out.append((f"GGUF {t}", partial(gguf_quantize, w, t), partial(_gguf_decode, t, w.shape), _nbytes))
+    # Vector quantization: per-row 1-D k-means (weight sharing, 16 values per row: 4-bit codes
+    # packed two per byte plus a float32 codebook per row) and k-means over 4-value sub-vectors.
+    out.append(("kmeans1d 16/row (4-bit)", partial(kmeans1d, w, 16), KMeans1D.dequantize, _kmeans1d_bytes))
+    out.append(("VQ dim 4, 2 bits/weight", partial(vq_quantize, w, dim=4, bits_per_weight=2), VQTensor.dequantize, _nbytes))
     return out
+
+
+def _kmeans1d_bytes(q: KMeans1D) -> int:
+    return (q.codes.size + 1) // 2 + q.codebook.nbytes
 
 
 def compare_methods(w: np.ndarray, repeats: int = 3, progress: Optional[ProgressFn] = None) -> list[MethodResult]:
