@@ -919,3 +919,18 @@ def assign(x: np.ndarray, codebook: np.ndarray, metric: str = "l2") -> tuple[np.
     else:
         dist = best
     return codes.astype(np.int64), dist.astype(np.float32)
+
+
+# --- pq adc search ---
+
+
+def adc_search(tables: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """ADC top-k: ``dist[q, i] = ((0 + T[q,0,c_i0]) + T[q,1,c_i1]) + ...`` in float32, sub-spaces in
+    order (the Rust scan's documented sum order), then ordered by (distance, index)."""
+    nq, m, _ = tables.shape
+    idx = codes.astype(np.int64)
+    dist = np.zeros((nq, len(codes)), dtype=F32)
+    for j in range(m):
+        dist = dist + tables[:, j, :][:, idx[:, j]]  # one float32 addition per element
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(dist, order, 1), order
