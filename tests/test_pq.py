@@ -317,6 +317,51 @@ def test_opq_save_load_and_bad_input(tmp_path):
         opq.encode(bad)
 
 
+def _rq_errors(rq, x, codes):
+    return ((x.astype(np.float64) - rq.codebooks.astype(np.float64)[np.arange(rq.stages), codes.astype(np.int64)].sum(1)) ** 2).sum(1)
+
+
+def test_rvq_beam_beats_greedy_and_exhaustive_beam_is_optimal(monkeypatch):
+    import itertools
+
+    rng = np.random.default_rng(8)
+    x = _data(rng, 800, 6, clusters=6)
+    rq = qp.ResidualQuantizer(stages=3, bits=2, n_iter=5).train(x)
+    greedy = rq.encode(x)
+    rq.beam = 4
+    beam4 = rq.encode(x)
+    assert beam4.dtype == np.uint8 and beam4.shape == (800, 3)
+    e_greedy, e_beam = _rq_errors(rq, x, greedy), _rq_errors(rq, x, beam4)
+    assert e_beam.mean() < e_greedy.mean()
+    # Exhaustive: beam >= 4**2 keeps every stage-1 prefix, so every one of the 64 codes is scored.
+    rq.beam = 16
+    full = rq.encode(x)
+    combos = np.array(list(itertools.product(range(4), repeat=3)))
+    cbs = rq.codebooks.astype(np.float64)
+    recon = cbs[0][combos[:, 0]] + cbs[1][combos[:, 1]] + cbs[2][combos[:, 2]]
+    best = ((x.astype(np.float64)[:, None] - recon[None]) ** 2).sum(-1).min(1)
+    np.testing.assert_allclose(_rq_errors(rq, x, full), best, rtol=1e-9, atol=1e-12)
+    assert np.all(_rq_errors(rq, x, full) <= e_beam + 1e-9)
+    # Batching does not change the result.
+    monkeypatch.setattr(pq_mod, "_BEAM_ELEMS", 100)
+    assert np.array_equal(rq.encode(x), full)
+
+
+def test_rvq_beam_save_load_and_bad_input(tmp_path):
+    x = _data(np.random.default_rng(9), 300, 4)
+    rq = qp.ResidualQuantizer(stages=2, bits=3, n_iter=3, beam=5).train(x)
+    rq.save(tmp_path / "rq.safetensors")
+    back = qp.ResidualQuantizer.load(tmp_path / "rq.safetensors")
+    assert back.beam == 5 and np.array_equal(back.encode(x), rq.encode(x))
+    assert "beam=5" in repr(back)
+    with pytest.raises(qp.QuantpressError, match="beam"):
+        qp.ResidualQuantizer(stages=2, beam=0)
+    bad = x.copy()
+    bad[1, 1] = np.inf
+    with pytest.raises(qp.QuantpressError, match="NaN"):
+        rq.encode(bad)
+
+
 # --- vq_quantize ---------------------------------------------------------------------------
 
 
