@@ -53,6 +53,9 @@ impl Codes<'_> {
     }
 }
 
+/// One job's candidates: per query of its chunk, `(distance, index)` pairs.
+type Candidates = Vec<Vec<(f32, i64)>>;
+
 /// Top-`k` results, row-major `(nq, k)`.
 #[derive(Debug, PartialEq)]
 pub struct Neighbors {
@@ -73,7 +76,7 @@ fn validate(tables: &[f32], nq: usize, m: usize, ksub: usize, codes: &Codes<'_>,
     if want != Some(tables.len()) {
         return Err(Error::Shape(format!("tables hold {} values, expected nq*m*ksub = {nq}*{m}*{ksub}", tables.len())));
     }
-    if codes.len() % m != 0 {
+    if !codes.len().is_multiple_of(m) {
         return Err(Error::Shape(format!("codes hold {} values, not a multiple of m={m}", codes.len())));
     }
     let n = codes.len() / m;
@@ -224,7 +227,7 @@ fn prepare(tables: &[f32], m: usize, ksub: usize, codes: &Codes<'_>) -> Prepared
 }
 
 /// Top-`k` of queries `qs` (their tables, `m * ksub` each) over database rows `lo..hi`.
-fn scan_range(tables: &[f32], m: usize, ksub: usize, codes: &Codes<'_>, k: usize, lo: usize, hi: usize) -> Vec<Vec<(f32, i64)>> {
+fn scan_range(tables: &[f32], m: usize, ksub: usize, codes: &Codes<'_>, k: usize, lo: usize, hi: usize) -> Candidates {
     let per = m * ksub;
     let preps: Vec<Prepared> = tables.chunks_exact(per).map(|t| prepare(t, m, ksub, codes)).collect();
     let mut heaps: Vec<TopK> = preps.iter().map(|_| TopK::new(k.min(hi - lo))).collect();
@@ -261,8 +264,8 @@ pub fn adc_search(tables: &[f32], nq: usize, m: usize, ksub: usize, codes: Codes
     let bounds: Vec<usize> = (0..=ns).map(|s| s * n / ns).collect();
     let per = m * ksub;
     // One slot per (query chunk, split); every job fills its own.
-    let mut slots: Vec<Vec<Vec<(f32, i64)>>> = (0..nq.div_ceil(QUERY_CHUNK) * ns).map(|_| Vec::new()).collect();
-    let jobs: Vec<(usize, &mut Vec<Vec<(f32, i64)>>)> = slots.iter_mut().enumerate().collect();
+    let mut slots: Vec<Candidates> = (0..nq.div_ceil(QUERY_CHUNK) * ns).map(|_| Vec::new()).collect();
+    let jobs: Vec<(usize, &mut Candidates)> = slots.iter_mut().enumerate().collect();
     parallel::try_for_each(jobs, |(j, slot)| {
         let (qc, sp) = (j / ns, j % ns);
         let q1 = ((qc + 1) * QUERY_CHUNK).min(nq);

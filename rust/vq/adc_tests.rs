@@ -8,7 +8,11 @@ fn tables(rng: &mut Rng, len: usize, ties: bool) -> Vec<f32> {
     (0..len)
         .map(|_| {
             let u = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-            if ties { (u * 4.0).floor() } else { u * 10.0 - 2.0 }
+            if ties {
+                (u * 4.0).floor()
+            } else {
+                u * 10.0 - 2.0
+            }
         })
         .collect()
 }
