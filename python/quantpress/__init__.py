@@ -18,6 +18,7 @@ from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .kmeans import KMeans
 from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
+from .online import OnlineCodebook
 from .pq import ProductQuantizer, ResidualQuantizer
 from .vq import assign
 from .weight_vq import VQTensor, vq_quantize
@@ -27,6 +28,7 @@ __all__ = [
     "KMeans",
     "KMeans1D",
     "Observer",
+    "OnlineCodebook",
     "ProductQuantizer",
     "QuantParams",
     "QuantizedTensor",

@@ -22,6 +22,7 @@ __all__ = [
     "mse_quantize",
     "_panic_for_tests",
     "pack_bits",
+    "pq_adc_search",
     "rtn_dequantize",
     "rtn_quantize",
     "set_num_threads",
@@ -93,6 +94,9 @@ def lloyd_iteration(
 def vq_assign(
     x: npt.NDArray[np.float32], codebook: npt.NDArray[np.float32], d: int, metric: str, return_distances: bool
 ) -> tuple[npt.NDArray[np.uint32], Optional[npt.NDArray[np.float32]]]: ...
+def pq_adc_search(
+    tables: npt.NDArray[np.float32], nq: int, m: int, ksub: int, codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], k: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
 def kmeans1d(
     x: npt.NDArray[np.float32],
     row_len: int,

@@ -919,3 +919,53 @@ def assign(x: np.ndarray, codebook: np.ndarray, metric: str = "l2") -> tuple[np.
     else:
         dist = best
     return codes.astype(np.int64), dist.astype(np.float32)
+
+
+# --- pq adc search ---
+
+
+def adc_search(tables: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """ADC top-k: ``dist[q, i] = ((0 + T[q,0,c_i0]) + T[q,1,c_i1]) + ...`` in float32, sub-spaces in
+    order (the Rust scan's documented sum order), then ordered by (distance, index)."""
+    nq, m, _ = tables.shape
+    idx = codes.astype(np.int64)
+    dist = np.zeros((nq, len(codes)), dtype=F32)
+    for j in range(m):
+        dist = dist + tables[:, j, :][:, idx[:, j]]  # one float32 addition per element
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(dist, order, 1), order
+
+
+# --- online codebook ---
+
+
+def _batch_sums(x: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-codeword counts and float64 sums, rows added one at a time in row order."""
+    counts = np.zeros(k, dtype=np.float64)
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    for row, c in zip(np.asarray(x, np.float32).astype(np.float64), codes):
+        counts[c] += 1
+        sums[c] = sums[c] + row
+    return counts, sums
+
+
+def online_competitive(codebook: np.ndarray, x: np.ndarray, codes: np.ndarray, lr: float) -> np.ndarray:
+    """Each codeword with rows moves ``lr`` of the way to their mean (float64, stored float32)."""
+    counts, sums = _batch_sums(x, codes, len(codebook))
+    out = np.array(codebook, dtype=F32)
+    for c in range(len(codebook)):
+        if counts[c] > 0:
+            cur = out[c].astype(np.float64)
+            out[c] = (cur + lr * (sums[c] / counts[c] - cur)).astype(F32)
+    return out
+
+
+def online_ema(size: np.ndarray, total_sum: np.ndarray, x: np.ndarray, codes: np.ndarray, decay: float,
+               eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """VQ-VAE EMA step: ``(new sizes, new sums, codebook float32)`` with Laplace smoothing."""
+    counts, sums = _batch_sums(x, codes, len(size))
+    size = decay * size + (1 - decay) * counts
+    total_sum = decay * total_sum + (1 - decay) * sums
+    n = size.sum()
+    smoothed = (size + eps) / (n + len(size) * eps) * n
+    return size, total_sum, (total_sum / smoothed[:, None]).astype(F32)

@@ -15,12 +15,14 @@ import numpy as np
 
 from . import _codebook_io
 from ._arrays import as_float32
+from . import _core
 from ._core import QuantpressError
 from .kmeans import KMeans, _check_int
 from .vq import assign
 
 ENCODE_BATCH = 65536  # rows per encoding batch
-_SEARCH_ELEMS = 1 << 22  # float32 elements of one (queries x database) distance block
+_SEARCH_ELEMS = 1 << 22  # float32 elements of one block of query distance tables
+_BEAM_ELEMS = 1 << 22  # float64 candidate errors (rows x beam x codewords, scaled by d / 8) per batch
 
 
 def _check_bits(bits: Any) -> int:
@@ -64,34 +66,10 @@ def _code_dtype(bits: int) -> np.dtype:
     return np.dtype(np.uint8 if bits <= 8 else np.uint16)
 
 
-def _kmeans(k: int, n_iter: int, seed: int, x: np.ndarray) -> np.ndarray:
-    c = KMeans(k, n_iter=n_iter, seed=seed).fit(x).centroids
+def _kmeans(k: int, n_iter: int, seed: int, x: np.ndarray, init: Any = "k-means++") -> np.ndarray:
+    c = KMeans(k, n_iter=n_iter, seed=seed, init=init).fit(x).centroids
     assert c is not None
     return c
-
-
-def _topk_rows(dist: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the ``k`` smallest ``dist`` ordered by (distance, index). Rows of ``idx`` must be
-    ascending, so that on ties at the k-th value the first positions are the lowest indices."""
-    if dist.shape[1] > k:
-        kth = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
-        less = dist < kth
-        eq = dist == kth
-        room = k - less.sum(axis=1, keepdims=True)
-        keep = less | (eq & (np.cumsum(eq, axis=1) <= room))
-        dist = dist[keep].reshape(-1, k)  # row-major: per row, ascending positions
-        idx = idx[keep].reshape(-1, k)
-    order = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
-
-
-def _merge(best: Optional[tuple[np.ndarray, np.ndarray]], new: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    if best is None:
-        return new
-    d = np.concatenate([best[0], new[0]], axis=1)
-    i = np.concatenate([best[1], new[1]], axis=1)
-    order = np.lexsort((i, d), axis=-1)[:, :k]
-    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
 
 
 class ProductQuantizer:
@@ -104,8 +82,16 @@ class ProductQuantizer:
         bits: bits per code, 1 to 16 (``2**bits`` codewords per sub-space).
         n_iter: Lloyd iterations of each k-means.
         seed: seed of sub-space ``j``'s k-means is ``seed + j``.
+        opq: learn an orthogonal rotation ``R`` first (optimized PQ, Ge et al. 2013): vectors are
+            quantized as ``x @ R``, which spreads correlated dimensions evenly over the
+            sub-spaces. Training alternates PQ on ``x @ R`` (k-means warm-started from the
+            previous codebooks, ``min(n_iter, 4)`` iterations) with the orthogonal Procrustes
+            solution ``R = U V^T`` of ``x^T decode(encode(x @ R)) = U S V^T``; then a final PQ
+            with ``n_iter`` iterations. Encode, decode and search apply ``R`` themselves.
+        opq_iter: alternations of the OPQ training.
 
-    After :meth:`train`: ``codebooks``, float32 ``(m, 2**bits, d / m)``.
+    After :meth:`train`: ``codebooks``, float32 ``(m, 2**bits, d / m)``, and ``rotation``,
+    float32 ``(d, d)`` orthogonal (``None`` without ``opq``).
 
     Example:
         >>> import numpy as np, quantpress as qp
@@ -121,14 +107,31 @@ class ProductQuantizer:
         ((3, 5), dtype('int64'))
         >>> bool(np.all(np.diff(dist, axis=1) >= 0))
         True
+
+        OPQ on correlated data:
+
+        >>> z = np.random.default_rng(1).standard_normal((2000, 16)).astype(np.float32)
+        >>> xc = z @ np.random.default_rng(2).standard_normal((16, 16)).astype(np.float32)
+        >>> opq = qp.ProductQuantizer(m=4, bits=4, opq=True, opq_iter=5).train(xc)
+        >>> bool(np.allclose(opq.rotation @ opq.rotation.T, np.eye(16), atol=1e-5))
+        True
+        >>> plain = qp.ProductQuantizer(m=4, bits=4).train(xc)
+        >>> err = lambda q: float(((q.decode(q.encode(xc)) - xc) ** 2).mean())
+        >>> bool(err(opq) < err(plain))
+        True
     """
 
-    def __init__(self, m: int, bits: int = 8, n_iter: int = 25, seed: int = 0) -> None:
+    def __init__(self, m: int, bits: int = 8, n_iter: int = 25, seed: int = 0, opq: bool = False, opq_iter: int = 10) -> None:
         self.m = _check_int("m", m, 1)
         self.bits = _check_bits(bits)
         self.n_iter = _check_int("n_iter", n_iter, 0)
         self.seed = _check_int("seed", seed, 0)
+        if not isinstance(opq, (bool, np.bool_)):
+            raise QuantpressError(f"opq must be True or False, got {opq!r}")
+        self.opq = bool(opq)
+        self.opq_iter = _check_int("opq_iter", opq_iter, 1)
         self.codebooks: Optional[np.ndarray] = None
+        self.rotation: Optional[np.ndarray] = None
 
     @property
     def k(self) -> int:
@@ -154,28 +157,65 @@ class ProductQuantizer:
             raise QuantpressError(f"d={d} is not divisible by m={self.m}")
         if n < self.k:
             raise QuantpressError(f"training needs at least 2**bits = {self.k} vectors, got {n}")
-        ds = d // self.m
-        cbs = [_kmeans(self.k, self.n_iter, self.seed + j, xf[:, j * ds : (j + 1) * ds]) for j in range(self.m)]
-        self.codebooks = np.ascontiguousarray(np.stack(cbs), dtype=np.float32)
+        self.rotation = None
+        if not self.opq:
+            self.codebooks = self._fit_codebooks(xf, self.n_iter, None)
+            return self
+        x64 = xf.astype(np.float64)
+        rot = np.eye(d)
+        cbs = None
+        for _ in range(self.opq_iter):
+            xr = (x64 @ rot).astype(np.float32)
+            cbs = self._fit_codebooks(xr, min(self.n_iter, 4), cbs)
+            self.codebooks = cbs
+            y = self._decode_rotated(self._encode_rotated(xr)).astype(np.float64)
+            u, _, vt = np.linalg.svd(x64.T @ y)  # orthogonal Procrustes: argmin_R |x R - y|
+            rot = u @ vt
+        self.codebooks = self._fit_codebooks((x64 @ rot).astype(np.float32), self.n_iter, cbs)
+        self.rotation = np.ascontiguousarray(rot, dtype=np.float32)
         return self
+
+    def _fit_codebooks(self, xf: np.ndarray, n_iter: int, init: Optional[np.ndarray]) -> np.ndarray:
+        ds = xf.shape[1] // self.m
+        cbs = [
+            _kmeans(self.k, n_iter, self.seed + j, xf[:, j * ds : (j + 1) * ds], "k-means++" if init is None else init[j])
+            for j in range(self.m)
+        ]
+        return np.ascontiguousarray(np.stack(cbs), dtype=np.float32)
+
+    def _rotate(self, x: np.ndarray) -> np.ndarray:
+        """``x @ R`` in float32 (``x`` itself without OPQ)."""
+        return x if self.rotation is None else np.ascontiguousarray(x @ self.rotation, dtype=np.float32)
 
     def encode(self, x: Any) -> np.ndarray:
         """Codes ``(n, m)`` of the nearest codeword per sub-space (uint8 for ``bits <= 8``, else
         uint16); ties go to the lower codeword index."""
-        cb = self._trained()
+        self._trained()
         xa = _matrix(x, "x", self.d)
-        ds = cb.shape[2]
         out = np.empty((len(xa), self.m), dtype=_code_dtype(self.bits))
         for s in range(0, len(xa), ENCODE_BATCH):
             xb, _ = as_float32(xa[s : s + ENCODE_BATCH], name="x")
-            for j in range(self.m):
-                out[s : s + len(xb), j] = assign(xb[:, j * ds : (j + 1) * ds], cb[j])
+            if self.rotation is not None:
+                xb = self._rotate(_finite32(xb, "x"))
+            out[s : s + len(xb)] = self._encode_rotated(xb)
+        return out
+
+    def _encode_rotated(self, xb: np.ndarray) -> np.ndarray:
+        cb = self._trained()
+        ds = cb.shape[2]
+        out = np.empty((len(xb), self.m), dtype=_code_dtype(self.bits))
+        for j in range(self.m):
+            out[:, j] = assign(xb[:, j * ds : (j + 1) * ds], cb[j])
         return out
 
     def decode(self, codes: Any) -> np.ndarray:
         """The vectors ``(n, d)`` float32 that ``codes`` ``(n, m)`` stand for."""
-        cb = self._trained()
         c = _check_codes(codes, self.m, self.k)
+        out = self._decode_rotated(c)
+        return out if self.rotation is None else np.ascontiguousarray(out @ self.rotation.T, dtype=np.float32)
+
+    def _decode_rotated(self, c: np.ndarray) -> np.ndarray:
+        cb = self._trained()
         ds = cb.shape[2]
         out = np.empty((len(c), self.m * ds), dtype=np.float32)
         for j in range(self.m):
@@ -184,9 +224,10 @@ class ProductQuantizer:
 
     def distance_tables(self, queries: Any) -> np.ndarray:
         """Squared L2 distance of each query's sub-vectors to every codeword: ``(nq, m, 2**bits)``
-        float32 (the lookup tables of asymmetric distance computation)."""
+        float32 (the lookup tables of asymmetric distance computation). With OPQ the queries are
+        rotated first (distances are unchanged by the orthogonal ``R``)."""
         cb = self._trained()
-        q = _finite32(_matrix(queries, "queries", self.d), "queries")
+        q = self._rotate(_finite32(_matrix(queries, "queries", self.d), "queries"))
         m, k, ds = cb.shape
         out = np.empty((len(q), m, k), dtype=np.float32)
         step = max(1, _SEARCH_ELEMS // (k * ds))
@@ -201,7 +242,9 @@ class ProductQuantizer:
         """The ``k`` database vectors nearest to each query by asymmetric distance computation
         (ADC): the query stays exact, the database is its codes. Distance = sum over the ``m``
         sub-spaces of the table entry (:meth:`distance_tables`) of the stored code, summed in
-        float32 in sub-space order.
+        float32 in sub-space order starting from 0.0 (``((0 + T[0][c0]) + T[1][c1]) + ...``).
+        The scan runs in Rust over all threads with the GIL released, keeping only a bounded
+        heap per query; results do not depend on the thread count.
 
         Args:
             queries: ``(nq, d)`` float array.
@@ -218,29 +261,26 @@ class ProductQuantizer:
         if k > len(c):
             raise QuantpressError(f"k={k} is larger than the number of database vectors ({len(c)})")
         q = _matrix(queries, "queries", self.d)
-        # Blocks of qb queries x cb_rows database rows bound the memory of tables and distances.
-        qb = max(1, min(len(q), _SEARCH_ELEMS // (self.m * cb.shape[1]), 256))
-        nb = max(k, _SEARCH_ELEMS // qb)
+        codes_c = np.ascontiguousarray(c, dtype=_code_dtype(self.bits))
+        # Tables for a block of queries at a time bound their memory; the Rust scan keeps only a
+        # k-heap per query, never the (queries x database) distances.
+        qb = max(1, min(len(q), _SEARCH_ELEMS // (self.m * self.k)))
         dist_out = np.empty((len(q), k), dtype=np.float32)
         idx_out = np.empty((len(q), k), dtype=np.int64)
         for s in range(0, len(q), qb):
             tables = self.distance_tables(q[s : s + qb])
-            best = None
-            for t in range(0, len(c), nb):
-                block = c[t : t + nb]
-                dist = np.take(tables[:, 0], block[:, 0], axis=1)
-                for j in range(1, self.m):
-                    dist += np.take(tables[:, j], block[:, j], axis=1)
-                idx = np.broadcast_to(np.arange(t, t + len(block), dtype=np.int64), dist.shape)
-                best = _merge(best, _topk_rows(dist, idx, k), k)
-            assert best is not None
-            dist_out[s : s + len(tables)], idx_out[s : s + len(tables)] = best
+            d, i = _core.pq_adc_search(tables.ravel(), len(tables), self.m, self.k, codes_c.ravel(), k)
+            dist_out[s : s + len(tables)] = d.reshape(-1, k)
+            idx_out[s : s + len(tables)] = i.reshape(-1, k)
         return dist_out, idx_out
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the codebooks and parameters to a small safetensors file (atomically)."""
-        params = {"m": self.m, "bits": self.bits, "n_iter": self.n_iter, "seed": self.seed}
-        _codebook_io.save(path, "ProductQuantizer", {"codebooks": self._trained()}, params)
+        params = {"m": self.m, "bits": self.bits, "n_iter": self.n_iter, "seed": self.seed, "opq": self.opq, "opq_iter": self.opq_iter}
+        arrays = {"codebooks": self._trained()}
+        if self.rotation is not None:
+            arrays["rotation"] = self.rotation
+        _codebook_io.save(path, "ProductQuantizer", arrays, params)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "ProductQuantizer":
@@ -248,30 +288,41 @@ class ProductQuantizer:
         arrays, params = _codebook_io.load(path, "ProductQuantizer")
         cb = _codebook_io.require(arrays, "codebooks", np.float32, 3, path)
         try:
-            pq = cls(int(params["m"]), bits=int(params["bits"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]))
+            pq = cls(int(params["m"]), bits=int(params["bits"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]),
+                     opq=bool(params.get("opq", False)), opq_iter=int(params.get("opq_iter", 10)))
         except (KeyError, TypeError, ValueError) as e:
             raise QuantpressError(f"{os.fspath(path)}: bad ProductQuantizer parameters ({e})") from None
         if cb.shape[:2] != (pq.m, pq.k) or cb.shape[2] == 0:
             raise QuantpressError(f"{os.fspath(path)}: codebooks of shape {cb.shape} do not match m={pq.m}, bits={pq.bits}")
         pq.codebooks = np.ascontiguousarray(cb)
+        if pq.opq:
+            rot = _codebook_io.require(arrays, "rotation", np.float32, 2, path)
+            if rot.shape != (pq.d, pq.d) or not np.isfinite(rot).all():
+                raise QuantpressError(f"{os.fspath(path)}: rotation of shape {rot.shape} does not match d={pq.d}")
+            pq.rotation = np.ascontiguousarray(rot)
         return pq
 
     def __repr__(self) -> str:
         state = "untrained" if self.codebooks is None else f"d={self.d}"
-        return f"ProductQuantizer(m={self.m}, bits={self.bits}, {state})"
+        return f"ProductQuantizer(m={self.m}, bits={self.bits}, {'opq=True, ' if self.opq else ''}{state})"
 
 
 class ResidualQuantizer:
     """Residual (multi-stage) vector quantization, greedy: stage ``s`` is a ``2**bits``-codeword
     k-means codebook trained on what stages ``< s`` left over; a vector is the sum of one codeword
-    per stage and is stored as ``stages`` codes. Encoding is greedy too (nearest codeword of the
-    current residual, stage by stage; no beam search).
+    per stage and is stored as ``stages`` codes. Encoding is greedy by default (nearest codeword
+    of the current residual, stage by stage), or a beam search.
 
     Args:
         stages: number of codebooks.
         bits: bits per code, 1 to 16.
         n_iter: Lloyd iterations of each k-means.
         seed: stage ``s``'s k-means uses ``seed + s``.
+        beam: encoding beam width (faiss's ``max_beam_size``). ``1`` is greedy (the nearest-codeword
+            kernel). Above 1, each stage extends each of the ``beam`` best partial encodings by
+            every codeword and keeps the ``beam`` with the smallest squared error (float64; ties
+            to the lower ``(beam, code)``); the best final one wins. With
+            ``beam >= 2**(bits * (stages - 1))`` the search is exhaustive. Training stays greedy.
 
     After :meth:`train`: ``codebooks``, float32 ``(stages, 2**bits, d)``.
 
@@ -286,9 +337,13 @@ class ResidualQuantizer:
         >>> two = ((rq.decode(codes) - x) ** 2).mean()
         >>> bool(two < one)
         True
+        >>> rq.beam = 8
+        >>> bool(((rq.decode(rq.encode(x)) - x) ** 2).mean() <= two)
+        True
     """
 
-    def __init__(self, stages: int, bits: int = 8, n_iter: int = 25, seed: int = 0) -> None:
+    def __init__(self, stages: int, bits: int = 8, n_iter: int = 25, seed: int = 0, beam: int = 1) -> None:
+        self.beam = _check_int("beam", beam, 1)
         self.stages = _check_int("stages", stages, 1)
         self.bits = _check_bits(bits)
         self.n_iter = _check_int("n_iter", n_iter, 0)
@@ -324,10 +379,16 @@ class ResidualQuantizer:
         return self
 
     def encode(self, x: Any) -> np.ndarray:
-        """Codes ``(n, stages)`` (uint8 for ``bits <= 8``, else uint16), chosen greedily."""
+        """Codes ``(n, stages)`` (uint8 for ``bits <= 8``, else uint16), chosen greedily or by beam
+        search (``beam``)."""
         cb = self._trained()
         xa = _matrix(x, "x", self.d)
         out = np.empty((len(xa), self.stages), dtype=_code_dtype(self.bits))
+        if self.beam > 1:
+            step = max(1, _BEAM_ELEMS // (self.beam * self.k * max(1, self.d // 8)))
+            for s in range(0, len(xa), step):
+                out[s : s + step] = self._encode_beam(_finite32(xa[s : s + step], "x"))
+            return out
         for s in range(0, len(xa), ENCODE_BATCH):
             xb, _ = as_float32(xa[s : s + ENCODE_BATCH], name="x")
             r = xb.copy()
@@ -336,6 +397,25 @@ class ResidualQuantizer:
                 r -= cb[st][codes]
                 out[s : s + len(r), st] = codes
         return out
+
+    def _encode_beam(self, xb: np.ndarray) -> np.ndarray:
+        """Beam search over stages for the rows of ``xb`` (float64 residuals and errors)."""
+        cb = self._trained().astype(np.float64)
+        n = len(xb)
+        norms = (cb**2).sum(-1)
+        r = xb.astype(np.float64)[:, None, :]  # (n, beams, d) residuals
+        err = (r**2).sum(-1)  # (n, beams)
+        codes = np.zeros((n, 1, 0), dtype=np.int64)
+        for st in range(self.stages):
+            cand = (err[:, :, None] - 2 * (r @ cb[st].T) + norms[st]).reshape(n, -1)  # (n, beams * k)
+            keep = min(self.beam, cand.shape[1])
+            order = np.argsort(cand, axis=1, kind="stable")[:, :keep]  # ties: lower (beam, code)
+            src, code = np.divmod(order, self.k)
+            r = np.take_along_axis(r, src[:, :, None], 1) - cb[st][code]
+            err = (r**2).sum(-1)  # exact errors of the kept encodings
+            codes = np.concatenate([np.take_along_axis(codes, src[:, :, None], 1), code[:, :, None]], axis=2)
+        best = np.argmin(err, axis=1)
+        return codes[np.arange(n), best]
 
     def decode(self, codes: Any, stages: Optional[int] = None) -> np.ndarray:
         """The vectors ``(n, d)`` float32 that ``codes`` stand for: the sum of the codewords of the
@@ -352,7 +432,7 @@ class ResidualQuantizer:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the codebooks and parameters to a small safetensors file (atomically)."""
-        params = {"stages": self.stages, "bits": self.bits, "n_iter": self.n_iter, "seed": self.seed}
+        params = {"stages": self.stages, "bits": self.bits, "n_iter": self.n_iter, "seed": self.seed, "beam": self.beam}
         _codebook_io.save(path, "ResidualQuantizer", {"codebooks": self._trained()}, params)
 
     @classmethod
@@ -361,7 +441,8 @@ class ResidualQuantizer:
         arrays, params = _codebook_io.load(path, "ResidualQuantizer")
         cb = _codebook_io.require(arrays, "codebooks", np.float32, 3, path)
         try:
-            rq = cls(int(params["stages"]), bits=int(params["bits"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]))
+            rq = cls(int(params["stages"]), bits=int(params["bits"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]),
+                     beam=int(params.get("beam", 1)))
         except (KeyError, TypeError, ValueError) as e:
             raise QuantpressError(f"{os.fspath(path)}: bad ResidualQuantizer parameters ({e})") from None
         if cb.shape[:2] != (rq.stages, rq.k) or cb.shape[2] == 0:
@@ -371,4 +452,4 @@ class ResidualQuantizer:
 
     def __repr__(self) -> str:
         state = "untrained" if self.codebooks is None else f"d={self.d}"
-        return f"ResidualQuantizer(stages={self.stages}, bits={self.bits}, {state})"
+        return f"ResidualQuantizer(stages={self.stages}, bits={self.bits}, beam={self.beam}, {state})"

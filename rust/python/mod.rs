@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod adc;
 mod arrays;
 mod errors;
 mod kmeans;
@@ -20,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kmeans::register(m)?;
     vq::register(m)?;
     kmeans1d::register(m)?;
+    adc::register(m)?;
     Ok(())
 }

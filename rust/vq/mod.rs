@@ -8,6 +8,7 @@
 //! Vectors are rows of a flat row-major `&[f32]` (`n * d` values); codes are `u32`, narrowed by
 //! the caller to the smallest unsigned type that holds `k - 1`.
 
+pub mod adc;
 pub mod assign;
 #[cfg(test)]
 mod assign_tests;
@@ -15,7 +16,7 @@ pub mod kmeans;
 pub mod kmeans1d;
 pub mod kmeans_init;
 pub mod metric;
-mod rng;
+pub(crate) mod rng;
 mod seed_kernels;
 
 pub use assign::{assign_into, Codebook};
