@@ -4,6 +4,7 @@
 //! * [`assign`]: nearest-codeword search (the kernel everything else stands on).
 //! * [`kmeans`]: one Lloyd iteration; [`kmeans_init`]: greedy k-means++ seeding.
 //! * [`kmeans1d`]: exact and fast 1-D k-means per row (weight sharing).
+//! * [`adc`]: asymmetric-distance search of product-quantizer codes with lookup tables.
 //!
 //! Vectors are rows of a flat row-major `&[f32]` (`n * d` values); codes are `u32`, narrowed by
 //! the caller to the smallest unsigned type that holds `k - 1`.
