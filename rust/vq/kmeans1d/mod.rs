@@ -6,15 +6,17 @@
 //! programming instead of the local search of a general k-means.
 //!
 //! Per row:
-//! 1. Values are sorted with their weights; equal values are merged (weights added), points of
+//! 1. Values are sorted (`sort.rs`: a radix sort of order-preserving integer keys carrying the
+//!    element's position); equal values are merged (weights added), points of
 //!    weight zero are dropped (they do not change the weighted SSE). A row whose weights are all
 //!    zero is fitted with unit weights (its weighted SSE is zero whatever the codebook).
 //! 2. Prefix sums of `w`, `w*x`, `w*x^2` in f64 (values shifted by the row's middle sorted value
 //!    against cancellation) give the SSE of any run in O(1).
 //! 3. `exact`: the DP `D[c][j] = min_i D[c-1][i] + cost(i, j)` over the `m` distinct values, one
 //!    layer per cluster, each layer by divide and conquer on the monotone split point with the
-//!    previous layer's split as a lower bound: O(k * m log m) time, a `k * m` table of splits for
-//!    backtracking (ties go to the smallest split). Not exact: the same DP restricted to a coarse
+//!    previous layer's split as a lower bound (`dp.rs`: vectorised searches, one compiled copy
+//!    per SIMD level): O(k * m log m) time, a `k * m` table of splits for backtracking (ties go
+//!    to the smallest split). Not exact: the same DP restricted to a coarse
 //!    grid of candidate boundaries ([`COARSE_GRID`]: equal-count positions plus equally spaced
 //!    values, so the heavy tails of weight matrices get boundaries too), then sorted Lloyd from
 //!    there: each iteration puts the boundaries at the midpoints between centroids (binary
@@ -27,10 +29,11 @@
 //!    slots hold the distinct values and the rest repeat the last one. `k` above the row length
 //!    is an error (it would only repeat slots, and the codebook could outgrow the input).
 //! 5. Codes: each element (zero-weight ones included) gets its nearest centroid of the stored f32
-//!    codebook, distances `|x - c|` in f64, ties to the lowest index. This is the DP's partition
+//!    codebook, distances `|x - c|` in f64, ties to the lowest index (found by one walk over the
+//!    sorted row, the code only moving up). This is the DP's partition
 //!    except where rounding the centroids to f32 moves an element that sat (almost) exactly
 //!    between two of them. `inertia` is the weighted SSE of those codes in f64: what
-//!    dequantizing the row costs.
+//!    dequantizing the row costs (summed in sorted order).
 //!
 //! Rows run in parallel in fixed chunks, each row on its own, so results never depend on the
 //! thread count.
