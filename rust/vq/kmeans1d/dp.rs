@@ -1,0 +1,262 @@
+//! The dynamic programme over the sorted distinct values (exact: every boundary; fast: a coarse
+//! grid of candidate boundaries) and the sorted Lloyd refinement of the fast fit.
+//!
+//! One layer per cluster: `D[c][j] = min_i D[c-1][i] + cost(i, j)`, with `cost` the weighted SSE
+//! of run `i..j` from prefix sums. The cost is a Monge array, so the first (smallest) optimal
+//! split is monotone in `j` and at least the previous layer's split: each layer is solved by
+//! divide and conquer on `j` (an explicit stack), and a block whose split range has narrowed to
+//! [`SWEEP`] candidates is finished eight points at a time (`Layer::block`: the lanes are the
+//! points, one pass over the shared split range). A single point's search is one pass of
+//! [`argmin`], eight independent lanes of value and index. Both loops vectorise (the division
+//! is the bottleneck), every compilation does the same IEEE operations, and ties go to the
+//! smallest split.
+
+use super::sort::Scratch;
+
+/// Lloyd iterations at most (`exact = false`).
+pub const MAX_ITER: usize = 100;
+
+/// Candidate boundaries of the coarse DP that starts Lloyd (`exact = false`).
+pub const COARSE_GRID: usize = 256;
+
+/// A block of the divide and conquer whose split range holds at most this many candidates is
+/// swept left to right instead of split further.
+const SWEEP: usize = 24;
+
+/// Lanes of [`argmin`].
+const L: usize = 8;
+
+/// The first minimum of `a[i] - (sj - s[i])^2 / (wj - w[i])` (slices of one length) and its
+/// index; `(inf, 0)` when no value is below infinity. Lane `l` keeps the first minimum of
+/// indices `l mod L`; the lanes' smallest value, then smallest index, is the sequential first
+/// minimum, so every compilation of this function (scalar or vector) gives the same result.
+#[inline(always)]
+pub fn argmin(a: &[f64], w: &[f64], s: &[f64], wj: f64, sj: f64) -> (f64, usize) {
+    let mut best = [f64::INFINITY; L];
+    let mut idx = [f64::INFINITY; L];
+    let n = a.len();
+    let full = n - n % L;
+    let (a, w, s) = (&a[..n], &w[..n], &s[..n]);
+    let mut base = 0;
+    while base < full {
+        let (ca, cw, cs) = (&a[base..base + L], &w[base..base + L], &s[base..base + L]);
+        let fb = base as f64;
+        for l in 0..L {
+            let ds = sj - cs[l];
+            let v = ca[l] - ds * ds / (wj - cw[l]);
+            let lt = v < best[l];
+            best[l] = if lt { v } else { best[l] };
+            idx[l] = if lt { fb + l as f64 } else { idx[l] };
+        }
+        base += L;
+    }
+    for l in 0..n - full {
+        let ds = sj - s[full + l];
+        let v = a[full + l] - ds * ds / (wj - w[full + l]);
+        if v < best[l] {
+            best[l] = v;
+            idx[l] = (full + l) as f64;
+        }
+    }
+    let (mut bv, mut bi) = (f64::INFINITY, f64::INFINITY);
+    for l in 0..L {
+        if best[l] < bv || (best[l] == bv && idx[l] < bi) {
+            bv = best[l];
+            bi = idx[l];
+        }
+    }
+    (bv, if bi.is_finite() { bi as usize } else { 0 })
+}
+
+/// The DP on a grid of candidate boundaries: prefix sums gathered at the grid points, the
+/// previous layer (`a[i] = D[c-1][i] - q[i]`) and the current one.
+#[derive(Default)]
+pub struct Dp {
+    grid: Vec<usize>,
+    w: Vec<f64>,
+    s: Vec<f64>,
+    q: Vec<f64>,
+    a: Vec<f64>,
+    cur: Vec<f64>,
+    /// `opt[c * (g + 1) + j]`: the start of the last run of the best `c + 1` runs of points `..j`.
+    opt: Vec<u32>,
+    stack: Vec<[usize; 4]>,
+}
+
+/// One layer: `cur[j] = min_i a[i] - (s_j - s_i)^2 / (w_j - w_i) + q_j` and its first split
+/// `opt[j]`, for `j` in `jlo..=jhi`, split in `olo..j`, at least `prev_opt[j]`.
+struct Layer<'a> {
+    w: &'a [f64],
+    s: &'a [f64],
+    q: &'a [f64],
+    a: &'a [f64],
+    prev_opt: &'a [u32],
+    cur: &'a mut [f64],
+    opt: &'a mut [u32],
+}
+
+impl Layer<'_> {
+    /// The best split of `j` in `lo..=hi` (rounding may break monotonicity by a hair: `lo` is
+    /// clamped so the range is never empty).
+    #[inline(always)]
+    fn point(&mut self, j: usize, lo: usize, hi: usize) -> usize {
+        let lo = lo.max(self.prev_opt[j] as usize).min(hi);
+        let r = lo..hi + 1;
+        let (v, i) = argmin(&self.a[r.clone()], &self.w[r.clone()], &self.s[r], self.w[j], self.s[j]);
+        self.cur[j] = v + self.q[j];
+        self.opt[j] = (lo + i) as u32;
+        lo + i
+    }
+
+    /// Points `jlo..=jhi` whose splits lie in `olo..=ohi`, eight at a time: the lanes are the
+    /// points, one pass over the split range (no reduction across lanes), each lane restricted
+    /// to its own `lo..=hi` as in [`Layer::point`].
+    #[inline(always)]
+    fn block(&mut self, jlo: usize, jhi: usize, olo: usize, ohi: usize) {
+        for j0 in (jlo..=jhi).step_by(L) {
+            let (mut lo, mut hi) = ([1.0f64; L], [0.0f64; L]); // empty lanes past jhi
+            let (mut wj, mut sj) = ([1.0f64; L], [0.0f64; L]);
+            let (mut imin, mut imax) = (ohi, olo);
+            for l in 0..L.min(jhi + 1 - j0) {
+                let j = j0 + l;
+                let h = ohi.min(j - 1);
+                let lw = olo.max(self.prev_opt[j] as usize).min(h);
+                (lo[l], hi[l], wj[l], sj[l]) = (lw as f64, h as f64, self.w[j], self.s[j]);
+                (imin, imax) = (imin.min(lw), imax.max(h));
+            }
+            let (mut best, mut idx) = ([f64::INFINITY; L], [0.0f64; L]);
+            for i in imin..=imax {
+                let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
+                for l in 0..L {
+                    let ds = sj[l] - si;
+                    let v = ai - ds * ds / (wj[l] - wi);
+                    let take = (v < best[l]) & (fi >= lo[l]) & (fi <= hi[l]);
+                    best[l] = if take { v } else { best[l] };
+                    idx[l] = if take { fi } else { idx[l] };
+                }
+            }
+            for l in 0..L.min(jhi + 1 - j0) {
+                self.cur[j0 + l] = best[l] + self.q[j0 + l];
+                self.opt[j0 + l] = if best[l] < f64::INFINITY { idx[l] } else { lo[l] } as u32;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn solve(&mut self, stack: &mut Vec<[usize; 4]>, jlo: usize, jhi: usize, olo: usize, ohi: usize) {
+        stack.clear();
+        stack.push([jlo, jhi, olo, ohi]);
+        while let Some([jlo, jhi, olo, ohi]) = stack.pop() {
+            if ohi - olo < SWEEP {
+                self.block(jlo, jhi, olo, ohi);
+                continue;
+            }
+            if jhi - jlo < 2 {
+                let mut lo = olo;
+                for j in jlo..=jhi {
+                    lo = self.point(j, lo, ohi.min(j - 1));
+                }
+                continue;
+            }
+            let mid = jlo + (jhi - jlo) / 2;
+            let arg = self.point(mid, olo, ohi.min(mid - 1));
+            stack.push([mid + 1, jhi, arg, ohi]);
+            if mid > jlo {
+                stack.push([jlo, mid - 1, olo, arg]);
+            }
+        }
+    }
+}
+
+/// The candidate boundaries: every point (`exact`, or few points), else [`COARSE_GRID`] / 2
+/// equal-count positions (at least `kk`) and as many at equally spaced values (the tails).
+fn coarse_grid(s: &Scratch, grid: &mut Vec<usize>, kk: usize, exact: bool) {
+    let m = s.u.len();
+    grid.clear();
+    if exact || m <= COARSE_GRID.max(kk) {
+        grid.extend(0..=m);
+        return;
+    }
+    let (h1, h2) = ((COARSE_GRID / 2).max(kk), COARSE_GRID / 2);
+    let (lo, hi) = (s.u[0], s.u[m - 1]);
+    grid.extend((0..=h1).map(|t| t * m / h1));
+    grid.extend((1..h2).map(|t| s.u.partition_point(|&v| v < lo + (hi - lo) * t as f64 / h2 as f64)));
+    grid.sort_unstable();
+    grid.dedup();
+}
+
+/// The best `kk`-run partition of the loaded values with boundaries on the candidate grid
+/// ([`coarse_grid`]; exact: every point, the optimum) into `s.bounds` (`kk <= m`).
+#[inline(always)]
+pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
+    let m = s.u.len();
+    coarse_grid(s, &mut d.grid, kk, exact);
+    let g = d.grid.len() - 1;
+    for (dst, src) in [(&mut d.w, &s.pw), (&mut d.s, &s.ps), (&mut d.q, &s.pq)] {
+        dst.clear();
+        dst.extend(d.grid.iter().map(|&t| src[t]));
+    }
+    let stride = g + 1;
+    d.opt.clear();
+    d.opt.resize(kk * stride, 0);
+    d.a.clear();
+    d.a.resize(stride, f64::INFINITY);
+    d.cur.clear();
+    d.cur.resize(stride, f64::INFINITY);
+    // One run: D[0][j] = q_j - s_j^2 / w_j; a = D - q.
+    for j in 1..=g - (kk - 1) {
+        d.a[j] = -(d.s[j] * d.s[j] / d.w[j]);
+    }
+    for c in 1..kk {
+        // `c + 1` runs cover points ..j for j in c+1 ..= g - (kk - c - 1); the last layer needs j = g only.
+        let (jlo, jhi) = if c + 1 == kk { (g, g) } else { (c + 1, g - (kk - c - 1)) };
+        let (done, rest) = d.opt.split_at_mut(c * stride);
+        let mut layer = Layer {
+            w: &d.w,
+            s: &d.s,
+            q: &d.q,
+            a: &d.a,
+            prev_opt: &done[(c - 1) * stride..],
+            cur: &mut d.cur,
+            opt: &mut rest[..stride],
+        };
+        layer.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
+        for ((a, cur), &q) in d.a.iter_mut().zip(d.cur.iter_mut()).zip(&d.q) {
+            *a = *cur - q;
+            *cur = f64::INFINITY;
+        }
+    }
+    s.bounds.clear();
+    s.bounds.resize(kk + 1, 0);
+    s.bounds[kk] = m;
+    let mut j = g;
+    for c in (1..kk).rev() {
+        j = d.opt[c * stride + j] as usize;
+        s.bounds[c] = d.grid[j];
+    }
+}
+
+/// Sorted Lloyd from the boundaries in `s.bounds` (`kk <= m` runs), in place.
+pub fn lloyd_refine(s: &mut Scratch, kk: usize) {
+    s.cent.clear();
+    s.cent.resize(kk, 0.0);
+    for _ in 0..MAX_ITER {
+        for c in 0..kk {
+            let (i, j) = (s.bounds[c], s.bounds[c + 1]);
+            // An empty run keeps its centroid.
+            if j > i {
+                s.cent[c] = (s.ps[j] - s.ps[i]) / (s.pw[j] - s.pw[i]);
+            }
+        }
+        let mut moved = false;
+        for c in 1..kk {
+            let mid = 0.5 * (s.cent[c - 1] + s.cent[c]);
+            let b = s.u.partition_point(|&v| v <= mid).max(s.bounds[c - 1]);
+            moved |= b != s.bounds[c];
+            s.bounds[c] = b;
+        }
+        if !moved {
+            break;
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Tests of the 1-D k-means: optimality against a brute-force DP, codes, edge cases, bad input,
+//! the radix sort, the argmin lanes, and bit-identical results at every SIMD level.
+
+use super::*;
+
+/// The weighted SSE of the best partition of sorted (value, weight) pairs into at most `k`
+/// runs, by the plain O(k n^2) DP.
+fn brute_sse(x: &[f32], w: &[f32], k: usize) -> f64 {
+    let mut p: Vec<(f64, f64)> = x.iter().zip(w).filter(|(_, &w)| w > 0.0).map(|(&x, &w)| (x as f64, w as f64)).collect();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = p.len();
+    let cost = |i: usize, j: usize| {
+        let (sw, su) = p[i..j].iter().fold((0.0, 0.0), |(a, b), &(x, w)| (a + w, b + w * x));
+        let mean = su / sw;
+        p[i..j].iter().map(|&(x, w)| w * (x - mean) * (x - mean)).sum::<f64>()
+    };
+    let mut d: Vec<f64> = (0..=n).map(|j| if j == 0 { 0.0 } else { cost(0, j) }).collect();
+    for _ in 1..k {
+        let next: Vec<f64> = (0..=n).map(|j| (0..j).map(|i| d[i] + cost(i, j)).fold(d[j], f64::min)).collect();
+        d = next;
+    }
+    d[n]
+}
+
+/// A small deterministic generator (xorshift) so the tests need no extra crate.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+#[test]
+fn exact_matches_the_brute_force_dp() {
+    let mut rng = Rng(7);
+    for trial in 0..300 {
+        let n = 1 + trial % 23;
+        let k = (1 + trial % 6).min(n);
+        // Few levels in some trials: duplicates.
+        let levels = if trial % 3 == 0 { 4.0 } else { 1e6 };
+        let x: Vec<f32> = (0..n).map(|_| ((rng.next() * levels).floor() / levels) * 2.0 - 1.0).collect();
+        let w: Vec<f32> = (0..n)
+            .map(|i| {
+                if trial % 2 == 0 {
+                    1.0
+                } else if i % 5 == 3 {
+                    0.0
+                } else {
+                    rng.next() * 3.0
+                }
+            })
+            .collect();
+        let fit = kmeans1d(&x, n, k, Weights::PerValue(&w), true).unwrap();
+        let want = brute_sse(&x, &w, k);
+        let got = fit.inertia[0];
+        assert!((got - want).abs() <= 1e-6 * want + 1e-9, "trial {trial}: {got} vs {want}");
+        let lloyd = kmeans1d(&x, n, k, Weights::PerValue(&w), false).unwrap();
+        assert!(lloyd.inertia[0] >= want - 1e-6 * want - 1e-9, "trial {trial}");
+    }
+}
+
+#[test]
+#[allow(clippy::needless_range_loop)]
+fn codes_index_the_nearest_centroid_and_centroids_ascend() {
+    let mut rng = Rng(3);
+    let x: Vec<f32> = (0..4 * 300).map(|_| rng.next() - 0.5).collect();
+    for exact in [true, false] {
+        let fit = kmeans1d(&x, 300, 8, Weights::None, exact).unwrap();
+        for r in 0..4 {
+            let cb = &fit.codebook[r * 8..r * 8 + 8];
+            assert!(cb.windows(2).all(|p| p[0] < p[1]));
+            for i in r * 300..(r + 1) * 300 {
+                let d = |j: usize| (x[i] as f64 - cb[j] as f64).abs();
+                let best = (0..8).min_by(|&a, &b| d(a).total_cmp(&d(b))).unwrap();
+                assert_eq!(fit.codes[i] as usize, best);
+            }
+        }
+    }
+}
+
+#[test]
+fn edge_cases() {
+    // Constant row: one distinct centroid, repeated; fewer distinct values than k; k = 1.
+    let fit = kmeans1d(&[2.0; 5], 5, 4, Weights::None, true).unwrap();
+    assert_eq!(fit.codebook, [2.0; 4]);
+    assert_eq!((fit.codes, fit.inertia), (vec![0; 5], vec![0.0]));
+    let fit = kmeans1d(&[3.0, 1.0, -0.0, 0.0], 4, 4, Weights::None, false).unwrap();
+    assert_eq!(fit.codebook, [0.0, 1.0, 3.0, 3.0]);
+    assert_eq!(fit.codes, [2, 1, 0, 0]);
+    let fit = kmeans1d(&[1.0, 2.0, 6.0], 3, 1, Weights::PerValue(&[1.0, 1.0, 2.0]), true).unwrap();
+    assert_eq!(fit.codebook, [3.75]);
+    // All-zero weights: fitted with unit weights, weighted SSE zero.
+    let fit = kmeans1d(&[0.0, 1.0, 10.0, 11.0], 4, 2, Weights::PerColumn { w: &[0.0; 4], row_len: 4 }, true).unwrap();
+    assert_eq!((fit.codebook, fit.inertia), (vec![0.5, 10.5], vec![0.0]));
+    // Zero-weight points do not pull the centroids, but get codes.
+    let fit = kmeans1d(&[0.0, 1.0, 10.0, 100.0], 4, 2, Weights::PerValue(&[1.0, 1.0, 1.0, 0.0]), true).unwrap();
+    assert_eq!(fit.codebook, [0.5, 10.0]);
+    assert_eq!(fit.codes, [0, 0, 1, 1]);
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let x = [1.0f32, 2.0, 3.0, 4.0];
+    assert!(kmeans1d(&x, 3, 2, Weights::None, true).is_err());
+    assert!(kmeans1d(&x, 0, 2, Weights::None, true).is_err());
+    assert!(kmeans1d(&x, 4, 0, Weights::None, true).is_err());
+    assert!(kmeans1d(&x, 2, 3, Weights::None, false).is_err());
+    assert_eq!(kmeans1d(&[1.0, f32::NAN], 2, 1, Weights::None, true).unwrap_err(), Error::NonFinite { index: 1 });
+    assert!(kmeans1d(&x, 4, 2, Weights::PerValue(&[1.0, -1.0, 1.0, 1.0]), true).is_err());
+    assert!(kmeans1d(&x, 4, 2, Weights::PerValue(&[1.0, f32::INFINITY, 1.0, 1.0]), false).is_err());
+    assert!(kmeans1d(&x, 4, 2, Weights::PerValue(&[1.0; 3]), false).is_err());
+    let (mut cb, mut codes, mut e) = (vec![0.0; 257], vec![0u8; 4], vec![0.0; 1]);
+    assert!(kmeans1d_into(&x, 4, 257, Weights::None, true, &mut cb, &mut codes, &mut e).is_err());
+    assert!(kmeans1d_into(&x, 4, 2, Weights::None, true, &mut cb, &mut codes, &mut e).is_err());
+    let big = vec![0.0f32; 1 << 16];
+    assert!(kmeans1d(&big, 1 << 16, 1 << 12, Weights::None, true).is_err());
+}
+
+#[test]
+fn radix_sort_orders_like_the_float_order() {
+    let mut rng = Rng(5);
+    for n in [1, 7, 256, 257, 1000, 4096] {
+        let mut x: Vec<f32> = (0..n).map(|_| (rng.next() - 0.5) * 1e3 * rng.next().powi(8)).collect();
+        for (i, v) in [0.0f32, -0.0, f32::MIN_POSITIVE / 4.0, -f32::MIN_POSITIVE / 4.0, f32::MAX, f32::MIN].into_iter().enumerate() {
+            if i < n {
+                x[(i * 37) % n] = v;
+            }
+        }
+        let mut s = sort::Scratch::default();
+        let m = s.load(&x, &vec![1.0; n]);
+        let sorted: Vec<f32> = s.keys.iter().map(|&kv| sort::unkey((kv >> 32) as u32)).collect();
+        let mut want: Vec<f32> = x.iter().map(|&v| v + 0.0).collect();
+        want.sort_by(f32::total_cmp);
+        assert_eq!(sorted.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        // Stable: equal values keep their positions in order; every position once.
+        assert!(s.keys.windows(2).all(|p| p[0] < p[1]));
+        let mut pos: Vec<u32> = s.keys.iter().map(|&kv| kv as u32).collect();
+        pos.sort_unstable();
+        assert!(pos.iter().enumerate().all(|(i, &p)| p as usize == i));
+        want.dedup();
+        assert_eq!(m, want.len());
+    }
+}
+
+#[test]
+fn argmin_is_the_first_minimum() {
+    let mut rng = Rng(9);
+    for n in 1..40 {
+        // Few levels: many ties between lanes and within lanes.
+        let a: Vec<f64> = (0..n).map(|_| (rng.next() * 4.0).floor() as f64).collect();
+        let w: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let s = vec![0.0; n];
+        let (v, i) = dp::argmin(&a, &w, &s, n as f64 + 1.0, 0.0);
+        let want = a.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert_eq!((v, i), (want, a.iter().position(|&x| x == want).unwrap()), "n={n}");
+    }
+    assert_eq!(dp::argmin(&[f64::INFINITY; 3], &[0.0; 3], &[0.0; 3], 1.0, 0.0), (f64::INFINITY, 0));
+}
+
+#[test]
+fn exact_matches_the_brute_force_dp_on_longer_rows() {
+    // Long enough rows that the divide and conquer splits blocks before sweeping them.
+    let mut rng = Rng(21);
+    for trial in 0..12 {
+        let n = 120 + 37 * trial;
+        let k = 2 + trial % 11;
+        let x: Vec<f32> = (0..n).map(|_| heavy(&mut rng) * if trial % 3 == 0 { 1.0 } else { 1e3 }).collect();
+        let x: Vec<f32> = if trial % 4 == 1 { x.iter().map(|v| (v * 8.0).round() / 8.0).collect() } else { x };
+        let w: Vec<f32> = (0..n).map(|i| if trial % 2 == 0 { 1.0 } else if i % 7 == 2 { 0.0 } else { rng.next() * 2.0 }).collect();
+        let want = brute_sse(&x, &w, k);
+        let got = kmeans1d(&x, n, k, Weights::PerValue(&w), true).unwrap().inertia[0];
+        assert!((got - want).abs() <= 1e-9 * want + 1e-12, "trial {trial}: {got} vs {want}");
+    }
+}
+
+#[test]
+fn every_simd_level_gives_the_same_bits() {
+    let mut rng = Rng(13);
+    let (rows, n) = (6, 1500);
+    let x: Vec<f32> = (0..rows * n).map(|_| heavy(&mut rng) * 0.02).collect();
+    let w: Vec<f32> = (0..rows * n).map(|_| rng.next()).collect();
+    for exact in [true, false] {
+        for weights in [Weights::None, Weights::PerValue(&w)] {
+            let want = kmeans1d_at(Level::Scalar, &x, n, 16, weights, exact);
+            for level in crate::simd::available_levels() {
+                let got = kmeans1d_at(level, &x, n, 16, weights, exact);
+                assert_eq!(bits(&got.codebook), bits(&want.codebook), "{level:?} exact={exact}");
+                assert_eq!(got.codes, want.codes, "{level:?} exact={exact}");
+                assert_eq!(got.inertia.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.inertia.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// A heavy-tailed value (a Cauchy variate's cube root), like weight matrices.
+fn heavy(rng: &mut Rng) -> f32 {
+    let u = rng.next() as f64 * 0.998 + 0.001;
+    ((u - 0.5) * std::f64::consts::PI).tan().cbrt() as f32
+}
+
+/// [`kmeans1d`] at a given SIMD level, one row at a time (no thread pool).
+fn kmeans1d_at(level: Level, x: &[f32], n: usize, k: usize, weights: Weights<'_>, exact: bool) -> Fit {
+    let rows = x.len() / n;
+    let mut fit = Fit { codebook: vec![0.0; rows * k], codes: vec![0; x.len()], inertia: vec![0.0; rows] };
+    fit_chunk(level, Job { x, weights: &weights, row_len: n, k, exact, row0: 0, cb: &mut fit.codebook, codes: &mut fit.codes, inertia: &mut fit.inertia });
+    fit
+}
+
