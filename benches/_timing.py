@@ -19,3 +19,14 @@ def median_seconds(fn: Callable[[], object], runs: int) -> float:
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
+
+
+def median_and_result(fn: Callable[[], object], runs: int) -> tuple[float, object]:
+    """Median wall time of ``runs`` calls (no warm-up: the first call may be the only one) and
+    the last call's result."""
+    times, out = [], None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out

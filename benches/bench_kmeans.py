@@ -13,13 +13,16 @@ raised); scikit-learn runs greedy k-means++ with n_init=1 and tol=0.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
 import quantpress as qp
 from quantpress import _core
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import median_and_result as timed  # noqa: E402
 
 SHAPES = [(200_000, 8, 256, 25), (100_000, 64, 256, 25), (65_536, 8, 4096, 10)]
 
@@ -35,14 +38,6 @@ def inertia_per_point(x: np.ndarray, c: np.ndarray) -> float:
     _, dist = qp.assign(x, np.ascontiguousarray(c, dtype=np.float32), return_distances=True)
     return float(dist.astype(np.float64).mean())
 
-
-def timed(fn, runs: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def run_quantpress(x: np.ndarray, k: int, it: int, runs: int) -> tuple[float, float, float]:

@@ -14,12 +14,15 @@ faster). OPQ training (alternating Procrustes) is timed too, against ``faiss.OPQ
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
 import quantpress as qp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import median_and_result as timed  # noqa: E402
 
 
 def data(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -29,14 +32,6 @@ def data(n: int, d: int, seed: int = 0) -> np.ndarray:
     z = centres[rng.integers(0, 64, n)] + rng.normal(0, 1, (n, d))
     return (z @ rng.normal(0, 1 / np.sqrt(d), (d, d))).astype(np.float32)
 
-
-def timed(fn, runs: int):
-    times, out = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def faiss_index(faiss, pq: qp.ProductQuantizer, codes: np.ndarray):

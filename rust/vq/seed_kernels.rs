@@ -63,6 +63,18 @@ pub fn l2(dot: f32, cn: f32, xn: f32) -> f32 {
     }
 }
 
+/// The 16 lanes' dot products of one point with the panel (sequential `mul_add` over `t`).
+#[inline(always)]
+fn lanes(xi: &[f32], p: &Panel) -> [f32; LANES] {
+    let mut acc = [0f32; LANES];
+    for (t, &v) in xi.iter().enumerate() {
+        for l in 0..LANES {
+            acc[l] = v.mul_add(p.rows[t][l], acc[l]);
+        }
+    }
+    acc
+}
+
 /// One point's lanes: update `closest` from lane 15 if the panel has a pending centre, then add
 /// `w * min(closest, dist)` per lane.
 #[inline(always)]
@@ -87,14 +99,7 @@ fn score_body(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[
     for (b, s) in sums.iter_mut().enumerate() {
         *s = [0.0; LANES];
         for i in b * BLOCK..closest.len().min((b + 1) * BLOCK) {
-            let mut acc = [0f32; LANES];
-            for t in 0..d {
-                let v = x[i * d + t];
-                for l in 0..LANES {
-                    acc[l] = v.mul_add(p.rows[t][l], acc[l]);
-                }
-            }
-            score_point(&acc, p, xn[i], &mut closest[i], w.map_or(1.0, |w| w[i] as f64), s);
+            score_point(&lanes(&x[i * d..(i + 1) * d], p), p, xn[i], &mut closest[i], w.map_or(1.0, |w| w[i] as f64), s);
         }
     }
 }
@@ -195,7 +200,7 @@ pub fn score(level: Level, x: &[f32], d: usize, xn: &[f32], closest: &mut [f32],
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{score_point, Panel, BLOCK, LANES, PREV};
+    use super::{lanes, score_point, Panel, BLOCK, LANES, PREV};
     use std::arch::x86_64::*;
 
     /// Eight points at a time, one 16-lane register each: eight independent FMA chains.
@@ -250,14 +255,7 @@ mod avx512 {
                 _mm512_storeu_pd(s.as_mut_ptr().add(8), hi);
             }
             for i in i..end {
-                let mut acc = [0f32; LANES];
-                for t in 0..d {
-                    let v = x[i * d + t];
-                    for l in 0..LANES {
-                        acc[l] = v.mul_add(p.rows[t][l], acc[l]);
-                    }
-                }
-                score_point(&acc, p, xn[i], &mut closest[i], w.map_or(1.0, |w| w[i] as f64), s);
+                score_point(&lanes(&x[i * d..(i + 1) * d], p), p, xn[i], &mut closest[i], w.map_or(1.0, |w| w[i] as f64), s);
             }
         }
     }

@@ -211,15 +211,8 @@ pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
         // `c + 1` runs cover points ..j for j in c+1 ..= g - (kk - c - 1); the last layer needs j = g only.
         let (jlo, jhi) = if c + 1 == kk { (g, g) } else { (c + 1, g - (kk - c - 1)) };
         let (done, rest) = d.opt.split_at_mut(c * stride);
-        let mut layer = Layer {
-            w: &d.w,
-            s: &d.s,
-            q: &d.q,
-            a: &d.a,
-            prev_opt: &done[(c - 1) * stride..],
-            cur: &mut d.cur,
-            opt: &mut rest[..stride],
-        };
+        let mut layer =
+            Layer { w: &d.w, s: &d.s, q: &d.q, a: &d.a, prev_opt: &done[(c - 1) * stride..], cur: &mut d.cur, opt: &mut rest[..stride] };
         layer.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
         for ((a, cur), &q) in d.a.iter_mut().zip(d.cur.iter_mut()).zip(&d.q) {
             *a = *cur - q;

@@ -263,4 +263,3 @@ pub fn kmeans1d(x: &[f32], row_len: usize, k: usize, weights: Weights<'_>, exact
     kmeans1d_into(x, row_len, k, weights, exact, &mut fit.codebook, &mut fit.codes, &mut fit.inertia)?;
     Ok(fit)
 }
-

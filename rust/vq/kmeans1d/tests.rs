@@ -169,7 +169,17 @@ fn exact_matches_the_brute_force_dp_on_longer_rows() {
         let k = 2 + trial % 11;
         let x: Vec<f32> = (0..n).map(|_| heavy(&mut rng) * if trial % 3 == 0 { 1.0 } else { 1e3 }).collect();
         let x: Vec<f32> = if trial % 4 == 1 { x.iter().map(|v| (v * 8.0).round() / 8.0).collect() } else { x };
-        let w: Vec<f32> = (0..n).map(|i| if trial % 2 == 0 { 1.0 } else if i % 7 == 2 { 0.0 } else { rng.next() * 2.0 }).collect();
+        let w: Vec<f32> = (0..n)
+            .map(|i| {
+                if trial % 2 == 0 {
+                    1.0
+                } else if i % 7 == 2 {
+                    0.0
+                } else {
+                    rng.next() * 2.0
+                }
+            })
+            .collect();
         let want = brute_sse(&x, &w, k);
         let got = kmeans1d(&x, n, k, Weights::PerValue(&w), true).unwrap().inertia[0];
         assert!((got - want).abs() <= 1e-9 * want + 1e-12, "trial {trial}: {got} vs {want}");
@@ -189,7 +199,10 @@ fn every_simd_level_gives_the_same_bits() {
                 let got = kmeans1d_at(level, &x, n, 16, weights, exact);
                 assert_eq!(bits(&got.codebook), bits(&want.codebook), "{level:?} exact={exact}");
                 assert_eq!(got.codes, want.codes, "{level:?} exact={exact}");
-                assert_eq!(got.inertia.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.inertia.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                assert_eq!(
+                    got.inertia.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.inertia.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
             }
         }
     }
@@ -209,7 +222,19 @@ fn heavy(rng: &mut Rng) -> f32 {
 fn kmeans1d_at(level: Level, x: &[f32], n: usize, k: usize, weights: Weights<'_>, exact: bool) -> Fit {
     let rows = x.len() / n;
     let mut fit = Fit { codebook: vec![0.0; rows * k], codes: vec![0; x.len()], inertia: vec![0.0; rows] };
-    fit_chunk(level, Job { x, weights: &weights, row_len: n, k, exact, row0: 0, cb: &mut fit.codebook, codes: &mut fit.codes, inertia: &mut fit.inertia });
+    fit_chunk(
+        level,
+        Job {
+            x,
+            weights: &weights,
+            row_len: n,
+            k,
+            exact,
+            row0: 0,
+            cb: &mut fit.codebook,
+            codes: &mut fit.codes,
+            inertia: &mut fit.inertia,
+        },
+    );
     fit
 }
-
