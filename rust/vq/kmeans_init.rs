@@ -6,11 +6,13 @@
 //! every point's distance with the centre chosen at the step before (`seed_kernels`). Float64
 //! sums are kept per block of points and added in block order, and every SIMD level performs the
 //! same float operations, so the centres depend only on the data and the seed, never on the SIMD
-//! level or the number of threads.
+//! level or the number of threads. The points are first reordered into spatially compact blocks
+//! (`seed_blocks`), so that blocks no candidate can reach are skipped, exactly.
 
 use super::kmeans::check_weights;
 use super::rng::Rng;
-use super::seed_kernels::{self as kern, Panel, BLOCK, LANES};
+use super::seed_blocks::{spatial_order, BlockBalls};
+use super::seed_kernels::{self as kern, Panel, BLOCK, LANES, PREV};
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
 use crate::simd::{self, Level};
@@ -32,6 +34,11 @@ struct Seeder<'a> {
     pending: Option<usize>,
     /// `sum w_i min(closest_i, |x_i - pending|^2)` per block of `BLOCK` points.
     block_pot: Vec<f64>,
+    /// The largest `closest` of each block (pending centre not folded in), and block balls.
+    radius: Vec<f32>,
+    balls: BlockBalls,
+    /// Blocks skipped so far (for tests and tuning).
+    skipped: usize,
 }
 
 impl Seeder<'_> {
@@ -44,14 +51,32 @@ impl Seeder<'_> {
     }
 
     /// Per-block, per-lane potentials of up to 15 candidates (folding in `pending` first).
+    /// A block no lane can reach keeps its sums (`block_pot`) for every lane.
     fn score(&mut self, cands: &[usize]) -> Result<Vec<[f64; LANES]>> {
         let (x, d, level, w, xn) = (self.x, self.d, self.level, self.w, &self.xn);
         let panel = Panel::new(x, d, cands, self.pending.take());
+        let lanes: Vec<usize> = (0..cands.len()).chain(panel.prev.then_some(PREV)).collect();
+        let centres: Vec<(Vec<f32>, f32)> = lanes.iter().map(|&l| (panel.rows.iter().map(|r| r[l]).collect(), panel.norms[l])).collect();
+        let centres: Vec<(&[f32], f32)> = centres.iter().map(|(c, n)| (c.as_slice(), *n)).collect();
+        let skip: Vec<bool> = (0..self.block_pot.len()).map(|b| self.balls.unreachable(b, self.radius[b], &centres)).collect();
+        self.skipped += skip.iter().filter(|&&s| s).count();
         let mut sums = vec![[0f64; LANES]; self.block_pot.len()];
-        let jobs: Vec<_> = self.closest.chunks_mut(CHUNK).zip(sums.chunks_mut(CHUNK / BLOCK)).enumerate().collect();
-        parallel::try_for_each(jobs, |(ci, (closest, sums))| {
-            let r = ci * CHUNK..ci * CHUNK + closest.len();
-            kern::score(level, &x[r.start * d..r.end * d], d, &xn[r.clone()], closest, w.map(|w| &w[r]), &panel, sums);
+        let per = CHUNK / BLOCK;
+        let (block_pot, radius) = (&self.block_pot, &mut self.radius);
+        let jobs: Vec<_> = self.closest.chunks_mut(CHUNK).zip(sums.chunks_mut(per)).zip(radius.chunks_mut(per)).enumerate().collect();
+        parallel::try_for_each(jobs, |(ci, ((closest, sums), radius))| {
+            for (o, (s, rad)) in sums.iter_mut().zip(radius.iter_mut()).enumerate() {
+                let b = ci * per + o;
+                if skip[b] {
+                    *s = [block_pot[b]; LANES];
+                    continue;
+                }
+                let r = b * BLOCK..(b * BLOCK + BLOCK).min(ci * CHUNK + closest.len());
+                let cl = &mut closest[r.start - ci * CHUNK..r.end - ci * CHUNK];
+                let xs = &x[r.start * d..r.end * d];
+                kern::score(level, xs, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, std::slice::from_mut(s));
+                *rad = cl.iter().fold(0f32, |a, &v| a.max(v));
+            }
             Ok(())
         })?;
         Ok(sums)
@@ -70,7 +95,11 @@ impl Seeder<'_> {
             let r = ci * CHUNK..ci * CHUNK + closest.len();
             kern::commit(level, &x[r.start * d..r.end * d], d, &xn[r.clone()], closest, w.map(|w| &w[r]), centre, cn, blocks);
             Ok(())
-        })
+        })?;
+        for (rad, block) in self.radius.iter_mut().zip(self.closest.chunks(BLOCK)) {
+            *rad = block.iter().fold(0f32, |a, &v| a.max(v));
+        }
+        Ok(())
     }
 
     /// The distances of block `b` with the pending centre folded in.
@@ -167,10 +196,22 @@ pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, s
         return Err(invalid!("sample_weight sums to zero"));
     }
     let trials = trials.unwrap_or(2 + (k as f64).ln() as usize).max(1);
-    let mut s = seeder(x, d, weights, simd::level());
+    // Work on the points in block order; report the chosen ones from the caller's `x`.
+    let order = spatial_order(x, d);
+    let xp: Vec<f32> = order.iter().flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].iter().copied()).collect();
+    let wp: Option<Vec<f32>> = weights.map(|w| order.iter().map(|&i| w[i as usize]).collect());
+    let weights = wp.as_deref();
+    let mut s = seeder(&xp, d, weights, simd::level());
+    let chosen = seed_loop(&mut s, k, trials, seed, total_w)?;
+    Ok(chosen.iter().flat_map(|&i| xp[i * d..(i + 1) * d].iter().copied()).collect())
+}
+
+/// The greedy loop: `k` chosen point indices (in the seeder's order).
+fn seed_loop(s: &mut Seeder, k: usize, trials: usize, seed: u64, total_w: f64) -> Result<Vec<usize>> {
+    let n = s.closest.len();
     let mut rng = Rng::new(seed);
     // First centre: a point drawn with probability proportional to its weight.
-    let mut chosen = vec![draw_by_weight(weights, n, total_w, rng.uniform())];
+    let mut chosen = vec![draw_by_weight(s.w, n, total_w, rng.uniform())];
     let mut used = vec![false; n];
     used[chosen[0]] = true;
     s.commit_now(chosen[0])?;
@@ -186,14 +227,28 @@ pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, s
         used[p] = true;
         chosen.push(p);
     }
-    Ok(chosen.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect())
+    Ok(chosen)
 }
 
 fn seeder<'a>(x: &'a [f32], d: usize, w: Option<&'a [f32]>, level: Level) -> Seeder<'a> {
     let n = x.len() / d;
     let mut xn = vec![0f32; n];
     kern::norms(level, x, d, &mut xn);
-    Seeder { x, d, w, level, xn, closest: vec![f32::INFINITY; n], pending: None, block_pot: vec![0.0; n.div_ceil(BLOCK)] }
+    let nb = n.div_ceil(BLOCK);
+    let balls = BlockBalls::new(x, d, &xn);
+    Seeder {
+        x,
+        d,
+        w,
+        level,
+        xn,
+        closest: vec![f32::INFINITY; n],
+        pending: None,
+        block_pot: vec![0.0; nb],
+        radius: vec![f32::INFINITY; nb],
+        balls,
+        skipped: 0,
+    }
 }
 
 fn draw_by_weight(weights: Option<&[f32]>, n: usize, total: f64, u: f64) -> usize {
@@ -264,6 +319,28 @@ mod tests {
                 assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}, n={n} d={d}");
             }
         }
+    }
+
+    #[test]
+    fn skipping_unreachable_blocks_changes_nothing() {
+        // Clustered data, so that many blocks are skipped; compare with a seeder that never skips.
+        let mut rng = Rng::new(3);
+        let (n, d, k) = (20_000, 4, 200);
+        let centres: Vec<f32> = (0..50 * d).map(|_| (rng.uniform() * 100.0) as f32).collect();
+        let raw: Vec<f32> =
+            (0..n).flat_map(|i| (0..d).map(|t| centres[(i % 50) * d + t] + rng.uniform() as f32).collect::<Vec<_>>()).collect();
+        let order = spatial_order(&raw, d);
+        let x: Vec<f32> = order.iter().flat_map(|&i| raw[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
+        let mut pruned = seeder(&x, d, None, simd::level());
+        let mut full = seeder(&x, d, None, simd::level());
+        full.balls = BlockBalls::never_skip(n, d);
+        let a = seed_loop(&mut pruned, k, 7, 9, n as f64).unwrap();
+        let b = seed_loop(&mut full, k, 7, 9, n as f64).unwrap();
+        assert_eq!(a, b);
+        assert!(pruned.skipped > pruned.block_pot.len() * k / 2, "skipped only {} blocks", pruned.skipped);
+        assert_eq!(full.skipped, 0);
+        assert_eq!(pruned.closest, full.closest);
+        assert_eq!(pruned.block_pot, full.block_pot);
     }
 
     #[test]

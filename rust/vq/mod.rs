@@ -18,6 +18,7 @@ pub mod kmeans1d;
 pub mod kmeans_init;
 pub mod metric;
 pub(crate) mod rng;
+mod seed_blocks;
 mod seed_kernels;
 
 pub use assign::{assign_into, Codebook};
