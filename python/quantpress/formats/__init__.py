@@ -53,8 +53,13 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     raise fail(path, "magic", f"unrecognised file format (first bytes {head[:8]!r})")
 
 
-def _reader(module: str):  # type: ignore[no-untyped-def]
-    mod = importlib.import_module(f"{__name__}.{module}")
+def _reader(path: str, fmt: str, module: str):  # type: ignore[no-untyped-def]
+    try:
+        mod = importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{module}":
+            raise
+        raise fail(path, "magic", f"looks like {fmt}, which this build has no reader for") from None
     return getattr(mod, "open_file")
 
 
@@ -74,7 +79,7 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
     if fmt == "zip":
         from . import torch_fmt
 
-        return torch_fmt.open_file(path) if torch_fmt.is_torch_zip(path) else _reader("numpy_fmt")(path)
+        return torch_fmt.open_file(path) if torch_fmt.is_torch_zip(path) else _reader(path, fmt, "numpy_fmt")(path)
     module = {"safetensors": "safetensors_fmt", "npy": "numpy_fmt", "torch-legacy": "torch_fmt",
               "gguf": "gguf_fmt", "onnx": "onnx_fmt"}[fmt]
-    return _reader(module)(path)
+    return _reader(path, fmt, module)(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -259,7 +260,7 @@ def read_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, start: in
             if start:
                 f.seek(start)
             out = f.read(count)
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, struct.error, NotImplementedError) as e:
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, struct.error, NotImplementedError) as e:
         raise fail(path, f"zip member {info.filename!r}", f"cannot be read: {e}") from None
     if len(out) != count:
         raise fail(path, f"zip member {info.filename!r}", f"holds {len(out)} bytes, expected {count}")
