@@ -289,3 +289,208 @@ def test_fuzz_npy(tmp_path, data):
     if not path.exists():
         np.save(path, np.arange(12, dtype=np.float64).reshape(3, 4))
     _fuzz(path, data)
+
+
+# ---------------------------------------------------------------- PyTorch, written without torch
+
+_STORAGE_NAMES = {"F32": "FloatStorage", "F64": "DoubleStorage", "F16": "HalfStorage", "BF16": "BFloat16Storage",
+                  "I64": "LongStorage", "I32": "IntStorage", "I16": "ShortStorage", "I8": "CharStorage",
+                  "U8": "ByteStorage", "BOOL": "BoolStorage"}
+
+
+class _FakeStorage:
+    def __init__(self, key, array):
+        self.key, self.array = key, array
+
+
+class _FakeTensor:
+    def __init__(self, storage, offset, shape, stride):
+        self.args = (storage, offset, shape, stride)
+
+    def __reduce__(self):
+        rebuild = sys.modules["torch._utils"]._rebuild_tensor_v2
+        return rebuild, (*self.args, False, collections.OrderedDict())
+
+
+@contextlib.contextmanager
+def _fake_torch():
+    """Fake ``torch`` modules so pickle emits GLOBAL 'torch._utils _rebuild_tensor_v2' etc."""
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    def _rebuild_tensor_v2(*a):
+        raise AssertionError("never called while writing")
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    for name in _STORAGE_NAMES.values():
+        setattr(torch, name, type(name, (), {"__module__": "torch"}))
+    saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
+    sys.modules.update({"torch": torch, "torch._utils": utils})
+    try:
+        yield torch
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+def _tensors_of(arrays: dict[str, np.ndarray]) -> tuple[dict, dict[str, _FakeStorage]]:
+    """One storage per array; each tensor a (possibly transposed) view of it, like torch."""
+    state, storages = collections.OrderedDict(), {}
+    for i, (name, a) in enumerate(arrays.items()):
+        flat = np.ascontiguousarray(a).reshape(-1)
+        storages[str(i)] = s = _FakeStorage(str(i), flat)
+        stride = tuple(st // max(a.itemsize, 1) for st in np.ascontiguousarray(a).strides)
+        state[name] = _FakeTensor(s, 0, tuple(a.shape), stride)
+    return state, storages
+
+
+def _pickle_with_storages(obj, storages, legacy: bool) -> bytes:
+    with _fake_torch() as torch:
+        buf = io.BytesIO()
+        p = pickle.Pickler(buf, protocol=2)
+
+        def persistent_id(o):
+            if isinstance(o, _FakeStorage):
+                name = next(k for k, v in DTYPES.items() if v[0] == o.array.dtype)
+                pid = ("storage", getattr(torch, _STORAGE_NAMES[name]), o.key, "cpu", o.array.size)
+                return pid + (None,) if legacy else pid
+            return None
+
+        p.persistent_id = persistent_id
+        p.dump(obj)
+        return buf.getvalue()
+
+
+def _save_torch_zip(path, obj, storages, prefix="archive") -> None:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr(f"{prefix}/data.pkl", _pickle_with_storages(obj, storages, legacy=False))
+        z.writestr(f"{prefix}/byteorder", "little")
+        for key, s in storages.items():
+            z.writestr(f"{prefix}/data/{key}", s.array.tobytes())
+        z.writestr(f"{prefix}/version", "3\n")
+
+
+def _save_torch_legacy(path, obj, storages) -> None:
+    with open(path, "wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        f.write(_pickle_with_storages(obj, storages, legacy=True))
+        keys = list(storages)
+        pickle.dump(keys, f, protocol=2)
+        for k in keys:
+            f.write(struct.pack("<q", storages[k].array.size) + storages[k].array.tobytes())
+
+
+TORCH_SAVERS = {"zip": _save_torch_zip, "legacy": _save_torch_legacy}
+
+
+@pytest.mark.parametrize("layout", sorted(TORCH_SAVERS))
+def test_torch_round_trip_every_dtype(tmp_path, layout):
+    arrays = {f"layer.{n}": _array(DTYPES[n][0], (3, 4)) for n in _STORAGE_NAMES}
+    arrays["t"] = _array(np.dtype(np.float32), (4, 5)).T  # non-contiguous: stride (1, 5)
+    arrays["empty"] = np.zeros((0, 3), np.float32)
+    state, storages = _tensors_of(arrays)
+    path = tmp_path / "m.pt"
+    TORCH_SAVERS[layout](path, {"state_dict": state, "epoch": 3}, storages)
+    with open_model(path) as m:
+        assert m.format == "torch" and set(m) == set(arrays)
+        for k, a in arrays.items():
+            got = m[k].numpy()
+            assert got.dtype == a.dtype and got.shape == a.shape and not got.flags.writeable
+            np.testing.assert_array_equal(got, a)
+
+
+def test_torch_nested_dicts_flatten_to_dotted_names(tmp_path):
+    arrays = {"w": np.ones((2, 2), np.float32), "b": np.zeros(2, np.float32)}
+    state, storages = _tensors_of(arrays)
+    obj = {"encoder": {"layers": [state]}, "step": 7, "name": "x"}
+    _save_torch_zip(tmp_path / "m.pt", obj, storages, prefix="my_model")
+    m = open_model(tmp_path / "m.pt")
+    assert sorted(m) == ["encoder.layers.0.b", "encoder.layers.0.w"]
+    assert m.metadata == {"step": "7", "name": "x"}
+
+
+def test_torch_offset_and_shared_storage(tmp_path):
+    base = np.arange(20, dtype=np.float32)
+    s = _FakeStorage("0", base)
+    obj = {"a": _FakeTensor(s, 4, (2, 3), (3, 1)), "b": _FakeTensor(s, 1, (5,), (2,))}
+    _save_torch_zip(tmp_path / "m.pt", obj, {"0": s})
+    m = open_model(tmp_path / "m.pt")
+    np.testing.assert_array_equal(m["a"].numpy(), base[4:10].reshape(2, 3))
+    np.testing.assert_array_equal(m["b"].numpy(), base[1:11:2])
+
+
+@pytest.mark.parametrize("offset, shape, stride", [(18, (3,), (1,)), (0, (5, 5), (5, 1)), (0, (2, 2), (1, 20))])
+@pytest.mark.parametrize("layout", sorted(TORCH_SAVERS))
+def test_torch_storage_out_of_range(tmp_path, layout, offset, shape, stride):
+    s = _FakeStorage("0", np.arange(20, dtype=np.float32))
+    TORCH_SAVERS[layout](tmp_path / "m.pt", {"a": _FakeTensor(s, offset, shape, stride)}, {"0": s})
+    with pytest.raises(qp.QuantpressError, match="tensor 'a'"):
+        open_model(tmp_path / "m.pt")
+
+
+def test_torch_storage_member_too_short(tmp_path):
+    s = _FakeStorage("0", np.arange(20, dtype=np.float32))
+    path = tmp_path / "m.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", _pickle_with_storages({"a": _FakeTensor(s, 0, (20,), (1,))}, {"0": s}, False))
+        z.writestr("archive/data/0", b"\0" * 40)
+    with pytest.raises(qp.QuantpressError, match="storage '0'"):
+        open_model(path)
+
+
+class _Evil:
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+@pytest.mark.parametrize("func, label", [(os.system, "os.system|posix.system"), (eval, "(__builtin__|builtins).eval"),
+                                         (getattr, "(__builtin__|builtins).getattr")])
+@pytest.mark.parametrize("layout", sorted(TORCH_SAVERS))
+def test_torch_malicious_pickle_is_refused_without_running(tmp_path, layout, func, label):
+    marker = tmp_path / "pwned"
+    payload = f"touch {marker}" if func is os.system else f"open({str(marker)!r}, 'w')"
+    obj = {"x": _Evil(func, payload)}
+    path = tmp_path / "evil.pt"
+    TORCH_SAVERS[layout](path, obj, {})
+    with pytest.raises(qp.QuantpressError, match=f"refuses to load global ({label})"):
+        open_model(path)
+    assert not marker.exists()
+
+
+def test_torch_stack_global_is_refused(tmp_path):
+    """Protocol 4's STACK_GLOBAL names its global at run time: find_class must catch it."""
+    raw = pickle.dumps(_Evil(os.system, "true"), protocol=4)
+    assert b"\x93" in raw  # STACK_GLOBAL
+    path = tmp_path / "evil.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", raw)
+    with pytest.raises(qp.QuantpressError, match="refuses to load global"):
+        open_model(path)
+
+
+def test_torch_huge_memo_index_is_refused(tmp_path):
+    raw = b"\x80\x02}r\xff\xff\xff\x7f."  # EMPTY_DICT, LONG_BINPUT 2**31-1, STOP
+    path = tmp_path / "memo.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", raw)
+    with pytest.raises(qp.QuantpressError, match="memo index"):
+        open_model(path)
+
+
+@FUZZ
+@given(data=st.data(), layout=st.sampled_from(sorted(TORCH_SAVERS)))
+def test_fuzz_torch(tmp_path, data, layout):
+    path = tmp_path / f"f_{layout}.pt"
+    if not path.exists():
+        arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.arange(3, dtype=np.int64)}
+        state, storages = _tensors_of(arrays)
+        TORCH_SAVERS[layout](path, {"model": state}, storages)
+    _fuzz(path, data)
