@@ -70,9 +70,24 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
     format, read without torch and without running pickled code), GGUF and ONNX. The format is
     chosen from the file's magic bytes, never from its extension.
 
+    Args:
+        path: the model file.
+
+    Returns:
+        A read-only ``ModelFile`` (a ``Mapping[str, LazyTensor]`` with ``.format`` and
+        ``.metadata``); use it as a context manager or call ``close()``.
+
     Raises:
         FileNotFoundError: the file does not exist.
         QuantpressError: the file is malformed or refused (the message names the file and field).
+
+    Example:
+        >>> import os, tempfile, numpy as np, quantpress as qp
+        >>> path = os.path.join(tempfile.mkdtemp(), "weights.npz")
+        >>> np.savez(path, w=np.eye(2, dtype=np.float16))
+        >>> with qp.open_model(path) as m:
+        ...     print(m.format, list(m), m["w"].dtype, m["w"].numpy().tolist())
+        npz ['w'] F16 [[1.0, 0.0], [0.0, 1.0]]
     """
     path = os.fspath(path)
     fmt = detect_format(path)
