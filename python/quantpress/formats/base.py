@@ -260,7 +260,8 @@ def read_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, start: in
             if start:
                 f.seek(start)
             out = f.read(count)
-    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, struct.error, NotImplementedError) as e:
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, struct.error, NotImplementedError,
+            IndexError) as e:
         raise fail(path, f"zip member {info.filename!r}", f"cannot be read: {e}") from None
     if len(out) != count:
         raise fail(path, f"zip member {info.filename!r}", f"holds {len(out)} bytes, expected {count}")

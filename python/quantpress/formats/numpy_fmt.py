@@ -99,7 +99,7 @@ def _open_npz(path: str) -> ModelFile:
     try:
         tensors: dict[str, LazyTensor] = {}
         for info in zf.infolist():
-            if info.is_dir():
+            if info.filename.endswith("/"):  # (ZipInfo.is_dir fails on an empty name)
                 continue
             t = _npz_member(path, zf, info, size)
             if t.name in tensors:
