@@ -13,6 +13,7 @@ import os
 
 from . import _core
 from ._core import QuantpressError, __version__, get_num_threads, simd_level
+from .formats import open_model
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .kmeans import KMeans
@@ -42,6 +43,7 @@ __all__ = [
     "gguf_dequantize",
     "gguf_quantize",
     "kmeans1d",
+    "open_model",
     "pack_bits",
     "qrange",
     "quantize",
