@@ -15,6 +15,8 @@ from . import _core
 from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
+from .formats.gguf_fmt import read_gguf
+from .formats.gguf_write import gguf_requantize
 from .kmeans import KMeans
 from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
@@ -41,10 +43,12 @@ __all__ = [
     "get_num_threads",
     "gguf_dequantize",
     "gguf_quantize",
+    "gguf_requantize",
     "kmeans1d",
     "pack_bits",
     "qrange",
     "quantize",
+    "read_gguf",
     "set_num_threads",
     "simd_level",
     "unpack_bits",

@@ -16,8 +16,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
-
 from .._core import QuantpressError
 
 GGUF_MAGIC = b"GGUF"
@@ -26,6 +24,27 @@ MAX_ALIGNMENT = 1 << 16
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ARRAY_DEPTH = 4  # arrays of arrays of ... (llama.cpp files use at most 2)
 MAX_ELEMENTS = (1 << 63) - 1  # ggml's int64 element count
+
+#: ggml tensor types: id → (name, values per block, bytes per block), as in ggml.h / gguf-py
+#: (kept here so reading needs no ``gguf`` package).
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8),
+    28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17), 40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
+}
+#: ggml type name → id.
+TYPE_IDS: dict[str, int] = {name: i for i, (name, _, _) in GGML_TYPES.items()}
+
+
+class GGUFValueType:
+    """GGUF metadata value type ids (gguf-py's ``GGUFValueType``)."""
+
+    UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
 
 #: struct format and size of each scalar metadata type.
 _SCALARS: dict[int, tuple[str, int]] = {
@@ -76,15 +95,14 @@ class GGUFValue(NamedTuple):
 
 def type_name(type_id: int) -> str:
     """The ggml type name ("F32", "Q4_K", ...) of a type id; raises for unknown ids."""
-    try:
-        return GGMLQuantizationType(type_id).name
-    except ValueError:
-        raise QuantpressError(f"unknown ggml tensor type id {type_id}") from None
+    if type_id not in GGML_TYPES:
+        raise QuantpressError(f"unknown ggml tensor type id {type_id}")
+    return GGML_TYPES[type_id][0]
 
 
 def tensor_nbytes(type_id: int, dims: tuple[int, ...]) -> int:
     """Bytes of a tensor of ggml type ``type_id`` and GGUF ``dims`` (ne0 first); raises if ragged."""
-    block, size = GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
+    _, block, size = GGML_TYPES[type_id]
     n = 1
     for d in dims:
         n *= d
@@ -100,7 +118,7 @@ class GGUFTensor:
         name: tensor name.
         shape: NumPy shape (GGUF dims reversed: ne0, the innermost, is last).
         dims: GGUF dims as stored (ne0 first).
-        ggml_type: ggml type id (``gguf.GGMLQuantizationType`` value).
+        ggml_type: ggml type id (a key of :data:`GGML_TYPES`).
         dtype: ggml type name, e.g. ``"F32"``, ``"BF16"``, ``"Q4_K"``.
         offset: byte offset of the data in the file (absolute).
         nbytes: byte size of the data.
@@ -135,11 +153,11 @@ class GGUFTensor:
 
         if self.dtype in GGUF_TYPES:
             return gguf_dequantize(raw, self.dtype, self.shape)
-        import gguf.quants  # the types quantpress has no kernel for (IQ2_XXS, TQ1_0, ...)
+        try:  # the types quantpress has no kernel for (IQ2_XXS, TQ1_0, ...): the gguf package
+            import gguf.quants
 
-        try:
-            out = gguf.quants.dequantize(np.asarray(raw), GGMLQuantizationType(self.ggml_type))
-        except NotImplementedError as e:
+            out = gguf.quants.dequantize(np.asarray(raw), gguf.GGMLQuantizationType(self.ggml_type))
+        except (ImportError, NotImplementedError, ValueError) as e:
             raise QuantpressError(f"{self.name}: cannot decode {self.dtype} tensors: {e}") from None
         return np.asarray(out, np.float32).reshape(self.shape)
 
@@ -323,7 +341,7 @@ class GGUFFile(Mapping[str, GGUFTensor]):
             if n > MAX_ELEMENTS:
                 raise cur.fail(field + " dims", f"{dims} hold {n} elements, more than 2^63 - 1")
             type_id = cur.u32(field + " type")
-            if type_id not in GGMLQuantizationType._value2member_map_:
+            if type_id not in GGML_TYPES:
                 raise cur.fail(field + " type", f"unknown ggml type id {type_id}")
             offset = cur.u64(field + " offset")
             infos.append((name, dims, type_id, offset))
