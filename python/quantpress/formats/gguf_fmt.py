@@ -272,7 +272,7 @@ class GGUFFile(Mapping[str, GGUFTensor]):
         if size < 24:
             raise QuantpressError(f"{self.path}: header: file is {size} bytes, a GGUF header needs at least 24")
         self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-        cur = _Cursor(memoryview(self._mm), self.path)
+        cur = _Cursor(self._mm.data, self.path)
         self._parse_header(cur)
         self.fields = self._parse_kv(cur)
         self.metadata = {k: v.to_python() for k, v in self.fields.items()}
