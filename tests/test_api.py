@@ -12,6 +12,8 @@ import quantpress as qp
 import quantpress.calibrate
 import quantpress.demo
 import quantpress.formats
+import quantpress.formats.gguf_fmt
+import quantpress.formats.gguf_write
 import quantpress.gguf
 import quantpress.kmeans
 import quantpress.online
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     "module",
-    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.online, quantpress.pq, quantpress.vq, quantpress.weight_vq],
+    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.online, quantpress.pq, quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write],
 )
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

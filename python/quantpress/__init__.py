@@ -16,6 +16,8 @@ from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .formats import open_model
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
+from .formats.gguf_fmt import read_gguf
+from .formats.gguf_write import gguf_requantize
 from .kmeans import KMeans
 from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
@@ -42,11 +44,13 @@ __all__ = [
     "get_num_threads",
     "gguf_dequantize",
     "gguf_quantize",
+    "gguf_requantize",
     "kmeans1d",
     "open_model",
     "pack_bits",
     "qrange",
     "quantize",
+    "read_gguf",
     "set_num_threads",
     "simd_level",
     "unpack_bits",
