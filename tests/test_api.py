@@ -10,11 +10,14 @@ import pytest
 
 import quantpress as qp
 import quantpress.calibrate
+import quantpress.container
 import quantpress.demo
 import quantpress.gguf
 import quantpress.kmeans
 import quantpress.online
+import quantpress.pipeline
 import quantpress.pq
+import quantpress.recipe
 import quantpress.weight_vq
 import quantpress.scalar
 import quantpress.vq
@@ -24,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     "module",
-    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans, quantpress.online, quantpress.pq, quantpress.vq, quantpress.weight_vq],
+    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans, quantpress.online, quantpress.pq, quantpress.vq, quantpress.weight_vq,
+     quantpress.container, quantpress.recipe, quantpress.pipeline],
 )
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

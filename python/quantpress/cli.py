@@ -84,7 +84,8 @@ def _inspect(args: argparse.Namespace, console: Console) -> int:
 
     c = load(args.file)
     kind = "quantpress container (format 1)" if c.is_container else "plain safetensors"  # type: ignore[attr-defined]
-    table = Table(title=f"{args.file}: {kind}, {len(c)} tensors")
+    console.print(f"{args.file}: {kind}, {len(c)} tensors", soft_wrap=True)
+    table = Table()
     for col in ("tensor", "method", "params", "shape", "dtype", "bytes", "bits/weight"):
         table.add_column(col, justify="right" if col in ("bytes", "bits/weight") else "left")
     total = elements = 0

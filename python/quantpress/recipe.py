@@ -73,8 +73,9 @@ class Plan:
         if self.method == "scalar":
             g = "channel" if p["group_size"] is None else f"g{p['group_size']}"
             dq = " dq" if p["double_quant"] else ""
-            name = "nf4" if p["scheme"] == "nf4" else f"int{p['bits']}"
-            return f"{name} {g} {p['scheme']} {p['algorithm']}{dq}".replace("nf4 nf4", "nf4")
+            if p["scheme"] == "nf4":
+                return f"nf4 {g}{dq}"
+            return f"int{p['bits']} {g} {p['scheme']} {p['algorithm']}{dq}"
         if self.method == "gguf":
             return str(p["type"])
         if self.method == "vq":
