@@ -173,7 +173,7 @@ class ContainerWriter:
             n = a.nbytes
             self._header[pname] = {"dtype": _ST_NAMES[a.dtype], "shape": list(a.shape),
                                    "data_offsets": [self._offset, self._offset + n]}
-            self._body.write(memoryview(a.reshape(-1).view(np.uint8)))
+            self._body.write(a.reshape(-1).view(np.uint8).data)
             self._offset += n
             size += n
         self._records[name] = record

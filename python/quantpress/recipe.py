@@ -22,7 +22,7 @@ from ._core import QuantpressError
 from .gguf import GGUF_TYPES
 
 METHODS = ("keep", "scalar", "gguf", "vq")
-_PARAMS = {
+_PARAMS: dict[str, dict[str, Any]] = {
     "keep": {},
     "scalar": {"bits": 4, "group_size": 128, "scheme": "affine", "axis": -1, "scale_dtype": "float16",
                "algorithm": "rtn", "double_quant": False},
