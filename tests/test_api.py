@@ -10,6 +10,7 @@ import pytest
 
 import quantpress as qp
 import quantpress.calibrate
+import quantpress.container
 import quantpress.demo
 import quantpress.formats
 import quantpress.formats.gguf_fmt
@@ -17,7 +18,9 @@ import quantpress.formats.gguf_write
 import quantpress.gguf
 import quantpress.kmeans
 import quantpress.online
+import quantpress.pipeline
 import quantpress.pq
+import quantpress.recipe
 import quantpress.weight_vq
 import quantpress.scalar
 import quantpress.vq
@@ -27,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     "module",
-    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.online, quantpress.pq, quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write],
+    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.online,
+     quantpress.pq, quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write,
+     quantpress.container, quantpress.recipe, quantpress.pipeline],
 )
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

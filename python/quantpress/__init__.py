@@ -15,6 +15,7 @@ from . import _core
 from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .formats import open_model
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
+from .container import load, save_compressed
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .formats.gguf_fmt import read_gguf
 from .formats.gguf_write import gguf_requantize
@@ -22,6 +23,7 @@ from .kmeans import KMeans
 from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
 from .online import OnlineCodebook
+from .pipeline import Report, compress
 from .pq import ProductQuantizer, ResidualQuantizer
 from .vq import assign
 from .weight_vq import VQTensor, vq_quantize
@@ -36,21 +38,25 @@ __all__ = [
     "QuantParams",
     "QuantizedTensor",
     "QuantpressError",
+    "Report",
     "ResidualQuantizer",
     "VQTensor",
     "__version__",
     "assign",
+    "compress",
     "compute_scale_zp",
     "get_num_threads",
     "gguf_dequantize",
     "gguf_quantize",
     "gguf_requantize",
     "kmeans1d",
+    "load",
     "open_model",
     "pack_bits",
     "qrange",
     "quantize",
     "read_gguf",
+    "save_compressed",
     "set_num_threads",
     "simd_level",
     "unpack_bits",

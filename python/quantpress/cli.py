@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
+
+import numpy as np
 
 from rich.console import Console
 from rich.progress import Progress
@@ -52,6 +55,86 @@ def _info(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace, console: Console) -> int:
+    from .pipeline import compress
+
+    if args.threads:
+        set_num_threads(args.threads)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("compressing", total=None)
+
+        def tick(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=name[-40:])
+
+        report = compress(args.input, args.output, recipe=args.recipe, progress=tick)
+    table = Table(title=f"{args.input} -> {args.output} (recipe {args.recipe})")
+    for col in ("tensor", "method", "shape", "bits/weight", "rel. error", "SQNR dB"):
+        table.add_column(col, justify="left" if col in ("tensor", "method") else "right")
+    for t in report.tensors:
+        table.add_row(t.name, t.method, "x".join(map(str, t.shape)), f"{t.bits_per_weight:.3f}",
+                      f"{t.rel_error:.2e}", f"{t.sqnr_db:.1f}")
+    console.print(table)
+    console.print(f"{report.input_bytes / 1e6:.1f} MB -> {report.output_bytes / 1e6:.1f} MB, "
+                  f"{report.bits_per_weight:.3f} bits/weight, {report.seconds:.2f} s ({report.gbps:.2f} GB/s)")
+    return 0
+
+
+def _inspect(args: argparse.Namespace, console: Console) -> int:
+    from .container import load
+
+    c = load(args.file)
+    kind = "quantpress container (format 1)" if c.is_container else "plain safetensors"  # type: ignore[attr-defined]
+    console.print(f"{args.file}: {kind}, {len(c)} tensors", soft_wrap=True)
+    table = Table()
+    for col in ("tensor", "method", "params", "shape", "dtype", "bytes", "bits/weight"):
+        table.add_column(col, justify="right" if col in ("bytes", "bits/weight") else "left")
+    total = elements = 0
+    for name in c:
+        i = c.info(name)  # type: ignore[attr-defined]
+        params = " ".join(f"{k}={v}" for k, v in i["params"].items())
+        table.add_row(name, i["method"], params, "x".join(map(str, i["shape"])), i["dtype"],
+                      str(i["nbytes"]), f"{i['bits_per_weight']:.3f}")
+        total += i["nbytes"]
+        elements += max(1, int(np.prod(i["shape"])))
+    console.print(table)
+    console.print(f"{total} bytes of tensors, {total * 8 / max(1, elements):.3f} bits/weight overall")
+    return 0
+
+
+def _eval(args: argparse.Namespace, console: Console) -> int:
+    from .pipeline import evaluate
+
+    rows = evaluate(args.original, args.compressed)
+    if args.json:
+        print(json.dumps({"tensors": rows}, indent=1))
+        return 0
+    table = Table(title=f"{args.compressed} against {args.original}")
+    for col in ("tensor", "method", "rel. error", "SQNR dB", "cosine"):
+        table.add_column(col, justify="left" if col in ("tensor", "method") else "right")
+    for r in rows:
+        sqnr = "exact" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
+        table.add_row(r["name"], r["method"], f"{r['rel_error']:.2e}", sqnr, f"{r['cosine']:.6f}")
+    console.print(table)
+    return 0
+
+
+def _add_model_commands(sub: Any) -> None:
+    comp = sub.add_parser("compress", help="compress a safetensors model into a quantpress container")
+    comp.add_argument("input", help="input .safetensors file")
+    comp.add_argument("-o", "--output", required=True, help="output container (.safetensors)")
+    comp.add_argument("--recipe", default="int4", help="int8, int4, nf4, q4_k, q4_k_m, vq2 or a .toml file (default int4)")
+    comp.add_argument("--threads", type=int, default=0, help="worker threads (default: all CPUs)")
+    comp.set_defaults(run=_compress)
+    insp = sub.add_parser("inspect", help="list the tensors, methods and sizes of a container or safetensors file")
+    insp.add_argument("file")
+    insp.set_defaults(run=_inspect)
+    ev = sub.add_parser("eval", help="per-tensor error of a compressed model against the original")
+    ev.add_argument("original")
+    ev.add_argument("compressed")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ev.set_defaults(run=_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantpress", description="Compress AI models.")
     parser.add_argument("--version", action="version", version=f"quantpress {__version__}")
@@ -65,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     info = sub.add_parser("info", help="version, SIMD level and threads")
     info.set_defaults(run=_info)
+    _add_model_commands(sub)
     return parser
 
 
@@ -77,6 +161,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args.run(args, console))
     except ValueError as e:  # QuantpressError is a ValueError
         console.print(f"[red]error:[/red] {e}")
+        return 1
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/red] no such file: {e.filename or e}")
         return 1
 
 
