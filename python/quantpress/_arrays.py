@@ -43,7 +43,9 @@ def as_float32(w: Any, dtype: str | None = None, name: str = "w") -> tuple[np.nd
         # bfloat16 -> float32 is exact: the bits move to the top half of a 32-bit word.
         bits = np.ascontiguousarray(a).view(np.uint16)
         return (bits.astype(np.uint32) << 16).view(np.float32), original
-    return np.ascontiguousarray(a, dtype=np.float32), original
+    out = np.ascontiguousarray(a, dtype=np.float32)
+    # A memory-mapped member of a zip (npz) can sit at any byte offset: the kernels need aligned data.
+    return (out if out.flags.aligned else out.copy()), original
 
 
 def cast_output(x: np.ndarray, dtype: Any) -> np.ndarray:

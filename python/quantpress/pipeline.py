@@ -83,36 +83,22 @@ class Report:
 
 
 def _list_tensors(path: str) -> list[tuple[str, tuple[int, ...], str]]:
-    """``(name, shape, dtype name)`` of every input tensor, from the header only."""
-    from safetensors import SafetensorError, safe_open
+    """``(name, shape, dtype name)`` of every input tensor, from the header only (block-quantized
+    GGUF tensors read as float32)."""
+    from .formats import open_model
 
-    try:
-        with safe_open(path, framework="numpy") as f:
-            out = []
-            for name in f.keys():
-                s = f.get_slice(name)
-                dt = _ST_DTYPES.get(s.get_dtype())
-                if dt is None:
-                    raise QuantpressError(f"{path}: tensor {name!r} has unsupported dtype {s.get_dtype()}")
-                out.append((name, tuple(s.get_shape()), dtype_name(dt)))
-            return out
-    except (SafetensorError, OSError) as e:
-        raise QuantpressError(f"{path}: not a readable safetensors file ({e})") from None
+    with open_model(path) as model:
+        return [(name, tuple(t.shape), dtype_name(np.dtype(t.numpy_dtype or np.float32))) for name, t in model.items()]
 
 
 def _iter_tensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
-    """Yields ``(name, array)`` one tensor at a time (bfloat16 as ``ml_dtypes.bfloat16``).
+    """Yields ``(name, array)`` one tensor at a time from any file ``qp.open_model`` reads
+    (safetensors, GGUF, PyTorch, NumPy), memory-mapped where the format allows."""
+    from .formats import open_model
 
-    The single input seam: ``qp.open_model`` will replace it to read other formats.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, framework="numpy") as f:
-            for name in f.keys():
-                yield name, f.get_tensor(name)
-    except (SafetensorError, OSError) as e:
-        raise QuantpressError(f"{path}: not a readable safetensors file ({e})") from None
+    with open_model(path) as model:
+        for name, tensor in model.items():
+            yield name, tensor.numpy()
 
 
 def apply_plan(plan: Plan, w: np.ndarray) -> Entry:
