@@ -14,6 +14,7 @@ import os
 from . import _core
 from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
+from .distill import VQResult, cross_entropy, distillation_loss, feature_loss, soft_cross_entropy, vq_forward
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .kmeans import KMeans
 from .kmeans1d import KMeans1D, kmeans1d
@@ -34,10 +35,14 @@ __all__ = [
     "QuantizedTensor",
     "QuantpressError",
     "ResidualQuantizer",
+    "VQResult",
     "VQTensor",
     "__version__",
     "assign",
     "compute_scale_zp",
+    "cross_entropy",
+    "distillation_loss",
+    "feature_loss",
     "get_num_threads",
     "gguf_dequantize",
     "gguf_quantize",
@@ -47,7 +52,9 @@ __all__ = [
     "quantize",
     "set_num_threads",
     "simd_level",
+    "soft_cross_entropy",
     "unpack_bits",
+    "vq_forward",
     "vq_quantize",
 ]
 
