@@ -397,7 +397,8 @@ def vq_forward(z: Any, codebook: Any, beta: float = 0.25) -> VQResult:
         A :class:`VQResult`; ``grad_z`` has ``z``'s dtype, ``grad_codebook`` the codebook's.
 
     Raises:
-        QuantpressError: NaN/Inf, ``d`` that differs, a codebook that is not 2-D, negative beta.
+        QuantpressError: NaN/Inf, values beyond the float32 range, ``d`` that differs, a codebook
+            that is not 2-D, negative beta.
 
     Example:
         >>> import numpy as np, quantpress as qp
@@ -419,6 +420,9 @@ def vq_forward(z: Any, codebook: Any, beta: float = 0.25) -> VQResult:
     if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
             or not (np.isfinite(float(beta)) and float(beta) >= 0):
         raise QuantpressError(f"beta must be a finite number >= 0, got {beta!r}")
+    big = np.finfo(np.float32).max
+    if np.abs(x).max() > big or np.abs(cb).max() > big:
+        raise QuantpressError("z and codebook must fit in float32 (the nearest-codeword search runs in float32)")
     d = cb.shape[1]
     flat = x.reshape(-1, d)
     codes = np.asarray(assign(flat.astype(np.float32), cb.astype(np.float32))).astype(np.int64)
