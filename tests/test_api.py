@@ -17,6 +17,7 @@ import quantpress.formats.gguf_fmt
 import quantpress.formats.gguf_write
 import quantpress.gguf
 import quantpress.kmeans
+import quantpress.distill
 import quantpress.online
 import quantpress.pipeline
 import quantpress.pq
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     "module",
-    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.online,
+    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.distill, quantpress.online,
      quantpress.pq, quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write,
      quantpress.container, quantpress.recipe, quantpress.pipeline],
 )

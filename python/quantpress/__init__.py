@@ -16,6 +16,7 @@ from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .formats import open_model
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .container import load, save_compressed
+from .distill import VQResult, cross_entropy, distillation_loss, feature_loss, soft_cross_entropy, vq_forward
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .formats.gguf_fmt import read_gguf
 from .formats.gguf_write import gguf_requantize
@@ -40,11 +41,15 @@ __all__ = [
     "QuantpressError",
     "Report",
     "ResidualQuantizer",
+    "VQResult",
     "VQTensor",
     "__version__",
     "assign",
     "compress",
     "compute_scale_zp",
+    "cross_entropy",
+    "distillation_loss",
+    "feature_loss",
     "get_num_threads",
     "gguf_dequantize",
     "gguf_quantize",
@@ -59,7 +64,9 @@ __all__ = [
     "save_compressed",
     "set_num_threads",
     "simd_level",
+    "soft_cross_entropy",
     "unpack_bits",
+    "vq_forward",
     "vq_quantize",
 ]
 
