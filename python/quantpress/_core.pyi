@@ -23,6 +23,7 @@ __all__ = [
     "_panic_for_tests",
     "pack_bits",
     "pq_adc_search",
+    "pq_distance_tables",
     "rtn_dequantize",
     "rtn_quantize",
     "set_num_threads",
@@ -104,3 +105,6 @@ def kmeans1d(
     weights: npt.NDArray[np.float32] | None = None,
     exact: bool = True,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.unsignedinteger], npt.NDArray[np.float64]]: ...
+def pq_distance_tables(
+    queries: npt.NDArray[np.float32], codebooks: npt.NDArray[np.float32], m: int, ksub: int, ds: int
+) -> npt.NDArray[np.float32]: ...

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use super::arrays::slice;
 use super::errors::{run, to_py};
 use crate::vq::adc::{adc_search, Codes};
+use crate::vq::pq_tables::distance_tables;
 
 type Found<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<i64>>);
 
@@ -35,7 +36,22 @@ fn pq_adc_search<'py>(
     Ok((found.distances.into_pyarray(py), found.indices.into_pyarray(py)))
 }
 
+/// Lookup tables `(nq * m * ksub)` of queries `(nq, m * ds)` against codebooks `(m, ksub, ds)`.
+#[pyfunction]
+fn pq_distance_tables<'py>(
+    py: Python<'py>,
+    queries: PyReadonlyArrayDyn<'py, f32>,
+    codebooks: PyReadonlyArrayDyn<'py, f32>,
+    m: usize,
+    ksub: usize,
+    ds: usize,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let (q, cb) = (slice(&queries, "queries")?, slice(&codebooks, "codebooks")?);
+    Ok(run(py, || distance_tables(q, cb, m, ksub, ds))?.into_pyarray(py))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pq_adc_search, m)?)?;
+    m.add_function(wrap_pyfunction!(pq_distance_tables, m)?)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod kmeans;
 pub mod kmeans1d;
 pub mod kmeans_init;
 pub mod metric;
+pub mod pq_tables;
 pub(crate) mod rng;
 mod seed_blocks;
 mod seed_kernels;
