@@ -1,0 +1,172 @@
+//! Bitmasks and the packed kept values.
+//!
+//! Mask layout (docs/format.md, "Sparse storage"): bit `i % 8` of byte `i / 8` is 1 when flat
+//! element `i` is kept (LSB first); the last byte is padded with zero bits. Kept values are
+//! stored densely in flat order. Every kernel works on fixed chunks of [`CHUNK`] elements (a
+//! multiple of 8, so a chunk owns whole mask bytes); packing needs each chunk's output offset,
+//! which is the popcount of the mask bytes before it.
+
+use super::select::{chunks, threshold, Threshold};
+use super::{check_finite, key, run_ordered};
+use crate::error::{Error, Result};
+
+const CHUNK: usize = 1 << 16;
+
+/// Mask bytes for `n` elements.
+pub fn mask_len(n: usize) -> usize {
+    n.div_ceil(8)
+}
+
+/// Writes the mask of `x` for `t`: keys above `t.key`, and keys equal to it while `ties` lasts.
+/// Returns how many equal keys it kept.
+fn mask_chunk(x: &[f32], t: u32, mut ties: usize, all_ties: bool, out: &mut [u8]) -> usize {
+    let start = ties;
+    for (byte, xs) in out.iter_mut().zip(x.chunks(8)) {
+        let mut b = 0u8;
+        if all_ties {
+            for (j, &v) in xs.iter().enumerate() {
+                b |= ((key(v) >= t) as u8) << j;
+            }
+        } else {
+            for (j, &v) in xs.iter().enumerate() {
+                let k = key(v);
+                let tie = k == t && ties > 0;
+                ties -= tie as usize;
+                b |= ((k > t || tie) as u8) << j;
+            }
+        }
+        *byte = b;
+    }
+    start - ties
+}
+
+/// How many keys of each chunk equal `t` (needed only when some ties are dropped).
+fn tie_counts(jobs: &[(usize, usize, &[f32])], t: u32) -> Result<Vec<usize>> {
+    let mut counts = vec![0usize; jobs.len()];
+    let work: Vec<_> = jobs.iter().zip(counts.iter_mut()).collect();
+    run_ordered(work, |((_, _, x), c)| {
+        *c = x.iter().filter(|v| key(**v) == t).count();
+        Ok(())
+    })?;
+    Ok(counts)
+}
+
+/// Keep masks for all `parts` (one output per part, [`mask_len`] bytes each) keeping exactly
+/// `keep` elements across all of them: larger `|score|` first, ties to the lower flat index of
+/// the parts taken in order. Returns the threshold used. Errors: non-finite scores, `keep` too
+/// large, mask buffers of the wrong length.
+pub fn magnitude_masks(parts: &[&[f32]], keep: usize, masks: &mut [&mut [u8]]) -> Result<Threshold> {
+    if masks.len() != parts.len() || parts.iter().zip(masks.iter()).any(|(p, m)| m.len() != mask_len(p.len())) {
+        return Err(Error::Shape("one mask of ceil(n/8) bytes per part is needed".into()));
+    }
+    let t = threshold(parts, keep)?;
+    let jobs = chunks(parts, CHUNK);
+    let all_ties = t.ties == t.equal;
+    let budgets: Vec<usize> = if all_ties {
+        vec![0; jobs.len()]
+    } else {
+        let mut left = t.ties;
+        tie_counts(&jobs, t.key)?
+            .into_iter()
+            .map(|c| {
+                let b = c.min(left);
+                left -= b;
+                b
+            })
+            .collect()
+    };
+    let mut outs: Vec<&mut [u8]> = Vec::with_capacity(jobs.len());
+    for m in masks.iter_mut() {
+        outs.extend(m.chunks_mut(CHUNK / 8));
+    }
+    let work: Vec<_> = jobs.into_iter().zip(budgets).zip(outs).collect();
+    run_ordered(work, |(((_, _, x), budget), out)| {
+        mask_chunk(x, t.key, budget, all_ties, out);
+        Ok(())
+    })?;
+    Ok(t)
+}
+
+/// Checks that `mask` fits `n` elements (length and zero padding bits); returns the kept count.
+pub fn count_kept(mask: &[u8], n: usize) -> Result<usize> {
+    if mask.len() != mask_len(n) {
+        return Err(Error::Shape(format!("a mask of {n} elements has {} bytes, got {}", mask_len(n), mask.len())));
+    }
+    if n % 8 != 0 && mask[mask.len() - 1] >> (n % 8) != 0 {
+        return Err(Error::Shape(format!("mask has bits set past element {n}")));
+    }
+    Ok(mask.iter().map(|b| b.count_ones() as usize).sum())
+}
+
+/// Per chunk of [`CHUNK`] elements: the offset of its first kept value.
+fn offsets(mask: &[u8]) -> Vec<usize> {
+    let mut at = 0;
+    mask.chunks(CHUNK / 8)
+        .map(|c| {
+            let o = at;
+            at += c.iter().map(|b| b.count_ones() as usize).sum::<usize>();
+            o
+        })
+        .collect()
+}
+
+/// Splits `buf` at the given chunk offsets (the last chunk runs to the end).
+fn split_at_offsets<'a, T>(mut buf: &'a mut [T], offs: &[usize]) -> Vec<&'a mut [T]> {
+    let mut out = Vec::with_capacity(offs.len());
+    for w in 0..offs.len() {
+        let len = if w + 1 < offs.len() { offs[w + 1] - offs[w] } else { buf.len() };
+        let (a, b) = std::mem::take(&mut buf).split_at_mut(len);
+        out.push(a);
+        buf = b;
+    }
+    out
+}
+
+/// Packs the kept values of `values` (mask bit set) into `out`, in flat order. `out` must hold
+/// exactly the mask's popcount. Errors: bad mask, wrong `out` length, non-finite values.
+pub fn compress_into(values: &[f32], mask: &[u8], out: &mut [f32]) -> Result<()> {
+    let kept = count_kept(mask, values.len())?;
+    if out.len() != kept {
+        return Err(Error::Shape(format!("the mask keeps {kept} values, output holds {}", out.len())));
+    }
+    let offs = offsets(mask);
+    let outs = split_at_offsets(out, &offs);
+    let work: Vec<_> = values.chunks(CHUNK).zip(mask.chunks(CHUNK / 8)).zip(outs).enumerate().collect();
+    run_ordered(work, |(c, ((x, m), o))| {
+        check_finite(x, c * CHUNK)?;
+        let mut at = 0;
+        for (i, &byte) in m.iter().enumerate() {
+            let mut b = byte;
+            while b != 0 {
+                o[at] = x[i * 8 + b.trailing_zeros() as usize];
+                at += 1;
+                b &= b - 1;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Scatters `packed` (the kept values in flat order) back to the dense `out` (zeros elsewhere).
+/// Errors: bad mask, a popcount that is not `packed.len()`, non-finite values.
+pub fn expand_into(packed: &[f32], mask: &[u8], out: &mut [f32]) -> Result<()> {
+    let kept = count_kept(mask, out.len())?;
+    if packed.len() != kept {
+        return Err(Error::Shape(format!("the mask keeps {kept} values, {} were given", packed.len())));
+    }
+    check_finite(packed, 0)?;
+    let offs = offsets(mask);
+    let work: Vec<_> = out.chunks_mut(CHUNK).zip(mask.chunks(CHUNK / 8)).zip(offs).collect();
+    run_ordered(work, |((o, m), mut at)| {
+        for (dst, &byte) in o.chunks_mut(8).zip(m) {
+            dst.fill(0.0);
+            let mut b = byte;
+            while b != 0 {
+                dst[b.trailing_zeros() as usize] = packed[at];
+                at += 1;
+                b &= b - 1;
+            }
+        }
+        Ok(())
+    })
+}
