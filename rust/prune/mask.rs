@@ -6,82 +6,88 @@
 //! multiple of 8, so a chunk owns whole mask bytes); packing needs each chunk's output offset,
 //! which is the popcount of the mask bytes before it.
 
-use super::select::{chunks, threshold, Threshold};
+use super::select::{chunks, find_bin, histogram, resolve, Threshold, HI_SHIFT};
 use super::{check_finite, key, run_ordered};
-use crate::error::{Error, Result};
+use crate::error::{invalid, Error, Result};
 
-const CHUNK: usize = 1 << 16;
+const CHUNK: usize = 1 << 18;
 
 /// Mask bytes for `n` elements.
 pub fn mask_len(n: usize) -> usize {
     n.div_ceil(8)
 }
 
-/// Writes the mask of `x` for `t`: keys above `t.key`, and keys equal to it while `ties` lasts.
-/// Returns how many equal keys it kept.
-fn mask_chunk(x: &[f32], t: u32, mut ties: usize, all_ties: bool, out: &mut [u8]) -> usize {
-    let start = ties;
-    for (byte, xs) in out.iter_mut().zip(x.chunks(8)) {
-        let mut b = 0u8;
-        if all_ties {
-            for (j, &v) in xs.iter().enumerate() {
-                b |= ((key(v) >= t) as u8) << j;
-            }
-        } else {
-            for (j, &v) in xs.iter().enumerate() {
-                let k = key(v);
-                let tie = k == t && ties > 0;
-                ties -= tie as usize;
-                b |= ((k > t || tie) as u8) << j;
-            }
+/// Pass 2 on one chunk: mask bits for keys whose top bits exceed `bin`; the chunk offsets of
+/// keys inside `bin` go to `cand`.
+fn mask_chunk(x: &[f32], bin: u32, out: &mut [u8], cand: &mut Vec<u32>) {
+    for (i, (byte, xs)) in out.iter_mut().zip(x.chunks(8)).enumerate() {
+        let (mut gt, mut eq) = (0u8, 0u8);
+        for (j, &v) in xs.iter().enumerate() {
+            let h = key(v) >> HI_SHIFT;
+            gt |= ((h > bin) as u8) << j;
+            eq |= ((h == bin) as u8) << j;
         }
-        *byte = b;
+        *byte = gt;
+        while eq != 0 {
+            cand.push((i * 8) as u32 + eq.trailing_zeros());
+            eq &= eq - 1;
+        }
     }
-    start - ties
 }
 
-/// How many keys of each chunk equal `t` (needed only when some ties are dropped).
-fn tie_counts(jobs: &[(usize, usize, &[f32])], t: u32) -> Result<Vec<usize>> {
-    let mut counts = vec![0usize; jobs.len()];
-    let work: Vec<_> = jobs.iter().zip(counts.iter_mut()).collect();
-    run_ordered(work, |((_, _, x), c)| {
-        *c = x.iter().filter(|v| key(**v) == t).count();
-        Ok(())
-    })?;
-    Ok(counts)
+/// Sets the bits of one chunk's candidates: keys above `t.key`, and equal ones while `ties` lasts.
+fn keep_candidates(x: &[f32], cand: &[u32], t: Threshold, mut ties: usize, out: &mut [u8]) {
+    for &i in cand {
+        let k = key(x[i as usize]);
+        let tie = k == t.key && ties > 0;
+        ties -= tie as usize;
+        out[i as usize / 8] |= ((k > t.key || tie) as u8) << (i % 8);
+    }
 }
 
 /// Keep masks for all `parts` (one output per part, [`mask_len`] bytes each) keeping exactly
 /// `keep` elements across all of them: larger `|score|` first, ties to the lower flat index of
-/// the parts taken in order. Returns the threshold used. Errors: non-finite scores, `keep` too
-/// large, mask buffers of the wrong length.
+/// the parts taken in order. Returns the exact threshold among the final-bin candidates.
+/// Errors: non-finite scores, `keep` larger than the total, mask buffers of the wrong length.
 pub fn magnitude_masks(parts: &[&[f32]], keep: usize, masks: &mut [&mut [u8]]) -> Result<Threshold> {
     if masks.len() != parts.len() || parts.iter().zip(masks.iter()).any(|(p, m)| m.len() != mask_len(p.len())) {
         return Err(Error::Shape("one mask of ceil(n/8) bytes per part is needed".into()));
     }
-    let t = threshold(parts, keep)?;
+    let n: usize = parts.iter().map(|p| p.len()).sum();
+    if keep > n {
+        return Err(invalid!("cannot keep {keep} of {n} elements"));
+    }
     let jobs = chunks(parts, CHUNK);
-    let all_ties = t.ties == t.equal;
-    let budgets: Vec<usize> = if all_ties {
-        vec![0; jobs.len()]
-    } else {
-        let mut left = t.ties;
-        tie_counts(&jobs, t.key)?
-            .into_iter()
-            .map(|c| {
-                let b = c.min(left);
-                left -= b;
-                b
-            })
-            .collect()
-    };
+    let hist = histogram(&jobs)?;
+    let (bin, above) = if keep == 0 { (u32::MAX, 0) } else { find_bin(&hist, keep) };
     let mut outs: Vec<&mut [u8]> = Vec::with_capacity(jobs.len());
     for m in masks.iter_mut() {
         outs.extend(m.chunks_mut(CHUNK / 8));
     }
-    let work: Vec<_> = jobs.into_iter().zip(budgets).zip(outs).collect();
-    run_ordered(work, |(((_, _, x), budget), out)| {
-        mask_chunk(x, t.key, budget, all_ties, out);
+    let mut cands: Vec<Vec<u32>> = vec![Vec::new(); jobs.len()];
+    let work: Vec<_> = jobs.iter().zip(outs.iter_mut()).zip(cands.iter_mut()).collect();
+    run_ordered(work, |((&(_, _, x), out), cand)| {
+        mask_chunk(x, bin, out, cand);
+        Ok(())
+    })?;
+    if keep == 0 {
+        return Ok(Threshold { key: u32::MAX, above: 0, ties: 0 });
+    }
+    let mut keys: Vec<u32> = jobs.iter().zip(&cands).flat_map(|(&(_, _, x), c)| c.iter().map(move |&i| key(x[i as usize]))).collect();
+    let t = resolve(&mut keys, keep - above);
+    let mut left = t.ties;
+    let work: Vec<_> = jobs
+        .iter()
+        .zip(outs)
+        .zip(&cands)
+        .map(|((&(_, _, x), out), c)| {
+            let b = c.iter().filter(|&&i| key(x[i as usize]) == t.key).count().min(left);
+            left -= b;
+            (x, c, b, out)
+        })
+        .collect();
+    run_ordered(work, |(x, c, budget, out)| {
+        keep_candidates(x, c, t, budget, out);
         Ok(())
     })?;
     Ok(t)

@@ -1,8 +1,8 @@
 //! Pruning: which weights to keep, and the compressed forms that store only those.
 //!
-//! * [`select`]: the magnitude threshold for keeping exactly `keep` of `n` scores, found by a
-//!   two-pass radix select on the bits of `|score|` (O(n), no sort), over one tensor or many
-//!   (global pruning).
+//! * [`select`]: exact selection of the `keep` largest of `n` scores by a histogram of the top
+//!   bits of `|score|` and a small exact step on the one straddling bin (O(n), two reads, no
+//!   sort), over one tensor or many (global pruning).
 //! * [`mask`]: the 1-bit-per-element keep mask (LSB first within each byte) built from that
 //!   threshold, and the kept values packed densely in flat order / scattered back.
 //! * [`nm`]: N:M semi-structured sparsity: in every group of `m` consecutive elements keep the
@@ -25,7 +25,7 @@ use crate::parallel;
 
 pub use mask::{compress_into, count_kept, expand_into, magnitude_masks, mask_len};
 pub use nm::{nm_expand_into, nm_into, nm_positions_len, position_bits};
-pub use select::{threshold, Threshold};
+pub use select::Threshold;
 
 /// `|x|` as an order-preserving integer: the float bits without the sign. Finite values map to
 /// `0 ..= 0x7f7f_ffff`; infinities and NaNs to `>= 0x7f80_0000`.

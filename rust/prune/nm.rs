@@ -63,21 +63,33 @@ impl Bits<'_> {
 /// The kept positions of one group as a bit set: position `i` is kept when fewer than `n`
 /// elements beat it (a larger key, or an equal key at a lower position).
 #[inline(always)]
-fn select_group(s: &[f32], n: usize) -> u32 {
-    let mut keys = [0u32; 16];
-    for (k, &v) in keys.iter_mut().zip(s) {
-        *k = key(v);
-    }
-    let m = s.len();
+fn select_group<const M: usize>(s: &[f32], n: usize) -> u32 {
+    let keys: [u32; M] = std::array::from_fn(|i| key(s[i]));
     let mut kept = 0u32;
-    for i in 0..m {
+    for i in 0..M {
         let mut rank = 0usize;
-        for (j, &kj) in keys[..m].iter().enumerate() {
+        for (j, &kj) in keys.iter().enumerate() {
             rank += ((kj > keys[i]) || (kj == keys[i] && j < i)) as usize;
         }
         kept |= ((rank < n) as u32) << i;
     }
     kept
+}
+
+/// One job of [`nm_into`] for groups of `M`.
+fn nm_chunk<const M: usize>(s: &[f32], v: &[f32], n: usize, o: &mut [f32], p: &mut [u8]) {
+    let bits = position_bits(M);
+    let mut w = Bits { out: p, acc: 0, fill: 0, at: 0 };
+    for ((sg, vg), dst) in s.chunks_exact(M).zip(v.chunks_exact(M)).zip(o.chunks_exact_mut(n)) {
+        let mut kept = select_group::<M>(sg, n);
+        for d in dst.iter_mut() {
+            let i = kept.trailing_zeros();
+            *d = vg[i as usize];
+            w.push(i, bits);
+            kept &= kept - 1;
+        }
+    }
+    w.finish();
 }
 
 /// Selects `n` of every `m` by `|scores|` and writes the kept `values` (`groups * n`) and their
@@ -88,25 +100,16 @@ pub fn nm_into(scores: &[f32], values: &[f32], n: usize, m: usize, out: &mut [f3
     if values.len() != scores.len() || out.len() != groups * n || pos.len() != nm_positions_len(groups, n, m) {
         return Err(Error::Shape(format!("N:M buffers do not match {} scores in groups of {m}", scores.len())));
     }
-    let bits = position_bits(m);
     let span = CHUNK_GROUPS * m;
-    let pos_bytes = CHUNK_GROUPS * n * bits as usize / 8;
+    let pos_bytes = CHUNK_GROUPS * n * position_bits(m) as usize / 8;
     let work: Vec<_> = scores.chunks(span).zip(values.chunks(span)).zip(out.chunks_mut(CHUNK_GROUPS * n)).zip(pos.chunks_mut(pos_bytes)).enumerate().collect();
     run_ordered(work, |(c, (((s, v), o), p))| {
         check_finite(s, c * span)?;
         check_finite(v, c * span)?;
-        let mut w = Bits { out: p, acc: 0, fill: 0, at: 0 };
-        for (g, (sg, vg)) in s.chunks_exact(m).zip(v.chunks_exact(m)).enumerate() {
-            let mut kept = select_group(sg, n);
-            let dst = &mut o[g * n..g * n + n];
-            for d in dst.iter_mut() {
-                let i = kept.trailing_zeros();
-                *d = vg[i as usize];
-                w.push(i, bits);
-                kept &= kept - 1;
-            }
+        macro_rules! by_m {
+            ($($k:literal)*) => { match m { $($k => nm_chunk::<$k>(s, v, n, o, p),)* _ => unreachable!("m checked") } };
         }
-        w.finish();
+        by_m!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
         Ok(())
     })
 }

@@ -1,29 +1,26 @@
-//! The magnitude threshold by radix select: which `|score|` is the `keep`-th largest.
+//! Exact magnitude selection in two reads of the data, no sort.
 //!
 //! `|x|` of a finite float, read as the integer `bits & 0x7fffffff` ([`super::key`]), orders like
-//! the magnitude. Pass 1 counts the top 16 of those 31 bits (65536 bins) per fixed chunk; the
-//! counts are summed (integer sums: any order gives the same) and walked from the top to find
-//! the bin holding the `keep`-th largest key. Pass 2 counts the low 15 bits of the keys in that
-//! bin, which pins the exact key `T`. Everything above `T` is kept, plus the first `ties` keys
-//! equal to `T` in flat order. Two reads of the data, no sort, no copy.
+//! the magnitude. Pass 1 ([`histogram`]) counts the top 12 of those 31 bits (sign-free exponent
+//! and 3 mantissa bits: 4096 bins, an L1-resident table) per fixed chunk; the integer counts are
+//! summed and walked from the top to find the bin `b` holding the `keep`-th largest key. Pass 2
+//! (in `mask.rs`) sets the mask bits of every key above bin `b` and collects the indices of the
+//! few keys inside it ("candidates"); [`resolve`] then finds the exact key `T` among those and
+//! keeps the candidates above `T` plus the first `ties` equal to it in flat order.
 
 use super::{key, run_ordered, NON_FINITE};
-use crate::error::{invalid, Error, Result};
+use crate::error::{Error, Result};
 
-/// Elements per histogram job: large enough that the 256 KiB histograms stay few.
-const CHUNK: usize = 1 << 20;
-const HI_BINS: usize = 1 << 16;
-const LO_BITS: u32 = 15;
-const LO_BINS: usize = 1 << LO_BITS;
+pub(crate) const HI_SHIFT: u32 = 19;
+const BINS: usize = 1 << (31 - HI_SHIFT);
 
-/// Keep every key above `key`, and the first `ties` keys equal to it in flat order.
-/// `key == u32::MAX` keeps nothing (no finite key reaches it).
+/// The exact key of the `need`-th largest candidate, how many candidates are above it, and how
+/// many equal to it to keep (the first ones in flat order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Threshold {
     pub key: u32,
+    pub above: usize,
     pub ties: usize,
-    /// How many keys equal `key` in all the input (so `ties <= equal`).
-    pub equal: usize,
 }
 
 /// Fixed chunks of all parts: (part index, start offset within the part, slice).
@@ -35,62 +32,61 @@ pub(crate) fn chunks<'a>(parts: &[&'a [f32]], size: usize) -> Vec<(usize, usize,
     out
 }
 
-/// Sums per-chunk histograms of `bin(key)` over the keys `filter` accepts, checking finiteness.
-fn histogram(parts: &[&[f32]], bins: usize, filter: impl Fn(u32) -> Option<usize> + Sync) -> Result<Vec<u64>> {
-    let jobs = chunks(parts, CHUNK);
-    let mut hists = vec![vec![0u32; bins]; jobs.len()];
-    let work: Vec<_> = jobs.into_iter().zip(hists.iter_mut()).collect();
-    run_ordered(work, |((_, base, x), h)| {
-        let mut max = 0u32;
-        for &v in x {
-            let k = key(v);
-            max = max.max(k);
-            if let Some(b) = filter(k) {
-                h[b.min(bins - 1)] += 1;
-            }
-        }
-        if max >= NON_FINITE {
-            let i = x.iter().position(|v| key(*v) >= NON_FINITE).unwrap_or(0);
-            return Err(Error::NonFinite { index: base + i });
-        }
-        Ok(())
-    })?;
-    let mut total = vec![0u64; bins];
+/// Counts one chunk's keys by their top bits into two interleaved tables (so runs of equal
+/// bins do not serialise on one counter); errors on the first non-finite value.
+fn count_chunk(x: &[f32], base: usize, h: &mut [u32]) -> Result<()> {
+    let (h0, h1) = h.split_at_mut(BINS);
+    let mut bad = 0u32;
+    let pairs = x.chunks_exact(2);
+    let rest = pairs.remainder();
+    for p in pairs {
+        let (a, b) = (key(p[0]), key(p[1]));
+        bad |= a.wrapping_add(0x0080_0000) | b.wrapping_add(0x0080_0000);
+        h0[(a >> HI_SHIFT) as usize & (BINS - 1)] += 1;
+        h1[(b >> HI_SHIFT) as usize & (BINS - 1)] += 1;
+    }
+    for &v in rest {
+        let a = key(v);
+        bad |= a.wrapping_add(0x0080_0000);
+        h0[(a >> HI_SHIFT) as usize & (BINS - 1)] += 1;
+    }
+    if bad & 0x8000_0000 != 0 {
+        let i = x.iter().position(|v| key(*v) >= NON_FINITE).unwrap_or(0);
+        return Err(Error::NonFinite { index: base + i });
+    }
+    Ok(())
+}
+
+/// Pass 1: the summed top-bits histogram of all parts' keys (checks finiteness).
+pub(crate) fn histogram(jobs: &[(usize, usize, &[f32])]) -> Result<Vec<u64>> {
+    let mut hists = vec![vec![0u32; 2 * BINS]; jobs.len()];
+    let work: Vec<_> = jobs.iter().zip(hists.iter_mut()).collect();
+    run_ordered(work, |(&(_, base, x), h)| count_chunk(x, base, h))?;
+    let mut total = vec![0u64; BINS];
     for h in &hists {
-        for (t, &c) in total.iter_mut().zip(h) {
-            *t += c as u64;
+        for (i, t) in total.iter_mut().enumerate() {
+            *t += (h[i] + h[BINS + i]) as u64;
         }
     }
     Ok(total)
 }
 
-/// Walks `hist` from the top bin down: the bin where the running count reaches `need`, and the
-/// count strictly above that bin.
-fn find_bin(hist: &[u64], need: u64) -> (usize, u64) {
-    let mut above = 0u64;
+/// The bin where the running count from the top reaches `need` (>= 1), and the count above it.
+pub(crate) fn find_bin(hist: &[u64], need: usize) -> (u32, usize) {
+    let mut above = 0usize;
     for b in (0..hist.len()).rev() {
-        if above + hist[b] >= need {
-            return (b, above);
+        if above + hist[b] as usize >= need {
+            return (b as u32, above);
         }
-        above += hist[b];
+        above += hist[b] as usize;
     }
     (0, above)
 }
 
-/// The threshold that keeps exactly `keep` of all the scores in `parts` (taken in order as one
-/// flat array). Errors: `keep` larger than the total, a non-finite score.
-pub fn threshold(parts: &[&[f32]], keep: usize) -> Result<Threshold> {
-    let n: usize = parts.iter().map(|p| p.len()).sum();
-    if keep > n {
-        return Err(invalid!("cannot keep {keep} of {n} elements"));
-    }
-    let hi = histogram(parts, HI_BINS, |k| Some((k >> LO_BITS) as usize))?;
-    if keep == 0 {
-        return Ok(Threshold { key: u32::MAX, ties: 0, equal: 0 });
-    }
-    let (bin, above_hi) = find_bin(&hi, keep as u64);
-    let lo = histogram(parts, LO_BINS, |k| ((k >> LO_BITS) as usize == bin).then_some((k as usize) & (LO_BINS - 1)))?;
-    let (low, above_lo) = find_bin(&lo, keep as u64 - above_hi);
-    let above = above_hi + above_lo;
-    Ok(Threshold { key: ((bin as u32) << LO_BITS) | low as u32, ties: (keep as u64 - above) as usize, equal: lo[low] as usize })
+/// The exact threshold among the candidate keys: keep the `need` largest.
+pub(crate) fn resolve(candidate_keys: &mut [u32], need: usize) -> Threshold {
+    let c = candidate_keys.len();
+    let (_, &mut t, _) = candidate_keys.select_nth_unstable(c - need);
+    let above = candidate_keys.iter().filter(|&&k| k > t).count();
+    Threshold { key: t, above, ties: need - above }
 }
