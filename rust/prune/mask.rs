@@ -18,20 +18,42 @@ pub fn mask_len(n: usize) -> usize {
 }
 
 /// Pass 2 on one chunk: mask bits for keys whose top bits exceed `bin`; the chunk offsets of
-/// keys inside `bin` go to `cand`.
+/// keys inside `bin` go to `cand`. Eight elements per byte, written branch-free (the compiler
+/// turns the fixed-size inner loops into vector compares); only bytes with candidates branch.
 fn mask_chunk(x: &[f32], bin: u32, out: &mut [u8], cand: &mut Vec<u32>) {
-    for (i, (byte, xs)) in out.iter_mut().zip(x.chunks(8)).enumerate() {
-        let (mut gt, mut eq) = (0u8, 0u8);
-        for (j, &v) in xs.iter().enumerate() {
-            let h = key(v) >> HI_SHIFT;
-            gt |= ((h > bin) as u8) << j;
-            eq |= ((h == bin) as u8) << j;
-        }
+    let full = x.len() / 8;
+    for (i, (byte, xs)) in out[..full].iter_mut().zip(x.chunks_exact(8)).enumerate() {
+        let xs: &[f32; 8] = xs.try_into().expect("chunks_exact(8)");
+        let (gt, eq) = mask_byte(xs, bin);
         *byte = gt;
-        while eq != 0 {
-            cand.push((i * 8) as u32 + eq.trailing_zeros());
-            eq &= eq - 1;
-        }
+        push_candidates(cand, i * 8, eq);
+    }
+    if full < out.len() {
+        let mut xs = [0f32; 8];
+        xs[..x.len() - full * 8].copy_from_slice(&x[full * 8..]);
+        let live = (1u16 << (x.len() - full * 8)) as u8 - 1;
+        let (gt, eq) = mask_byte(&xs, bin);
+        out[full] = gt & live;
+        push_candidates(cand, full * 8, eq & live);
+    }
+}
+
+#[inline(always)]
+fn mask_byte(xs: &[f32; 8], bin: u32) -> (u8, u8) {
+    let (mut gt, mut eq) = (0u8, 0u8);
+    for (j, &v) in xs.iter().enumerate() {
+        let h = key(v) >> HI_SHIFT;
+        gt |= ((h > bin) as u8) << j;
+        eq |= ((h == bin) as u8) << j;
+    }
+    (gt, eq)
+}
+
+#[inline(always)]
+fn push_candidates(cand: &mut Vec<u32>, base: usize, mut eq: u8) {
+    while eq != 0 {
+        cand.push(base as u32 + eq.trailing_zeros());
+        eq &= eq - 1;
     }
 }
 
