@@ -15,6 +15,7 @@ import quantpress.gguf
 import quantpress.kmeans
 import quantpress.online
 import quantpress.pq
+import quantpress.prune
 import quantpress.weight_vq
 import quantpress.scalar
 import quantpress.vq
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     "module",
-    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans, quantpress.online, quantpress.pq, quantpress.vq, quantpress.weight_vq],
+    [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.calibrate, quantpress.kmeans, quantpress.online, quantpress.pq, sys.modules["quantpress.prune"], quantpress.vq, quantpress.weight_vq],
 )
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

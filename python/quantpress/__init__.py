@@ -20,6 +20,7 @@ from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
 from .online import OnlineCodebook
 from .pq import ProductQuantizer, ResidualQuantizer
+from .prune import SparseTensor, prune, prune_global, wanda_scores
 from .vq import assign
 from .weight_vq import VQTensor, vq_quantize
 
@@ -34,6 +35,7 @@ __all__ = [
     "QuantizedTensor",
     "QuantpressError",
     "ResidualQuantizer",
+    "SparseTensor",
     "VQTensor",
     "__version__",
     "assign",
@@ -43,12 +45,15 @@ __all__ = [
     "gguf_quantize",
     "kmeans1d",
     "pack_bits",
+    "prune",
+    "prune_global",
     "qrange",
     "quantize",
     "set_num_threads",
     "simd_level",
     "unpack_bits",
     "vq_quantize",
+    "wanda_scores",
 ]
 
 
