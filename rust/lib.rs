@@ -14,6 +14,7 @@
 pub mod error;
 pub mod pack;
 pub mod parallel;
+pub mod prune;
 pub mod scalar;
 pub mod simd;
 pub mod vq;

@@ -21,6 +21,7 @@ import quantpress.distill
 import quantpress.online
 import quantpress.pipeline
 import quantpress.pq
+import quantpress.prune
 import quantpress.recipe
 import quantpress.weight_vq
 import quantpress.scalar
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "module",
     [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.distill, quantpress.online,
-     quantpress.pq, quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write,
+     quantpress.pq, sys.modules["quantpress.prune"], quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write,
      quantpress.container, quantpress.recipe, quantpress.pipeline],
 )
 def test_docstring_examples(module):

@@ -26,6 +26,7 @@ from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
 from .online import OnlineCodebook
 from .pipeline import Report, compress
 from .pq import ProductQuantizer, ResidualQuantizer
+from .prune import SparseTensor, prune, prune_global, wanda_scores
 from .vq import assign
 from .weight_vq import VQTensor, vq_quantize
 
@@ -42,6 +43,7 @@ __all__ = [
     "Report",
     "ResidualQuantizer",
     "VQResult",
+    "SparseTensor",
     "VQTensor",
     "__version__",
     "assign",
@@ -58,6 +60,8 @@ __all__ = [
     "load",
     "open_model",
     "pack_bits",
+    "prune",
+    "prune_global",
     "qrange",
     "quantize",
     "read_gguf",
@@ -68,6 +72,7 @@ __all__ = [
     "unpack_bits",
     "vq_forward",
     "vq_quantize",
+    "wanda_scores",
 ]
 
 

@@ -24,6 +24,11 @@ __all__ = [
     "pack_bits",
     "pq_adc_search",
     "pq_distance_tables",
+    "prune_compress",
+    "prune_expand",
+    "prune_magnitude_masks",
+    "prune_nm",
+    "prune_nm_expand",
     "rtn_dequantize",
     "rtn_quantize",
     "set_num_threads",
@@ -107,4 +112,13 @@ def kmeans1d(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.unsignedinteger], npt.NDArray[np.float64]]: ...
 def pq_distance_tables(
     queries: npt.NDArray[np.float32], codebooks: npt.NDArray[np.float32], m: int, ksub: int, ds: int
+) -> npt.NDArray[np.float32]: ...
+def prune_magnitude_masks(scores: list[npt.NDArray[np.float32]], keep: int) -> list[npt.NDArray[np.uint8]]: ...
+def prune_compress(values: npt.NDArray[np.float32], mask: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]: ...
+def prune_expand(packed: npt.NDArray[np.float32], mask: npt.NDArray[np.uint8], n: int) -> npt.NDArray[np.float32]: ...
+def prune_nm(
+    scores: npt.NDArray[np.float32], values: npt.NDArray[np.float32], n: int, m: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]: ...
+def prune_nm_expand(
+    values: npt.NDArray[np.float32], positions: npt.NDArray[np.uint8], n: int, m: int, total: int
 ) -> npt.NDArray[np.float32]: ...

@@ -8,6 +8,7 @@ mod arrays;
 mod errors;
 mod kmeans;
 mod kmeans1d;
+mod prune;
 mod runtime;
 mod scalar;
 mod vq;
@@ -22,5 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     vq::register(m)?;
     kmeans1d::register(m)?;
     adc::register(m)?;
+    prune::register(m)?;
     Ok(())
 }

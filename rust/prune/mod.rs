@@ -1,0 +1,60 @@
+//! Pruning: which weights to keep, and the compressed forms that store only those.
+//!
+//! * [`select`]: exact selection of the `keep` largest of `n` scores by a histogram of the top
+//!   bits of `|score|` and a small exact step on the one straddling bin (O(n), two reads, no
+//!   sort), over one tensor or many (global pruning).
+//! * [`mask`]: the 1-bit-per-element keep mask (LSB first within each byte) built from that
+//!   threshold, and the kept values packed densely in flat order / scattered back.
+//! * [`nm`]: N:M semi-structured sparsity: in every group of `m` consecutive elements keep the
+//!   `n` largest `|score|`; values plus packed in-group positions.
+//!
+//! Tie rule everywhere: larger `|score|` first, and among equal magnitudes the lower flat index
+//! (the lower position in an N:M group) first; `-0.0` and `0.0` are equal. Work is cut into
+//! chunks fixed by the input, so results do not depend on the thread count. The kernels are
+//! scalar: selection and masks run at memory speed already and have no float arithmetic.
+
+pub mod mask;
+pub mod nm;
+pub mod select;
+
+#[cfg(test)]
+mod tests;
+
+use crate::error::{Error, Result};
+use crate::parallel;
+
+pub use mask::{compress_into, count_kept, expand_into, magnitude_masks, mask_len};
+pub use nm::{nm_expand_into, nm_into, nm_positions_len, position_bits};
+pub use select::Threshold;
+
+/// `|x|` as an order-preserving integer: the float bits without the sign. Finite values map to
+/// `0 ..= 0x7f7f_ffff`; infinities and NaNs to `>= 0x7f80_0000`.
+#[inline(always)]
+pub(crate) fn key(x: f32) -> u32 {
+    x.to_bits() & 0x7fff_ffff
+}
+
+/// The smallest key of a non-finite value.
+pub(crate) const NON_FINITE: u32 = 0x7f80_0000;
+
+/// The index of the first non-finite value of `x` (offset by `base`), as an error.
+pub(crate) fn check_finite(x: &[f32], base: usize) -> Result<()> {
+    match x.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::NonFinite { index: base + i }),
+        None => Ok(()),
+    }
+}
+
+/// Runs every job (in parallel) and returns the error of the first failing job in job order,
+/// so the reported error does not depend on scheduling.
+pub(crate) fn run_ordered<T: Send>(jobs: Vec<T>, f: impl Fn(T) -> Result<()> + Sync + Send) -> Result<()> {
+    let mut slots: Vec<Option<Error>> = (0..jobs.len()).map(|_| None).collect();
+    let work: Vec<(T, &mut Option<Error>)> = jobs.into_iter().zip(slots.iter_mut()).collect();
+    parallel::try_for_each(work, |(job, slot)| {
+        if let Err(e) = f(job) {
+            *slot = Some(e);
+        }
+        Ok(())
+    })?;
+    slots.into_iter().flatten().next().map_or(Ok(()), Err)
+}

@@ -1,0 +1,146 @@
+//! The pruning kernels against sort-based oracles, on random data, ties and edge cases.
+
+use super::*;
+use crate::error::Error;
+
+fn lcg(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as i64 - (1 << 30)) as f32 / (1u64 << 30) as f32
+        })
+        .collect()
+}
+
+/// Oracle: sort flat indices by (key desc, index asc), keep the first `keep`.
+fn oracle_mask(x: &[f32], keep: usize) -> Vec<u8> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    idx.sort_by_key(|&i| (std::cmp::Reverse(key(x[i])), i));
+    let mut m = vec![0u8; mask_len(x.len())];
+    for &i in &idx[..keep] {
+        m[i / 8] |= 1 << (i % 8);
+    }
+    m
+}
+
+fn masks_of(parts: &[&[f32]], keep: usize) -> Vec<Vec<u8>> {
+    let mut masks: Vec<Vec<u8>> = parts.iter().map(|p| vec![0xAA; mask_len(p.len())]).collect();
+    let mut refs: Vec<&mut [u8]> = masks.iter_mut().map(|m| m.as_mut_slice()).collect();
+    magnitude_masks(parts, keep, &mut refs).unwrap();
+    masks
+}
+
+#[test]
+fn magnitude_matches_sort_oracle() {
+    for &(n, seed) in &[(1usize, 1u64), (7, 2), (100, 3), (70_001, 4), (200_003, 5)] {
+        let x = lcg(seed, n);
+        for keep in [0, 1, n / 3, n / 2, n - 1, n] {
+            assert_eq!(masks_of(&[&x], keep)[0], oracle_mask(&x, keep), "n={n} keep={keep}");
+        }
+    }
+}
+
+#[test]
+fn ties_keep_lowest_index_across_chunks() {
+    // Few distinct magnitudes, signs and zeros of both signs: ties straddle the 64Ki chunks.
+    let x: Vec<f32> = (0..300_000).map(|i| [0.5f32, -0.5, 0.0, -0.0, 0.25][i % 5 * (i % 3 + 1) % 5]).collect();
+    for keep in [1, 1000, 65_537, 150_000, 299_999] {
+        let m = masks_of(&[&x], keep);
+        assert_eq!(m[0], oracle_mask(&x, keep), "keep={keep}");
+        assert_eq!(count_kept(&m[0], x.len()).unwrap(), keep);
+    }
+}
+
+#[test]
+fn global_equals_concatenation() {
+    let (a, b, c) = (lcg(7, 1000), lcg(8, 70_000), lcg(9, 13));
+    let all: Vec<f32> = [a.clone(), b.clone(), c.clone()].concat();
+    let keep = all.len() * 3 / 10;
+    let m = masks_of(&[&a, &b, &c], keep);
+    let o = oracle_mask(&all, keep);
+    // Rebuild the concatenated mask bit by bit.
+    let bit = |mk: &[u8], i: usize| (mk[i / 8] >> (i % 8)) & 1;
+    for i in 0..all.len() {
+        let got = if i < 1000 { bit(&m[0], i) } else if i < 71_000 { bit(&m[1], i - 1000) } else { bit(&m[2], i - 71_000) };
+        assert_eq!(got, bit(&o, i), "i={i}");
+    }
+}
+
+#[test]
+fn compress_expand_round_trip() {
+    let x = lcg(11, 130_001);
+    let mask = masks_of(&[&x], 40_000).remove(0);
+    let mut packed = vec![0f32; 40_000];
+    compress_into(&x, &mask, &mut packed).unwrap();
+    let want: Vec<f32> = (0..x.len()).filter(|&i| mask[i / 8] >> (i % 8) & 1 == 1).map(|i| x[i]).collect();
+    assert_eq!(packed, want);
+    let mut dense = vec![1f32; x.len()];
+    expand_into(&packed, &mask, &mut dense).unwrap();
+    for i in 0..x.len() {
+        let k = mask[i / 8] >> (i % 8) & 1 == 1;
+        assert_eq!(dense[i].to_bits(), if k { x[i].to_bits() } else { 0 });
+    }
+}
+
+fn oracle_nm(s: &[f32], n: usize, m: usize) -> Vec<Vec<usize>> {
+    s.chunks(m)
+        .map(|g| {
+            let mut idx: Vec<usize> = (0..m).collect();
+            idx.sort_by_key(|&i| (std::cmp::Reverse(key(g[i])), i));
+            let mut k = idx[..n].to_vec();
+            k.sort();
+            k
+        })
+        .collect()
+}
+
+#[test]
+fn nm_matches_oracle_and_round_trips() {
+    for &(n, m) in &[(1usize, 2usize), (2, 4), (1, 4), (4, 8), (3, 8), (5, 16)] {
+        let mut s = lcg(n as u64 * 31 + m as u64, m * 20_001);
+        for v in s.iter_mut().step_by(3) {
+            *v = (*v * 4.0).round() / 4.0; // many ties
+        }
+        let v = lcg(99, s.len());
+        let groups = s.len() / m;
+        let (mut out, mut pos) = (vec![0f32; groups * n], vec![0u8; nm_positions_len(groups, n, m)]);
+        nm_into(&s, &v, n, m, &mut out, &mut pos).unwrap();
+        let bits = position_bits(m);
+        let mut codes = vec![0u8; groups * n];
+        crate::pack::unpack(&pos, bits, &mut codes).unwrap();
+        for (g, keep) in oracle_nm(&s, n, m).iter().enumerate() {
+            for (j, &i) in keep.iter().enumerate() {
+                assert_eq!(codes[g * n + j] as usize, i);
+                assert_eq!(out[g * n + j], v[g * m + i]);
+            }
+        }
+        let mut dense = vec![7f32; s.len()];
+        nm_expand_into(&out, &pos, n, m, &mut dense).unwrap();
+        let kept = dense.iter().zip(&v).filter(|(d, x)| d == x && **d != 0.0).count();
+        assert_eq!(dense.iter().filter(|d| **d != 0.0).count(), kept);
+        assert_eq!(kept, groups * n);
+    }
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let mut x = lcg(3, 100);
+    let mut m = vec![0u8; 13];
+    assert!(magnitude_masks(&[&x], 101, &mut [&mut m]).is_err());
+    assert!(magnitude_masks(&[&x], 10, &mut [&mut m[..12]]).is_err());
+    x[42] = f32::NAN;
+    assert_eq!(magnitude_masks(&[&x], 10, &mut [&mut m]), Err(Error::NonFinite { index: 42 }));
+    x[42] = 0.0;
+    x[7] = f32::NEG_INFINITY;
+    let (mut o, mut p) = (vec![0f32; 50], vec![0u8; 13]);
+    assert_eq!(nm_into(&x, &x, 2, 4, &mut o, &mut p), Err(Error::NonFinite { index: 7 }));
+    assert!(nm_into(&x[..99], &x[..99], 2, 4, &mut o, &mut p).is_err());
+    assert!(nm_into(&x, &x, 4, 4, &mut o, &mut p).is_err());
+    assert!(nm_into(&x, &x, 0, 4, &mut o, &mut p).is_err());
+    // Corrupt positions (a repeated index) are refused.
+    let bad = vec![0u8; 13];
+    assert!(nm_expand_into(&vec![1.0; 50], &bad, 2, 4, &mut vec![0f32; 100]).is_err());
+    // Mask padding bits must be zero.
+    assert!(count_kept(&[0xFF, 0xFF], 9).is_err());
+}

@@ -1,0 +1,197 @@
+"""Pruning (qp.prune, qp.prune_global): exact masks and N:M selections against the NumPy oracle
+in quantpress._reference at every SIMD level, storage sizes, round trips, thread invariance
+and bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import quantpress as qp
+from quantpress import _core, _reference as ref
+from quantpress.prune import keep_count
+from conftest import weight_like
+
+
+def bits_of(mask, size):
+    return np.unpackbits(mask, bitorder="little")[:size].astype(bool)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.9, 0.999])
+def test_magnitude_mask_matches_oracle(simd, rng, sparsity):
+    w = weight_like(rng, (300, 1001))
+    s = qp.prune(w, sparsity=sparsity)
+    keep = keep_count(w.size, sparsity)
+    assert np.array_equal(s.mask, ref.magnitude_mask(w, keep))
+    assert s.count == keep == int(np.unpackbits(s.mask).sum())
+    kept = bits_of(s.mask, w.size)
+    assert np.array_equal(s.values, w.reshape(-1)[kept])
+    assert np.array_equal(s.dequantize(), np.where(kept.reshape(w.shape), w, 0))
+
+
+@pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.77])
+def test_ties_and_zeros(simd, rng, sparsity):
+    # Few distinct magnitudes, both signs and signed zeros: the threshold lands on a tie.
+    w = rng.choice(np.array([0.0, -0.0, 0.5, -0.5, 1.0, 2.0], np.float32), size=(513, 777))
+    keep = keep_count(w.size, sparsity)
+    s = qp.prune(w, sparsity=sparsity)
+    assert np.array_equal(s.mask, ref.magnitude_mask(w, keep))
+    assert s.count == keep
+
+
+def test_all_zero_and_scores(rng):
+    z = np.zeros((10, 17), np.float32)
+    s = qp.prune(z, sparsity=0.4)
+    assert s.count == keep_count(z.size, 0.4) and np.array_equal(s.mask, ref.magnitude_mask(z, s.count))
+    w = weight_like(rng, (64, 128))
+    norms = rng.uniform(0.1, 10, 128).astype(np.float32)
+    sc = qp.wanda_scores(w, norms)
+    assert np.array_equal(sc, np.abs(w) * norms)
+    s = qp.prune(w, sparsity=0.5, scores=sc)
+    assert np.array_equal(s.mask, ref.magnitude_mask(sc, s.count))
+    assert not np.array_equal(s.mask, ref.magnitude_mask(w, s.count))
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4), (3, 16)])
+def test_nm_matches_oracle(simd, rng, n, m):
+    w = weight_like(rng, (96, 16 * 33))
+    w[::3, ::2] = np.round(w[::3, ::2] * 50) / 50  # ties
+    s = qp.prune(w, method="nm", n=n, m=m)
+    vals, pos = ref.nm_select(w, w, n, m)
+    assert np.array_equal(s.values, vals) and np.array_equal(s.positions, pos)
+    d = s.dequantize()
+    assert np.array_equal((d != 0).reshape(-1, m).sum(axis=1) <= n, np.ones(w.size // m, bool))
+    keep = np.zeros(w.size, bool)
+    idx = np.argsort(-(np.abs(w).reshape(-1, m).view(np.uint32).astype(np.int64)), axis=1, kind="stable")[:, :n]
+    keep.reshape(-1, m)[np.arange(w.size // m)[:, None], idx] = True
+    assert np.array_equal(d, np.where(keep.reshape(w.shape), w, 0))
+    assert s.nbytes == w.size // m * n * 4 + s.positions.nbytes
+    assert s.positions.nbytes == -(-w.size // m * n * max(2, int(np.ceil(np.log2(m)))) // 8)
+
+
+@pytest.mark.parametrize("method", ["l1_rows", "l2_rows", "l1_cols", "l2_cols"])
+def test_structured(rng, method):
+    w = weight_like(rng, (40, 24))
+    w[5] = w[6]  # tied rows
+    w[:, 3] = w[:, 4]
+    s = qp.prune(w, sparsity=0.3, method=method)
+    axis = 0 if method.endswith("rows") else 1
+    a = np.abs(w.astype(np.float64))
+    norms = a.sum(1 - axis) if method.startswith("l1") else np.sqrt((a * a).sum(1 - axis))
+    keep = keep_count(w.shape[axis], 0.3)
+    want = np.sort(np.argsort(-norms, kind="stable")[:keep])
+    assert np.array_equal(s.index, want)
+    d = s.dequantize()
+    sel = np.zeros(w.shape[axis], bool)
+    sel[want] = True
+    expect = np.where(sel[:, None] if axis == 0 else sel[None, :], w, 0)
+    assert np.array_equal(d, expect)
+    assert s.nbytes == s.values.nbytes + s.index.nbytes
+
+
+def test_global_equals_concatenation(simd, rng):
+    t = {"a": weight_like(rng, (30, 50)), "b": weight_like(rng, (300, 257)) * 3, "c": weight_like(rng, (7,))}
+    out = qp.prune_global(t, sparsity=0.6)
+    flat = np.concatenate([v.reshape(-1) for v in t.values()])
+    keep = keep_count(flat.size, 0.6)
+    want = bits_of(ref.magnitude_mask(flat, keep), flat.size)
+    got = np.concatenate([bits_of(s.mask, v.size) for s, v in zip(out.values(), t.values())])
+    assert np.array_equal(got, want) and sum(s.count for s in out.values()) == keep
+    for k, v in t.items():
+        assert np.array_equal(out[k].dequantize(), np.where(bits_of(out[k].mask, v.size).reshape(v.shape), v, 0))
+
+
+def test_quantized_values_within_bound(rng):
+    w = weight_like(rng, (128, 256))
+    for method in ("magnitude", "nm"):
+        s = qp.prune(w, sparsity=0.5, method=method, quantize=dict(bits=8, group_size=64))
+        dense = qp.prune(w, sparsity=0.5, method=method)
+        assert isinstance(s.values, qp.QuantizedTensor)
+        scales = s.values.scales.astype(np.float32).reshape(-1)
+        err = np.abs(s.kept_values() - dense.kept_values())
+        bound = np.repeat(scales, 64)[: s.count] / 2 * (1 + 1e-5)
+        assert np.all(err <= bound)
+        meta = (s.mask, dense.mask) if method == "magnitude" else (s.positions, dense.positions)
+        assert np.array_equal(*meta)
+        assert np.all(np.abs(s.dequantize() - dense.dequantize()).reshape(-1)[bits_of(dense.mask, w.size) if method == "magnitude" else slice(None)] <= scales.max())
+        assert s.nbytes == s.values.nbytes + (s.mask.nbytes if s.mask is not None else s.positions.nbytes)
+        assert s.nbytes < dense.nbytes / 3
+
+
+def test_sizes(rng):
+    w = weight_like(rng, (256, 512))
+    for sp in (0.5, 0.7):
+        s = qp.prune(w, sparsity=sp)
+        assert s.nbytes == s.count * 4 + -(-w.size // 8) and s.nbytes < w.nbytes
+        assert s.bits_per_weight == pytest.approx(s.nbytes * 8 / w.size)
+    h = qp.prune(w, sparsity=0.5, dtype="float16")
+    assert h.nbytes == h.count * 2 + w.size // 8
+    assert np.array_equal(h.dequantize(), qp.prune(w, 0.5).dequantize().astype(np.float16).astype(np.float32))
+    assert qp.prune(w, method="nm").nbytes == w.size // 2 * 4 + w.size // 8
+
+
+def test_thread_invariance(rng):
+    w = weight_like(rng, (1024, 1536))  # several chunks
+    w[::7] = np.round(w[::7] * 10) / 10
+    t = {"x": w, "y": w[:100] * 2}
+    before = qp.get_num_threads()
+    res = []
+    try:
+        for th in (1, 2):
+            qp.set_num_threads(th)
+            s, nm, g = qp.prune(w, 0.6), qp.prune(w, method="nm", n=4, m=8), qp.prune_global(t, 0.5)
+            res.append([s.mask, s.values, nm.values, nm.positions, g["x"].mask, g["y"].mask, s.dequantize()])
+    finally:
+        qp.set_num_threads(before)
+    for a, b in zip(*res):
+        assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_bad_input(rng):
+    w = weight_like(rng, (8, 16))
+    for sp in (-0.1, 1.0, 1.5, float("nan"), "0.5", True):
+        with pytest.raises(qp.QuantpressError):
+            qp.prune(w, sparsity=sp)
+    for n, m in ((4, 4), (5, 4), (0, 4), (2, 5), (2, 32)):
+        with pytest.raises(qp.QuantpressError):
+            qp.prune(w, method="nm", n=n, m=m)
+    for bad in (np.nan, np.inf, -np.inf):
+        x = w.copy()
+        x[3, 5] = bad
+        for kw in (dict(), dict(method="nm"), dict(method="l2_rows"), dict(scores=np.abs(w)), dict(scores=x)):
+            with pytest.raises(qp.QuantpressError):
+                qp.prune(x if "scores" not in kw or kw["scores"] is not x else w, **kw)
+        with pytest.raises(qp.QuantpressError):
+            qp.prune_global({"a": w, "b": x})
+    with pytest.raises(qp.QuantpressError):
+        qp.prune(w, method="random")
+    with pytest.raises(qp.QuantpressError):
+        qp.prune(w, scores=np.ones((8, 8), np.float32))
+    with pytest.raises(qp.QuantpressError):
+        qp.prune(w, method="l1_rows", sparsity=0.5 * np.ones(1)[0] + 0.6)
+    with pytest.raises(qp.QuantpressError):
+        qp.wanda_scores(w, -np.ones(16))
+    with pytest.raises(qp.QuantpressError):
+        _core.prune_expand(np.ones(3, np.float32), np.array([0xFF, 0x01], np.uint8), 9)
+    with pytest.raises(qp.QuantpressError):  # padding bits set past the end
+        _core.prune_compress(np.ones(9, np.float32), np.array([0x0F, 0x03], np.uint8))
+    with pytest.raises(qp.QuantpressError):  # positions not increasing
+        _core.prune_nm_expand(np.ones(2, np.float32), np.zeros(1, np.uint8), 2, 4, 4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.integers(1, 3000),
+    sparsity=st.floats(0, 0.999),
+    distinct=st.integers(1, 20),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_exact_kept_count(size, sparsity, distinct, seed):
+    r = np.random.default_rng(seed)
+    w = r.choice(r.standard_normal(distinct).astype(np.float32), size=size)
+    s = qp.prune(w, sparsity=sparsity)
+    assert s.count == keep_count(size, sparsity)
+    assert np.array_equal(s.mask, ref.magnitude_mask(w, s.count))
+    d = s.dequantize()
+    kept = d != 0
+    if kept.any() and (~kept & (w != 0)).any():
+        assert np.abs(w[kept]).min() >= np.abs(w[~kept]).max()
