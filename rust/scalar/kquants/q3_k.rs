@@ -6,7 +6,7 @@
 //! `dequantize_row_q3_K`.
 
 use super::common::{f16_bytes, f16_value};
-use super::symmetric_search::{make_qx_quants, nint, ops, symmetric_type_kernels, SymOps};
+use super::symmetric_search::{make_qx_quants, nint, ops, symmetric_type_kernels, SymOps, Q3_BATCH};
 use super::{TypeKernels, QK_K};
 use crate::simd::Level;
 
@@ -18,32 +18,33 @@ const D: usize = 108;
 
 symmetric_type_kernels!(dequantize_q3_k);
 
-/// Without weights, super-blocks go in pairs so that the AVX2 descent runs four chains at once.
+/// Without weights, super-blocks go in batches of [`Q3_BATCH`]: the AVX2 descent runs four
+/// chains at once, the AVX-512 one compacts the sub-blocks that need a sequential descent.
 fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
     let n = src.len() / QK_K;
     let mut i = 0;
     while i < n {
-        let m = if weights.is_none() && i + 1 < n { 2 } else { 1 };
+        let m = if weights.is_none() { Q3_BATCH.min(n - i) } else { 1 };
         let x = &src[i * QK_K..(i + m) * QK_K];
         let out = &mut dst[i * BLOCK_BYTES..(i + m) * BLOCK_BYTES];
-        let mut l = [[0i8; QK_K]; 2];
-        let mut scales = [[0f32; 16]; 2];
+        let mut l = [0i8; Q3_BATCH * QK_K];
+        let mut scales = [0f32; 16 * Q3_BATCH];
         out.fill(0);
         match weights {
             None => {
-                let mut lf = [0i8; 2 * QK_K];
-                let mut sf = [0f32; 32];
-                (k.q3_16)(x, &mut sf[..16 * m], &mut lf[..QK_K * m]);
+                (k.q3_16)(x, &mut scales[..16 * m], &mut l[..QK_K * m]);
                 for b in 0..m {
-                    l[b].copy_from_slice(&lf[QK_K * b..QK_K * (b + 1)]);
-                    scales[b].copy_from_slice(&sf[16 * b..16 * (b + 1)]);
-                    reference_scales(&scales[b], &mut out[BLOCK_BYTES * b..]);
+                    reference_scales(scales[16 * b..16 * (b + 1)].try_into().unwrap(), &mut out[BLOCK_BYTES * b..]);
                 }
             }
-            Some(w) => weighted_scales(k, x, &w[i * QK_K..(i + 1) * QK_K], &mut l[0], &mut scales[0], out),
+            Some(w) => {
+                let (l, s) = (l[..QK_K].as_mut().try_into().unwrap(), scales[..16].as_mut().try_into().unwrap());
+                weighted_scales(k, x, &w[i * QK_K..(i + 1) * QK_K], l, s, out)
+            }
         }
         for b in 0..m {
-            finish(k, &x[QK_K * b..QK_K * (b + 1)], &l[b], &mut out[BLOCK_BYTES * b..BLOCK_BYTES * (b + 1)]);
+            let lb = l[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+            finish(k, &x[QK_K * b..QK_K * (b + 1)], lb, &mut out[BLOCK_BYTES * b..BLOCK_BYTES * (b + 1)]);
         }
         i += m;
     }

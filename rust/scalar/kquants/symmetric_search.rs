@@ -208,8 +208,13 @@ macro_rules! symmetric_type_kernels {
         pub fn kernels(level: Level) -> TypeKernels {
             match level {
                 #[cfg(target_arch = "x86_64")]
-                Level::Avx2 | Level::Avx512 => TypeKernels {
+                Level::Avx2 => TypeKernels {
                     quantize: |s, w, d| quantize_with(ops(Level::Avx2), s, w, d),
+                    dequantize: crate::simd::x86_avx2::kquants_symmetric::$avx2_dequantize,
+                },
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx512 => TypeKernels {
+                    quantize: |s, w, d| quantize_with(ops(Level::Avx512), s, w, d),
                     dequantize: crate::simd::x86_avx2::kquants_symmetric::$avx2_dequantize,
                 },
                 _ => TypeKernels { quantize: |s, w, d| quantize_with(ops(Level::Scalar), s, w, d), dequantize },
@@ -224,13 +229,15 @@ pub(crate) use symmetric_type_kernels;
 pub struct SymOps {
     /// `make_qx_quants` on 8 sub-blocks of 16 (128 values): scales and codes.
     pub qx8: fn(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]),
-    /// `make_q3_quants(16, 4, .., true)` on the 16 sub-blocks of 16 of each of one or two
-    /// super-blocks (`x.len() / 256`): scales and codes.
+    /// `make_q3_quants(16, 4, .., true)` on the 16 sub-blocks of 16 of each super-block in `x`
+    /// (`x.len() / 256` of them, any number; kernels gain from up to [`Q3_BATCH`]): scales and
+    /// codes.
     pub q3_16: fn(x: &[f32], scales: &mut [f32], l: &mut [i8]),
     /// `L = nmax + clamp(nearest_int(x / d), -nmax, nmax - 1)` for 16 values.
     pub requant: fn(x: &[f32], d: f32, nmax: i32, l: &mut [i8]),
-    /// [`iq4_block_scale`] of 8 blocks of 32 (256 values, their weights): the 8 scales.
-    pub iq4_scales8: fn(x: &[f32], w: &[f32], scales: &mut [f32]),
+    /// [`iq4_block_scale`] of `x.len() / 32` blocks of 32 (a multiple of 8 blocks; kernels gain
+    /// from 16), their weights `w`: the scales.
+    pub iq4_scales: fn(x: &[f32], w: &[f32], scales: &mut [f32]),
     /// `best_index_iq4(id * x)` for 32 values.
     pub iq4_index: fn(x: &[f32], id: f32, out: &mut [u8]),
     /// Q3_K's final codes of one super-block, packed: sub-block `j` requantized against
@@ -239,13 +246,19 @@ pub struct SymOps {
     pub q3_pack: fn(x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]),
 }
 
-static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index, q3_pack };
+static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales, iq4_index, q3_pack };
+
+/// Super-blocks per [`SymOps::q3_16`] call that the kernels gain from (a larger pool of
+/// sub-blocks to compact the slow ones from).
+pub const Q3_BATCH: usize = 8;
 
 /// The search kernels of `level` (scalar for a level without its own).
 pub fn ops(level: Level) -> &'static SymOps {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::Avx512 => &crate::simd::x86_avx2::kquants_symmetric::OPS,
+        Level::Avx2 => &crate::simd::x86_avx2::kquants_symmetric::OPS,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => &crate::simd::x86_avx512::kquants_symmetric::OPS,
         _ => &SCALAR,
     }
 }
@@ -300,8 +313,8 @@ pub fn q3_pack(x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]) {
     }
 }
 
-pub fn iq4_scales8(x: &[f32], w: &[f32], scales: &mut [f32]) {
-    for j in 0..8 {
+pub fn iq4_scales(x: &[f32], w: &[f32], scales: &mut [f32]) {
+    for j in 0..x.len() / 32 {
         scales[j] = iq4_block_scale(&x[32 * j..32 * j + 32], &w[32 * j..32 * j + 32]);
     }
 }
