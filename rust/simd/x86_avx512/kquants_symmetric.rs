@@ -6,7 +6,7 @@
 //! transposed data, so every sum keeps ggml's sequential order. What 512 bits add:
 //!
 //! * IQ4: the nearest of the 16 non-uniform levels is one 32-entry table look-up. `v =
-//!   floor(2x)` (clamped to `[-240, 271]`, which keeps every index) picks bucket `v >> 4`, which
+//!   floor(2x)` (at least -240, which keeps every index; at most 268, see [`iq4_sums`]) picks bucket `v >> 4`, which
 //!   holds at most one midpoint of adjacent levels (they are ≥ 23 apart); the table entry
 //!   `E = 16·(midpoints below the bucket) + (16 − midpoint offset) − 16·bucket` makes
 //!   `(v + E) >> 4` the level index (the midpoint rule that `symmetric_search`'s tests check
@@ -144,8 +144,10 @@ unsafe fn iq4_sums<const N: usize>(xs: &[__m512; 32], ws: &[__m512; 32], id: [__
     let tlo = _mm512_loadu_si512(IQ4_BUCKETS.as_ptr().cast());
     let thi = _mm512_loadu_si512(IQ4_BUCKETS.as_ptr().add(16).cast());
     let levels = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())));
-    // NaN goes to the top (`min` returns its second operand), as in ggml's search.
-    let (lo, hi) = (_mm512_set1_ps(-240.0), _mm512_set1_ps(271.0));
+    // In a live lane (`amax` ≥ GROUP_MAX_EPS) |id·x| ≤ 134·(1 + 2ε), so `floor(2·id·x)` ≤ 268
+    // lies in the top bucket; only the bottom needs a clamp. (Dead lanes, where `id` may be
+    // infinite, read some table entry; their scale is discarded.)
+    let lo = _mm512_set1_epi32(-240);
     let mut acc = [(_mm512_setzero_ps(), _mm512_setzero_ps()); N];
     // 2·(id·x) = (2·id)·x exactly, so the doubling costs nothing.
     let mut id2 = id;
@@ -154,8 +156,7 @@ unsafe fn iq4_sums<const N: usize>(xs: &[__m512; 32], ws: &[__m512; 32], id: [__
     }
     for i in 0..32 {
         for n in 0..N {
-            let h = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(id2[n], xs[i]), hi), lo);
-            let v = _mm512_cvt_roundps_epi32::<FLOOR>(h);
+            let v = _mm512_max_epi32(_mm512_cvt_roundps_epi32::<FLOOR>(_mm512_mul_ps(id2[n], xs[i])), lo);
             let e = _mm512_permutex2var_epi32(tlo, _mm512_srai_epi32::<4>(v), thi);
             let q = _mm512_permutexvar_ps(_mm512_srai_epi32::<4>(_mm512_add_epi32(v, e)), levels);
             let wq = _mm512_mul_ps(ws[i], q);
