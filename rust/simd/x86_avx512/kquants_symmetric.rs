@@ -243,12 +243,15 @@ unsafe fn q3_batch(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
     // descent, results discarded) to whole super-blocks.
     let mut slow = [0usize; 16 * Q3_BATCH];
     let mut k = 0;
-    for g in 0..n {
-        let mut flagged = q3_first_pass(&x[256 * g..], &mut scales[16 * g..], &mut l[256 * g..]);
-        while flagged != 0 {
-            slow[k] = 16 * g + flagged.trailing_zeros() as usize;
-            k += 1;
-            flagged &= flagged - 1;
+    for p in (0..n).step_by(2) {
+        let (xp, sp, lp) = (&x[256 * p..], &mut scales[16 * p..], &mut l[256 * p..]);
+        let flags = if p + 1 < n { q3_first_pass::<2>(xp, sp, lp) } else { [q3_first_pass::<1>(xp, sp, lp)[0], 0] };
+        for (g, mut flagged) in flags.into_iter().enumerate() {
+            while flagged != 0 {
+                slow[k] = 16 * (p + g) + flagged.trailing_zeros() as usize;
+                k += 1;
+                flagged &= flagged - 1;
+            }
         }
     }
     if k == 0 {
@@ -267,65 +270,81 @@ unsafe fn q3_batch(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
     }
 }
 
-/// `make_q3_quants` of the 16 sub-blocks of one super-block as far as its first descent pass:
-/// evaluated against the initial sums, which stay unchanged while the pass changes nothing.
-/// Stores every sub-block's initial codes and scale (final where the pass changes nothing) and
-/// returns the mask of sub-blocks where it would change a code.
+/// `make_q3_quants` of the 16 sub-blocks of each of `G` super-blocks as far as its first
+/// descent pass: evaluated against the initial sums, which stay unchanged while the pass changes
+/// nothing. Stores every sub-block's initial codes and scale (final where the pass changes
+/// nothing) and returns per super-block the mask of sub-blocks where it would change a code.
+/// The super-blocks are interleaved so that their serial sums overlap.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-unsafe fn q3_first_pass(x: &[f32], scales: &mut [f32], l: &mut [i8]) -> u16 {
-    assert!(x.len() >= 256 && scales.len() >= 16 && l.len() >= 256);
+unsafe fn q3_first_pass<const G: usize>(x: &[f32], scales: &mut [f32], l: &mut [i8]) -> [u16; G] {
+    assert!(x.len() >= 256 * G && scales.len() >= 16 * G && l.len() >= 256 * G);
     let zero = _mm512_setzero_ps();
-    let xs: [__m512; 16] = load_t(x.as_ptr(), 16);
-    let (max, amax) = signed_max(&xs);
+    let mut xs = [[zero; 16]; G];
+    let (mut lv, mut w, mut wx) = ([[zero; 16]; G], [[zero; 16]; G], [[zero; 16]; G]);
+    let (mut sumlx, mut suml2, mut amax, mut iscale) = ([zero; G], [zero; G], [zero; G], [zero; G]);
+    for g in 0..G {
+        xs[g] = load_t(x.as_ptr().add(256 * g), 16);
+        let (max, a) = signed_max(&xs[g]);
+        amax[g] = a;
+        iscale[g] = _mm512_div_ps(_mm512_set1_ps(-4.0), max);
+    }
     let (lo, hi) = (_mm512_set1_ps(-4.0), _mm512_set1_ps(3.0));
-    let iscale = _mm512_div_ps(_mm512_set1_ps(-4.0), max);
-    let mut lv = [zero; 16];
-    let (mut w, mut wx) = ([zero; 16], [zero; 16]);
-    let (mut sumlx, mut suml2) = (zero, zero);
     for i in 0..16 {
-        w[i] = _mm512_mul_ps(xs[i], xs[i]);
-        wx[i] = _mm512_mul_ps(w[i], xs[i]);
-        // round(clamp(v)) = clamp(nearest_int(v)) for these bounded candidates (see AVX2).
-        let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(iscale, xs[i]), lo), hi);
-        lv[i] = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-        sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], lv[i]));
-        suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w[i], lv[i]), lv[i]));
+        for g in 0..G {
+            w[g][i] = _mm512_mul_ps(xs[g][i], xs[g][i]);
+            wx[g][i] = _mm512_mul_ps(w[g][i], xs[g][i]);
+            // round(clamp(v)) = clamp(nearest_int(v)) for these bounded candidates (see AVX2).
+            let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(iscale[g], xs[g][i]), lo), hi);
+            lv[g][i] = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            sumlx[g] = _mm512_add_ps(sumlx[g], _mm512_mul_ps(wx[g][i], lv[g][i]));
+            suml2[g] = _mm512_add_ps(suml2[g], _mm512_mul_ps(_mm512_mul_ps(w[g][i], lv[g][i]), lv[g][i]));
+        }
     }
     let (loi, hii) = (_mm512_set1_epi32(-4), _mm512_set1_epi32(3));
     let (magic, mant, half) = (_mm512_set1_ps(12582912.0), _mm512_set1_epi32(0x007f_ffff), _mm512_set1_epi32(0x0040_0000));
-    let lhs_k = _mm512_mul_ps(sumlx, sumlx);
-    let mut flagged: __mmask16 = 0;
+    let mut lhs_k = [zero; G];
+    for g in 0..G {
+        lhs_k[g] = _mm512_mul_ps(sumlx[g], sumlx[g]);
+    }
+    let mut flagged: [__mmask16; G] = [0; G];
     for i in 0..16 {
-        let (wxi, wi, li) = (wx[i], w[i], lv[i]);
-        let slx = _mm512_sub_ps(sumlx, _mm512_mul_ps(wxi, li));
-        let sl2 = _mm512_sub_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(wi, li), li));
-        let t = _mm512_div_ps(_mm512_mul_ps(xs[i], sl2), slx);
-        // ggml's nearest_int bit trick, then the clamp, as integers.
-        let bits = _mm512_castps_si512(_mm512_add_ps(t, magic));
-        let q = _mm512_sub_epi32(_mm512_and_si512(bits, mant), half);
-        let nl = _mm512_cvtepi32_ps(_mm512_min_epi32(_mm512_max_epi32(q, loi), hii));
-        let slx2 = _mm512_add_ps(slx, _mm512_mul_ps(wxi, nl));
-        let sl2b = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(wi, nl), nl));
-        let gate = _mm512_kand(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero), _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(nl, li));
-        let ok = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(
-            _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(gate, sl2b, zero),
-            _mm512_mul_ps(_mm512_mul_ps(slx2, slx2), suml2),
-            _mm512_mul_ps(lhs_k, sl2b),
-        );
-        flagged |= ok;
+        for g in 0..G {
+            let (wxi, wi, li) = (wx[g][i], w[g][i], lv[g][i]);
+            let slx = _mm512_sub_ps(sumlx[g], _mm512_mul_ps(wxi, li));
+            let sl2 = _mm512_sub_ps(suml2[g], _mm512_mul_ps(_mm512_mul_ps(wi, li), li));
+            let t = _mm512_div_ps(_mm512_mul_ps(xs[g][i], sl2), slx);
+            // ggml's nearest_int bit trick, then the clamp, as integers.
+            let bits = _mm512_castps_si512(_mm512_add_ps(t, magic));
+            let q = _mm512_sub_epi32(_mm512_and_si512(bits, mant), half);
+            let nl = _mm512_cvtepi32_ps(_mm512_min_epi32(_mm512_max_epi32(q, loi), hii));
+            let slx2 = _mm512_add_ps(slx, _mm512_mul_ps(wxi, nl));
+            let sl2b = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(wi, nl), nl));
+            let gate = _mm512_kand(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero), _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(nl, li));
+            let ok = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(
+                _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(gate, sl2b, zero),
+                _mm512_mul_ps(_mm512_mul_ps(slx2, slx2), suml2[g]),
+                _mm512_mul_ps(lhs_k[g], sl2b),
+            );
+            flagged[g] |= ok;
+        }
     }
-    let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
     let off = _mm512_set1_ps(4.0);
-    for v in lv.iter_mut() {
-        *v = _mm512_maskz_mov_ps(live, _mm512_add_ps(*v, off));
+    for g in 0..G {
+        let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(amax[g], _mm512_set1_ps(GROUP_MAX_EPS));
+        let mut c = lv[g];
+        for v in c.iter_mut() {
+            *v = _mm512_maskz_mov_ps(live, _mm512_add_ps(*v, off));
+        }
+        transpose16(&mut c);
+        for (j, v) in c.iter().enumerate() {
+            // Row j: the 16 codes (0..=7) of sub-block j, at l[256g + 16j..][..16].
+            _mm_storeu_si128(l.as_mut_ptr().add(256 * g + 16 * j).cast(), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(*v)));
+        }
+        let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2[g], zero);
+        let s = _mm512_maskz_mov_ps(pos & live, _mm512_div_ps(sumlx[g], suml2[g]));
+        _mm512_storeu_ps(scales.as_mut_ptr().add(16 * g), s);
+        flagged[g] &= live;
     }
-    transpose16(&mut lv);
-    for (j, v) in lv.iter().enumerate() {
-        // Row j: the 16 codes (0..=7) of sub-block j, at l[16j..16j+16].
-        _mm_storeu_si128(l.as_mut_ptr().add(16 * j).cast(), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(*v)));
-    }
-    let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2, zero);
-    let s = _mm512_maskz_mov_ps(pos & live, _mm512_div_ps(sumlx, suml2));
-    _mm512_storeu_ps(scales.as_mut_ptr(), s);
-    flagged & live
+    flagged
 }
