@@ -15,7 +15,7 @@
 //!   nothing leaves the running sums as they were, so it can be evaluated for all 16 values at
 //!   once (no serial chain) against the initial sums. Sub-blocks where it finds no change are
 //!   final; the others (gathered from the whole batch, so the vectors stay full) run the
-//!   sequential AVX2 descent from the start.
+//!   sequential descent from the start.
 
 // SAFETY (whole file): every `unsafe fn` is compiled with AVX-512 F/BW/VL/DQ, AVX2, FMA and F16C
 // enabled and only requires that the CPU has them, which the safe wrappers assert
@@ -205,17 +205,19 @@ unsafe fn iq4_scales16(x: &[f32], w: &[f32], scales: &mut [f32]) {
     let v0 = KVALUES_IQ4NL[0] as f32;
     let d0 = _mm512_div_ps(_mm512_xor_ps(max, _mm512_set1_ps(-0.0)), _mm512_set1_ps(v0));
     let cand = |t: i32| _mm512_div_ps(_mm512_set1_ps(t as f32 + v0), max);
-    // The first candidate goes with `itry` = -7, then pairs: their sums are independent chains;
+    // The first candidate goes with `itry` = -7..-5, then fours: their sums are independent chains;
     // the comparisons stay in ggml's order.
-    let r = iq4_sums(&xs, &ws, [_mm512_div_ps(_mm512_set1_ps(1.0), d0), cand(-7)]);
+    let r = iq4_sums(&xs, &ws, [_mm512_div_ps(_mm512_set1_ps(1.0), d0), cand(-7), cand(-6), cand(-5)]);
     let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(r[0].1, _mm512_setzero_ps());
     let mut d = _mm512_maskz_mov_ps(pos, _mm512_div_ps(r[0].0, r[0].1));
     let mut best = _mm512_mul_ps(d, r[0].0);
-    iq4_take(&mut d, &mut best, r[1]);
-    for itry in (-6..=7).step_by(2) {
-        let r = iq4_sums(&xs, &ws, [cand(itry), cand(itry + 1)]);
-        iq4_take(&mut d, &mut best, r[0]);
-        iq4_take(&mut d, &mut best, r[1]);
+    for &c in &r[1..] {
+        iq4_take(&mut d, &mut best, c);
+    }
+    for itry in (-4..=7).step_by(4) {
+        for c in iq4_sums(&xs, &ws, [cand(itry), cand(itry + 1), cand(itry + 2), cand(itry + 3)]) {
+            iq4_take(&mut d, &mut best, c);
+        }
     }
     let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
     _mm512_storeu_ps(scales.as_mut_ptr(), _mm512_maskz_mov_ps(live, d));
@@ -233,14 +235,12 @@ unsafe fn q3_16_avx512(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
     }
 }
 
-/// One batch: the change-free first pass per super-block, then the sequential descent of the
-/// sub-blocks it flags, gathered into a contiguous buffer for the AVX2 kernel.
+/// One batch: the change-free first pass, two super-blocks at a time, then the sequential
+/// descent of the sub-blocks it flags, gathered into full vectors three at a time.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 unsafe fn q3_batch(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
     let n = x.len() / 256;
     assert!(n <= Q3_BATCH && scales.len() >= 16 * n && l.len() >= 256 * n);
-    // Sub-blocks that need the sequential descent; the buffer is padded with zero sub-blocks (no
-    // descent, results discarded) to whole super-blocks.
     let mut slow = [0usize; 16 * Q3_BATCH];
     let mut k = 0;
     for p in (0..n).step_by(2) {
@@ -257,94 +257,207 @@ unsafe fn q3_batch(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
     if k == 0 {
         return;
     }
+    // The flagged sub-blocks side by side, padded with zero sub-blocks (no descent, discarded)
+    // to whole groups of 16.
     let mut buf = [0f32; 256 * Q3_BATCH];
     for (j, &s) in slow[..k].iter().enumerate() {
         buf[16 * j..16 * j + 16].copy_from_slice(&x[16 * s..16 * s + 16]);
     }
-    let len = k.div_ceil(16) * 256;
+    let groups = k.div_ceil(16);
     let (mut bs, mut bl) = ([0f32; 16 * Q3_BATCH], [0i8; 256 * Q3_BATCH]);
-    avx2::q3_16(&buf[..len], &mut bs[..len / 16], &mut bl[..len]);
+    let mut g = 0;
+    while g < groups {
+        let (xg, sg, lg) = (&buf[256 * g..], &mut bs[16 * g..], &mut bl[256 * g..]);
+        g += match groups - g {
+            1 => q3_descend::<1>(xg, sg, lg),
+            2 => q3_descend::<2>(xg, sg, lg),
+            _ => q3_descend::<3>(xg, sg, lg),
+        };
+    }
     for (j, &s) in slow[..k].iter().enumerate() {
         scales[s] = bs[j];
         l[16 * s..16 * s + 16].copy_from_slice(&bl[16 * j..16 * j + 16]);
     }
 }
 
+/// The descent state of `G` groups of 16 sub-blocks, one per lane, over transposed values.
+struct Q3<const G: usize> {
+    xs: [[__m512; 16]; G],
+    w: [[__m512; 16]; G],
+    wx: [[__m512; 16]; G],
+    lv: [[__m512; 16]; G],
+    sumlx: [__m512; G],
+    suml2: [__m512; G],
+    amax: [__m512; G],
+}
+
+impl<const G: usize> Q3<G> {
+    /// `make_q3_quants` up to its descent (sums from zero): weights `x²`, codes of `-4 / max`,
+    /// their sums.
+    /// The groups are interleaved so that their serial sums overlap.
+    ///
+    /// # Safety
+    /// AVX-512; `x..x + 256·G` readable.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    unsafe fn load(&mut self, x: *const f32) {
+        let zero = _mm512_setzero_ps();
+        let q = self;
+        let mut iscale = [zero; G];
+        for g in 0..G {
+            q.xs[g] = load_t(x.add(256 * g), 16);
+            let (max, a) = signed_max(&q.xs[g]);
+            q.amax[g] = a;
+            iscale[g] = _mm512_div_ps(_mm512_set1_ps(-4.0), max);
+        }
+        let (lo, hi) = (_mm512_set1_ps(-4.0), _mm512_set1_ps(3.0));
+        for i in 0..16 {
+            for g in 0..G {
+                let x = q.xs[g][i];
+                q.w[g][i] = _mm512_mul_ps(x, x);
+                q.wx[g][i] = _mm512_mul_ps(q.w[g][i], x);
+                // round(clamp(v)) = clamp(nearest_int(v)) for these bounded candidates (see AVX2).
+                let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(iscale[g], x), lo), hi);
+                let l = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                q.lv[g][i] = l;
+                q.sumlx[g] = _mm512_add_ps(q.sumlx[g], _mm512_mul_ps(q.wx[g][i], l));
+                q.suml2[g] = _mm512_add_ps(q.suml2[g], _mm512_mul_ps(_mm512_mul_ps(q.w[g][i], l), l));
+            }
+        }
+    }
+
+    /// All zero (then [`Q3::load`]).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    unsafe fn zero() -> Self {
+        let z = _mm512_setzero_ps();
+        Q3 { xs: [[z; 16]; G], w: [[z; 16]; G], wx: [[z; 16]; G], lv: [[z; 16]; G], sumlx: [z; G], suml2: [z; G], amax: [z; G] }
+    }
+
+    /// The descent step of value `i` of group `g` against sums `(sumlx, suml2)`: the lanes where
+    /// ggml takes the new code, the code and the sums it would move to.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    unsafe fn step(&self, g: usize, i: usize, sumlx: __m512, suml2: __m512) -> (__mmask16, __m512, __m512, __m512) {
+        let zero = _mm512_setzero_ps();
+        let (wxi, wi, li) = (self.wx[g][i], self.w[g][i], self.lv[g][i]);
+        let slx = _mm512_sub_ps(sumlx, _mm512_mul_ps(wxi, li));
+        let sl2 = _mm512_sub_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(wi, li), li));
+        let t = _mm512_div_ps(_mm512_mul_ps(self.xs[g][i], sl2), slx);
+        // ggml's nearest_int bit trick, then the clamp, as integers.
+        let bits = _mm512_castps_si512(_mm512_add_ps(t, _mm512_set1_ps(12582912.0)));
+        let q = _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x007f_ffff)), _mm512_set1_epi32(0x0040_0000));
+        let nl = _mm512_cvtepi32_ps(_mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-4)), _mm512_set1_epi32(3)));
+        let slx2 = _mm512_add_ps(slx, _mm512_mul_ps(wxi, nl));
+        let sl2b = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(wi, nl), nl));
+        let gate = _mm512_kand(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero), _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(nl, li));
+        let ok = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(
+            _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(gate, sl2b, zero),
+            _mm512_mul_ps(_mm512_mul_ps(slx2, slx2), suml2),
+            _mm512_mul_ps(_mm512_mul_ps(sumlx, sumlx), sl2b),
+        );
+        (ok, nl, slx2, sl2b)
+    }
+
+    /// One sequential descent pass of the groups in `active`: the lanes it changed per group.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    unsafe fn pass(&mut self, active: [bool; G]) -> [__mmask16; G] {
+        let mut changed = [0; G];
+        for i in 0..16 {
+            for g in 0..G {
+                if active[g] {
+                    let (ok, nl, slx2, sl2b) = self.step(g, i, self.sumlx[g], self.suml2[g]);
+                    self.lv[g][i] = _mm512_mask_mov_ps(self.lv[g][i], ok, nl);
+                    self.sumlx[g] = _mm512_mask_mov_ps(self.sumlx[g], ok, slx2);
+                    self.suml2[g] = _mm512_mask_mov_ps(self.suml2[g], ok, sl2b);
+                    changed[g] |= ok;
+                }
+            }
+        }
+        changed
+    }
+
+    /// The first descent pass evaluated against the initial sums, for every value at once (they
+    /// stay unchanged while the pass changes nothing): per group the lanes where it would change
+    /// a code.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    unsafe fn would_change(&self) -> [__mmask16; G] {
+        let mut flagged = [0; G];
+        for i in 0..16 {
+            for g in 0..G {
+                flagged[g] |= self.step(g, i, self.sumlx[g], self.suml2[g]).0;
+            }
+        }
+        flagged
+    }
+
+    /// Stores codes (`l[256g + 16j..][..16]` for sub-block `j` of group `g`) and scales
+    /// (`scales[16g + j]`), zero for an all-but-zero sub-block; returns the mask of live lanes.
+    ///
+    /// # Safety
+    /// AVX-512; `scales.len() >= 16·G`, `l.len() >= 256·G`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    unsafe fn store(&self, scales: &mut [f32], l: &mut [i8]) -> [__mmask16; G] {
+        let off = _mm512_set1_ps(4.0);
+        let mut lives = [0; G];
+        for g in 0..G {
+            let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(self.amax[g], _mm512_set1_ps(GROUP_MAX_EPS));
+            let mut c = self.lv[g];
+            for v in c.iter_mut() {
+                *v = _mm512_maskz_mov_ps(live, _mm512_add_ps(*v, off));
+            }
+            transpose16(&mut c);
+            for (j, v) in c.iter().enumerate() {
+                // Row j: the 16 codes (0..=7) of sub-block j.
+                _mm_storeu_si128(l.as_mut_ptr().add(256 * g + 16 * j).cast(), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(*v)));
+            }
+            let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.suml2[g], _mm512_setzero_ps());
+            let s = _mm512_maskz_mov_ps(pos & live, _mm512_div_ps(self.sumlx[g], self.suml2[g]));
+            _mm512_storeu_ps(scales.as_mut_ptr().add(16 * g), s);
+            lives[g] = live;
+        }
+        lives
+    }
+}
+
 /// `make_q3_quants` of the 16 sub-blocks of each of `G` super-blocks as far as its first
-/// descent pass: evaluated against the initial sums, which stay unchanged while the pass changes
-/// nothing. Stores every sub-block's initial codes and scale (final where the pass changes
-/// nothing) and returns per super-block the mask of sub-blocks where it would change a code.
-/// The super-blocks are interleaved so that their serial sums overlap.
+/// descent pass (see [`Q3::would_change`]). Stores every sub-block's initial codes and scale
+/// (final where the pass changes nothing) and returns per super-block the mask of live
+/// sub-blocks where it would change a code.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 unsafe fn q3_first_pass<const G: usize>(x: &[f32], scales: &mut [f32], l: &mut [i8]) -> [u16; G] {
     assert!(x.len() >= 256 * G && scales.len() >= 16 * G && l.len() >= 256 * G);
-    let zero = _mm512_setzero_ps();
-    let mut xs = [[zero; 16]; G];
-    let (mut lv, mut w, mut wx) = ([[zero; 16]; G], [[zero; 16]; G], [[zero; 16]; G]);
-    let (mut sumlx, mut suml2, mut amax, mut iscale) = ([zero; G], [zero; G], [zero; G], [zero; G]);
-    for g in 0..G {
-        xs[g] = load_t(x.as_ptr().add(256 * g), 16);
-        let (max, a) = signed_max(&xs[g]);
-        amax[g] = a;
-        iscale[g] = _mm512_div_ps(_mm512_set1_ps(-4.0), max);
-    }
-    let (lo, hi) = (_mm512_set1_ps(-4.0), _mm512_set1_ps(3.0));
-    for i in 0..16 {
-        for g in 0..G {
-            w[g][i] = _mm512_mul_ps(xs[g][i], xs[g][i]);
-            wx[g][i] = _mm512_mul_ps(w[g][i], xs[g][i]);
-            // round(clamp(v)) = clamp(nearest_int(v)) for these bounded candidates (see AVX2).
-            let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(iscale[g], xs[g][i]), lo), hi);
-            lv[g][i] = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-            sumlx[g] = _mm512_add_ps(sumlx[g], _mm512_mul_ps(wx[g][i], lv[g][i]));
-            suml2[g] = _mm512_add_ps(suml2[g], _mm512_mul_ps(_mm512_mul_ps(w[g][i], lv[g][i]), lv[g][i]));
-        }
-    }
-    let (loi, hii) = (_mm512_set1_epi32(-4), _mm512_set1_epi32(3));
-    let (magic, mant, half) = (_mm512_set1_ps(12582912.0), _mm512_set1_epi32(0x007f_ffff), _mm512_set1_epi32(0x0040_0000));
-    let mut lhs_k = [zero; G];
-    for g in 0..G {
-        lhs_k[g] = _mm512_mul_ps(sumlx[g], sumlx[g]);
-    }
-    let mut flagged: [__mmask16; G] = [0; G];
-    for i in 0..16 {
-        for g in 0..G {
-            let (wxi, wi, li) = (wx[g][i], w[g][i], lv[g][i]);
-            let slx = _mm512_sub_ps(sumlx[g], _mm512_mul_ps(wxi, li));
-            let sl2 = _mm512_sub_ps(suml2[g], _mm512_mul_ps(_mm512_mul_ps(wi, li), li));
-            let t = _mm512_div_ps(_mm512_mul_ps(xs[g][i], sl2), slx);
-            // ggml's nearest_int bit trick, then the clamp, as integers.
-            let bits = _mm512_castps_si512(_mm512_add_ps(t, magic));
-            let q = _mm512_sub_epi32(_mm512_and_si512(bits, mant), half);
-            let nl = _mm512_cvtepi32_ps(_mm512_min_epi32(_mm512_max_epi32(q, loi), hii));
-            let slx2 = _mm512_add_ps(slx, _mm512_mul_ps(wxi, nl));
-            let sl2b = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(wi, nl), nl));
-            let gate = _mm512_kand(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero), _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(nl, li));
-            let ok = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(
-                _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(gate, sl2b, zero),
-                _mm512_mul_ps(_mm512_mul_ps(slx2, slx2), suml2[g]),
-                _mm512_mul_ps(lhs_k[g], sl2b),
-            );
-            flagged[g] |= ok;
-        }
-    }
-    let off = _mm512_set1_ps(4.0);
-    for g in 0..G {
-        let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(amax[g], _mm512_set1_ps(GROUP_MAX_EPS));
-        let mut c = lv[g];
-        for v in c.iter_mut() {
-            *v = _mm512_maskz_mov_ps(live, _mm512_add_ps(*v, off));
-        }
-        transpose16(&mut c);
-        for (j, v) in c.iter().enumerate() {
-            // Row j: the 16 codes (0..=7) of sub-block j, at l[256g + 16j..][..16].
-            _mm_storeu_si128(l.as_mut_ptr().add(256 * g + 16 * j).cast(), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(*v)));
-        }
-        let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2[g], zero);
-        let s = _mm512_maskz_mov_ps(pos & live, _mm512_div_ps(sumlx[g], suml2[g]));
-        _mm512_storeu_ps(scales.as_mut_ptr().add(16 * g), s);
-        flagged[g] &= live;
+    let mut q = Q3::<G>::zero();
+    q.load(x.as_ptr());
+    let mut flagged = q.would_change();
+    for (f, live) in flagged.iter_mut().zip(q.store(scales, l)) {
+        *f &= live;
     }
     flagged
+}
+
+/// The whole `make_q3_quants` (up to five sequential passes; a group stops after a pass that
+/// changes none of its lanes, which equals ggml's per-sub-block exit since a lane whose pass
+/// changed nothing repeats it exactly) of `G` groups of 16 sub-blocks; returns `G`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn q3_descend<const G: usize>(x: &[f32], scales: &mut [f32], l: &mut [i8]) -> usize {
+    assert!(x.len() >= 256 * G && scales.len() >= 16 * G && l.len() >= 256 * G);
+    let mut q = Q3::<G>::zero();
+    q.load(x.as_ptr());
+    let mut active = [true; G];
+    for _ in 0..5 {
+        let changed = q.pass(active);
+        for (a, c) in active.iter_mut().zip(changed) {
+            *a &= c != 0;
+        }
+        if !active.contains(&true) {
+            break;
+        }
+    }
+    q.store(scales, l);
+    G
 }
