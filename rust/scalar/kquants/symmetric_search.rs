@@ -24,7 +24,7 @@ pub fn nint(x: f32) -> i32 {
 
 /// Value and magnitude of the first element of largest magnitude (`max` keeps its sign).
 #[inline(always)]
-fn signed_max(x: &[f32]) -> (f32, f32) {
+pub(crate) fn signed_max(x: &[f32]) -> (f32, f32) {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
         if v.abs() > amax {
@@ -365,7 +365,7 @@ mod tests {
     }
 
     use crate::scalar::kquants::{dequantize_into_at, quantize_rows_512 as quantize, KType, Weights};
-    use crate::simd::available_levels;
+    use crate::simd::{available_levels, Level};
 
     const TYPES: [KType; 4] = [KType::Q6K, KType::Q3K, KType::Iq4Nl, KType::Iq4Xs];
 
@@ -410,7 +410,7 @@ mod tests {
         for t in TYPES {
             for (name, x) in cases() {
                 for w in [Weights::None, Weights::PerValue(&imatrix), Weights::PerColumn { w: &imatrix[..512], row_len: 512 }] {
-                    let want = quantize(t, crate::simd::Level::Scalar, &x, w);
+                    let want = quantize(t, Level::Scalar, &x, w);
                     for &level in &available_levels()[1..] {
                         assert_eq!(quantize(t, level, &x, w), want, "{} {name} {level:?}", t.name());
                     }
@@ -455,6 +455,84 @@ mod tests {
             dequantize_into_at(t, crate::simd::Level::Scalar, &q, &mut y).unwrap();
             let rmse = (x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / x.len() as f32).sqrt();
             assert!(rmse < bound * 0.6, "{} rmse {rmse}", t.name());
+        }
+    }
+
+    /// Super-blocks (IQ4: groups of 8 blocks) of one kind of data, `n` of them.
+    fn kernel_input(kind: usize, n: usize, r: &mut impl FnMut() -> f32) -> Vec<f32> {
+        let mut x: Vec<f32> = (0..256 * n)
+            .map(|i| match kind {
+                0 => r(),
+                1 => r() * r().abs().powi(6) * 50.0,
+                2 => 0.0,
+                3 => 0.37,
+                4 => {
+                    if i % 256 < 128 {
+                        0.0
+                    } else {
+                        r()
+                    }
+                }
+                5 => f32::from_bits(1 + (i as u32 * 7919) % 0x7f_ffff) * if i % 3 == 0 { -1.0 } else { 1.0 },
+                6 => r() * 1e-12,
+                7 => r() * 3e12,
+                _ => (r() * 4.0).round() * 0.25 + if i % 16 == 5 { 1e-7 } else { 0.0 },
+            })
+            .collect();
+        if kind == 0 {
+            for (b, v) in x.chunks_mut(16).enumerate().filter(|(b, _)| b % 5 == 2) {
+                v[b % 16] = if b % 2 == 0 { 900.0 } else { -900.0 };
+            }
+        }
+        x
+    }
+
+    /// Every level's Q3_K search equals scalar on batches of every shape the kernels split
+    /// differently (odd super-block counts, a batch and a remainder, groups of flagged
+    /// sub-blocks from one to three), on random, heavy-tailed, zero, constant, half-zero,
+    /// subnormal, tiny, huge and near-tie data.
+    #[test]
+    fn q3_search_matches_scalar_at_every_level() {
+        let mut r = lcg(19);
+        for n in [1, 3, 9, 16, 17, 40] {
+            for kind in 0..9 {
+                let x = kernel_input(kind, n, &mut r);
+                let (mut s0, mut l0) = (vec![0f32; 16 * n], vec![0i8; 256 * n]);
+                (ops(Level::Scalar).q3_16)(&x, &mut s0, &mut l0);
+                for &level in &available_levels()[1..] {
+                    let (mut s, mut l) = (vec![1f32; 16 * n], vec![9i8; 256 * n]);
+                    (ops(level).q3_16)(&x, &mut s, &mut l);
+                    assert_eq!(l, l0, "{level:?} n={n} kind={kind}");
+                    assert!(s.iter().zip(&s0).all(|(a, b)| a.to_bits() == b.to_bits()), "{level:?} n={n} kind={kind}");
+                }
+            }
+        }
+    }
+
+    /// Every level's IQ4 block-scale search equals scalar for 8 to 40 blocks (whole and half
+    /// AVX-512 groups), with `x²` weights and with importance weights.
+    #[test]
+    fn iq4_scales_match_scalar_at_every_level() {
+        let mut r = lcg(23);
+        for groups in [1, 2, 3, 5] {
+            for kind in 0..9 {
+                let x = kernel_input(kind, groups, &mut r);
+                let qw: Vec<f32> = (0..x.len()).map(|_| r().abs() + 1e-3).collect();
+                for weighted in [false, true] {
+                    let mut w = vec![0f32; x.len()];
+                    for (b, o) in w.chunks_mut(32).enumerate() {
+                        iq4_weights(&x[32 * b..32 * b + 32], weighted.then(|| &qw[32 * b..32 * b + 32]), o);
+                    }
+                    let mut s0 = vec![0f32; 8 * groups];
+                    (ops(Level::Scalar).iq4_scales)(&x, &w, &mut s0);
+                    for &level in &available_levels()[1..] {
+                        let mut s = vec![1f32; 8 * groups];
+                        (ops(level).iq4_scales)(&x, &w, &mut s);
+                        let same = s.iter().zip(&s0).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{level:?} groups={groups} kind={kind} weighted={weighted}");
+                    }
+                }
+            }
         }
     }
 }

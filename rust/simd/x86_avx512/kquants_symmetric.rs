@@ -21,6 +21,8 @@
 // enabled and only requires that the CPU has them, which the safe wrappers assert
 // (`require_avx512`). Each kernel asserts the lengths of its slices first; all loads and stores
 // then stay inside them (offsets are listed at each loop).
+// Per-group state is indexed by group and value in lock step: index loops read clearest.
+#![allow(clippy::needless_range_loop)]
 use std::arch::x86_64::*;
 
 use super::require_avx512;
@@ -176,7 +178,7 @@ unsafe fn iq4_scales_avx512(x: &[f32], w: &[f32], scales: &mut [f32]) {
     for g in 0..n / 16 {
         iq4_scales16(&x[512 * g..], &w[512 * g..], &mut scales[16 * g..]);
     }
-    if n % 16 != 0 {
+    if !n.is_multiple_of(16) {
         let a = n / 16 * 16;
         avx2::iq4_scales(&x[32 * a..32 * n], &w[32 * a..32 * n], &mut scales[a..n]);
     }
@@ -460,4 +462,71 @@ unsafe fn q3_descend<const G: usize>(x: &[f32], scales: &mut [f32], l: &mut [i8]
     }
     q.store(scales, l);
     G
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bucket table gives the midpoint-rule index (`#{j : v >= val[j-1] + val[j]}`) of every
+    /// `v = floor(2x)` the kernel can meet, `-240..=268` (and up to the top of its bucket).
+    #[test]
+    fn bucket_table_gives_the_midpoint_rule() {
+        for v in -240i32..272 {
+            let want = (1..16).filter(|&j| v >= KVALUES_IQ4NL[j - 1] as i32 + KVALUES_IQ4NL[j] as i32).count() as i32;
+            assert_eq!((v + IQ4_BUCKETS[((v >> 4) & 31) as usize]) >> 4, want, "{v}");
+        }
+    }
+
+    /// ggml's `make_q3_quants` up to the end of its first descent pass: whether it changed a code.
+    fn first_pass_changes(x: &[f32]) -> bool {
+        use crate::scalar::kquants::symmetric_search::{nint, signed_max, GROUP_MAX_EPS};
+        let (max, amax) = signed_max(x);
+        if amax < GROUP_MAX_EPS {
+            return false;
+        }
+        let iscale = -4.0 / max;
+        let l: Vec<i32> = x.iter().map(|&v| nint(iscale * v).clamp(-4, 3)).collect();
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
+        for (&v, &q) in x.iter().zip(&l) {
+            sumlx += v * v * v * q as f32;
+            suml2 += v * v * q as f32 * q as f32;
+        }
+        x.iter().zip(&l).any(|(&v, &old)| {
+            let (w, old) = (v * v, old as f32);
+            let slx = sumlx - w * v * old;
+            let sl2 = suml2 - w * old * old;
+            let new_l = nint(v * sl2 / slx).clamp(-4, 3);
+            let (slx2, sl2b) = (slx + w * v * new_l as f32, sl2 + w * new_l as f32 * new_l as f32);
+            slx > 0.0 && new_l != old as i32 && sl2b > 0.0 && slx2 * slx2 * suml2 > sumlx * sumlx * sl2b
+        })
+    }
+
+    /// The change-free first pass flags exactly the sub-blocks where ggml's first pass (which,
+    /// until its first change, runs on the initial sums) changes a code; on random data that is
+    /// a part of them, so the level tests in `symmetric_search` run both paths.
+    #[test]
+    fn first_pass_flags_the_sub_blocks_that_descend() {
+        if crate::simd::detected_level() != crate::simd::Level::Avx512 {
+            return; // no AVX-512 kernel on this CPU to check
+        }
+        let mut s = 99u64;
+        let x: Vec<f32> = (0..256 * 16)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        let mut flagged = 0;
+        for (g, sb) in x.chunks(256).enumerate() {
+            let (mut sc, mut l) = ([0f32; 16], [0i8; 256]);
+            // SAFETY: the CPU has AVX-512 (checked above); the slices have the lengths asserted.
+            let f = unsafe { q3_first_pass::<1>(sb, &mut sc, &mut l) }[0];
+            for j in 0..16 {
+                assert_eq!(f >> j & 1 == 1, first_pass_changes(&sb[16 * j..16 * j + 16]), "super-block {g} sub-block {j}");
+            }
+            flagged += f.count_ones();
+        }
+        assert!(flagged >= 17 && flagged < 200, "{flagged} of 256 flagged");
+    }
 }
