@@ -3,8 +3,9 @@
 //! `quantize_row_iq4_nl_impl`, with the same float operations in the same order.
 //!
 //! These scalar versions are the oracle of the AVX2 kernels in
-//! `simd::x86_avx2::kquants_symmetric`, which run eight sub-blocks at once, one per lane, and so
-//! keep ggml's sequential order of every sum: the bytes equal ggml's.
+//! `simd::x86_avx2::kquants_symmetric` and the AVX-512 ones in
+//! `simd::x86_avx512::kquants_symmetric`, which run eight or sixteen sub-blocks at once, one per
+//! lane, and so keep ggml's sequential order of every sum: the bytes equal ggml's.
 
 use crate::simd::Level;
 
@@ -224,7 +225,7 @@ macro_rules! symmetric_type_kernels {
 }
 pub(crate) use symmetric_type_kernels;
 
-/// The searches at one SIMD level (each AVX2 kernel is bit-identical to its scalar twin here).
+/// The searches at one SIMD level (each SIMD kernel is bit-identical to its scalar twin here).
 #[allow(clippy::type_complexity)] // plain fn-pointer fields, documented one by one
 pub struct SymOps {
     /// `make_qx_quants` on 8 sub-blocks of 16 (128 values): scales and codes.
