@@ -251,7 +251,7 @@ static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales, iq4_index, q3_
 
 /// Super-blocks per [`SymOps::q3_16`] call that the kernels gain from (a larger pool of
 /// sub-blocks to compact the slow ones from).
-pub const Q3_BATCH: usize = 16;
+pub const Q3_BATCH: usize = 32;
 
 /// The search kernels of `level` (scalar for a level without its own).
 pub fn ops(level: Level) -> &'static SymOps {
