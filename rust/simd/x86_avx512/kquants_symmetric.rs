@@ -274,7 +274,9 @@ unsafe fn q3_batch(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
             1 => q3_descend::<1>(xg, sg, lg),
             2 => q3_descend::<2>(xg, sg, lg),
             3 => q3_descend::<3>(xg, sg, lg),
-            _ => q3_descend::<4>(xg, sg, lg),
+            4 => q3_descend::<4>(xg, sg, lg),
+            5 => q3_descend::<5>(xg, sg, lg),
+            _ => q3_descend::<6>(xg, sg, lg),
         };
     }
     for (j, &s) in slow[..k].iter().enumerate() {
