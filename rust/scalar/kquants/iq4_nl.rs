@@ -32,11 +32,7 @@ fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8
         for (j, o) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
             let d = scales[j];
             o[..2].copy_from_slice(&f16_bytes(d));
-            let mut l = [0u8; 32];
-            (k.iq4_index)(&x[32 * j..32 * j + 32], if d != 0.0 { 1.0 / d } else { 0.0 }, &mut l);
-            for i in 0..16 {
-                o[2 + i] = l[i] | (l[i + 16] << 4);
-            }
+            (k.iq4_pack)(&x[32 * j..32 * j + 32], if d != 0.0 { 1.0 / d } else { 0.0 }, &mut o[2..]);
         }
     }
 }

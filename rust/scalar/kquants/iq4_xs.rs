@@ -51,11 +51,7 @@ fn encode(k: &SymOps, x: &[f32], scales: &[f32; 8], out: &mut [u8]) {
     for ib in 0..8 {
         let l = nint(id * scales[ib]).clamp(-32, 31);
         let dl = d * l as f32;
-        let mut idx = [0u8; 32];
-        (k.iq4_index)(&x[32 * ib..32 * ib + 32], if dl != 0.0 { 1.0 / dl } else { 0.0 }, &mut idx);
-        for j in 0..16 {
-            out[8 + 16 * ib + j] = idx[j] | (idx[j + 16] << 4);
-        }
+        (k.iq4_pack)(&x[32 * ib..32 * ib + 32], if dl != 0.0 { 1.0 / dl } else { 0.0 }, &mut out[8 + 16 * ib..]);
         let l = (l + 32) as u8;
         out[4 + ib / 2] |= (l & 0xF) << (4 * (ib % 2));
         scales_h |= ((l >> 4) as u16) << (2 * ib);

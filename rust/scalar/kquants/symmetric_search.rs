@@ -239,15 +239,16 @@ pub struct SymOps {
     /// [`iq4_block_scale`] of `x.len() / 32` blocks of 32 (a multiple of 8 blocks; kernels gain
     /// from 16), their weights `w`: the scales.
     pub iq4_scales: fn(x: &[f32], w: &[f32], scales: &mut [f32]),
-    /// `best_index_iq4(id * x)` for 32 values.
-    pub iq4_index: fn(x: &[f32], id: f32, out: &mut [u8]),
+    /// `best_index_iq4(id * x)` for 32 values, packed as IQ4 stores them: byte `i` holds the
+    /// index of value `i` (low nibble) and of value `i + 16` (high nibble), 16 bytes.
+    pub iq4_pack: fn(x: &[f32], id: f32, out: &mut [u8]),
     /// Q3_K's final codes of one super-block, packed: sub-block `j` requantized against
     /// `d[j]` ([`requant`] with `nmax` 4) where `d[j] != 0`, else its search codes `l`; then the
     /// 32 bytes of high-bit masks and 64 bytes of low bit pairs (`out[..96]`).
     pub q3_pack: fn(x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]),
 }
 
-static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales, iq4_index, q3_pack };
+static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales, iq4_pack, q3_pack };
 
 /// Super-blocks per [`SymOps::q3_16`] call that the kernels gain from (a larger pool of
 /// sub-blocks to compact the slow ones from).
@@ -320,9 +321,9 @@ pub fn iq4_scales(x: &[f32], w: &[f32], scales: &mut [f32]) {
     }
 }
 
-pub fn iq4_index(x: &[f32], id: f32, out: &mut [u8]) {
-    for (o, &v) in out[..32].iter_mut().zip(&x[..32]) {
-        *o = best_index_iq4(id * v);
+pub fn iq4_pack(x: &[f32], id: f32, out: &mut [u8]) {
+    for (i, o) in out[..16].iter_mut().enumerate() {
+        *o = best_index_iq4(id * x[i]) | (best_index_iq4(id * x[i + 16]) << 4);
     }
 }
 
@@ -531,6 +532,31 @@ mod tests {
                         (ops(level).iq4_scales)(&x, &w, &mut s);
                         let same = s.iter().zip(&s0).all(|(a, b)| a.to_bits() == b.to_bits());
                         assert!(same, "{level:?} groups={groups} kind={kind} weighted={weighted}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every level's packed IQ4 indices equal scalar for any inverse scale: ordinary ones, ones
+    /// that push `id·x` far past the table ends, and infinite ones (NaN products go to the top
+    /// level, as in ggml's search).
+    #[test]
+    fn iq4_pack_matches_scalar_at_every_level() {
+        let mut r = lcg(29);
+        let ids = [0.0, 1.0, -1.0, 37.5, 1e-3, 1e4, 3e38, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE];
+        for kind in 0..9 {
+            let x = kernel_input(kind, 1, &mut r);
+            for b in x.chunks(32) {
+                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let fit = if amax > 0.0 { 127.0 / amax } else { 1.0 };
+                for id in ids.iter().copied().chain([fit, -fit, 1.7 * fit, fit * (1.0 + 1e-6)]) {
+                    let mut want = [0u8; 16];
+                    (ops(Level::Scalar).iq4_pack)(b, id, &mut want);
+                    for &level in &available_levels()[1..] {
+                        let mut got = [0xAAu8; 16];
+                        (ops(level).iq4_pack)(b, id, &mut got);
+                        assert_eq!(got, want, "{level:?} kind={kind} id={id}");
                     }
                 }
             }

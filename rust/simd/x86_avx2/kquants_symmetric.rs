@@ -20,7 +20,7 @@ use super::require_avx2;
 use crate::scalar::kquants::common::f16_value;
 use crate::scalar::kquants::symmetric_search::{SymOps, GROUP_MAX_EPS, KVALUES_IQ4NL};
 
-pub static OPS: SymOps = SymOps { qx8, q3_16, requant, iq4_scales, iq4_index, q3_pack };
+pub static OPS: SymOps = SymOps { qx8, q3_16, requant, iq4_scales, iq4_pack, q3_pack };
 
 macro_rules! wrap {
     ($name:ident => $inner:ident, ($($arg:ident: $ty:ty),*)) => {
@@ -37,7 +37,7 @@ wrap!(qx8 => qx8_avx2, (x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [
 wrap!(q3_16 => q3_16_avx2, (x: &[f32], scales: &mut [f32], l: &mut [i8]));
 wrap!(requant => requant_avx2, (x: &[f32], d: f32, nmax: i32, l: &mut [i8]));
 wrap!(iq4_scales => iq4_scales_avx2, (x: &[f32], w: &[f32], scales: &mut [f32]));
-wrap!(iq4_index => iq4_index_avx2, (x: &[f32], id: f32, out: &mut [u8]));
+wrap!(iq4_pack => iq4_pack_avx2, (x: &[f32], id: f32, out: &mut [u8]));
 wrap!(q3_pack => q3_pack_avx2, (x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]));
 wrap!(dequantize_q6_k => dequantize_q6_k_avx2, (src: &[u8], dst: &mut [f32]));
 wrap!(dequantize_iq4_nl => dequantize_iq4_nl_avx2, (src: &[u8], dst: &mut [f32]));
@@ -537,10 +537,10 @@ unsafe fn iq4_scales8_avx2(x: &[f32], w: &[f32], scales: &mut [f32]) {
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(d, live));
 }
 
-/// `best_index_iq4(id * x)` of 32 values.
+/// `best_index_iq4(id * x)` of 32 values, packed in nibble pairs `(i, i + 16)`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn iq4_index_avx2(x: &[f32], id: f32, out: &mut [u8]) {
-    assert!(x.len() >= 32 && out.len() >= 32);
+unsafe fn iq4_pack_avx2(x: &[f32], id: f32, out: &mut [u8]) {
+    assert!(x.len() >= 32 && out.len() >= 16);
     let idv = _mm256_set1_ps(id);
     // Clamping 2x to ±300 keeps every index (the table ends are reached well inside) and sends
     // NaN to the top, as ggml's search does (`min` returns its second operand on NaN).
@@ -551,7 +551,9 @@ unsafe fn iq4_index_avx2(x: &[f32], id: f32, out: &mut [u8]) {
     });
     let idx = iq4_idx_bytes(h);
     let natural = _mm256_permutevar8x32_epi32(idx, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(out.as_mut_ptr().cast(), natural);
+    // Indices are below 16, so a 16-bit shift by 4 moves no bit across a byte.
+    let hi = _mm_slli_epi16::<4>(_mm256_extracti128_si256::<1>(natural));
+    _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_or_si128(_mm256_castsi256_si128(natural), hi));
 }
 
 /// Signed bytes `q` (16 of them) times `d` into 16 floats.

@@ -29,8 +29,7 @@ use super::require_avx512;
 use crate::scalar::kquants::symmetric_search::{SymOps, GROUP_MAX_EPS, KVALUES_IQ4NL, Q3_BATCH};
 use crate::simd::x86_avx2::kquants_symmetric as avx2;
 
-pub static OPS: SymOps =
-    SymOps { qx8: avx2::qx8, q3_16, requant: avx2::requant, iq4_scales, iq4_index: avx2::iq4_index, q3_pack: avx2::q3_pack };
+pub static OPS: SymOps = SymOps { qx8: avx2::qx8, q3_16, requant: avx2::requant, iq4_scales, iq4_pack, q3_pack: avx2::q3_pack };
 
 macro_rules! wrap {
     ($name:ident => $inner:ident, ($($arg:ident: $ty:ty),*)) => {
@@ -45,6 +44,7 @@ macro_rules! wrap {
 
 wrap!(iq4_scales => iq4_scales_avx512, (x: &[f32], w: &[f32], scales: &mut [f32]));
 wrap!(q3_16 => q3_16_avx512, (x: &[f32], scales: &mut [f32], l: &mut [i8]));
+wrap!(iq4_pack => iq4_pack_avx512, (x: &[f32], id: f32, out: &mut [u8]));
 
 /// Transposes a 16x16 matrix of rows `r` in place.
 #[inline]
@@ -167,6 +167,26 @@ unsafe fn iq4_sums<const N: usize>(xs: &[__m512; 32], ws: &[__m512; 32], id: [__
         }
     }
     acc
+}
+
+/// `best_index_iq4(id * x)` of 32 values, packed in nibble pairs `(i, i + 16)`: the bucket
+/// look-up of [`iq4_sums`], with `2x` clamped to `[-240, 271]` (`id` is any scale here; NaN goes
+/// to the top, as in ggml's search, since `min` returns its second operand).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn iq4_pack_avx512(x: &[f32], id: f32, out: &mut [u8]) {
+    const FLOOR: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+    assert!(x.len() >= 32 && out.len() >= 16);
+    let tlo = _mm512_loadu_si512(IQ4_BUCKETS.as_ptr().cast());
+    let thi = _mm512_loadu_si512(IQ4_BUCKETS.as_ptr().add(16).cast());
+    let (lo, hi, idv) = (_mm512_set1_ps(-240.0), _mm512_set1_ps(271.0), _mm512_set1_ps(id));
+    let idx: [__m128i; 2] = std::array::from_fn(|k| {
+        let a = _mm512_mul_ps(idv, _mm512_loadu_ps(x.as_ptr().add(16 * k)));
+        let v = _mm512_cvt_roundps_epi32::<FLOOR>(_mm512_max_ps(_mm512_min_ps(_mm512_add_ps(a, a), hi), lo));
+        let e = _mm512_permutex2var_epi32(tlo, _mm512_srai_epi32::<4>(v), thi);
+        _mm512_cvtepi32_epi8(_mm512_srai_epi32::<4>(_mm512_add_epi32(v, e)))
+    });
+    // Indices are below 16, so a 16-bit shift by 4 moves no bit across a byte.
+    _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_or_si128(idx[0], _mm_slli_epi16::<4>(idx[1])));
 }
 
 /// The IQ4 block scale search of `x.len() / 32` blocks (a multiple of 8): sixteen at a time,
