@@ -496,7 +496,7 @@ mod tests {
     #[test]
     fn q3_search_matches_scalar_at_every_level() {
         let mut r = lcg(19);
-        for n in [1, 3, 9, 16, 17, 40] {
+        for n in [1, 3, 9, 16, 17, 24, 40, 64] {
             for kind in 0..9 {
                 let x = kernel_input(kind, n, &mut r);
                 let (mut s0, mut l0) = (vec![0f32; 16 * n], vec![0i8; 256 * n]);

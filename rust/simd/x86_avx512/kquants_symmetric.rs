@@ -6,8 +6,9 @@
 //! transposed data, so every sum keeps ggml's sequential order. What 512 bits add:
 //!
 //! * IQ4: the nearest of the 16 non-uniform levels is one 32-entry table look-up. `v =
-//!   floor(2x)` (at least -240, which keeps every index; at most 268, see [`iq4_sums`]) picks bucket `v >> 4`, which
-//!   holds at most one midpoint of adjacent levels (they are ≥ 23 apart); the table entry
+//!   floor(2x)` (at least -240, which keeps every index; at most 268, see [`iq4_sums`]) picks
+//!   bucket `v >> 4`, which holds at most one midpoint of adjacent levels (they are ≥ 23 apart);
+//!   the table entry
 //!   `E = 16·(midpoints below the bucket) + (16 − midpoint offset) − 16·bucket` makes
 //!   `(v + E) >> 4` the level index (the midpoint rule that `symmetric_search`'s tests check
 //!   equals ggml's search), and one `vpermps` gives the level.
@@ -258,7 +259,8 @@ unsafe fn q3_16_avx512(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
 }
 
 /// One batch: the change-free first pass, two super-blocks at a time, then the sequential
-/// descent of the sub-blocks it flags, gathered into full vectors three at a time.
+/// descent of the sub-blocks it flags, gathered into full vectors, up to six groups of 16 at a
+/// time (their serial chains overlap).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 unsafe fn q3_batch(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
     let n = x.len() / 256;
