@@ -552,6 +552,6 @@ mod tests {
             }
             flagged += f.count_ones();
         }
-        assert!(flagged >= 17 && flagged < 200, "{flagged} of 256 flagged");
+        assert!((17..200).contains(&flagged), "{flagged} of 256 flagged");
     }
 }
