@@ -1,7 +1,7 @@
 //! IQ4_NL: blocks of 32 values, a float16 scale and 4-bit indices into ggml's non-uniform
 //! `kvalues_iq4nl` levels (18 bytes). ggml's `quantize_iq4_nl` (`quantize_row_iq4_nl_impl` with
 //! block 32, `ntry` 7; weights `x²`, or `qw·sqrt(2·mean(x²) + x²)` with importance weights) and
-//! `dequantize_row_iq4_nl`. Eight blocks are searched at once (one per SIMD lane).
+//! `dequantize_row_iq4_nl`. Eight or sixteen blocks are searched at once (one per SIMD lane).
 
 use super::common::{f16_bytes, f16_value};
 use super::symmetric_search::{iq4_weights, ops, symmetric_type_kernels, SymOps, KVALUES_IQ4NL};
@@ -12,28 +12,27 @@ const BLOCK_BYTES: usize = 18;
 
 symmetric_type_kernels!(dequantize_iq4_nl);
 
-/// Groups of eight blocks; a short last group is padded with zero blocks (scale 0, discarded).
+/// Groups of sixteen blocks (one per AVX-512 lane); a short last group is padded with zero
+/// blocks to a multiple of eight (scale 0, discarded).
 fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
+    const G: usize = 16;
     let n = src.len() / 32 * 32;
-    for (g, out) in dst.chunks_mut(8 * BLOCK_BYTES).enumerate().take(n.div_ceil(256)) {
-        let (a, b) = (256 * g, (256 * g + 256).min(n));
-        let mut x = [0f32; 256];
-        let mut w = [0f32; 256];
+    for (g, out) in dst.chunks_mut(G * BLOCK_BYTES).enumerate().take(n.div_ceil(32 * G)) {
+        let (a, b) = (32 * G * g, (32 * G * (g + 1)).min(n));
+        let mut x = [0f32; 32 * G];
+        let mut w = [0f32; 32 * G];
         x[..b - a].copy_from_slice(&src[a..b]);
         for j in 0..(b - a) / 32 {
             let r = 32 * j..32 * j + 32;
             iq4_weights(&x[r.clone()], weights.map(|q| &q[a + r.start..a + r.end]), &mut w[r]);
         }
-        let mut scales = [0f32; 8];
-        (k.iq4_scales8)(&x, &w, &mut scales);
+        let len = (b - a).div_ceil(256) * 256;
+        let mut scales = [0f32; G];
+        (k.iq4_scales)(&x[..len], &w[..len], &mut scales[..len / 32]);
         for (j, o) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
             let d = scales[j];
             o[..2].copy_from_slice(&f16_bytes(d));
-            let mut l = [0u8; 32];
-            (k.iq4_index)(&x[32 * j..32 * j + 32], if d != 0.0 { 1.0 / d } else { 0.0 }, &mut l);
-            for i in 0..16 {
-                o[2 + i] = l[i] | (l[i + 16] << 4);
-            }
+            (k.iq4_pack)(&x[32 * j..32 * j + 32], if d != 0.0 { 1.0 / d } else { 0.0 }, &mut o[2..]);
         }
     }
 }

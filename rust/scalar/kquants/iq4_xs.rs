@@ -14,13 +14,23 @@ const BLOCK_BYTES: usize = 136;
 
 symmetric_type_kernels!(dequantize_iq4_xs);
 
+/// Super-blocks go in pairs (16 blocks: one per AVX-512 lane).
 fn quantize_with(k: &SymOps, src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    for (i, (x, out)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
-        let mut w = [0f32; QK_K];
-        iq4_weights(x, weights.map(|q| &q[i * QK_K..(i + 1) * QK_K]), &mut w);
-        let mut scales = [0f32; 8];
-        (k.iq4_scales8)(x, &w, &mut scales);
-        encode(k, x, &scales, out);
+    let n = src.len() / QK_K;
+    for p in 0..n.div_ceil(2) {
+        let m = (n - 2 * p).min(2);
+        let x = &src[2 * p * QK_K..(2 * p + m) * QK_K];
+        let mut w = [0f32; 2 * QK_K];
+        for b in 0..m {
+            let r = b * QK_K..(b + 1) * QK_K;
+            iq4_weights(&x[r.clone()], weights.map(|q| &q[(2 * p + b) * QK_K..(2 * p + b + 1) * QK_K]), &mut w[r]);
+        }
+        let mut scales = [0f32; 16];
+        (k.iq4_scales)(x, &w[..m * QK_K], &mut scales[..8 * m]);
+        for b in 0..m {
+            let out = &mut dst[(2 * p + b) * BLOCK_BYTES..(2 * p + b + 1) * BLOCK_BYTES];
+            encode(k, &x[b * QK_K..(b + 1) * QK_K], scales[8 * b..8 * b + 8].try_into().unwrap(), out);
+        }
     }
 }
 
@@ -41,11 +51,7 @@ fn encode(k: &SymOps, x: &[f32], scales: &[f32; 8], out: &mut [u8]) {
     for ib in 0..8 {
         let l = nint(id * scales[ib]).clamp(-32, 31);
         let dl = d * l as f32;
-        let mut idx = [0u8; 32];
-        (k.iq4_index)(&x[32 * ib..32 * ib + 32], if dl != 0.0 { 1.0 / dl } else { 0.0 }, &mut idx);
-        for j in 0..16 {
-            out[8 + 16 * ib + j] = idx[j] | (idx[j + 16] << 4);
-        }
+        (k.iq4_pack)(&x[32 * ib..32 * ib + 32], if dl != 0.0 { 1.0 / dl } else { 0.0 }, &mut out[8 + 16 * ib..]);
         let l = (l + 32) as u8;
         out[4 + ib / 2] |= (l & 0xF) << (4 * (ib % 2));
         scales_h |= ((l >> 4) as u16) << (2 * ib);

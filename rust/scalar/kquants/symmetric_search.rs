@@ -3,8 +3,9 @@
 //! `quantize_row_iq4_nl_impl`, with the same float operations in the same order.
 //!
 //! These scalar versions are the oracle of the AVX2 kernels in
-//! `simd::x86_avx2::kquants_symmetric`, which run eight sub-blocks at once, one per lane, and so
-//! keep ggml's sequential order of every sum: the bytes equal ggml's.
+//! `simd::x86_avx2::kquants_symmetric` and the AVX-512 ones in
+//! `simd::x86_avx512::kquants_symmetric`, which run eight or sixteen sub-blocks at once, one per
+//! lane, and so keep ggml's sequential order of every sum: the bytes equal ggml's.
 
 use crate::simd::Level;
 
@@ -24,7 +25,7 @@ pub fn nint(x: f32) -> i32 {
 
 /// Value and magnitude of the first element of largest magnitude (`max` keeps its sign).
 #[inline(always)]
-fn signed_max(x: &[f32]) -> (f32, f32) {
+pub(crate) fn signed_max(x: &[f32]) -> (f32, f32) {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
         if v.abs() > amax {
@@ -208,8 +209,13 @@ macro_rules! symmetric_type_kernels {
         pub fn kernels(level: Level) -> TypeKernels {
             match level {
                 #[cfg(target_arch = "x86_64")]
-                Level::Avx2 | Level::Avx512 => TypeKernels {
+                Level::Avx2 => TypeKernels {
                     quantize: |s, w, d| quantize_with(ops(Level::Avx2), s, w, d),
+                    dequantize: crate::simd::x86_avx2::kquants_symmetric::$avx2_dequantize,
+                },
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx512 => TypeKernels {
+                    quantize: |s, w, d| quantize_with(ops(Level::Avx512), s, w, d),
                     dequantize: crate::simd::x86_avx2::kquants_symmetric::$avx2_dequantize,
                 },
                 _ => TypeKernels { quantize: |s, w, d| quantize_with(ops(Level::Scalar), s, w, d), dequantize },
@@ -219,33 +225,42 @@ macro_rules! symmetric_type_kernels {
 }
 pub(crate) use symmetric_type_kernels;
 
-/// The searches at one SIMD level (each AVX2 kernel is bit-identical to its scalar twin here).
+/// The searches at one SIMD level (each SIMD kernel is bit-identical to its scalar twin here).
 #[allow(clippy::type_complexity)] // plain fn-pointer fields, documented one by one
 pub struct SymOps {
     /// `make_qx_quants` on 8 sub-blocks of 16 (128 values): scales and codes.
     pub qx8: fn(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]),
-    /// `make_q3_quants(16, 4, .., true)` on the 16 sub-blocks of 16 of each of one or two
-    /// super-blocks (`x.len() / 256`): scales and codes.
+    /// `make_q3_quants(16, 4, .., true)` on the 16 sub-blocks of 16 of each super-block in `x`
+    /// (`x.len() / 256` of them, any number; kernels gain from up to [`Q3_BATCH`]): scales and
+    /// codes.
     pub q3_16: fn(x: &[f32], scales: &mut [f32], l: &mut [i8]),
     /// `L = nmax + clamp(nearest_int(x / d), -nmax, nmax - 1)` for 16 values.
     pub requant: fn(x: &[f32], d: f32, nmax: i32, l: &mut [i8]),
-    /// [`iq4_block_scale`] of 8 blocks of 32 (256 values, their weights): the 8 scales.
-    pub iq4_scales8: fn(x: &[f32], w: &[f32], scales: &mut [f32]),
-    /// `best_index_iq4(id * x)` for 32 values.
-    pub iq4_index: fn(x: &[f32], id: f32, out: &mut [u8]),
+    /// [`iq4_block_scale`] of `x.len() / 32` blocks of 32 (a multiple of 8 blocks; kernels gain
+    /// from 16), their weights `w`: the scales.
+    pub iq4_scales: fn(x: &[f32], w: &[f32], scales: &mut [f32]),
+    /// `best_index_iq4(id * x)` for 32 values, packed as IQ4 stores them: byte `i` holds the
+    /// index of value `i` (low nibble) and of value `i + 16` (high nibble), 16 bytes.
+    pub iq4_pack: fn(x: &[f32], id: f32, out: &mut [u8]),
     /// Q3_K's final codes of one super-block, packed: sub-block `j` requantized against
     /// `d[j]` ([`requant`] with `nmax` 4) where `d[j] != 0`, else its search codes `l`; then the
     /// 32 bytes of high-bit masks and 64 bytes of low bit pairs (`out[..96]`).
     pub q3_pack: fn(x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]),
 }
 
-static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index, q3_pack };
+static SCALAR: SymOps = SymOps { qx8, q3_16, requant, iq4_scales, iq4_pack, q3_pack };
+
+/// Super-blocks per [`SymOps::q3_16`] call that the kernels gain from (a larger pool of
+/// sub-blocks to compact the slow ones from).
+pub const Q3_BATCH: usize = 32;
 
 /// The search kernels of `level` (scalar for a level without its own).
 pub fn ops(level: Level) -> &'static SymOps {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 | Level::Avx512 => &crate::simd::x86_avx2::kquants_symmetric::OPS,
+        Level::Avx2 => &crate::simd::x86_avx2::kquants_symmetric::OPS,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => &crate::simd::x86_avx512::kquants_symmetric::OPS,
         _ => &SCALAR,
     }
 }
@@ -300,15 +315,15 @@ pub fn q3_pack(x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]) {
     }
 }
 
-pub fn iq4_scales8(x: &[f32], w: &[f32], scales: &mut [f32]) {
-    for j in 0..8 {
+pub fn iq4_scales(x: &[f32], w: &[f32], scales: &mut [f32]) {
+    for j in 0..x.len() / 32 {
         scales[j] = iq4_block_scale(&x[32 * j..32 * j + 32], &w[32 * j..32 * j + 32]);
     }
 }
 
-pub fn iq4_index(x: &[f32], id: f32, out: &mut [u8]) {
-    for (o, &v) in out[..32].iter_mut().zip(&x[..32]) {
-        *o = best_index_iq4(id * v);
+pub fn iq4_pack(x: &[f32], id: f32, out: &mut [u8]) {
+    for (i, o) in out[..16].iter_mut().enumerate() {
+        *o = best_index_iq4(id * x[i]) | (best_index_iq4(id * x[i + 16]) << 4);
     }
 }
 
@@ -352,7 +367,7 @@ mod tests {
     }
 
     use crate::scalar::kquants::{dequantize_into_at, quantize_rows_512 as quantize, KType, Weights};
-    use crate::simd::available_levels;
+    use crate::simd::{available_levels, Level};
 
     const TYPES: [KType; 4] = [KType::Q6K, KType::Q3K, KType::Iq4Nl, KType::Iq4Xs];
 
@@ -397,7 +412,7 @@ mod tests {
         for t in TYPES {
             for (name, x) in cases() {
                 for w in [Weights::None, Weights::PerValue(&imatrix), Weights::PerColumn { w: &imatrix[..512], row_len: 512 }] {
-                    let want = quantize(t, crate::simd::Level::Scalar, &x, w);
+                    let want = quantize(t, Level::Scalar, &x, w);
                     for &level in &available_levels()[1..] {
                         assert_eq!(quantize(t, level, &x, w), want, "{} {name} {level:?}", t.name());
                     }
@@ -442,6 +457,109 @@ mod tests {
             dequantize_into_at(t, crate::simd::Level::Scalar, &q, &mut y).unwrap();
             let rmse = (x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / x.len() as f32).sqrt();
             assert!(rmse < bound * 0.6, "{} rmse {rmse}", t.name());
+        }
+    }
+
+    /// Super-blocks (IQ4: groups of 8 blocks) of one kind of data, `n` of them.
+    fn kernel_input(kind: usize, n: usize, r: &mut impl FnMut() -> f32) -> Vec<f32> {
+        let mut x: Vec<f32> = (0..256 * n)
+            .map(|i| match kind {
+                0 => r(),
+                1 => r() * r().abs().powi(6) * 50.0,
+                2 => 0.0,
+                3 => 0.37,
+                4 => {
+                    if i % 256 < 128 {
+                        0.0
+                    } else {
+                        r()
+                    }
+                }
+                5 => f32::from_bits(1 + (i as u32 * 7919) % 0x7f_ffff) * if i % 3 == 0 { -1.0 } else { 1.0 },
+                6 => r() * 1e-12,
+                7 => r() * 3e12,
+                _ => (r() * 4.0).round() * 0.25 + if i % 16 == 5 { 1e-7 } else { 0.0 },
+            })
+            .collect();
+        if kind == 0 {
+            for (b, v) in x.chunks_mut(16).enumerate().filter(|(b, _)| b % 5 == 2) {
+                v[b % 16] = if b % 2 == 0 { 900.0 } else { -900.0 };
+            }
+        }
+        x
+    }
+
+    /// Every level's Q3_K search equals scalar on batches of every shape the kernels split
+    /// differently (odd super-block counts, a batch and a remainder, groups of flagged
+    /// sub-blocks from one to three), on random, heavy-tailed, zero, constant, half-zero,
+    /// subnormal, tiny, huge and near-tie data.
+    #[test]
+    fn q3_search_matches_scalar_at_every_level() {
+        let mut r = lcg(19);
+        for n in [1, 3, 9, 16, 17, 24, 40, 64] {
+            for kind in 0..9 {
+                let x = kernel_input(kind, n, &mut r);
+                let (mut s0, mut l0) = (vec![0f32; 16 * n], vec![0i8; 256 * n]);
+                (ops(Level::Scalar).q3_16)(&x, &mut s0, &mut l0);
+                for &level in &available_levels()[1..] {
+                    let (mut s, mut l) = (vec![1f32; 16 * n], vec![9i8; 256 * n]);
+                    (ops(level).q3_16)(&x, &mut s, &mut l);
+                    assert_eq!(l, l0, "{level:?} n={n} kind={kind}");
+                    assert!(s.iter().zip(&s0).all(|(a, b)| a.to_bits() == b.to_bits()), "{level:?} n={n} kind={kind}");
+                }
+            }
+        }
+    }
+
+    /// Every level's IQ4 block-scale search equals scalar for 8 to 40 blocks (whole and half
+    /// AVX-512 groups), with `x²` weights and with importance weights.
+    #[test]
+    fn iq4_scales_match_scalar_at_every_level() {
+        let mut r = lcg(23);
+        for groups in [1, 2, 3, 5] {
+            for kind in 0..9 {
+                let x = kernel_input(kind, groups, &mut r);
+                let qw: Vec<f32> = (0..x.len()).map(|_| r().abs() + 1e-3).collect();
+                for weighted in [false, true] {
+                    let mut w = vec![0f32; x.len()];
+                    for (b, o) in w.chunks_mut(32).enumerate() {
+                        iq4_weights(&x[32 * b..32 * b + 32], weighted.then(|| &qw[32 * b..32 * b + 32]), o);
+                    }
+                    let mut s0 = vec![0f32; 8 * groups];
+                    (ops(Level::Scalar).iq4_scales)(&x, &w, &mut s0);
+                    for &level in &available_levels()[1..] {
+                        let mut s = vec![1f32; 8 * groups];
+                        (ops(level).iq4_scales)(&x, &w, &mut s);
+                        let same = s.iter().zip(&s0).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{level:?} groups={groups} kind={kind} weighted={weighted}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every level's packed IQ4 indices equal scalar for any inverse scale: ordinary ones, ones
+    /// that push `id·x` far past the table ends, and infinite ones (NaN products go to the top
+    /// level, as in ggml's search).
+    #[test]
+    fn iq4_pack_matches_scalar_at_every_level() {
+        let mut r = lcg(29);
+        let ids = [0.0, 1.0, -1.0, 37.5, 1e-3, 1e4, 3e38, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE];
+        for kind in 0..9 {
+            let x = kernel_input(kind, 1, &mut r);
+            for b in x.chunks(32) {
+                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let fit = if amax > 0.0 { 127.0 / amax } else { 1.0 };
+                for id in ids.iter().copied().chain([fit, -fit, 1.7 * fit, fit * (1.0 + 1e-6)]) {
+                    let mut want = [0u8; 16];
+                    (ops(Level::Scalar).iq4_pack)(b, id, &mut want);
+                    for &level in &available_levels()[1..] {
+                        let mut got = [0xAAu8; 16];
+                        (ops(level).iq4_pack)(b, id, &mut got);
+                        assert_eq!(got, want, "{level:?} kind={kind} id={id}");
+                    }
+                }
+            }
         }
     }
 }

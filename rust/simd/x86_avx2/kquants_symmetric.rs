@@ -20,7 +20,7 @@ use super::require_avx2;
 use crate::scalar::kquants::common::f16_value;
 use crate::scalar::kquants::symmetric_search::{SymOps, GROUP_MAX_EPS, KVALUES_IQ4NL};
 
-pub static OPS: SymOps = SymOps { qx8, q3_16, requant, iq4_scales8, iq4_index, q3_pack };
+pub static OPS: SymOps = SymOps { qx8, q3_16, requant, iq4_scales, iq4_pack, q3_pack };
 
 macro_rules! wrap {
     ($name:ident => $inner:ident, ($($arg:ident: $ty:ty),*)) => {
@@ -36,8 +36,8 @@ macro_rules! wrap {
 wrap!(qx8 => qx8_avx2, (x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32], l: &mut [i8]));
 wrap!(q3_16 => q3_16_avx2, (x: &[f32], scales: &mut [f32], l: &mut [i8]));
 wrap!(requant => requant_avx2, (x: &[f32], d: f32, nmax: i32, l: &mut [i8]));
-wrap!(iq4_scales8 => iq4_scales8_avx2, (x: &[f32], w: &[f32], scales: &mut [f32]));
-wrap!(iq4_index => iq4_index_avx2, (x: &[f32], id: f32, out: &mut [u8]));
+wrap!(iq4_scales => iq4_scales_avx2, (x: &[f32], w: &[f32], scales: &mut [f32]));
+wrap!(iq4_pack => iq4_pack_avx2, (x: &[f32], id: f32, out: &mut [u8]));
 wrap!(q3_pack => q3_pack_avx2, (x: &[f32], d: &[f32; 16], l: &[i8], out: &mut [u8]));
 wrap!(dequantize_q6_k => dequantize_q6_k_avx2, (src: &[u8], dst: &mut [f32]));
 wrap!(dequantize_iq4_nl => dequantize_iq4_nl_avx2, (src: &[u8], dst: &mut [f32]));
@@ -220,14 +220,19 @@ unsafe fn qx8_avx2(x: &[f32], qw: Option<&[f32]>, nmax: i32, scales: &mut [f32],
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(scale, live));
 }
 
-/// `make_q3_quants(16, 4, .., do_rmse = true)` on the 16 sub-blocks of each of one or two
-/// super-blocks (`x.len() / 256`).
+/// `make_q3_quants(16, 4, .., do_rmse = true)` on the 16 sub-blocks of each super-block in `x`
+/// (`x.len() / 256`), two at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q3_16_avx2(x: &[f32], scales: &mut [f32], l: &mut [i8]) {
-    if x.len() >= 512 {
-        q3_groups::<4>(x, scales, l);
-    } else {
-        q3_groups::<2>(x, scales, l);
+    let n = x.len() / 256;
+    assert!(scales.len() >= 16 * n && l.len() >= 256 * n);
+    for p in 0..n.div_ceil(2) {
+        let (x, scales, l) = (&x[512 * p..], &mut scales[32 * p..], &mut l[512 * p..]);
+        if 2 * p + 1 < n {
+            q3_groups::<4>(x, scales, l);
+        } else {
+            q3_groups::<2>(x, scales, l);
+        }
     }
 }
 
@@ -476,6 +481,15 @@ unsafe fn iq4_sums<const N: usize>(xs: &[__m256; 32], ws: &[__m256; 32], id: [__
     acc
 }
 
+/// The IQ4 block scale search (`ntry` 7) of `x.len() / 32` blocks (a multiple of 8).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq4_scales_avx2(x: &[f32], w: &[f32], scales: &mut [f32]) {
+    assert!(w.len() >= x.len() && scales.len() >= x.len() / 32);
+    for g in 0..x.len() / 256 {
+        iq4_scales8_avx2(&x[256 * g..], &w[256 * g..], &mut scales[8 * g..]);
+    }
+}
+
 /// The IQ4 block scale search (`ntry` 7) of 8 blocks of 32.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn iq4_scales8_avx2(x: &[f32], w: &[f32], scales: &mut [f32]) {
@@ -523,10 +537,10 @@ unsafe fn iq4_scales8_avx2(x: &[f32], w: &[f32], scales: &mut [f32]) {
     _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_and_ps(d, live));
 }
 
-/// `best_index_iq4(id * x)` of 32 values.
+/// `best_index_iq4(id * x)` of 32 values, packed in nibble pairs `(i, i + 16)`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn iq4_index_avx2(x: &[f32], id: f32, out: &mut [u8]) {
-    assert!(x.len() >= 32 && out.len() >= 32);
+unsafe fn iq4_pack_avx2(x: &[f32], id: f32, out: &mut [u8]) {
+    assert!(x.len() >= 32 && out.len() >= 16);
     let idv = _mm256_set1_ps(id);
     // Clamping 2x to ±300 keeps every index (the table ends are reached well inside) and sends
     // NaN to the top, as ggml's search does (`min` returns its second operand on NaN).
@@ -537,7 +551,9 @@ unsafe fn iq4_index_avx2(x: &[f32], id: f32, out: &mut [u8]) {
     });
     let idx = iq4_idx_bytes(h);
     let natural = _mm256_permutevar8x32_epi32(idx, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(out.as_mut_ptr().cast(), natural);
+    // Indices are below 16, so a 16-bit shift by 4 moves no bit across a byte.
+    let hi = _mm_slli_epi16::<4>(_mm256_extracti128_si256::<1>(natural));
+    _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_or_si128(_mm256_castsi256_si128(natural), hi));
 }
 
 /// Signed bytes `q` (16 of them) times `d` into 16 floats.

@@ -9,6 +9,7 @@
 use super::Level;
 
 pub mod assign;
+pub mod kquants_symmetric;
 
 /// Panics unless this CPU has AVX-512 F/BW/VL/DQ (and AVX2, FMA, F16C): the soundness guard of
 /// the public kernels.
