@@ -15,6 +15,7 @@ import quantpress.demo
 import quantpress.formats
 import quantpress.formats.gguf_fmt
 import quantpress.formats.gguf_write
+import quantpress.formats.onnx_write
 import quantpress.gguf
 import quantpress.kmeans
 import quantpress.distill
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
     "module",
     [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.distill, quantpress.online,
      quantpress.pq, sys.modules["quantpress.prune"], quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write,
+     quantpress.formats.onnx_write,
      quantpress.container, quantpress.recipe, quantpress.pipeline],
 )
 def test_docstring_examples(module):

@@ -20,6 +20,7 @@ from .distill import VQResult, cross_entropy, distillation_loss, feature_loss, s
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .formats.gguf_fmt import read_gguf
 from .formats.gguf_write import gguf_requantize
+from .formats.onnx_write import onnx_quantize
 from .kmeans import KMeans
 from .kmeans1d import KMeans1D, kmeans1d
 from .scalar import QuantizedTensor, pack_bits, quantize, unpack_bits
@@ -58,6 +59,7 @@ __all__ = [
     "gguf_requantize",
     "kmeans1d",
     "load",
+    "onnx_quantize",
     "open_model",
     "pack_bits",
     "prune",

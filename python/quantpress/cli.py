@@ -118,7 +118,35 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _onnx_quantize(args: argparse.Namespace, console: Console) -> int:
+    from .formats.onnx_write import onnx_quantize
+
+    group = args.group_size if args.group_size in (None, "channel") else int(args.group_size)
+    report = onnx_quantize(args.input, args.output, bits=args.bits, group_size=group, op=args.op,
+                           scheme=args.scheme, min_elements=args.min_elements)
+    table = Table(title=f"{args.input} -> {args.output} ({args.op}, {args.bits} bits)")
+    for col in ("weight", "shape", "group", "scheme", "bytes", "rel. error"):
+        table.add_column(col, justify="left" if col in ("weight", "scheme") else "right")
+    for t in report.tensors:
+        table.add_row(t.name, "x".join(map(str, t.shape)), str(t.group_size or "channel"), t.scheme,
+                      f"{t.input_bytes} -> {t.output_bytes}", f"{t.rel_error:.2e}")
+    console.print(table)
+    for name, why in report.skipped:
+        console.print(f"kept float: {name} ({why})")
+    console.print(f"{report.input_bytes / 1e6:.2f} MB -> {report.output_bytes / 1e6:.2f} MB in {report.seconds:.2f} s")
+    return 0
+
+
 def _add_model_commands(sub: Any) -> None:
+    oq = sub.add_parser("onnx-quantize", help="quantize the MatMul/Gemm weights of an ONNX model (weight only)")
+    oq.add_argument("input", help="input .onnx model")
+    oq.add_argument("-o", "--output", required=True, help="output .onnx model")
+    oq.add_argument("--bits", type=int, default=8, choices=(4, 8))
+    oq.add_argument("--op", default="dequantize_linear", choices=("dequantize_linear", "matmul_nbits"))
+    oq.add_argument("--group-size", default=None, help="K values per scale or 'channel' (default: per channel for int8 DequantizeLinear, else 128)")
+    oq.add_argument("--scheme", default=None, choices=("affine", "symmetric"))
+    oq.add_argument("--min-elements", type=int, default=4096, help="smaller weights stay float (default 4096)")
+    oq.set_defaults(run=_onnx_quantize)
     comp = sub.add_parser("compress", help="compress a safetensors model into a quantpress container")
     comp.add_argument("input", help="input .safetensors file")
     comp.add_argument("-o", "--output", required=True, help="output container (.safetensors)")
