@@ -426,3 +426,61 @@ def test_model_larger_than_the_memory_limit_compresses(tmp_path):
     assert res["peak_rss"] - res["base_rss"] < 6 * largest, res
     print(f"peak RSS {(res['peak_rss'] - res['base_rss']) / 2**20:.1f} MiB above baseline, model {res['input'] / 2**20:.0f} MiB")
     assert sorted(qp.load(str(tmp_path / "out"))) == sorted(wm)
+
+
+# --- GGUF split output ----------------------------------------------------------------------------
+
+def _f16_gguf(path: str) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    ts = {f"blk.{i}.ffn_up.weight": rng.standard_normal((64, 256)).astype(np.float16) for i in range(3)}
+    ts["blk.0.attn_norm.weight"] = np.ones(256, np.float32)
+    ts["output.weight"] = rng.standard_normal((32, 256)).astype(np.float16)
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(3)
+    for n, t in ts.items():
+        w.add_tensor(n, t)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    return ts
+
+
+def test_gguf_requantize_to_splits_matches_single_file(tmp_path):
+    src = str(tmp_path / "f16.gguf")
+    ts = _f16_gguf(src)
+    one = qp.gguf_requantize(src, str(tmp_path / "one.gguf"), "Q4_K_M")
+    rep = qp.gguf_requantize(src, str(tmp_path / "q4.gguf"), "Q4_K_M", max_shard_size=12_000)
+    n = len(rep.files)
+    assert n >= 3 and rep.dst == rep.files[0]
+    assert [os.path.basename(p) for p in rep.files] == [f"q4-{i:05d}-of-{n:05d}.gguf" for i in range(1, n + 1)]
+    assert sorted(os.listdir(tmp_path)) == sorted(["f16.gguf", "one.gguf", *map(os.path.basename, rep.files)])
+    assert rep.types() == one.types()
+    single = qp.read_gguf(str(tmp_path / "one.gguf"))
+    with open_model(rep.files[-1]) as m:  # any split opens the whole set
+        assert sorted(m) == sorted(ts) and m.metadata["general.file_type"] == "15"
+        for name in ts:
+            assert m[name].dtype == single[name].dtype
+            assert m[name].numpy().tobytes() == single[name].numpy().tobytes(), name
+    for i, p in enumerate(rep.files):  # each split is a GGUF file the gguf package reads
+        r = gguf.GGUFReader(p)
+        assert [int(r.fields[k].parts[-1][0]) for k in ("split.no", "split.count", "split.tensors.count")] == [i, n, len(ts)]
+        assert ("general.architecture" in r.fields) == (i == 0)  # metadata in the first split only
+        data_bytes = sum(int(t.n_bytes) for t in r.tensors)
+        assert data_bytes <= 12_000 or len(r.tensors) == 1
+
+
+def test_gguf_split_failure_leaves_nothing(tmp_path, monkeypatch):
+    from quantpress.formats import gguf_write
+
+    src = str(tmp_path / "f16.gguf")
+    _f16_gguf(src)
+    real, calls = gguf_write.GGUFFile, []
+
+    def failing(path):
+        calls.append(path)
+        if len(calls) == 3:  # the check of the second split written
+            raise qp.QuantpressError("simulated failure")
+        return real(path)
+
+    monkeypatch.setattr(gguf_write, "GGUFFile", failing)
+    with pytest.raises(qp.QuantpressError, match="simulated"):
+        qp.gguf_requantize(src, str(tmp_path / "q4.gguf"), "Q8_0", max_shard_size=12_000)
+    assert os.listdir(tmp_path) == ["f16.gguf"]
