@@ -66,7 +66,8 @@ def _compress(args: argparse.Namespace, console: Console) -> int:
         def tick(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=name[-40:])
 
-        report = compress(args.input, args.output, recipe=args.recipe, progress=tick)
+        report = compress(args.input, args.output, recipe=args.recipe, progress=tick,
+                          max_shard_size=args.max_shard_size)
     table = Table(title=f"{args.input} -> {args.output} (recipe {args.recipe})")
     for col in ("tensor", "method", "shape", "bits/weight", "rel. error", "SQNR dB"):
         table.add_column(col, justify="left" if col in ("tensor", "method") else "right")
@@ -147,11 +148,13 @@ def _add_model_commands(sub: Any) -> None:
     oq.add_argument("--scheme", default=None, choices=("affine", "symmetric"))
     oq.add_argument("--min-elements", type=int, default=4096, help="smaller weights stay float (default 4096)")
     oq.set_defaults(run=_onnx_quantize)
-    comp = sub.add_parser("compress", help="compress a safetensors model into a quantpress container")
-    comp.add_argument("input", help="input .safetensors file")
+    comp = sub.add_parser("compress", help="compress a model into a quantpress container")
+    comp.add_argument("input", help="input model: a file, a directory, an index or a GGUF split")
     comp.add_argument("-o", "--output", required=True, help="output container (.safetensors)")
     comp.add_argument("--recipe", default="int4", help="int8, int4, nf4, q4_k, q4_k_m, vq2 or a .toml file (default int4)")
     comp.add_argument("--threads", type=int, default=0, help="worker threads (default: all CPUs)")
+    comp.add_argument("--max-shard-size", default=None, metavar="SIZE",
+                      help="write OUTPUT as a directory of shards of at most SIZE (500MB, 2GB, 2GiB) plus an index")
     comp.set_defaults(run=_compress)
     insp = sub.add_parser("inspect", help="list the tensors, methods and sizes of a container or safetensors file")
     insp.add_argument("file")

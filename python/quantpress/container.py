@@ -473,7 +473,9 @@ def load(path: Union[str, os.PathLike[str]], lazy: bool = True) -> Mapping[str, 
 
     Args:
         path: a file written by :func:`save_compressed` or ``qp.compress``; a plain safetensors
-            file loads too (every tensor as stored).
+            file loads too (every tensor as stored). A sharded container (``qp.compress(...,
+            max_shard_size=...)``) loads from its directory or its ``*.safetensors.index.json``
+            as one mapping (a ``ShardedContainer``; the index and shards are checked first).
         lazy: ``True``: a read-only mapping that decodes a tensor each time it is read (nothing
             is cached; safe to read from many threads at once). ``False``: a ``dict`` with
             every tensor decoded now.
@@ -500,5 +502,7 @@ def load(path: Union[str, os.PathLike[str]], lazy: bool = True) -> Mapping[str, 
         >>> m.info("layer.weight")["method"], m.info("layer.weight")["bits_per_weight"]
         ('scalar', 4.25)
     """
-    c = Container(path)
+    from .sharded_container import open_container
+
+    c = open_container(os.fspath(path))
     return c if lazy else {name: np.array(c[name]) for name in c}

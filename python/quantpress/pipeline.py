@@ -22,6 +22,7 @@ from .container import _ST_DTYPES, ContainerWriter, Entry, GGUFTensor, load
 from .gguf import gguf_quantize
 from .recipe import Plan, Recipe, get_recipe
 from .scalar import quantize
+from .sharded_container import ShardedWriter, output_bytes
 from .weight_vq import vq_quantize
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -140,7 +141,7 @@ def error_stats(w: np.ndarray, approx: np.ndarray, step: int = 2**16) -> tuple[f
 
 
 def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[str, Any], Recipe] = "int4",
-             progress: Optional[Progress] = None) -> Report:
+             progress: Optional[Progress] = None, max_shard_size: Union[int, str, None] = None) -> Report:
     """Compresses a safetensors model into a quantpress container, one tensor at a time.
 
     Each tensor gets the plan the recipe picks for its name, shape and dtype; the output is
@@ -148,11 +149,17 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
     is only read. Every compressed tensor is decoded once to measure its error.
 
     Args:
-        src: input ``.safetensors`` file (float32, float16, bfloat16 or other dtypes).
-        dst: output container path (must not be ``src``).
+        src: input model: any file, directory, safetensors index or GGUF split set
+            ``qp.open_model`` reads (float32, float16, bfloat16 or other dtypes).
+        dst: output container path (must not be ``src``); with ``max_shard_size``, a directory
+            (created if missing, must not already hold a model).
         recipe: a preset name (``"int8"``, ``"int4"``, ``"nf4"``, ``"q4_k"``, ``"q4_k_m"``,
             ``"vq2"``), a ``.toml`` recipe file, a dict of rules or a ``Recipe``.
         progress: called as ``progress(done, total, name)`` after each tensor.
+        max_shard_size: ``None`` for one file; else bytes (``int``) or a size such as ``"2GB"``
+            or ``"2GiB"``: ``dst`` receives ``model-0000k-of-0000N.safetensors`` container
+            shards of at most that many tensor bytes (a tensor is never split) and
+            ``model.safetensors.index.json``, written last (layout: sharded_container.py).
 
     Returns:
         A :class:`Report` with per-tensor method, bits per weight, relative error and SQNR, and
@@ -186,16 +193,21 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
     plans = rec.plan_all(listing)
     start = time.perf_counter()
     rows: list[TensorReport] = []
-    with ContainerWriter(dst) as writer:
+    with _writer(dst, max_shard_size) as writer:
         for i, (name, w) in enumerate(_iter_tensors(src)):
             rows.append(_compress_one(writer, name, w, plans[name]))
             if progress is not None:
                 progress(i + 1, len(listing), name)
     seconds = time.perf_counter() - start
-    return Report(tuple(rows), sum(r.input_bytes for r in rows), os.path.getsize(dst), seconds)
+    return Report(tuple(rows), sum(r.input_bytes for r in rows), output_bytes(dst), seconds)
 
 
-def _compress_one(writer: ContainerWriter, name: str, w: np.ndarray, plan: Plan) -> TensorReport:
+def _writer(dst: str, max_shard_size: Union[int, str, None]) -> Any:
+    """One container file, or a :class:`ShardedWriter` into the directory ``dst``."""
+    return ContainerWriter(dst) if max_shard_size is None else ShardedWriter(dst, max_shard_size)
+
+
+def _compress_one(writer: Any, name: str, w: np.ndarray, plan: Plan) -> TensorReport:
     dtype = dtype_name(w.dtype)
     try:
         entry = apply_plan(plan, w)

@@ -64,14 +64,19 @@ def _reader(path: str, fmt: str, module: str):  # type: ignore[no-untyped-def]
 
 
 def open_model(path: str | os.PathLike[str]) -> ModelFile:
-    """Opens a model file read-only as a mapping from tensor name to ``LazyTensor``.
+    """Opens a model (one file or a sharded set) read-only as a mapping from name to ``LazyTensor``.
 
     Supported: safetensors, NumPy ``.npy``/``.npz``, PyTorch checkpoints (zip and legacy
     format, read without torch and without running pickled code), GGUF and ONNX. The format is
     chosen from the file's magic bytes, never from its extension.
 
+    Sharded checkpoints open as one mapping (``formats/sharded.py``): pass a directory (its
+    ``model.safetensors.index.json``, a GGUF split set, or its one model file), a
+    ``*.safetensors.index.json``, or any file of a GGUF split set (``name-00001-of-00003.gguf``).
+    The whole set is validated before anything is read.
+
     Args:
-        path: the model file.
+        path: the model file, directory or index.
 
     Returns:
         A read-only ``ModelFile`` (a ``Mapping[str, LazyTensor]`` with ``.format`` and
@@ -90,6 +95,18 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
         npz ['w'] F16 [[1.0, 0.0], [0.0, 1.0]]
     """
     path = os.fspath(path)
+    from . import sharded
+
+    model = sharded.open_sharded(path)
+    if model is not None:
+        return model
+    if os.path.isdir(path):
+        path = sharded.find_in_directory(path)[1]
+    return sharded.check_not_partial(_open_file(path))
+
+
+def _open_file(path: str) -> ModelFile:
+    """One file, by its magic bytes."""
     fmt = detect_format(path)
     if fmt == "zip":
         from . import torch_fmt

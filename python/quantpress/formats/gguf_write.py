@@ -77,6 +77,8 @@ class RequantReport:
     src_bytes: int
     dst_bytes: int
     seconds: float
+    #: every file written: ``(dst,)``, or the splits in order when ``max_shard_size`` was given.
+    files: tuple[str, ...] = ()
 
     @property
     def n_fallback(self) -> int:
@@ -305,9 +307,10 @@ def _out_fields(f: GGUFFile, ftype: int) -> dict[str, GGUFValue]:
     return fields
 
 
-def _layout(f: GGUFFile, plan: dict[str, tuple[str, bool]]) -> tuple[list[tuple[str, tuple[int, ...], int, int]], list[int]]:
+def _layout(f: GGUFFile, plan: dict[str, tuple[str, bool]],
+            names: list[str] | None = None) -> tuple[list[tuple[str, tuple[int, ...], int, int]], list[int]]:
     infos, sizes, offset = [], [], 0
-    for name in f.tensor_order:
+    for name in f.tensor_order if names is None else names:
         t, dst = f[name], plan[name][0]
         type_id = TYPE_IDS[dst]
         infos.append((name, t.dims, type_id, offset))
@@ -323,25 +326,27 @@ def _check_qtype(qtype: Any) -> str:
     return name
 
 
-def _write_all(f: GGUFFile, plan: dict[str, tuple[str, bool]], ftype: int, out: BinaryIO,
-               progress: Callable[[int, int, str], Any] | None) -> list[TensorPlan]:
-    infos, sizes = _layout(f, plan)
-    header = _header(_out_fields(f, ftype), infos)
+def _write_all(f: GGUFFile, plan: dict[str, tuple[str, bool]], fields: dict[str, GGUFValue], out: BinaryIO,
+               progress: Callable[[int, int, str], Any] | None, names: list[str] | None = None,
+               done_before: int = 0) -> list[TensorPlan]:
+    infos, sizes = _layout(f, plan, names)
+    header = _header(fields, infos)
     out.write(header + bytes(_pad(len(header), f.alignment) - len(header)))
     done: list[TensorPlan] = []
-    for i, ((name, dims, _, _), size) in enumerate(zip(infos, sizes)):
+    for i, ((name, dims, _, _), size) in enumerate(zip(infos, sizes), done_before):
         t, (dst, fb) = f[name], plan[name]
         if _convert(t, dst, out) != size:
             raise QuantpressError(f"{name}: wrote a wrong number of bytes for {dst}")  # a bug, not bad input
         out.write(bytes(_pad(size, f.alignment) - size))
         done.append(TensorPlan(name, t.shape, t.dtype, dst, t.nbytes, size, fb))
         if progress is not None:
-            progress(i + 1, len(infos), name)
+            progress(i + 1, len(f), name)
     return done
 
 
 def gguf_requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: Any = "Q4_K_M",
-                    progress: Callable[[int, int, str], Any] | None = None) -> RequantReport:
+                    progress: Callable[[int, int, str], Any] | None = None,
+                    max_shard_size: int | str | None = None) -> RequantReport:
     """Re-quantizes a GGUF model file into a llama.cpp K-quant mix or a single block type.
 
     ``"Q4_K_M"``/``"Q5_K_M"`` choose each tensor's type as ``llama-quantize`` does (for example
@@ -357,6 +362,13 @@ def gguf_requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qt
         dst: the output path; written atomically (temporary file + fsync + rename).
         qtype: ``"Q4_K_M"``, ``"Q5_K_M"`` or a name in :data:`~quantpress.GGUF_TYPES`.
         progress: optional ``callback(done, total, tensor_name)`` after each tensor.
+        max_shard_size: ``None`` for one file; else bytes or a size (``"2GB"``, ``"2GiB"``):
+            llama.cpp splits ``{dst minus .gguf}-00001-of-0000N.gguf`` ... of at most that many
+            tensor bytes each (a tensor is never split), as ``llama-gguf-split`` writes them:
+            ``split.no``/``split.count``/``split.tensors.count`` in every split, the model's
+            metadata only in the first. All splits are written and checked under temporary
+            names, then renamed with the first split last, so llama.cpp (which opens the first
+            split) and ``qp.open_model`` never see an incomplete set.
 
     Returns:
         A :class:`RequantReport` with each tensor's source and destination type and size.
@@ -385,12 +397,18 @@ def gguf_requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qt
         raise QuantpressError(f"{dst}: the output must not be the input file")
     plan = plan_types(f, name)
     ftype = MIXES[name][0] if name in MIXES else PURE_FTYPES[name]
+    if max_shard_size is not None:
+        from ..sharded_container import parse_size
+
+        done, files = _write_splits(f, plan, ftype, dst, parse_size(max_shard_size), progress)
+        return RequantReport(f.path, files[0], name, ftype, tuple(done), sum(t.src_bytes for t in done),
+                             sum(os.path.getsize(p) for p in files), time.perf_counter() - start, tuple(files))
     folder = os.path.dirname(dst)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", suffix=".tmp", dir=folder)
     try:
         _chmod_like_new_file(fd)
         with os.fdopen(fd, "wb") as out:
-            done = _write_all(f, plan, ftype, out, progress)
+            done = _write_all(f, plan, _out_fields(f, ftype), out, progress)
             out.flush()
             os.fsync(out.fileno())
         GGUFFile(tmp)  # the bounded reader accepts what was written
@@ -401,7 +419,72 @@ def gguf_requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qt
         raise
     _fsync_dir(folder)
     return RequantReport(f.path, dst, name, ftype, tuple(done), sum(t.src_bytes for t in done),
-                         os.path.getsize(dst), time.perf_counter() - start)
+                         os.path.getsize(dst), time.perf_counter() - start, (dst,))
+
+
+# --- split output (llama.cpp's gguf-split convention) ----------------------------------------
+
+
+def _split_groups(f: GGUFFile, plan: dict[str, tuple[str, bool]], max_bytes: int) -> list[list[str]]:
+    """Tensors in file order, cut greedily so each split holds at most ``max_bytes`` of tensor
+    data (padding included), as gguf-split does; a larger tensor gets a split of its own."""
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name in f.tensor_order:
+        n = _pad(tensor_nbytes(TYPE_IDS[plan[name][0]], f[name].dims), f.alignment)
+        if groups[-1] and size + n > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += n
+    return groups
+
+
+def _split_fields(f: GGUFFile, ftype: int, no: int, count: int) -> dict[str, GGUFValue]:
+    """The first split carries every key; the others only the split keys (and the alignment)."""
+    keys = ("split.no", "split.count", "split.tensors.count")
+    if no == 0:
+        fields = {k: v for k, v in _out_fields(f, ftype).items() if k not in keys}
+    else:
+        fields = {k: f.fields[k] for k in ("general.alignment",) if k in f.fields}
+    fields["split.no"] = GGUFValue(GGUFValueType.UINT16, no)
+    fields["split.count"] = GGUFValue(GGUFValueType.UINT16, count)
+    fields["split.tensors.count"] = GGUFValue(GGUFValueType.INT32, len(f))
+    return fields
+
+
+def _write_splits(f: GGUFFile, plan: dict[str, tuple[str, bool]], ftype: int, dst: str, max_bytes: int,
+                  progress: Callable[[int, int, str], Any] | None) -> tuple[list[TensorPlan], list[str]]:
+    groups = _split_groups(f, plan, max_bytes)
+    if len(groups) > 65535:
+        raise QuantpressError(f"{dst}: {len(groups)} splits exceed llama.cpp's limit of 65535; raise max_shard_size")
+    prefix = dst[:-5] if dst.endswith(".gguf") else dst
+    finals = [f"{prefix}-{i:05d}-of-{len(groups):05d}.gguf" for i in range(1, len(groups) + 1)]
+    if any(os.path.exists(p) and os.path.samefile(f.path, p) for p in finals):
+        raise QuantpressError(f"{dst}: a split would replace the input file")
+    folder, temps, done, renamed = os.path.dirname(dst), [], [], []  # type: ignore[var-annotated]
+    try:
+        for no, names in enumerate(groups):
+            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(finals[no]) + ".", suffix=".tmp", dir=folder)
+            temps.append(tmp)
+            _chmod_like_new_file(fd)
+            with os.fdopen(fd, "wb") as out:
+                done += _write_all(f, plan, _split_fields(f, ftype, no, len(groups)), out, progress, names, len(done))
+                out.flush()
+                os.fsync(out.fileno())
+            GGUFFile(tmp)
+        if os.path.exists(finals[0]):  # an older set: take its entry point away first
+            os.unlink(finals[0])
+        for tmp, final in reversed(list(zip(temps, finals))):  # the first split, the entry point, last
+            os.replace(tmp, final)
+            renamed.append(final)
+    except BaseException:
+        for p in temps + renamed:
+            if os.path.exists(p):
+                os.unlink(p)
+        raise
+    _fsync_dir(folder)
+    return done, finals
 
 
 def _chmod_like_new_file(fd: int) -> None:
