@@ -102,7 +102,13 @@ pub fn nm_into(scores: &[f32], values: &[f32], n: usize, m: usize, out: &mut [f3
     }
     let span = CHUNK_GROUPS * m;
     let pos_bytes = CHUNK_GROUPS * n * position_bits(m) as usize / 8;
-    let work: Vec<_> = scores.chunks(span).zip(values.chunks(span)).zip(out.chunks_mut(CHUNK_GROUPS * n)).zip(pos.chunks_mut(pos_bytes)).enumerate().collect();
+    let work: Vec<_> = scores
+        .chunks(span)
+        .zip(values.chunks(span))
+        .zip(out.chunks_mut(CHUNK_GROUPS * n))
+        .zip(pos.chunks_mut(pos_bytes))
+        .enumerate()
+        .collect();
     run_ordered(work, |(c, (((s, v), o), p))| {
         check_finite(s, c * span)?;
         check_finite(v, c * span)?;

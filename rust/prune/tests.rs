@@ -62,7 +62,13 @@ fn global_equals_concatenation() {
     // Rebuild the concatenated mask bit by bit.
     let bit = |mk: &[u8], i: usize| (mk[i / 8] >> (i % 8)) & 1;
     for i in 0..all.len() {
-        let got = if i < 1000 { bit(&m[0], i) } else if i < 71_000 { bit(&m[1], i - 1000) } else { bit(&m[2], i - 71_000) };
+        let got = if i < 1000 {
+            bit(&m[0], i)
+        } else if i < 71_000 {
+            bit(&m[1], i - 1000)
+        } else {
+            bit(&m[2], i - 71_000)
+        };
         assert_eq!(got, bit(&o, i), "i={i}");
     }
 }

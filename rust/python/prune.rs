@@ -11,7 +11,11 @@ use crate::prune;
 /// Keep masks (uint8, LSB first) for every array of `scores`, keeping exactly `keep` elements of
 /// them all together (largest `|score|`, ties to the lower flat index in list order).
 #[pyfunction]
-fn prune_magnitude_masks<'py>(py: Python<'py>, scores: Vec<PyReadonlyArrayDyn<'py, f32>>, keep: usize) -> PyResult<Vec<Bound<'py, PyArray1<u8>>>> {
+fn prune_magnitude_masks<'py>(
+    py: Python<'py>,
+    scores: Vec<PyReadonlyArrayDyn<'py, f32>>,
+    keep: usize,
+) -> PyResult<Vec<Bound<'py, PyArray1<u8>>>> {
     let parts = scores.iter().map(|a| slice(a, "scores")).collect::<PyResult<Vec<_>>>()?;
     let mut masks: Vec<Vec<u8>> = parts.iter().map(|p| vec![0u8; prune::mask_len(p.len())]).collect();
     run(py, || {
@@ -23,7 +27,11 @@ fn prune_magnitude_masks<'py>(py: Python<'py>, scores: Vec<PyReadonlyArrayDyn<'p
 
 /// The values whose mask bit is set, in flat order.
 #[pyfunction]
-fn prune_compress<'py>(py: Python<'py>, values: PyReadonlyArrayDyn<'py, f32>, mask: PyReadonlyArrayDyn<'py, u8>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+fn prune_compress<'py>(
+    py: Python<'py>,
+    values: PyReadonlyArrayDyn<'py, f32>,
+    mask: PyReadonlyArrayDyn<'py, u8>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let (v, m) = (slice(&values, "values")?, slice(&mask, "mask")?);
     let kept = prune::count_kept(m, v.len()).map_err(to_py)?;
     filled(py, kept, |o| run(py, || prune::compress_into(v, m, o)))
@@ -31,7 +39,12 @@ fn prune_compress<'py>(py: Python<'py>, values: PyReadonlyArrayDyn<'py, f32>, ma
 
 /// The dense array of `n` elements: `packed` at the set mask bits, zeros elsewhere.
 #[pyfunction]
-fn prune_expand<'py>(py: Python<'py>, packed: PyReadonlyArrayDyn<'py, f32>, mask: PyReadonlyArrayDyn<'py, u8>, n: usize) -> PyResult<Bound<'py, PyArray1<f32>>> {
+fn prune_expand<'py>(
+    py: Python<'py>,
+    packed: PyReadonlyArrayDyn<'py, f32>,
+    mask: PyReadonlyArrayDyn<'py, u8>,
+    n: usize,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let (p, m) = (slice(&packed, "values")?, slice(&mask, "mask")?);
     prune::count_kept(m, n).map_err(to_py)?;
     filled(py, n, |o| run(py, || prune::expand_into(p, m, o)))
