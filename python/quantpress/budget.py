@@ -43,6 +43,8 @@ Tensors = Union[Mapping[str, np.ndarray], Iterable[tuple[str, np.ndarray]]]
 
 #: The default candidate ladder, cheapest first (bits per weight on a 256-multiple row).
 LADDER: tuple[Plan, ...] = (
+    Plan("scalar", {"bits": 2, "group_size": 128, "algorithm": "mse"}),         # 2.25
+    Plan("gguf", {"type": "Q2_K"}),                                              # 2.625
     Plan("scalar", {"bits": 2, "group_size": 32, "algorithm": "mse"}),          # 3.0
     Plan("gguf", {"type": "Q3_K"}),                                              # 3.44
     Plan("scalar", {"bits": 3, "group_size": 64, "algorithm": "mse"}),          # 3.5
@@ -279,7 +281,7 @@ def plan_budget(tensors: Tensors, target_bpw: float, candidates: Optional[Sequen
         ...          "out.bias": np.zeros(64, np.float32)}
         >>> plans = plan_budget(model, target_bpw=4.0)
         >>> {name: p.describe() for name, p in plans.items()}  # the heavy-tailed tensor gets more bits
-        {'smooth.weight': 'int2 g32 affine mse', 'heavy.weight': 'Q4_K', 'out.bias': 'keep'}
+        {'smooth.weight': 'Q2_K', 'heavy.weight': 'Q4_K', 'out.bias': 'keep'}
         >>> from quantpress.pipeline import apply_plan
         >>> from quantpress.budget import _stored_bytes
         >>> sum(_stored_bytes(n, apply_plan(p, model[n]), "float32") for n, p in plans.items()) * 8 <= 4.0 * (2 * 64 * 256 + 64)
