@@ -17,12 +17,14 @@ The budget covers the whole model's tensor data, as the Report's ``bits_per_weig
 tensors kept by the recipe skips (norms, biases, small tensors) cost their raw bytes, and the rest
 of the budget goes to the quantized ones. The file header is not counted.
 
-The solver: for a multiplier ``lambda`` every tensor independently takes the method minimising
-``error + lambda * bits`` (a point on its lower convex hull); bisection finds the smallest
-``lambda`` that fits, then a greedy pass spends what is left of the budget on the upgrades with the
-best error saved per byte. The same greedy pass also starts from every single-method assignment
-that fits, and the best result is returned, so the plan is never worse than any uniform method of
-the ladder at the same or a smaller size.
+The solver takes the best of three starts, each followed by a greedy pass that spends what is
+left of the budget on the upgrades with the most error saved per byte: (1) the Lagrangian
+relaxation: for a multiplier ``lambda`` every tensor independently takes the method minimising
+``error + lambda * bits`` (a point on its lower convex hull), with bisection for the smallest
+``lambda`` that fits; (2) a dynamic program over sizes rounded up to 1/65536 of the budget, exact
+when the budget is at most 65536 bytes and otherwise within a rounding of the optimum; (3) every
+single-method assignment that fits, so the plan is never worse than any uniform method of the
+ladder at the same or a smaller size.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ LADDER: tuple[Plan, ...] = (
     Plan("scalar", {"bits": 8, "scheme": "symmetric", "group_size": None, "scale_dtype": "float32"}),  # ~8
 )
 OBJECTIVES = ("sse", "relative")
+#: Size slots of the dynamic program (exact up to this many bytes of budget, finer than 1/65536
+#: of the budget beyond).
+DP_SLOTS = 2**16
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,37 @@ def _greedy_fill(nbytes: np.ndarray, err: np.ndarray, choice: np.ndarray, budget
         choice[t] = c
 
 
+def _dynamic_program(nbytes: np.ndarray, err: np.ndarray, budget: int) -> Optional[np.ndarray]:
+    """The exact multiple-choice knapsack over sizes rounded *up* to slots of ``g`` bytes (``g``
+    = 1, exact, while the budget is at most :data:`DP_SLOTS` bytes), so its choice always fits;
+    ``None`` if the rounding leaves nothing that fits."""
+    t_count, width = nbytes.shape
+    slots = max(1024, min(DP_SLOTS, 2**25 // max(1, t_count)))  # the choice table stays <= 32 MiB
+    g = max(1, -(-budget // slots))
+    cap = budget // g
+    units = -(-nbytes // g)
+    best = np.zeros(cap + 1)  # least error of the tensors so far within k slots
+    choices = np.zeros((t_count, cap + 1), np.uint8)
+    for t in range(t_count):
+        new = np.full(cap + 1, np.inf)
+        for c in range(width):
+            u = int(units[t, c])
+            if u > cap or not np.isfinite(err[t, c]):
+                continue
+            cand = best[:cap + 1 - u] + err[t, c]
+            better = cand < new[u:]
+            new[u:][better] = cand[better]
+            choices[t, u:][better] = c
+        best = new
+    if not np.isfinite(best[cap]):
+        return None
+    out, k = np.zeros(t_count, np.int64), cap
+    for t in range(t_count - 1, -1, -1):
+        out[t] = choices[t, k]
+        k -= int(units[t, out[t]])
+    return out
+
+
 def _uniform_starts(measured: Sequence[Measured], ladder: Sequence[Plan]) -> list[np.ndarray]:
     """One assignment per ladder method: each tensor takes that method (after its fallbacks),
     as a recipe with that single method would."""
@@ -244,6 +280,8 @@ def solve(measured: Sequence[Measured], target_bpw: float, weights: Optional[Map
         raise QuantpressError(f"target_bpw {target_bpw} is below the smallest size the candidates reach: "
                               f"{smallest * 8 / elements:.4f} bits per weight")
     starts = [_lagrangian(nbytes, err, budget)]
+    exact = _dynamic_program(nbytes, err, budget)
+    starts += [] if exact is None else [exact]
     starts += [s for s in _uniform_starts(measured, ladder) if nbytes[rows, s].sum() <= budget]
     results = [_greedy_fill(nbytes, err, s, budget) for s in starts]
     best = min(results, key=lambda c: (float(err[rows, c].sum()), int(nbytes[rows, c].sum())))
