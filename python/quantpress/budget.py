@@ -319,7 +319,7 @@ def plan_budget(tensors: Tensors, target_bpw: float, candidates: Optional[Sequen
         ...          "out.bias": np.zeros(64, np.float32)}
         >>> plans = plan_budget(model, target_bpw=4.0)
         >>> {name: p.describe() for name, p in plans.items()}  # the heavy-tailed tensor gets more bits
-        {'smooth.weight': 'Q2_K', 'heavy.weight': 'Q4_K', 'out.bias': 'keep'}
+        {'smooth.weight': 'int2 g128 affine mse', 'heavy.weight': 'Q5_K', 'out.bias': 'keep'}
         >>> from quantpress.pipeline import apply_plan
         >>> from quantpress.budget import _stored_bytes
         >>> sum(_stored_bytes(n, apply_plan(p, model[n]), "float32") for n, p in plans.items()) * 8 <= 4.0 * (2 * 64 * 256 + 64)
