@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -329,7 +329,7 @@ def plan_budget(tensors: Tensors, target_bpw: float, candidates: Optional[Sequen
     return solve(measured, target_bpw, weights, objective, tuple(candidates) if candidates is not None else LADDER)
 
 
-def plan_file(path: str, target_bpw: float, progress: Optional[Progress] = None, **options: object) -> dict[str, Plan]:
+def plan_file(path: str, target_bpw: float, progress: Optional[Progress] = None, **options: Any) -> dict[str, Plan]:
     """:func:`plan_budget` for a model file (anything ``qp.open_model`` reads), streamed one
     tensor at a time; ``options`` are :func:`plan_budget`'s keyword arguments."""
     from .pipeline import _iter_tensors, _list_tensors
@@ -339,6 +339,6 @@ def plan_file(path: str, target_bpw: float, progress: Optional[Progress] = None,
         raise QuantpressError(f"unknown budget option {sorted(set(options) - known)[0]!r} (known: {', '.join(sorted(known))})")
     total = len(_list_tensors(path))
     cands = options.get("candidates")
-    measured = measure(_iter_tensors(path), cands, int(options.get("min_elements", 4096)), progress, total)  # type: ignore[arg-type]
-    return solve(measured, target_bpw, options.get("weights"), str(options.get("objective", "sse")),  # type: ignore[arg-type]
-                 tuple(cands) if cands is not None else LADDER)  # type: ignore[arg-type]
+    measured = measure(_iter_tensors(path), cands, int(options.get("min_elements", 4096)), progress, total)
+    return solve(measured, target_bpw, options.get("weights"), str(options.get("objective", "sse")),
+                 tuple(cands) if cands is not None else LADDER)
