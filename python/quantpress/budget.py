@@ -252,11 +252,9 @@ def _uniform_starts(measured: Sequence[Measured], ladder: Sequence[Plan]) -> lis
     as a recipe with that single method would."""
     starts = []
     for cand in ladder:
-        idx = []
-        for m in measured:
-            plan = fit(cand, m.shape) if len(m.plans) > 1 else KEEP
-            idx.append(m.plans.index(plan))
-        starts.append(np.asarray(idx))
+        plans = [fit(cand, m.shape) if len(m.plans) > 1 else KEEP for m in measured]
+        if all(p in m.plans for p, m in zip(plans, measured)):  # skips a method that was not measured
+            starts.append(np.asarray([m.plans.index(p) for p, m in zip(plans, measured)]))
     return starts
 
 
