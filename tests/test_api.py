@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import quantpress as qp
+import quantpress.budget
 import quantpress.calibrate
 import quantpress.container
 import quantpress.demo
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
     [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.distill, quantpress.online,
      quantpress.pq, sys.modules["quantpress.prune"], quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write,
      quantpress.formats.onnx_write,
-     quantpress.container, quantpress.recipe, quantpress.pipeline],
+     quantpress.container, quantpress.recipe, quantpress.pipeline, quantpress.budget],
 )
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
@@ -65,7 +66,7 @@ def test_stubs_match_runtime():
 
 
 def test_cli_demo_prints_the_table():
-    out = subprocess.run([sys.executable, "-m", "quantpress", "demo", "--rows", "64", "--cols", "256", "--repeats", "1"],
+    out = subprocess.run([sys.executable, "-m", "quantpress", "demo", "--matrix", "--rows", "64", "--cols", "256", "--repeats", "1"],
                          capture_output=True, text=True, check=True)
     for name in ["int4 g128 affine", "GGUF Q4_0", "GGUF Q8_0", "bits/weight", "SQNR"]:
         assert name in out.stdout
@@ -73,5 +74,7 @@ def test_cli_demo_prints_the_table():
 
 
 def test_cli_rejects_bad_arguments():
-    out = subprocess.run([sys.executable, "-m", "quantpress", "demo", "--cols", "100"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "quantpress", "demo", "--matrix", "--cols", "100"], capture_output=True, text=True)
     assert out.returncode == 2 and "multiple of 256" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "quantpress", "demo", "--cols", "512"], capture_output=True, text=True)
+    assert out.returncode == 2 and "add --matrix" in out.stdout

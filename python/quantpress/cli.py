@@ -4,20 +4,60 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from . import __version__, get_num_threads, set_num_threads, simd_level
+from ._core import QuantpressError
 from .demo import compare_methods, example_weights
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
+    matrix_flags = [f"--{k}" for k in ("rows", "cols", "repeats", "seed") if getattr(args, k) is not None]
+    if args.matrix:
+        return _demo_matrix(args, console)
+    if matrix_flags:
+        console.print(f"[red]error:[/red] {matrix_flags[0]} applies to the weight-matrix demo: add --matrix")
+        return 2
+    if args.threads:
+        set_num_threads(args.threads)
+    from .demo import compare_recipes
+
+    console.print(f"quantpress {__version__}: the built-in digits MLP (64-256-128-10, float32) compressed with "
+                  f"each recipe; accuracy on 450 test images")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("compressing", total=None)
+
+        def tick(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=name)
+
+        rows = compare_recipes(target_bpw=args.target_bpw, progress=tick)
+    table = Table(title="digits MLP compressed (bits/weight: tensor data; error: mean over the weight matrices)")
+    for col in ("recipe", "file KB", "bits/weight", "rel. error", "accuracy %"):
+        table.add_column(col, justify="left" if col == "recipe" else "right")
+    table.add_column("fc1 / fc2 / fc3", no_wrap=True)
+    for r in rows:
+        methods = " / ".join(m.replace(" symmetric", " sym").replace(" affine", "").replace(" rtn", "")
+                             for n, m in sorted(r.methods.items()) if n.endswith(".weight"))
+        table.add_row(r.name, f"{r.file_bytes / 1000:.1f}", f"{r.bits_per_weight:.3f}", f"{r.rel_error:.2e}",
+                      f"{r.accuracy:.2f}", methods)
+    console.print(table)
+    return 0
+
+
+def _demo_matrix(args: argparse.Namespace, console: Console) -> int:
+    args.rows = 1024 if args.rows is None else args.rows
+    args.cols = 4096 if args.cols is None else args.cols
+    args.repeats = 3 if args.repeats is None else args.repeats
+    args.seed = 0 if args.seed is None else args.seed
     if args.cols < 256 or args.cols % 256 or args.rows < 1:
         console.print("[red]error:[/red] --cols must be a positive multiple of 256 and --rows positive")
         return 2
@@ -66,9 +106,10 @@ def _compress(args: argparse.Namespace, console: Console) -> int:
         def tick(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=name[-40:])
 
-        report = compress(args.input, args.output, recipe=args.recipe, progress=tick,
+        report = compress(args.input, args.output, recipe=args.recipe, progress=tick, target_bpw=args.target_bpw,
                           max_shard_size=args.max_shard_size)
-    table = Table(title=f"{args.input} -> {args.output} (recipe {args.recipe})")
+    how = f"recipe {args.recipe or 'int4'}" if args.target_bpw is None else f"budget {args.target_bpw:g} bits/weight"
+    table = Table(title=f"{args.input} -> {args.output} ({how})")
     for col in ("tensor", "method", "shape", "bits/weight", "rel. error", "SQNR dB"):
         table.add_column(col, justify="left" if col in ("tensor", "method") else "right")
     for t in report.tensors:
@@ -106,6 +147,8 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     from .pipeline import evaluate
 
     rows = evaluate(args.original, args.compressed)
+    if args.plot:
+        _plot(args, rows, console)
     if args.json:
         print(json.dumps({"tensors": rows}, indent=1))
         return 0
@@ -138,6 +181,41 @@ def _onnx_quantize(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], console: Console) -> None:
+    """Scatter of each tensor's relative error (log scale) against its stored bits per weight,
+    one colour per method; exact (kept) tensors are counted in the title, not drawn."""
+    from .container import load
+
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise QuantpressError("--plot needs matplotlib: pip install 'quantpress[plot]' (or pip install matplotlib)") from None
+    c = load(args.compressed)
+    pts = [(c.info(r["name"])["bits_per_weight"], r["rel_error"], r["method"], r["name"])  # type: ignore[attr-defined]
+           for r in rows if r["rel_error"] > 0]
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    for method in sorted({p[2] for p in pts}):
+        sel = [p for p in pts if p[2] == method]
+        ax.scatter([p[0] for p in sel], [p[1] for p in sel], label=method, s=28, alpha=0.8)
+    if len(pts) <= 40:
+        for bpw, err, _, name in pts:
+            ax.annotate(name, (bpw, err), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_yscale("log")
+    ax.set_xlabel("stored bits per weight")
+    ax.set_ylabel("relative error ||W - W_hat|| / ||W||")
+    ax.set_title(f"{os.path.basename(args.compressed)}: {len(pts)} compressed tensors "
+                 f"({len(rows) - len(pts)} exact, not drawn)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if pts:
+        ax.legend(fontsize=8, title="method")
+    fig.tight_layout()
+    fig.savefig(args.plot)
+    plt.close(fig)
+    console.print(f"wrote {args.plot}", soft_wrap=True)
+
+
 def _add_model_commands(sub: Any) -> None:
     oq = sub.add_parser("onnx-quantize", help="quantize the MatMul/Gemm weights of an ONNX model (weight only)")
     oq.add_argument("input", help="input .onnx model")
@@ -151,7 +229,11 @@ def _add_model_commands(sub: Any) -> None:
     comp = sub.add_parser("compress", help="compress a model into a quantpress container")
     comp.add_argument("input", help="input model: a file, a directory, an index or a GGUF split")
     comp.add_argument("-o", "--output", required=True, help="output container (.safetensors)")
-    comp.add_argument("--recipe", default="int4", help="int8, int4, nf4, q4_k, q4_k_m, vq2 or a .toml file (default int4)")
+    how = comp.add_mutually_exclusive_group()
+    how.add_argument("--recipe", default=None, help="int8, int4, nf4, q4_k, q4_k_m, vq2 or a .toml file (default int4)")
+    how.add_argument("--target-bpw", type=float, default=None,
+                     help="instead of a recipe: a size budget in bits per weight; each tensor gets the method "
+                          "that minimises the total squared error within it")
     comp.add_argument("--threads", type=int, default=0, help="worker threads (default: all CPUs)")
     comp.add_argument("--max-shard-size", default=None, metavar="SIZE",
                       help="write OUTPUT as a directory of shards of at most SIZE (500MB, 2GB, 2GiB) plus an index")
@@ -163,6 +245,8 @@ def _add_model_commands(sub: Any) -> None:
     ev.add_argument("original")
     ev.add_argument("compressed")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ev.add_argument("--plot", metavar="FILE.png", help="also draw per-tensor error against bits per weight "
+                    "(needs matplotlib: pip install 'quantpress[plot]')")
     ev.set_defaults(run=_eval)
 
 
@@ -170,12 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantpress", description="Compress AI models.")
     parser.add_argument("--version", action="version", version=f"quantpress {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="compare the quantization methods on a built-in weight matrix")
-    demo.add_argument("--rows", type=int, default=1024, help="rows of the example matrix (default 1024)")
-    demo.add_argument("--cols", type=int, default=4096, help="columns, a multiple of 256 (default 4096)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="compress a built-in digits MLP with several recipes: size, error, accuracy")
+    demo.add_argument("--target-bpw", type=float, default=3.0, help="the size-budget row's bits per weight (default 3)")
+    demo.add_argument("--matrix", action="store_true",
+                      help="instead: compare every quantization method on a built-in weight matrix (size, error, speed)")
+    demo.add_argument("--rows", type=int, default=None, help="--matrix: rows of the example matrix (default 1024)")
+    demo.add_argument("--cols", type=int, default=None, help="--matrix: columns, a multiple of 256 (default 4096)")
+    demo.add_argument("--seed", type=int, default=None, help="--matrix: random seed (default 0)")
     demo.add_argument("--threads", type=int, default=0, help="worker threads (default: all CPUs)")
-    demo.add_argument("--repeats", type=int, default=3, help="timing repetitions (best kept)")
+    demo.add_argument("--repeats", type=int, default=None, help="--matrix: timing repetitions, best kept (default 3)")
     demo.set_defaults(run=_demo)
     info = sub.add_parser("info", help="version, SIMD level and threads")
     info.set_defaults(run=_info)
@@ -191,7 +278,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.run(args, console))
     except ValueError as e:  # QuantpressError is a ValueError
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         return 1
     except FileNotFoundError as e:
         console.print(f"[red]error:[/red] no such file: {e.filename or e}")

@@ -140,8 +140,9 @@ def error_stats(w: np.ndarray, approx: np.ndarray, step: int = 2**16) -> tuple[f
     return rel, sqnr, cos
 
 
-def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[str, Any], Recipe] = "int4",
-             progress: Optional[Progress] = None, max_shard_size: Union[int, str, None] = None) -> Report:
+def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[str, Any], Recipe, None] = None,
+             progress: Optional[Progress] = None, max_shard_size: Union[int, str, None] = None, *,
+             target_bpw: Optional[float] = None, budget_options: Optional[Mapping[str, Any]] = None) -> Report:
     """Compresses a safetensors model into a quantpress container, one tensor at a time.
 
     Each tensor gets the plan the recipe picks for its name, shape and dtype; the output is
@@ -154,8 +155,16 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
         dst: output container path (must not be ``src``); with ``max_shard_size``, a directory
             (created if missing, must not already hold a model).
         recipe: a preset name (``"int8"``, ``"int4"``, ``"nf4"``, ``"q4_k"``, ``"q4_k_m"``,
-            ``"vq2"``), a ``.toml`` recipe file, a dict of rules or a ``Recipe``.
-        progress: called as ``progress(done, total, name)`` after each tensor.
+            ``"vq2"``), a ``.toml`` recipe file, a dict of rules or a ``Recipe`` (default
+            ``"int4"``).
+        progress: called as ``progress(done, total, name)`` after each tensor (with
+            ``target_bpw``, after each tensor is measured and again after each is written).
+        target_bpw: instead of a recipe, a size budget in stored bits per weight: each tensor
+            gets the method of :data:`quantpress.budget.LADDER` that minimises the model's total
+            squared error within the budget (:func:`quantpress.budget.plan_budget`; every tensor
+            is compressed with each candidate once to measure it).
+        budget_options: keyword arguments for :func:`quantpress.budget.plan_budget`
+            (``candidates``, ``weights``, ``objective``, ``min_elements``).
         max_shard_size: ``None`` for one file; else bytes (``int``) or a size such as ``"2GB"``
             or ``"2GiB"``: ``dst`` receives ``model-0000k-of-0000N.safetensors`` container
             shards of at most that many tensor bytes (a tensor is never split) and
@@ -167,8 +176,9 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
 
     Raises:
         FileNotFoundError: ``src`` does not exist.
-        QuantpressError: an unknown recipe, an unreadable input, ``dst`` equal to ``src``, or a
-            tensor the method rejects (NaN/Inf ...); the message names the tensor.
+        QuantpressError: an unknown recipe, an unreadable input, ``dst`` equal to ``src``, a
+            tensor the method rejects (NaN/Inf ...; the message names the tensor), both a recipe
+            and ``target_bpw``, or a target the candidates cannot reach.
 
     Example:
         >>> import numpy as np, quantpress as qp, tempfile, os
@@ -188,16 +198,15 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
         raise FileNotFoundError(src)
     if os.path.exists(dst) and os.path.samefile(src, dst):
         raise QuantpressError(f"{dst}: the output would replace the input; choose another path")
-    rec = get_recipe(recipe)
     listing = _list_tensors(src)
-    plans = rec.plan_all(listing)
     start = time.perf_counter()
+    plans, offset = _choose_plans(src, listing, recipe, target_bpw, budget_options, progress)
     rows: list[TensorReport] = []
     with _writer(dst, max_shard_size) as writer:
         for i, (name, w) in enumerate(_iter_tensors(src)):
             rows.append(_compress_one(writer, name, w, plans[name]))
             if progress is not None:
-                progress(i + 1, len(listing), name)
+                progress(offset + i + 1, offset + len(listing), name)
     seconds = time.perf_counter() - start
     return Report(tuple(rows), sum(r.input_bytes for r in rows), output_bytes(dst), seconds)
 
@@ -205,6 +214,21 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
 def _writer(dst: str, max_shard_size: Union[int, str, None]) -> Any:
     """One container file, or a :class:`ShardedWriter` into the directory ``dst``."""
     return ContainerWriter(dst) if max_shard_size is None else ShardedWriter(dst, max_shard_size)
+
+
+def _choose_plans(src: str, listing: list[tuple[str, tuple[int, ...], str]], recipe: Any,
+                  target_bpw: Optional[float], budget_options: Optional[Mapping[str, Any]],
+                  progress: Optional[Progress]) -> tuple[dict[str, Plan], int]:
+    """Every tensor's plan, from the recipe or the size budget, and how many progress steps that
+    took (the budget measures each tensor first: those steps come before the writing ones)."""
+    if target_bpw is None:
+        return get_recipe("int4" if recipe is None else recipe).plan_all(listing), 0
+    from .budget import plan_file
+
+    if recipe is not None:
+        raise QuantpressError("give a recipe or target_bpw, not both")
+    tick = None if progress is None else (lambda d, t, n: progress(d, 2 * t, n))  # type: ignore[misc]
+    return plan_file(src, target_bpw, tick, **(budget_options or {})), len(listing)
 
 
 def _compress_one(writer: Any, name: str, w: np.ndarray, plan: Plan) -> TensorReport:
