@@ -14,6 +14,7 @@ import os
 from . import _core
 from ._core import QuantpressError, __version__, get_num_threads, simd_level
 from .formats import open_model
+from .budget import plan_budget
 from .calibrate import Observer, QuantParams, compute_scale_zp, qrange
 from .container import load, save_compressed
 from .distill import VQResult, cross_entropy, distillation_loss, feature_loss, soft_cross_entropy, vq_forward
@@ -62,6 +63,7 @@ __all__ = [
     "onnx_quantize",
     "open_model",
     "pack_bits",
+    "plan_budget",
     "prune",
     "prune_global",
     "qrange",
