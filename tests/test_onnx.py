@@ -9,7 +9,7 @@ import os
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quantpress as qp
@@ -188,6 +188,7 @@ def test_bad_files(tmp_path):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
        st.integers(0, 10**6))
+@example(edits=[(3096, 128)], cut=0)  # a name that is not valid UTF-8 (protobuf hands back bytes)
 def test_fuzz_reader(tmp_path, edits, cut):
     model, _ = _mixed_model()
     data = bytearray(model.SerializeToString())

@@ -127,7 +127,8 @@ def _external_path(path: str, field: str, location: str) -> str:
 
 def _external(path: str, field: str, t: Any, dtype: str, shape: Any) -> tuple[Callable[[], np.ndarray], int]:
     """The loader of an externally stored tensor after checking location, offset and length."""
-    info = {e.key: e.value for e in t.external_data}
+    info = {text(path, f"{field} external_data key", e.key): text(path, f"{field} external_data {e.key!r}", e.value)
+            for e in t.external_data}
     data_path = _external_path(path, field, info.get("location", ""))
     data_size = os.path.getsize(data_path)
     try:
@@ -183,12 +184,20 @@ def tensor_entry(path: str, field: str, t: Any) -> LazyTensor | None:
     return LazyTensor(t.name, tuple(shape), dtype, nbytes, load, _NIBBLE.get(dtype))
 
 
+def text(path: str, field: str, v: Any) -> str:
+    """A protobuf string field; the parser hands back bytes when they are not valid UTF-8."""
+    if isinstance(v, bytes):
+        raise fail(path, field, "is not valid UTF-8")
+    return str(v)
+
+
 def graph_tensors(path: str, graph: Any) -> tuple[dict[str, LazyTensor], list[str]]:
     """Initializers and ``Constant`` node ``value`` tensors of the top graph, by name."""
     tensors: dict[str, LazyTensor] = {}
     skipped: list[str] = []
 
-    def add(name: str, field: str, t: Any) -> None:
+    def add(name: Any, field: str, t: Any) -> None:
+        name = text(path, field, name)
         if name in tensors or name in skipped:
             raise fail(path, field, f"duplicate tensor name {name!r}")
         entry = tensor_entry(path, field, t)
@@ -214,11 +223,11 @@ def open_file(path: str) -> ModelFile:
     size = file_size(path)
     model = parse_model(path, size)
     tensors, skipped = graph_tensors(path, model.graph)
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = {text(path, "metadata_props key", p.key): text(path, f"metadata_props {p.key!r}", p.value) for p in model.metadata_props}
     meta["onnx.ir_version"] = str(model.ir_version)
-    meta["onnx.opset"] = ",".join(f"{o.domain or 'ai.onnx'}:{o.version}" for o in model.opset_import)
+    meta["onnx.opset"] = ",".join(f"{text(path, 'opset_import domain', o.domain) or 'ai.onnx'}:{o.version}" for o in model.opset_import)
     if model.producer_name:
-        meta["onnx.producer"] = model.producer_name
+        meta["onnx.producer"] = text(path, "producer_name", model.producer_name)
     if skipped:
         meta["onnx.skipped"] = ",".join(skipped)
     return ModelFile(path, "onnx", tensors, meta)
