@@ -313,6 +313,20 @@ mod tests {
     }
 
     #[test]
+    fn partial_then_finish_is_one_iteration() {
+        let x: Vec<f32> = (0..40).map(|i| ((i * 37 % 23) as f32) - 11.0).collect();
+        let c = [0.0, 0.0, 5.0, 5.0, 500.0, 500.0]; // the last centroid is empty: re-seeded
+        let it = lloyd_iteration(&x, 2, None, &c, Metric::L2).unwrap();
+        let p = lloyd_partial(&x, 2, None, &c, Metric::L2, chunk_rows(20, 3, 2)).unwrap();
+        assert_eq!(p.inertia.len(), 1);
+        let f = lloyd_finish_raw(&c, 2, Metric::L2, p.coords, p.weight, &p.members, &p.far[..1]).unwrap();
+        assert_eq!((f.centroids, f.reseeded, p.codes), (it.centroids, it.reseeded, it.codes));
+        assert_eq!(f.cluster_weight, it.cluster_weight);
+        assert!(lloyd_partial(&x, 2, None, &c, Metric::L2, 0).is_err());
+        assert!(lloyd_finish_raw(&c, 2, Metric::L2, vec![0.0; 5], vec![0.0; 3], &[0; 3], &[]).is_err());
+    }
+
+    #[test]
     fn weights_and_bad_input() {
         let x = [0.0, 4.0];
         let it = lloyd_iteration(&x, 1, Some(&[3.0, 1.0]), &[2.0], Metric::L2).unwrap();
