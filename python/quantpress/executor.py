@@ -111,6 +111,7 @@ def compress_unit(src: str, names: list[str], plans: dict[str, Any], fault_marke
     from .formats import open_model
     from .pipeline import _compress_one
 
+    _use_task_cpus()
     out = []
     with open_model(src) as model:
         for i, name in enumerate(names):
@@ -122,6 +123,21 @@ def compress_unit(src: str, names: list[str], plans: dict[str, Any], fault_marke
             _, entry, dtype = sink.entries[0]
             out.append((row, entry, dtype))
     return out
+
+
+def _use_task_cpus() -> None:
+    """Inside a Ray task: as many Rust threads as CPUs Ray gave the task (no oversubscription
+    when several tasks share a node)."""
+    try:
+        import ray
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+    except Exception:  # not in a Ray worker
+        return
+    if cpus >= 1:
+        from . import _core
+
+        _core.set_num_threads(int(cpus))
 
 
 def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: dict[str, Any], writer: Any,
