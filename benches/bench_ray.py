@@ -51,6 +51,7 @@ def bench_compress(tmp: str, megabytes: int, recipe: str) -> None:
     os.makedirs(os.path.join(tmp, "in"))
     src = make_model(os.path.join(tmp, "in"), megabytes)
     qp.compress(src, os.path.join(tmp, "warm"), recipe, max_shard_size="64MB")  # page cache, lazy init
+    qp.compress(src, os.path.join(tmp, "warm-ray"), recipe, max_shard_size="64MB", executor="ray")  # worker imports
     t_local, _ = timed(lambda: qp.compress(src, os.path.join(tmp, "local"), recipe, max_shard_size="64MB"))
     t_ray, _ = timed(lambda: qp.compress(src, os.path.join(tmp, "ray"), recipe, max_shard_size="64MB", executor="ray"))
     assert same_files(os.path.join(tmp, "local"), os.path.join(tmp, "ray"))
@@ -69,6 +70,7 @@ def bench_kmeans(tmp: str, n: int, d: int, k: int, n_iter: int) -> None:
     init = x[:k].copy()  # the same start for all: the timings are of the Lloyd iterations
     fit = lambda shards, ex="local": qp.KMeans(k, n_iter=n_iter, init=init).fit(shards, executor=ex)  # noqa: E731
     fit(x)
+    fit(paths, "ray")  # worker start-up and imports
     t_single, a = timed(lambda: fit(x))
     t_local, b = timed(lambda: fit(paths))
     t_ray, c = timed(lambda: fit(paths, "ray"))
