@@ -83,7 +83,14 @@ fn lloyd_partial<'py>(
         p.far.iter().map(|f| f.weight).collect::<Vec<_>>().into_pyarray(py),
         p.far.iter().flat_map(|f| f.point.iter().copied()).collect::<Vec<_>>().into_pyarray(py),
     );
-    Ok((p.coords.into_pyarray(py), p.weight.into_pyarray(py), p.inertia.into_pyarray(py), p.members.into_pyarray(py), far, p.codes.into_pyarray(py)))
+    Ok((
+        p.coords.into_pyarray(py),
+        p.weight.into_pyarray(py),
+        p.inertia.into_pyarray(py),
+        p.members.into_pyarray(py),
+        far,
+        p.codes.into_pyarray(py),
+    ))
 }
 
 /// The end of a sharded Lloyd iteration: `(centroids, cluster_weight, reseeded, shift)` from the

@@ -119,7 +119,16 @@ fn assign_all(cb: &Codebook, x: &[f32]) -> Result<(Vec<u32>, Vec<f32>)> {
 
 /// Float64 sums of every chunk of `rows` points, computed in parallel, returned in order.
 #[allow(clippy::too_many_arguments)]
-fn chunk_sums(x: &[f32], d: usize, weights: Option<&[f32]>, codes: &[u32], dists: &[f32], metric: Metric, k: usize, rows: usize) -> Result<Vec<Sums>> {
+fn chunk_sums(
+    x: &[f32],
+    d: usize,
+    weights: Option<&[f32]>,
+    codes: &[u32],
+    dists: &[f32],
+    metric: Metric,
+    k: usize,
+    rows: usize,
+) -> Result<Vec<Sums>> {
     let n = codes.len();
     let rows = rows.max(1);
     let mut parts: Vec<Sums> =
@@ -206,7 +215,14 @@ pub fn lloyd_partial(x: &[f32], d: usize, weights: Option<&[f32]>, centroids: &[
     }
     let (codes, dists) = assign_all(&cb, x)?;
     let parts = chunk_sums(x, d, weights, &codes, &dists, metric, k, rows)?;
-    let mut p = Partial { coords: Vec::new(), weight: Vec::new(), inertia: Vec::new(), members: count_members(&codes, k), far: Vec::new(), codes: Vec::new() };
+    let mut p = Partial {
+        coords: Vec::new(),
+        weight: Vec::new(),
+        inertia: Vec::new(),
+        members: count_members(&codes, k),
+        far: Vec::new(),
+        codes: Vec::new(),
+    };
     for s in parts {
         p.coords.extend_from_slice(&s.coords);
         p.weight.extend_from_slice(&s.weight);
@@ -228,7 +244,15 @@ pub struct Finish {
 
 /// Finishes an iteration from the total sums: re-seeds the empty clusters on `far` (the
 /// candidates, best first), moves each centroid to its mean (unit length for cosine).
-pub fn lloyd_finish_raw(centroids: &[f32], d: usize, metric: Metric, coords: Vec<f64>, weight: Vec<f64>, members: &[u64], far: &[Far]) -> Result<Finish> {
+pub fn lloyd_finish_raw(
+    centroids: &[f32],
+    d: usize,
+    metric: Metric,
+    coords: Vec<f64>,
+    weight: Vec<f64>,
+    members: &[u64],
+    far: &[Far],
+) -> Result<Finish> {
     let cb = prepare(centroids, d, metric)?;
     let k = cb.k;
     if coords.len() != k * d || weight.len() != k || members.len() != k {
