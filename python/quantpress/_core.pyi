@@ -18,6 +18,9 @@ __all__ = [
     "hqq_quantize",
     "kmeans_plusplus",
     "lloyd_iteration",
+    "kmeans_chunk_rows",
+    "lloyd_partial",
+    "lloyd_finish",
     "kmeans1d",
     "mse_quantize",
     "_panic_for_tests",
@@ -97,6 +100,33 @@ def lloyd_iteration(
     metric: str,
     weights: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], float, npt.NDArray[np.float64], int, float]: ...
+def kmeans_chunk_rows(n: int, k: int, d: int) -> int: ...
+def lloyd_partial(
+    x: npt.NDArray[np.float32],
+    d: int,
+    centroids: npt.NDArray[np.float32],
+    metric: str,
+    rows: int,
+    weights: npt.NDArray[np.float32] | None = None,
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.uint64],
+    tuple[npt.NDArray[np.float64], npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.float64], npt.NDArray[np.float32]],
+    npt.NDArray[np.uint32],
+]: ...
+def lloyd_finish(
+    centroids: npt.NDArray[np.float32],
+    d: int,
+    metric: str,
+    coords: npt.NDArray[np.float64],
+    weight: npt.NDArray[np.float64],
+    members: npt.NDArray[np.uint64],
+    far_code: npt.NDArray[np.uint32],
+    far_weight: npt.NDArray[np.float64],
+    far_points: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], int, float]: ...
 def vq_assign(
     x: npt.NDArray[np.float32], codebook: npt.NDArray[np.float32], d: int, metric: str, return_distances: bool
 ) -> tuple[npt.NDArray[np.uint32], Optional[npt.NDArray[np.float32]]]: ...

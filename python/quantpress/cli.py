@@ -107,7 +107,7 @@ def _compress(args: argparse.Namespace, console: Console) -> int:
             bar.update(task, completed=done, total=total, description=name[-40:])
 
         report = compress(args.input, args.output, recipe=args.recipe, progress=tick, target_bpw=args.target_bpw,
-                          max_shard_size=args.max_shard_size)
+                          max_shard_size=args.max_shard_size, executor=args.executor, ray_address=args.address)
     how = f"recipe {args.recipe or 'int4'}" if args.target_bpw is None else f"budget {args.target_bpw:g} bits/weight"
     table = Table(title=f"{args.input} -> {args.output} ({how})")
     for col in ("tensor", "method", "shape", "bits/weight", "rel. error", "SQNR dB"):
@@ -237,6 +237,10 @@ def _add_model_commands(sub: Any) -> None:
     comp.add_argument("--threads", type=int, default=0, help="worker threads (default: all CPUs)")
     comp.add_argument("--max-shard-size", default=None, metavar="SIZE",
                       help="write OUTPUT as a directory of shards of at most SIZE (500MB, 2GB, 2GiB) plus an index")
+    comp.add_argument("--executor", default="local", choices=("local", "ray"),
+                      help="local (this process) or ray: tensors compressed as Ray tasks, same output bytes")
+    comp.add_argument("--address", default=None, metavar="ADDR",
+                      help="--executor ray: the Ray cluster address (default: a running one, else a local instance)")
     comp.set_defaults(run=_compress)
     insp = sub.add_parser("inspect", help="list the tensors, methods and sizes of a container or safetensors file")
     insp.add_argument("file")

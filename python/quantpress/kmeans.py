@@ -124,8 +124,20 @@ class KMeans:
 
     # -- training ---------------------------------------------------------------------------
 
-    def fit(self, x: Any, sample_weight: Any = None) -> "KMeans":
-        """Trains on the points ``x`` ``(n, d)`` (optionally weighted); returns ``self``."""
+    def fit(self, x: Any, sample_weight: Any = None, *, executor: str = "local", ray_address: Optional[str] = None) -> "KMeans":
+        """Trains on the points ``x`` ``(n, d)`` (optionally weighted); returns ``self``.
+
+        ``x`` may also be a list of shards (arrays, ``np.memmap`` or ``.npy`` paths, each
+        ``(n_i, d)``; ``sample_weight`` then a list of per-shard arrays): the iterations run
+        shard by shard, or as Ray tasks with ``executor="ray"`` (``ray_address``: the cluster),
+        and the driver reduces the shards' sums in shard order, so both give the same
+        centroids, and the same as ``fit`` on the concatenation when the shards are cut at
+        multiples of ``_core.kmeans_chunk_rows(n, k, d)`` rows (quantpress/kmeans_shards.py).
+        """
+        if isinstance(x, (list, tuple)):
+            return self._fit_shards(x, sample_weight, executor, ray_address)
+        if executor != "local":
+            raise QuantpressError("executor='ray' needs the points as a list of shards")
         x = as_points(x)
         w = _sample_weight(sample_weight, len(x))
         if self.k > len(x):
@@ -139,6 +151,36 @@ class KMeans:
             if best is None or result[1] < best[1]:
                 best = result
         assert best is not None
+        self.centroids, self.inertia_, self.labels_, self.n_iter_, self.reseeds_ = best
+        self._counts = None
+        return self
+
+    def _fit_shards(self, shards: Any, sample_weight: Any, executor: str, address: Optional[str]) -> "KMeans":
+        from .executor import check_executor, require_ray
+        from .kmeans_shards import LocalBackend, RayBackend, Shards, lloyd_sharded
+
+        if check_executor(executor) == "ray":
+            require_ray()
+        if self.max_points_per_centroid is not None:
+            raise QuantpressError("max_points_per_centroid is not supported with shards: sample the shards first")
+        s = Shards(shards, sample_weight)
+        if self.k > s.n:
+            raise QuantpressError(f"k={self.k} is larger than the number of points ({s.n})")
+        needs_all = isinstance(self.init, str) or self.tol > 0
+        full, w = s.concat() if needs_all else (None, None)
+        if full is not None and self.metric == "cosine":
+            full = unit_rows(full)
+        stop = self.tol * float(np.mean(np.var(full, axis=0, dtype=np.float64))) if self.tol > 0 else 0.0
+        backend = RayBackend(s, address) if executor == "ray" else LocalBackend(s)
+        best = None
+        for run in range(self.n_init):
+            c = self._initial(full if full is not None else np.empty((0, s.d), np.float32), w, self.seed + run)
+            result = lloyd_sharded(backend, s, c, self.k, self.metric, self.n_iter, stop, self.progress)
+            if best is None or result[1] < best[1]:
+                best = result
+        del full
+        assert best is not None
+        self.subsampled_ = None
         self.centroids, self.inertia_, self.labels_, self.n_iter_, self.reseeds_ = best
         self._counts = None
         return self

@@ -19,6 +19,7 @@ import numpy as np
 from ._arrays import as_float32, dtype_name
 from ._core import QuantpressError
 from .container import _ST_DTYPES, ContainerWriter, Entry, GGUFTensor, load
+from .executor import check_executor, require_ray, run_ray
 from .gguf import gguf_quantize
 from .recipe import Plan, Recipe, get_recipe
 from .scalar import quantize
@@ -142,7 +143,8 @@ def error_stats(w: np.ndarray, approx: np.ndarray, step: int = 2**16) -> tuple[f
 
 def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[str, Any], Recipe, None] = None,
              progress: Optional[Progress] = None, max_shard_size: Union[int, str, None] = None, *,
-             target_bpw: Optional[float] = None, budget_options: Optional[Mapping[str, Any]] = None) -> Report:
+             target_bpw: Optional[float] = None, budget_options: Optional[Mapping[str, Any]] = None,
+             executor: str = "local", ray_address: Optional[str] = None, _fault_marker: Optional[str] = None) -> Report:
     """Compresses a safetensors model into a quantpress container, one tensor at a time.
 
     Each tensor gets the plan the recipe picks for its name, shape and dtype; the output is
@@ -169,6 +171,12 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
             or ``"2GiB"``: ``dst`` receives ``model-0000k-of-0000N.safetensors`` container
             shards of at most that many tensor bytes (a tensor is never split) and
             ``model.safetensors.index.json``, written last (layout: sharded_container.py).
+        executor: ``"local"`` (this process) or ``"ray"``: the tensors are compressed as Ray
+            tasks (each opens the input itself) and the driver writes the results in order, so
+            the output is byte-identical to the local run (quantpress/executor.py,
+            docs/scaling.md). Needs ``pip install 'quantpress[ray]'``.
+        ray_address: the Ray cluster to use (``ray.init(address=...)``); ``None`` uses the
+            one this process is connected to, else starts a local one.
 
     Returns:
         A :class:`Report` with per-tensor method, bits per weight, relative error and SQNR, and
@@ -198,12 +206,17 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
         raise FileNotFoundError(src)
     if os.path.exists(dst) and os.path.samefile(src, dst):
         raise QuantpressError(f"{dst}: the output would replace the input; choose another path")
+    check_executor(executor)
+    if executor == "ray":
+        require_ray()
     listing = _list_tensors(src)
     start = time.perf_counter()
     plans, offset = _choose_plans(src, listing, recipe, target_bpw, budget_options, progress)
     rows: list[TensorReport] = []
     with _writer(dst, max_shard_size) as writer:
-        for i, (name, w) in enumerate(_iter_tensors(src)):
+        if executor == "ray":
+            rows = run_ray(src, listing, plans, writer, progress, offset, ray_address, _fault_marker)
+        for i, (name, w) in enumerate(() if executor == "ray" else _iter_tensors(src)):
             rows.append(_compress_one(writer, name, w, plans[name]))
             if progress is not None:
                 progress(offset + i + 1, offset + len(listing), name)

@@ -50,7 +50,7 @@ struct Sums {
 
 /// Points per accumulation chunk, fixed by the input: enough chunks to keep two threads busy,
 /// but never more than ~64 MiB of float64 accumulators in all.
-fn chunk_rows(n: usize, k: usize, d: usize) -> usize {
+pub fn chunk_rows(n: usize, k: usize, d: usize) -> usize {
     let per_chunk_bytes = (k * (d + 1) * 8).max(1);
     let max_chunks = ((64usize << 20) / per_chunk_bytes).clamp(1, 64);
     n.div_ceil(max_chunks).max(8192).min(n.max(1))
@@ -78,18 +78,59 @@ fn point_cost(metric: Metric, reported: f32) -> f64 {
 
 /// Runs one Lloyd iteration of the `n` points `x` (`n * d`) from `centroids` (`k * d`).
 /// `metric` is L2 or cosine (spherical k-means; `x` should already have unit rows).
+///
+/// The same as [`lloyd_partial`] over all points with `chunk_rows(n, k, d)` rows per chunk,
+/// the chunk sums added in order, then [`lloyd_finish`].
 pub fn lloyd_iteration(x: &[f32], d: usize, weights: Option<&[f32]>, centroids: &[f32], metric: Metric) -> Result<Iteration> {
+    let cb = prepare(centroids, d, metric)?;
+    let (n, k) = (x.len() / d, cb.k);
+    check_weights(weights, n)?;
+    let (codes, dists) = assign_all(&cb, x)?;
+    let parts = chunk_sums(x, d, weights, &codes, &dists, metric, k, chunk_rows(n, k, d))?;
+    let mut total = Sums { coords: vec![0.0; k * d], weight: vec![0.0; k], inertia: 0.0 };
+    for p in &parts {
+        total.coords.iter_mut().zip(&p.coords).for_each(|(a, b)| *a += b);
+        total.weight.iter_mut().zip(&p.weight).for_each(|(a, b)| *a += b);
+        total.inertia += p.inertia;
+    }
+    drop(parts);
+    let empty = total.weight.iter().filter(|&&w| w == 0.0).count();
+    let far = far_points(x, d, weights, &codes, &dists, metric, empty);
+    let members = count_members(&codes, k);
+    let inertia = total.inertia;
+    let fin = lloyd_finish(&cb, metric, total.coords, total.weight, &members, &far)?;
+    Ok(Iteration { centroids: fin.centroids, codes, inertia, cluster_weight: fin.cluster_weight, reseeded: fin.reseeded, shift: fin.shift })
+}
+
+fn prepare(centroids: &[f32], d: usize, metric: Metric) -> Result<Codebook> {
     if !matches!(metric, Metric::L2 | Metric::Cosine) {
         return Err(invalid!("k-means supports the 'l2' and 'cosine' metrics, not {:?}", metric.name()));
     }
-    let cb = Codebook::new(centroids, d, metric)?;
-    let (n, k) = (x.len() / d, cb.k);
-    check_weights(weights, n)?;
+    Codebook::new(centroids, d, metric)
+}
+
+fn assign_all(cb: &Codebook, x: &[f32]) -> Result<(Vec<u32>, Vec<f32>)> {
+    let n = x.len() / cb.d;
     let mut codes = vec![0u32; n];
     let mut dists = vec![0f32; n];
-    assign_into(&cb, x, &mut codes, Some(&mut dists))?;
+    assign_into(cb, x, &mut codes, Some(&mut dists))?;
+    Ok((codes, dists))
+}
 
-    let rows = chunk_rows(n, k, d);
+/// Float64 sums of every chunk of `rows` points, computed in parallel, returned in order.
+#[allow(clippy::too_many_arguments)]
+fn chunk_sums(
+    x: &[f32],
+    d: usize,
+    weights: Option<&[f32]>,
+    codes: &[u32],
+    dists: &[f32],
+    metric: Metric,
+    k: usize,
+    rows: usize,
+) -> Result<Vec<Sums>> {
+    let n = codes.len();
+    let rows = rows.max(1);
     let mut parts: Vec<Sums> =
         (0..n.div_ceil(rows)).map(|_| Sums { coords: vec![0.0; k * d], weight: vec![0.0; k], inertia: 0.0 }).collect();
     let jobs: Vec<_> = parts.iter_mut().enumerate().collect();
@@ -99,16 +140,135 @@ pub fn lloyd_iteration(x: &[f32], d: usize, weights: Option<&[f32]>, centroids: 
         accumulate(&x[r.start * d..r.end * d], d, w, &codes[r.clone()], &dists[r], metric, acc);
         Ok(())
     })?;
-    let mut total = Sums { coords: vec![0.0; k * d], weight: vec![0.0; k], inertia: 0.0 };
-    for p in &parts {
-        total.coords.iter_mut().zip(&p.coords).for_each(|(a, b)| *a += b);
-        total.weight.iter_mut().zip(&p.weight).for_each(|(a, b)| *a += b);
-        total.inertia += p.inertia;
-    }
-    drop(parts);
+    Ok(parts)
+}
 
+fn count_members(codes: &[u32], k: usize) -> Vec<u64> {
+    let mut members = vec![0u64; k];
+    codes.iter().for_each(|&c| members[c as usize] += 1);
+    members
+}
+
+/// A re-seeding candidate: a point far from its centroid.
+#[derive(Clone, Debug)]
+pub struct Far {
+    /// Its cost (squared L2 or `1 - cos`), > 0.
+    pub cost: f64,
+    /// Its row (in the shard, or globally once the driver offsets it).
+    pub index: usize,
+    /// Its cluster.
+    pub code: u32,
+    /// Its weight (> 0).
+    pub weight: f64,
+    /// Its coordinates.
+    pub point: Vec<f32>,
+}
+
+/// The `m` points with the largest cost (and non-zero weight), largest first, lowest index
+/// on ties: the re-seeding candidates.
+#[allow(clippy::too_many_arguments)]
+fn far_points(x: &[f32], d: usize, weights: Option<&[f32]>, codes: &[u32], dists: &[f32], metric: Metric, m: usize) -> Vec<Far> {
+    if m == 0 {
+        return Vec::new();
+    }
+    let w = |i: usize| weights.map_or(1.0, |w| w[i] as f64);
+    let mut far: Vec<usize> = (0..codes.len()).filter(|&i| w(i) > 0.0 && point_cost(metric, dists[i]) > 0.0).collect();
+    let key = |&i: &usize| (std::cmp::Reverse(point_cost(metric, dists[i]).to_bits()), i);
+    let m = m.min(far.len());
+    if m < far.len() {
+        far.select_nth_unstable_by_key(m, key);
+        far.truncate(m);
+    }
+    far.sort_unstable_by_key(key);
+    far.into_iter()
+        .map(|i| Far { cost: point_cost(metric, dists[i]), index: i, code: codes[i], weight: w(i), point: x[i * d..(i + 1) * d].to_vec() })
+        .collect()
+}
+
+/// The partial result of one shard of points: what the driver needs to finish an iteration.
+#[derive(Clone, Debug)]
+pub struct Partial {
+    /// Per chunk of `rows` points, in order: `k * d` coordinate sums.
+    pub coords: Vec<f64>,
+    /// Per chunk: `k` cluster weights.
+    pub weight: Vec<f64>,
+    /// Per chunk: the inertia.
+    pub inertia: Vec<f64>,
+    /// Points per cluster.
+    pub members: Vec<u64>,
+    /// Up to `k` re-seeding candidates of this shard, best first (see [`far_points`]).
+    pub far: Vec<Far>,
+    /// Nearest codeword of every point.
+    pub codes: Vec<u32>,
+}
+
+/// Assignment and per-chunk sums of one shard (`rows` points per chunk, counted from the
+/// shard's first row). Summing the chunks of the shards in order and calling [`lloyd_finish`]
+/// gives exactly [`lloyd_iteration`] on the concatenated points when every shard but the last
+/// holds a multiple of `rows = chunk_rows(n_total, k, d)` points.
+pub fn lloyd_partial(x: &[f32], d: usize, weights: Option<&[f32]>, centroids: &[f32], metric: Metric, rows: usize) -> Result<Partial> {
+    let cb = prepare(centroids, d, metric)?;
+    let (n, k) = (x.len() / d, cb.k);
+    check_weights(weights, n)?;
+    if rows == 0 {
+        return Err(invalid!("rows per chunk must be positive"));
+    }
+    let (codes, dists) = assign_all(&cb, x)?;
+    let parts = chunk_sums(x, d, weights, &codes, &dists, metric, k, rows)?;
+    let mut p = Partial {
+        coords: Vec::new(),
+        weight: Vec::new(),
+        inertia: Vec::new(),
+        members: count_members(&codes, k),
+        far: Vec::new(),
+        codes: Vec::new(),
+    };
+    for s in parts {
+        p.coords.extend_from_slice(&s.coords);
+        p.weight.extend_from_slice(&s.weight);
+        p.inertia.push(s.inertia);
+    }
+    p.far = far_points(x, d, weights, &codes, &dists, metric, k);
+    p.codes = codes;
+    Ok(p)
+}
+
+/// The end of an iteration: centroids, cluster weights (before re-seeding), re-seeds, shift.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub centroids: Vec<f32>,
+    pub cluster_weight: Vec<f64>,
+    pub reseeded: usize,
+    pub shift: f64,
+}
+
+/// Finishes an iteration from the total sums: re-seeds the empty clusters on `far` (the
+/// candidates, best first), moves each centroid to its mean (unit length for cosine).
+pub fn lloyd_finish_raw(
+    centroids: &[f32],
+    d: usize,
+    metric: Metric,
+    coords: Vec<f64>,
+    weight: Vec<f64>,
+    members: &[u64],
+    far: &[Far],
+) -> Result<Finish> {
+    let cb = prepare(centroids, d, metric)?;
+    let k = cb.k;
+    if coords.len() != k * d || weight.len() != k || members.len() != k {
+        return Err(Error::Shape(format!("sums for k={k}, d={d} expected")));
+    }
+    if far.iter().any(|f| f.point.len() != d || f.code as usize >= k) {
+        return Err(Error::Shape("re-seeding candidates do not match the centroids".into()));
+    }
+    lloyd_finish(&cb, metric, coords, weight, members, far)
+}
+
+fn lloyd_finish(cb: &Codebook, metric: Metric, coords: Vec<f64>, weight: Vec<f64>, members: &[u64], far: &[Far]) -> Result<Finish> {
+    let (k, d) = (cb.k, cb.d);
+    let mut total = Sums { coords, weight, inertia: 0.0 };
     let cluster_weight = total.weight.clone();
-    let reseeded = reseed_empty(x, d, weights, &codes, &dists, metric, &mut total);
+    let reseeded = reseed_empty(d, far, members, &mut total);
     let mut new = cb.data.clone();
     for j in 0..k {
         if total.weight[j] > 0.0 {
@@ -122,37 +282,29 @@ pub fn lloyd_iteration(x: &[f32], d: usize, weights: Option<&[f32]>, centroids: 
         new.chunks_exact_mut(d).for_each(super::assign::normalize);
     }
     let shift = new.iter().zip(&cb.data).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-    Ok(Iteration { centroids: new, codes, inertia: total.inertia, cluster_weight, reseeded, shift })
+    Ok(Finish { centroids: new, cluster_weight, reseeded, shift })
 }
 
-/// Re-seeds every empty cluster (in index order) on one of the points farthest from their own
-/// centroid (largest weighted-nonzero cost first, lowest index on ties), moving that point's
-/// weight out of its old cluster, as scikit-learn does. Returns how many were re-seeded.
-fn reseed_empty(x: &[f32], d: usize, weights: Option<&[f32]>, codes: &[u32], dists: &[f32], metric: Metric, s: &mut Sums) -> usize {
+/// Re-seeds every empty cluster (in index order) on the next of the `far` candidates (the
+/// points farthest from their own centroid, largest cost first, lowest index on ties), moving
+/// that point's weight out of its old cluster, as scikit-learn does. Returns how many were
+/// re-seeded.
+fn reseed_empty(d: usize, far: &[Far], members: &[u64], s: &mut Sums) -> usize {
     let empty: Vec<usize> = (0..s.weight.len()).filter(|&j| s.weight[j] == 0.0).collect();
     if empty.is_empty() {
         return 0;
     }
-    let w = |i: usize| weights.map_or(1.0, |w| w[i] as f64);
-    let mut far: Vec<usize> = (0..codes.len()).filter(|&i| w(i) > 0.0 && point_cost(metric, dists[i]) > 0.0).collect();
-    let key = |&i: &usize| (std::cmp::Reverse(point_cost(metric, dists[i]).to_bits()), i);
     let m = empty.len().min(far.len());
-    if m < far.len() {
-        far.select_nth_unstable_by_key(m, key);
-        far.truncate(m);
-    }
-    far.sort_unstable_by_key(key);
-    let mut members = vec![0usize; s.weight.len()];
-    codes.iter().for_each(|&c| members[c as usize] += 1);
-    for (&j, &i) in empty.iter().zip(&far) {
-        let (old, wi, xi) = (codes[i] as usize, w(i), &x[i * d..(i + 1) * d]);
-        for (t, &v) in xi.iter().enumerate() {
+    let mut members = members.to_vec();
+    for (&j, f) in empty.iter().zip(far) {
+        let (old, wi) = (f.code as usize, f.weight);
+        for (t, &v) in f.point.iter().enumerate() {
             s.coords[old * d + t] -= wi * v as f64;
             s.coords[j * d + t] = wi * v as f64;
         }
         s.weight[old] -= wi;
         s.weight[j] = wi;
-        members[old] -= 1;
+        members[old] = members[old].saturating_sub(1);
         if members[old] == 0 {
             // Exactly empty now (float64 subtraction could leave dust): it keeps its old centroid.
             s.weight[old] = 0.0;
@@ -182,6 +334,20 @@ mod tests {
         // Everything goes to centroid 0; 100 is the farthest and becomes cluster 1.
         assert_eq!(it.reseeded, 1);
         assert_eq!(it.centroids, [1.0, 100.0]);
+    }
+
+    #[test]
+    fn partial_then_finish_is_one_iteration() {
+        let x: Vec<f32> = (0..40).map(|i| ((i * 37 % 23) as f32) - 11.0).collect();
+        let c = [0.0, 0.0, 5.0, 5.0, 500.0, 500.0]; // the last centroid is empty: re-seeded
+        let it = lloyd_iteration(&x, 2, None, &c, Metric::L2).unwrap();
+        let p = lloyd_partial(&x, 2, None, &c, Metric::L2, chunk_rows(20, 3, 2)).unwrap();
+        assert_eq!(p.inertia.len(), 1);
+        let f = lloyd_finish_raw(&c, 2, Metric::L2, p.coords, p.weight, &p.members, &p.far[..1]).unwrap();
+        assert_eq!((f.centroids, f.reseeded, p.codes), (it.centroids, it.reseeded, it.codes));
+        assert_eq!(f.cluster_weight, it.cluster_weight);
+        assert!(lloyd_partial(&x, 2, None, &c, Metric::L2, 0).is_err());
+        assert!(lloyd_finish_raw(&c, 2, Metric::L2, vec![0.0; 5], vec![0.0; 3], &[0; 3], &[]).is_err());
     }
 
     #[test]

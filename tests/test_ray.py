@@ -1,0 +1,184 @@
+"""The Ray executor (quantpress/executor.py) and sharded / distributed k-means
+(quantpress/kmeans_shards.py) on a local 2-CPU Ray instance: outputs byte-identical to the
+local run, a killed worker retried with the same result, centroids equal bit for bit."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import quantpress as qp
+from quantpress import _core, executor
+from quantpress.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    tensors = {f"layers.{i}.weight": rng.standard_normal((64, 256)).astype(np.float32 if i % 2 else np.float16)
+               for i in range(6)}
+    tensors.update({f"layers.{i}.bias": rng.standard_normal(64).astype(np.float32) for i in range(6)})
+    tensors["embed.weight"] = rng.standard_normal((128, 256)).astype(np.float32)
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    save_file(tensors, str(path))
+    return str(path)
+
+
+@pytest.fixture
+def small_units(monkeypatch):
+    monkeypatch.setattr(executor, "UNIT_BYTES", 40_000)  # several tasks per model
+
+
+def _files(path):
+    if os.path.isfile(path):
+        return {"": open(path, "rb").read()}
+    return {n: open(os.path.join(path, n), "rb").read() for n in sorted(os.listdir(path))}
+
+
+def _rows(report):
+    return [(t.name, t.method, t.output_bytes, t.rel_error, t.sqnr_db) for t in report.tensors]
+
+
+@pytest.mark.parametrize("recipe", ["int4", "q4_k"])
+def test_single_file_is_byte_identical(ray_local, model, tmp_path, small_units, recipe):
+    local = qp.compress(model, tmp_path / "local.safetensors", recipe)
+    seen = []
+    dist = qp.compress(model, tmp_path / "ray.safetensors", recipe, executor="ray",
+                       progress=lambda d, t, n: seen.append((d, t, n)))
+    assert _files(str(tmp_path / "ray.safetensors")) == _files(str(tmp_path / "local.safetensors"))
+    assert _rows(dist) == _rows(local)
+    assert [s[:2] for s in seen] == [(i + 1, len(local.tensors)) for i in range(len(local.tensors))]
+    assert [s[2] for s in seen] == [t.name for t in local.tensors]
+
+
+def test_sharded_output_is_byte_identical(ray_local, model, tmp_path, small_units):
+    qp.compress(model, tmp_path / "local", "int4", max_shard_size=20_000)
+    qp.compress(model, tmp_path / "ray", "int4", max_shard_size=20_000, executor="ray")
+    local = _files(str(tmp_path / "local"))
+    assert len([n for n in local if n.endswith(".safetensors")]) > 2
+    assert _files(str(tmp_path / "ray")) == local
+
+
+def test_a_killed_worker_is_retried_and_the_output_is_the_same(ray_local, model, tmp_path, small_units):
+    qp.compress(model, tmp_path / "local", "int4", max_shard_size=20_000)
+    marker = tmp_path / "crashed"
+    qp.compress(model, tmp_path / "ray", "int4", max_shard_size=20_000, executor="ray", _fault_marker=str(marker))
+    assert marker.exists()  # a worker did die mid-task
+    assert _files(str(tmp_path / "ray")) == _files(str(tmp_path / "local"))
+
+
+def test_cli_executor_ray(ray_local, model, tmp_path):
+    assert cli_main(["compress", model, "-o", str(tmp_path / "a.safetensors"), "--recipe", "int8"]) == 0
+    assert cli_main(["compress", model, "-o", str(tmp_path / "b.safetensors"), "--recipe", "int8",
+                     "--executor", "ray"]) == 0
+    assert _files(str(tmp_path / "a.safetensors")) == _files(str(tmp_path / "b.safetensors"))
+
+
+def test_a_bad_tensor_fails_with_its_name(ray_local, tmp_path):
+    src = tmp_path / "bad.safetensors"
+    w = np.ones((64, 256), np.float32)
+    w[3, 7] = np.nan
+    save_file({"bad.weight": w}, str(src))
+    with pytest.raises(qp.QuantpressError, match="bad.weight"):
+        qp.compress(src, tmp_path / "out.safetensors", "int4", executor="ray")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_without_ray_the_error_says_what_to_install(monkeypatch, model, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(qp.QuantpressError, match=r"pip install 'quantpress\[ray\]'"):
+        qp.compress(model, tmp_path / "out.safetensors", executor="ray")
+    with pytest.raises(qp.QuantpressError, match=r"pip install 'quantpress\[ray\]'"):
+        qp.KMeans(2).fit([np.zeros((4, 2), np.float32)], executor="ray")
+    with pytest.raises(qp.QuantpressError, match="executor"):
+        qp.compress(model, tmp_path / "out.safetensors", executor="dask")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+# --- k-means over shards -------------------------------------------------------------------
+
+N, K, D = 20_000, 8, 4
+
+
+@pytest.fixture(scope="module")
+def points():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 5, (K, D))
+    return (centres[rng.integers(0, K, N)] + rng.normal(0, 1, (N, D))).astype(np.float32)
+
+
+def _same(a, b):
+    assert a.centroids.tobytes() == b.centroids.tobytes()
+    assert np.array_equal(a.labels_, b.labels_)
+    assert a.inertia_ == b.inertia_ and a.n_iter_ == b.n_iter_ and a.reseeds_ == b.reseeds_
+
+
+def _aligned(x):
+    rows = _core.kmeans_chunk_rows(len(x), K, x.shape[1])
+    assert rows < len(x) // 2  # three shards of whole chunks
+    return [x[:rows], x[rows:2 * rows], x[2 * rows:]]
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_sharded_fit_equals_single_fit_on_chunk_aligned_shards(points, tmp_path, metric):
+    single = qp.KMeans(K, n_iter=8, seed=1, metric=metric).fit(points)
+    parts = _aligned(points)
+    np.save(tmp_path / "s1.npy", parts[1])  # one shard read through a memmap
+    sharded = qp.KMeans(K, n_iter=8, seed=1, metric=metric).fit([parts[0], tmp_path / "s1.npy", parts[2]])
+    _same(sharded, single)
+
+
+def test_weighted_sharded_fit_equals_single_fit(points):
+    w = np.random.default_rng(4).uniform(0, 2, N).astype(np.float32)
+    rows = _core.kmeans_chunk_rows(N, K, D)
+    single = qp.KMeans(K, n_iter=6, seed=2, tol=1e-4, n_init=2).fit(points, sample_weight=w)
+    sharded = qp.KMeans(K, n_iter=6, seed=2, tol=1e-4, n_init=2).fit(_aligned(points), sample_weight=[w[:rows], w[rows:2 * rows], w[2 * rows:]])
+    _same(sharded, single)
+
+
+def test_empty_clusters_are_reseeded_as_in_the_single_fit(points):
+    init = np.vstack([points[:K - 2], np.full((2, D), 1e3, np.float32)])  # two centroids nobody picks
+    single = qp.KMeans(K, n_iter=3, init=init).fit(points)
+    sharded = qp.KMeans(K, n_iter=3, init=init).fit(_aligned(points))
+    assert single.reseeds_ >= 2
+    _same(sharded, single)
+
+
+def test_ray_fit_equals_local_sharded_fit(ray_local, points, tmp_path):
+    cut = [points[:5_000], points[5_000:12_345], points[12_345:]]  # not chunk-aligned
+    np.save(tmp_path / "s2.npy", cut[2])
+    shards = [cut[0], cut[1], str(tmp_path / "s2.npy")]
+    local = qp.KMeans(K, n_iter=8, seed=5).fit(shards)
+    dist = qp.KMeans(K, n_iter=8, seed=5).fit(shards, executor="ray")
+    _same(dist, local)
+    single = qp.KMeans(K, n_iter=8, seed=5).fit(points)  # other grouping of the sums: rounding only
+    np.testing.assert_allclose(dist.centroids, single.centroids, rtol=1e-5, atol=1e-5)
+    aligned = qp.KMeans(K, n_iter=8, seed=5).fit(_aligned(points), executor="ray")
+    _same(aligned, single)
+
+
+def test_shards_are_checked():
+    km = qp.KMeans(2)
+    with pytest.raises(qp.QuantpressError, match="columns"):
+        km.fit([np.zeros((4, 2), np.float32), np.zeros((4, 3), np.float32)])
+    with pytest.raises(qp.QuantpressError, match="at least one shard"):
+        km.fit([])
+    with pytest.raises(qp.QuantpressError, match="larger than the number of points"):
+        qp.KMeans(9).fit([np.ones((4, 2), np.float32), np.ones((4, 2), np.float32)])
+    with pytest.raises(qp.QuantpressError, match="sample_weight"):
+        km.fit([np.ones((4, 2), np.float32)], sample_weight=[np.ones(3)])
+    with pytest.raises(qp.QuantpressError, match="list of shards"):
+        km.fit(np.ones((4, 2), np.float32), executor="ray")
