@@ -81,7 +81,7 @@ fn jitter(b: usize) -> usize {
 }
 
 /// A key bracket likely (not certain) to hold the `keep`-th largest key of the concatenated
-/// `parts`: the sampled keys `6 sigma` of sample rank either side of the sampled quantile.
+/// `parts`: the sampled keys `5 sigma` of sample rank either side of the sampled quantile.
 /// `None` for small inputs or `keep == 0`.
 pub(crate) fn sample_bracket(parts: &[&[f32]], n: usize, keep: usize) -> Option<(u32, u32)> {
     if n < MIN_SAMPLED || keep == 0 {
@@ -100,7 +100,7 @@ pub(crate) fn sample_bracket(parts: &[&[f32]], n: usize, keep: usize) -> Option<
     let s = keys.len();
     let q = keep as f64 / n as f64;
     let rank = (1.0 - q) * s as f64;
-    let margin = 6.0 * (s as f64 * q * (1.0 - q)).sqrt() + 8.0;
+    let margin = 5.0 * (s as f64 * q * (1.0 - q)).sqrt() + 8.0;
     let (lo_r, hi_r) = (rank - margin, rank + margin);
     let hi = if hi_r >= (s - 1) as f64 { MAX_FINITE } else { *keys.select_nth_unstable(hi_r as usize).1 };
     let lo = if lo_r < 1.0 { 0 } else { *keys.select_nth_unstable(lo_r as usize).1 };

@@ -10,8 +10,12 @@
 //!
 //! Tie rule everywhere: larger `|score|` first, and among equal magnitudes the lower flat index
 //! (the lower position in an N:M group) first; `-0.0` and `0.0` are equal. Work is cut into
-//! chunks fixed by the input, so results do not depend on the thread count. The kernels are
-//! scalar: selection and masks run at memory speed already and have no float arithmetic.
+//! chunks fixed by the input, so results do not depend on the thread count; SIMD kernels
+//! (`x86.rs`: the bracket mask pass and groups of 4) compare integer keys only and give the
+//! scalar kernels' bytes exactly.
+//!
+//! * [`bracket`]: magnitude masks in one read: a sampled key bracket, the mask pass, the exact
+//!   threshold among the bracket's few candidates; the histogram is the fallback bracket.
 
 pub mod bracket;
 pub mod mask;

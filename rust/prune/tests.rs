@@ -259,3 +259,4 @@ fn nm4_kernels_match_scalar_at_every_level() {
         }
     }
 }
+

@@ -18,6 +18,9 @@ use super::bracket::{bracket_scalar_from, Cands};
 use super::nm::nm_chunk;
 use crate::simd::{detected_level, Level};
 
+/// Vector steps between capacity checks of the candidate lists.
+const BLOCK: usize = 256;
+
 fn require(l: Level) {
     let d = detected_level();
     assert!(d == l || (l == Level::Avx2 && d == Level::Avx512), "{l:?} pruning kernel called on a CPU without it");
@@ -39,13 +42,19 @@ pub fn bracket_avx512(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands
 
 #[target_feature(enable = "avx2")]
 unsafe fn bracket_avx2_impl(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> bool {
-    assert!(out.len() == x.len().div_ceil(8) && lo <= hi && hi <= 0x7fff_ffff);
+    assert!(out.len() == x.len().div_ceil(8) && lo <= hi && hi <= 0x7fff_ffff && c.idx.len() == c.key.len());
     let full = x.len() / 8;
     let abs = _mm256_set1_epi32(0x7fff_ffff);
     let (hiv, lov) = (_mm256_set1_epi32(hi as i32), _mm256_set1_epi32(lo as i32 - 1));
     let off = _mm256_set1_epi32(0x0080_0000);
+    let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut bad = _mm256_setzero_si256();
     for i in 0..full {
+        if i % BLOCK == 0 {
+            // Room for every element of the next block: the stores below need no check.
+            c.idx.reserve(8 * BLOCK);
+            c.key.reserve(8 * BLOCK);
+        }
         // SAFETY: `i * 8 + 8 <= x.len()`; unaligned load.
         let k = _mm256_and_si256(unsafe { _mm256_loadu_si256(x.as_ptr().add(i * 8).cast()) }, abs);
         bad = _mm256_or_si256(bad, _mm256_add_epi32(k, off));
@@ -53,12 +62,17 @@ unsafe fn bracket_avx2_impl(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut
         let gt = _mm256_cmpgt_epi32(k, hiv);
         let inside = _mm256_andnot_si256(gt, _mm256_cmpgt_epi32(k, lov));
         out[i] = _mm256_movemask_ps(_mm256_castsi256_ps(gt)) as u8;
-        let mut m = _mm256_movemask_ps(_mm256_castsi256_ps(inside)) as u32;
-        while m != 0 {
-            let j = i * 8 + m.trailing_zeros() as usize;
-            c.idx.push(j as u32);
-            c.key.push(x[j].to_bits() & 0x7fff_ffff);
-            m &= m - 1;
+        let m = _mm256_movemask_ps(_mm256_castsi256_ps(inside)) as usize;
+        let at = _mm256_add_epi32(iota, _mm256_set1_epi32((i * 8) as i32));
+        let len = c.idx.len();
+        // SAFETY: the table row is 8 u32; both vectors (of equal length) have room for 8 more
+        // (the block's reserve); `set_len` covers only the `count` lanes just written.
+        unsafe {
+            let perm = _mm256_loadu_si256(COMPRESS8[m].as_ptr().cast());
+            _mm256_storeu_si256(c.idx.as_mut_ptr().add(len).cast(), _mm256_permutevar8x32_epi32(at, perm));
+            _mm256_storeu_si256(c.key.as_mut_ptr().add(len).cast(), _mm256_permutevar8x32_epi32(k, perm));
+            c.idx.set_len(len + m.count_ones() as usize);
+            c.key.set_len(len + m.count_ones() as usize);
         }
     }
     let tail = bracket_scalar_from(x, full, lo, hi, out, c);
@@ -67,7 +81,7 @@ unsafe fn bracket_avx2_impl(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2")]
 unsafe fn bracket_avx512_impl(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> bool {
-    assert!(out.len() == x.len().div_ceil(8) && lo <= hi && hi <= 0x7fff_ffff);
+    assert!(out.len() == x.len().div_ceil(8) && lo <= hi && hi <= 0x7fff_ffff && c.idx.len() == c.key.len());
     let full = x.len() / 16;
     let abs = _mm512_set1_epi32(0x7fff_ffff);
     let (hiv, lov) = (_mm512_set1_epi32(hi as i32), _mm512_set1_epi32(lo as i32));
@@ -75,26 +89,27 @@ unsafe fn bracket_avx512_impl(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &m
     let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let mut bad = _mm512_setzero_si512();
     for i in 0..full {
+        if i % BLOCK == 0 {
+            // Room for every element of the next block: the stores below need no check.
+            c.idx.reserve(16 * BLOCK);
+            c.key.reserve(16 * BLOCK);
+        }
         // SAFETY: `i * 16 + 16 <= x.len()`; unaligned load.
         let k = _mm512_and_si512(unsafe { _mm512_loadu_si512(x.as_ptr().add(i * 16).cast()) }, abs);
         bad = _mm512_or_si512(bad, _mm512_add_epi32(k, off));
         let gt = _mm512_cmpgt_epu32_mask(k, hiv);
         let inside = _mm512_mask_cmpge_epu32_mask(!gt, k, lov);
         out[2 * i..2 * i + 2].copy_from_slice(&gt.to_le_bytes());
-        if inside != 0 {
-            let cnt = inside.count_ones() as usize;
-            let at = _mm512_add_epi32(iota, _mm512_set1_epi32((i * 16) as i32));
-            c.idx.reserve(16);
-            c.key.reserve(16);
-            let (li, lk) = (c.idx.len(), c.key.len());
-            // SAFETY: both vectors have room for 16 more elements (reserve); the first `cnt`
-            // stored lanes are the compressed candidates, so `set_len` covers written values.
-            unsafe {
-                _mm512_storeu_si512(c.idx.as_mut_ptr().add(li).cast(), _mm512_maskz_compress_epi32(inside, at));
-                _mm512_storeu_si512(c.key.as_mut_ptr().add(lk).cast(), _mm512_maskz_compress_epi32(inside, k));
-                c.idx.set_len(li + cnt);
-                c.key.set_len(lk + cnt);
-            }
+        // Branch-free: the compressed lanes are stored every time, the length moves by the count.
+        let at = _mm512_add_epi32(iota, _mm512_set1_epi32((i * 16) as i32));
+        let len = c.idx.len();
+        // SAFETY: both vectors (of equal length) have room for 16 more elements (the block's
+        // reserve); `set_len` covers only the `count` compressed lanes just written.
+        unsafe {
+            _mm512_storeu_si512(c.idx.as_mut_ptr().add(len).cast(), _mm512_maskz_compress_epi32(inside, at));
+            _mm512_storeu_si512(c.key.as_mut_ptr().add(len).cast(), _mm512_maskz_compress_epi32(inside, k));
+            c.idx.set_len(len + inside.count_ones() as usize);
+            c.key.set_len(len + inside.count_ones() as usize);
         }
     }
     let tail = bracket_scalar_from(x, 2 * full, lo, hi, out, c);
