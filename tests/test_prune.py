@@ -2,6 +2,8 @@
 in quantpress._reference at every SIMD level, storage sizes, round trips, thread invariance
 and bad input."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -195,3 +197,111 @@ def test_property_exact_kept_count(size, sparsity, distinct, seed):
     kept = d != 0
     if kept.any() and (~kept & (w != 0)).any():
         assert np.abs(w[kept]).min() >= np.abs(w[~kept]).max()
+
+
+# --- container and recipes ---------------------------------------------------------------------
+
+SPARSE_CASES = [
+    dict(sparsity=0.5),
+    dict(sparsity=0.7, dtype="float16"),
+    dict(sparsity=0.5, quantize=dict(bits=4, group_size=128)),
+    dict(method="nm", n=2, m=4),
+    dict(method="nm", n=3, m=8, quantize=dict(bits=8, group_size=64, scheme="symmetric")),
+    dict(method="l2_rows", sparsity=0.25),
+    dict(method="l1_cols", sparsity=0.5, quantize=dict(bits=4, group_size=32)),
+]
+
+
+@pytest.mark.parametrize("case", SPARSE_CASES)
+def test_container_round_trip(tmp_path, rng, case):
+    w = weight_like(rng, (48, 200))
+    s = qp.prune(w, **case)
+    path = str(tmp_path / "m.safetensors")
+    qp.save_compressed(path, {"layer.weight": s, "b": np.arange(3, dtype=np.float32)})
+    m = qp.load(path)
+    assert np.array_equal(m["layer.weight"], s.dequantize())
+    assert m.info("layer.weight")["method"] == "sparse"
+    assert m.info("layer.weight")["nbytes"] == s.nbytes
+    e = m.entry("layer.weight")
+    assert (e.format, e.count, e.n, e.m, e.axis, e.shape) == (s.format, s.count, s.n, s.m, s.axis, s.shape)
+    assert np.array_equal(qp.load(path, lazy=False)["layer.weight"], s.dequantize())
+
+
+def _rewrite(path, change):
+    """Rewrites a container with its header passed through ``change(header, records)``."""
+    import json
+    import struct
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    recs = json.loads(head["__metadata__"]["quantpress.tensors"])
+    change(head, recs)
+    head["__metadata__"]["quantpress.tensors"] = json.dumps(recs)
+    h = json.dumps(head).encode()
+    h += b" " * (-len(h) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+
+
+@pytest.mark.parametrize("case,change", [
+    (dict(sparsity=0.5), lambda h, r: r["w"]["params"].update(count=r["w"]["params"]["count"] + 1)),
+    (dict(sparsity=0.5), lambda h, r: r["w"]["params"].update(format="csr")),
+    (dict(sparsity=0.5), lambda h, r: r["w"]["params"].update(values="float16")),
+    (dict(method="nm", n=2, m=4), lambda h, r: r["w"]["params"].update(n=3)),
+    (dict(method="nm", n=2, m=4), lambda h, r: r["w"].update(shape=[40, 30])),
+    (dict(method="l2_rows", sparsity=0.5), lambda h, r: r["w"]["params"].update(axis=1)),
+    (dict(sparsity=0.5, quantize=dict(bits=4, group_size=64)), lambda h, r: r["w"]["params"]["quant"].update(length=64)),
+    (dict(sparsity=0.5), lambda h, r: h.update({"w.stray": h["w.values"]})),
+])
+def test_container_refuses_bad_sparse_records(tmp_path, rng, case, change):
+    s = qp.prune(weight_like(rng, (40, 32)), **case)
+    path = str(tmp_path / "m.safetensors")
+    qp.save_compressed(path, {"w": s})
+    _rewrite(path, change)
+    with pytest.raises(qp.QuantpressError):
+        m = qp.load(path)
+        m["w"]
+
+
+def test_corrupt_nm_positions_refused_on_decode(tmp_path, rng):
+    s = qp.prune(weight_like(rng, (8, 16)), method="nm", n=2, m=4)
+    path = str(tmp_path / "m.safetensors")
+    qp.save_compressed(path, {"w": s})
+    raw = bytearray(open(path, "rb").read())
+    idx = len(raw) - s.values.nbytes - len(s.positions)  # group 0: positions (0, 0)
+    raw[idx] = 0
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(qp.QuantpressError):
+        qp.load(path)["w"]
+
+
+def _synthetic_model(tmp_path, rng):
+    from safetensors.numpy import save_file
+    t = {f"model.layers.{i}.mlp.up_proj.weight": weight_like(rng, (128, 256)) for i in range(3)}
+    t["model.embed_tokens.weight"] = weight_like(rng, (64, 256))
+    t["model.norm.weight"] = np.ones(256, np.float32)
+    src = str(tmp_path / "src.safetensors")
+    save_file(t, src)
+    return src, t
+
+
+@pytest.mark.parametrize("recipe", ["prune50-int4", "nm24-int8"])
+def test_sparse_recipes(tmp_path, rng, recipe):
+    src, t = _synthetic_model(tmp_path, rng)
+    dst, dst4 = str(tmp_path / "out.safetensors"), str(tmp_path / "int4.safetensors")
+    qp.compress(src, dst, recipe=recipe)
+    qp.compress(src, dst4, recipe="int4")
+    m = qp.load(dst)
+    up = "model.layers.1.mlp.up_proj.weight"
+    assert m.info(up)["method"] == "sparse"
+    assert m.info("model.embed_tokens.weight")["method"] == "scalar"  # head/embedding rule
+    assert m.info("model.norm.weight")["method"] == "none"  # skipped
+    got = m[up]
+    e = m.entry(up)
+    assert np.array_equal(got, e.dequantize())
+    assert e.density == 0.5 and np.count_nonzero(got) <= t[up].size // 2
+    if recipe == "prune50-int4":
+        assert os.path.getsize(dst) < os.path.getsize(dst4)
+        # The kept positions are exactly the magnitude mask of the original.
+        assert np.array_equal(e.mask, ref.magnitude_mask(t[up], t[up].size // 2))
+    rel = np.linalg.norm(got - t[up]) / np.linalg.norm(t[up])
+    assert rel < 0.8

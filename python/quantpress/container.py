@@ -28,6 +28,7 @@ import numpy as np
 from ._arrays import BFLOAT16, dtype_name
 from ._core import QuantpressError
 from .gguf import GGUF_TYPES, gguf_dequantize
+from .prune import SparseTensor
 from .scalar import QuantizedTensor
 from .weight_vq import VQTensor
 
@@ -50,6 +51,7 @@ SUFFIXES = {
     "scalar": (".q", ".scale", ".zero", ".scale_absmax", ".scale_offset"),
     "gguf": (".gguf",),
     "vq": (".codes", ".codebook", ".scale"),
+    "sparse": (".mask", ".positions", ".index", ".values", ".q", ".scale", ".zero", ".scale_absmax", ".scale_offset"),
 }
 
 
@@ -98,7 +100,7 @@ class GGUFTensor:
         return gguf_dequantize(np.ascontiguousarray(self.raw), self.qtype, self.shape)
 
 
-Entry = Union[QuantizedTensor, VQTensor, GGUFTensor, np.ndarray]
+Entry = Union[QuantizedTensor, VQTensor, GGUFTensor, SparseTensor, np.ndarray]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,10 +127,30 @@ def _encode(name: str, entry: Any, dtype: Optional[str]) -> tuple[dict[str, np.n
             parts[f"{name}.scale"] = entry.scales
         params = {"dim": entry.dim, "stages": int(entry.codebooks.shape[0]), "row_scale": entry.scales is not None}
         return parts, _record("vq", params, entry.shape, dtype or "float32")
+    if isinstance(entry, SparseTensor):
+        return _encode_sparse(name, entry, dtype)
     a = np.asarray(entry)
     if a.dtype not in _ST_NAMES:
         raise QuantpressError(f"tensor {name!r}: dtype {a.dtype} cannot be stored in safetensors")
     return {name: a}, _record("none", {}, a.shape, dtype_name(a.dtype))
+
+
+def _encode_sparse(name: str, e: SparseTensor, dtype: Optional[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A pruned tensor: its metadata (``.mask`` / ``.positions`` / ``.index``) and its kept values,
+    plain (``.values``) or quantized (the scalar parts ``.q``, ``.scale`` ...)."""
+    meta = {"bitmask": ("mask", e.mask), "nm": ("positions", e.positions), "structured": ("index", e.index)}[e.format]
+    parts = {f"{name}.{meta[0]}": meta[1]}
+    params: dict[str, Any] = {"format": e.format, "n": e.n, "m": e.m, "axis": e.axis, "count": e.count,
+                              "density": e.density}
+    if isinstance(e.values, QuantizedTensor):
+        qparts, qrec = _encode(name, e.values, None)
+        parts.update(qparts)
+        params["values"] = "quantized"
+        params["quant"] = {**qrec["params"], "length": int(e.values.shape[0]), "dtype": qrec["dtype"]}
+    else:
+        parts[f"{name}.values"] = e.values
+        params["values"] = dtype_name(e.values.dtype)
+    return parts, _record("sparse", params, e.shape, dtype or "float32")
 
 
 def _record(method: str, params: dict[str, Any], shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
@@ -425,13 +447,19 @@ def _build_entry(name: str, rec: dict[str, Any], stored: Any) -> Entry:
         return GGUFTensor(stored(f"{name}.gguf"), p["type"], shape, rec["dtype"])
     if method == "vq":
         return _build_vq(name, p, shape, stored)
+    if method == "sparse":
+        return _build_sparse(name, p, shape, stored)
+    return _build_scalar(name, p, rec["dtype"], shape, stored)
+
+
+def _build_scalar(name: str, p: dict[str, Any], dtype: str, shape: tuple[int, ...], stored: Any) -> QuantizedTensor:
     opt = _optional(name, stored)
     bits, group, axis = p["bits"], p["group_size"], p["axis"]
     if type(bits) is not int or (group is not None and type(group) is not int) or (axis is not None and type(axis) is not int):
         raise QuantpressError(f"bits, group_size and axis must be integers, got {bits!r}, {group!r}, {axis!r}")
     return QuantizedTensor(codes=stored(f"{name}.q"), scales=stored(f"{name}.scale"), zeros=opt(".zero"),
                            shape=shape, bits=bits, group_size=group, axis=axis, scheme=p["scheme"],
-                           dtype=rec["dtype"], method=p["algorithm"],
+                           dtype=dtype, method=p["algorithm"],
                            scales_absmax=opt(".scale_absmax"), scales_offset=opt(".scale_offset"))
 
 
@@ -442,6 +470,52 @@ def _optional(name: str, stored: Any) -> Any:
         except KeyError:
             return None
     return get
+
+
+def _sparse_values(name: str, p: dict[str, Any], count: int, stored: Any) -> Union[np.ndarray, QuantizedTensor]:
+    """The kept values of a sparse record: ``count`` floats, or quantized ones padded by less
+    than a group."""
+    if p.get("values") != "quantized":
+        v = stored(f"{name}.values")
+        if p.get("values") not in ("float32", "float16") or dtype_name(v.dtype) != p["values"] or v.shape != (count,):
+            raise QuantpressError(f"values must be {p.get('values')} of shape ({count},), got {v.dtype} {v.shape}")
+        return v
+    q = p.get("quant")
+    if not isinstance(q, dict) or type(q.get("length")) is not int:
+        raise QuantpressError(f"malformed quantization parameters {q!r}")
+    length, group = q["length"], q.get("group_size")
+    if count == 0 or length < count or length - count >= (group if type(group) is int and group > 0 else 1):
+        raise QuantpressError(f"{length} quantized values do not cover {count} kept values")
+    return _build_scalar(name, q, str(q.get("dtype", "float32")), (length,), stored)
+
+
+def _build_sparse(name: str, p: dict[str, Any], shape: tuple[int, ...], stored: Any) -> SparseTensor:
+    fmt, n, m, axis, count = (p.get(k) for k in ("format", "n", "m", "axis", "count"))
+    if not all(type(v) is int for v in (n, m, axis, count)):
+        raise QuantpressError(f"n, m, axis and count must be integers, got {n!r}, {m!r}, {axis!r}, {count!r}")
+    size = math.prod(shape)
+    if fmt == "bitmask":
+        meta = stored(f"{name}.mask")
+        want: tuple[Any, ...] = (np.uint8, ((size + 7) // 8,))
+        ok = int(np.unpackbits(meta).sum()) == count if meta.dtype == np.uint8 else False
+    elif fmt == "nm":
+        meta = stored(f"{name}.positions")
+        bits = max(2, (m - 1).bit_length()) if m > 1 else 2
+        want = (np.uint8, ((size // m * n * bits + 7) // 8 if 1 <= n < m <= 16 else -1,))
+        ok = 1 <= n < m <= 16 and len(shape) > 0 and shape[-1] % m == 0 and count == size // m * n
+    elif fmt == "structured":
+        meta = stored(f"{name}.index")
+        want = (np.int32, (meta.shape[0],) if meta.ndim == 1 else (-1,))
+        ok = len(shape) == 2 and axis in (0, 1) and count == meta.size * shape[1 - axis] if meta.ndim == 1 else False
+        ok = ok and bool(np.all(np.diff(meta.astype(np.int64)) > 0)) and (meta.size == 0 or 0 <= meta[0] and meta[-1] < shape[axis])
+    else:
+        raise QuantpressError(f"unknown sparse format {fmt!r}")
+    if meta.dtype != want[0] or meta.shape != want[1] or not ok:
+        raise QuantpressError(f"{fmt} metadata {meta.dtype} {meta.shape} does not fit shape {shape} with {count} kept values")
+    values = _sparse_values(name, p, count, stored)
+    kw = {"bitmask": "mask", "nm": "positions", "structured": "index"}[fmt]
+    return SparseTensor(fmt, values, shape, count, n=n if fmt == "nm" else 0, m=m if fmt == "nm" else 0,
+                        axis=axis if fmt == "structured" else 0, **{kw: meta})
 
 
 def _build_vq(name: str, p: dict[str, Any], shape: tuple[int, ...], stored: Any) -> VQTensor:

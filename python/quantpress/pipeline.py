@@ -21,6 +21,7 @@ from ._core import QuantpressError
 from .container import _ST_DTYPES, ContainerWriter, Entry, GGUFTensor, load
 from .executor import check_executor, require_ray, run_ray
 from .gguf import gguf_quantize
+from .prune import prune
 from .recipe import Plan, Recipe, get_recipe
 from .scalar import quantize
 from .sharded_container import ShardedWriter, output_bytes
@@ -114,6 +115,9 @@ def apply_plan(plan: Plan, w: np.ndarray) -> Entry:
     if plan.method == "vq":
         return vq_quantize(w, dim=p["dim"], bits_per_weight=p["bits_per_weight"], row_scale=p["row_scale"],
                            residual_stages=p["residual_stages"], seed=p["seed"], n_iter=p["n_iter"])
+    if plan.method == "sparse":
+        q = None if p["bits"] is None else {"bits": p["bits"], "group_size": p["group_size"], "scheme": p["scheme"]}
+        return prune(w, sparsity=p["sparsity"], method=p["prune"], n=p["n"], m=p["m"], quantize=q, dtype=p["value_dtype"])
     return w
 
 

@@ -21,13 +21,16 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 from ._core import QuantpressError
 from .gguf import GGUF_TYPES
 
-METHODS = ("keep", "scalar", "gguf", "vq")
+METHODS = ("keep", "scalar", "gguf", "vq", "sparse")
 _PARAMS: dict[str, dict[str, Any]] = {
     "keep": {},
     "scalar": {"bits": 4, "group_size": 128, "scheme": "affine", "axis": -1, "scale_dtype": "float16",
                "algorithm": "rtn", "double_quant": False},
     "gguf": {"type": "Q4_K"},
     "vq": {"dim": 4, "bits_per_weight": 2, "residual_stages": 1, "row_scale": True, "n_iter": 10, "seed": 0},
+    # qp.prune, then the kept values quantized (bits=None: stored as value_dtype).
+    "sparse": {"prune": "magnitude", "sparsity": 0.5, "n": 2, "m": 4, "bits": 4, "group_size": 128,
+               "scheme": "affine", "value_dtype": "float16"},
 }
 #: Tensors whose names match these (regular expressions, searched) are never quantized.
 DEFAULT_SKIP = (r"norm", r"(^|\.)ln_[^.]*\.", r"bias$")
@@ -80,6 +83,10 @@ class Plan:
             return str(p["type"])
         if self.method == "vq":
             return f"vq d{p['dim']} {p['bits_per_weight']}b x{p['residual_stages']}"
+        if self.method == "sparse":
+            pat = f"{p['n']}:{p['m']}" if p["prune"] == "nm" else f"{p['prune']} {p['sparsity']:g}"
+            vals = p["value_dtype"] if p["bits"] is None else f"int{p['bits']} g{p['group_size']}"
+            return f"sparse {pat} {vals}"
         return "keep"
 
     def with_params(self, **changes: Any) -> "Plan":
@@ -183,6 +190,8 @@ def fit(plan: Plan, shape: tuple[int, ...]) -> Plan:
             n *= s
         if shape[-1] % p["dim"] or n // p["dim"] < 2 ** k_bits:
             return fit(INT4, shape)
+    if plan.method == "sparse" and p["prune"] == "nm" and shape[-1] % p["m"]:
+        return plan.with_params(prune="magnitude", sparsity=1 - p["n"] / p["m"])
     return plan
 
 
@@ -202,6 +211,9 @@ PRESETS: dict[str, Recipe] = {
         Rule(FFN_DOWN, Plan("gguf", {"type": "Q6_K"}), regex=True, more_bits_layers=True),
     ]),
     "vq2": _preset("vq2", Plan("vq", {"dim": 4, "bits_per_weight": 2}), [_HEAD8]),
+    "prune50-int4": _preset("prune50-int4", Plan("sparse", {"prune": "magnitude", "sparsity": 0.5, "bits": 4, "group_size": 128}), [_HEAD8]),
+    "nm24-int8": _preset("nm24-int8", Plan("sparse", {"prune": "nm", "n": 2, "m": 4, "bits": 8, "group_size": 128,
+                                                      "scheme": "symmetric"}), [_HEAD8]),
 }
 
 

@@ -6,9 +6,11 @@
 //! multiple of 8, so a chunk owns whole mask bytes); packing needs each chunk's output offset,
 //! which is the popcount of the mask bytes before it.
 
-use super::select::{chunks, find_bin, histogram, resolve, Threshold, HI_SHIFT};
-use super::{check_finite, key, run_ordered};
+use super::bracket::{self, bracketed, sample_bracket};
+use super::select::{chunks, find_bin, histogram, Threshold, HI_SHIFT};
+use super::{check_finite, run_ordered};
 use crate::error::{invalid, Error, Result};
+use crate::simd::{self, Level};
 
 const CHUNK: usize = 1 << 18;
 
@@ -17,61 +19,17 @@ pub fn mask_len(n: usize) -> usize {
     n.div_ceil(8)
 }
 
-/// Pass 2 on one chunk: mask bits for keys whose top bits exceed `bin`; the chunk offsets of
-/// keys inside `bin` go to `cand`. Eight elements per byte, written branch-free (the compiler
-/// turns the fixed-size inner loops into vector compares); only bytes with candidates branch.
-fn mask_chunk(x: &[f32], bin: u32, out: &mut [u8], cand: &mut Vec<u32>) {
-    let full = x.len() / 8;
-    for (i, (byte, xs)) in out[..full].iter_mut().zip(x.chunks_exact(8)).enumerate() {
-        let xs: &[f32; 8] = xs.try_into().expect("chunks_exact(8)");
-        let (gt, eq) = mask_byte(xs, bin);
-        *byte = gt;
-        push_candidates(cand, i * 8, eq);
-    }
-    if full < out.len() {
-        let mut xs = [0f32; 8];
-        xs[..x.len() - full * 8].copy_from_slice(&x[full * 8..]);
-        let live = (1u16 << (x.len() - full * 8)) as u8 - 1;
-        let (gt, eq) = mask_byte(&xs, bin);
-        out[full] = gt & live;
-        push_candidates(cand, full * 8, eq & live);
-    }
-}
-
-#[inline(always)]
-fn mask_byte(xs: &[f32; 8], bin: u32) -> (u8, u8) {
-    let (mut gt, mut eq) = (0u8, 0u8);
-    for (j, &v) in xs.iter().enumerate() {
-        let h = key(v) >> HI_SHIFT;
-        gt |= ((h > bin) as u8) << j;
-        eq |= ((h == bin) as u8) << j;
-    }
-    (gt, eq)
-}
-
-#[inline(always)]
-fn push_candidates(cand: &mut Vec<u32>, base: usize, mut eq: u8) {
-    while eq != 0 {
-        cand.push(base as u32 + eq.trailing_zeros());
-        eq &= eq - 1;
-    }
-}
-
-/// Sets the bits of one chunk's candidates: keys above `t.key`, and equal ones while `ties` lasts.
-fn keep_candidates(x: &[f32], cand: &[u32], t: Threshold, mut ties: usize, out: &mut [u8]) {
-    for &i in cand {
-        let k = key(x[i as usize]);
-        let tie = k == t.key && ties > 0;
-        ties -= tie as usize;
-        out[i as usize / 8] |= ((k > t.key || tie) as u8) << (i % 8);
-    }
-}
-
 /// Keep masks for all `parts` (one output per part, [`mask_len`] bytes each) keeping exactly
 /// `keep` elements across all of them: larger `|score|` first, ties to the lower flat index of
-/// the parts taken in order. Returns the exact threshold among the final-bin candidates.
-/// Errors: non-finite scores, `keep` larger than the total, mask buffers of the wrong length.
+/// the parts taken in order. Returns the exact threshold key, the count above it and the count
+/// of equal keys kept. Errors: non-finite scores, `keep` larger than the total, mask buffers of
+/// the wrong length.
 pub fn magnitude_masks(parts: &[&[f32]], keep: usize, masks: &mut [&mut [u8]]) -> Result<Threshold> {
+    magnitude_masks_at(simd::level(), parts, keep, masks)
+}
+
+/// [`magnitude_masks`] with the kernels of level `l` (the result does not depend on it).
+pub fn magnitude_masks_at(l: Level, parts: &[&[f32]], keep: usize, masks: &mut [&mut [u8]]) -> Result<Threshold> {
     if masks.len() != parts.len() || parts.iter().zip(masks.iter()).any(|(p, m)| m.len() != mask_len(p.len())) {
         return Err(Error::Shape("one mask of ceil(n/8) bytes per part is needed".into()));
     }
@@ -80,39 +38,29 @@ pub fn magnitude_masks(parts: &[&[f32]], keep: usize, masks: &mut [&mut [u8]]) -
         return Err(invalid!("cannot keep {keep} of {n} elements"));
     }
     let jobs = chunks(parts, CHUNK);
-    let hist = histogram(&jobs)?;
-    let (bin, above) = if keep == 0 { (u32::MAX, 0) } else { find_bin(&hist, keep) };
     let mut outs: Vec<&mut [u8]> = Vec::with_capacity(jobs.len());
     for m in masks.iter_mut() {
         outs.extend(m.chunks_mut(CHUNK / 8));
     }
-    let mut cands: Vec<Vec<u32>> = vec![Vec::new(); jobs.len()];
-    let work: Vec<_> = jobs.iter().zip(outs.iter_mut()).zip(cands.iter_mut()).collect();
-    run_ordered(work, |((&(_, _, x), out), cand)| {
-        mask_chunk(x, bin, out, cand);
-        Ok(())
-    })?;
     if keep == 0 {
+        run_ordered(jobs.iter().zip(outs).collect(), |(&(_, base, x), out)| {
+            out.fill(0);
+            check_finite(x, base)
+        })?;
         return Ok(Threshold { key: u32::MAX, above: 0, ties: 0 });
     }
-    let mut keys: Vec<u32> = jobs.iter().zip(&cands).flat_map(|(&(_, _, x), c)| c.iter().map(move |&i| key(x[i as usize]))).collect();
-    let t = resolve(&mut keys, keep - above);
-    let mut left = t.ties;
-    let work: Vec<_> = jobs
-        .iter()
-        .zip(outs)
-        .zip(&cands)
-        .map(|((&(_, _, x), out), c)| {
-            let b = c.iter().filter(|&&i| key(x[i as usize]) == t.key).count().min(left);
-            left -= b;
-            (x, c, b, out)
-        })
-        .collect();
-    run_ordered(work, |(x, c, budget, out)| {
-        keep_candidates(x, c, t, budget, out);
-        Ok(())
-    })?;
-    Ok(t)
+    let f = bracket::kernel(l);
+    if let Some((lo, hi)) = sample_bracket(parts, n, keep) {
+        if let Some(t) = bracketed(&jobs, &mut outs, keep, lo, hi, f)? {
+            return Ok(t);
+        }
+    }
+    // The sample missed (or was skipped): the histogram bin of the threshold is a sure bracket.
+    let hist = histogram(&jobs)?;
+    let (bin, _) = find_bin(&hist, keep);
+    let lo = bin << HI_SHIFT;
+    let hi = lo | ((1 << HI_SHIFT) - 1);
+    bracketed(&jobs, &mut outs, keep, lo, hi, f)?.ok_or_else(|| invalid!("internal: the histogram bin does not hold the threshold"))
 }
 
 /// Checks that `mask` fits `n` elements (length and zero padding bits); returns the kept count.

@@ -10,12 +10,19 @@
 //!
 //! Tie rule everywhere: larger `|score|` first, and among equal magnitudes the lower flat index
 //! (the lower position in an N:M group) first; `-0.0` and `0.0` are equal. Work is cut into
-//! chunks fixed by the input, so results do not depend on the thread count. The kernels are
-//! scalar: selection and masks run at memory speed already and have no float arithmetic.
+//! chunks fixed by the input, so results do not depend on the thread count; SIMD kernels
+//! (`x86.rs`: the bracket mask pass and groups of 4) compare integer keys only and give the
+//! scalar kernels' bytes exactly.
+//!
+//! * [`bracket`]: magnitude masks in one read: a sampled key bracket, the mask pass, the exact
+//!   threshold among the bracket's few candidates; the histogram is the fallback bracket.
 
+pub mod bracket;
 pub mod mask;
 pub mod nm;
 pub mod select;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 #[cfg(test)]
 mod tests;
@@ -23,8 +30,8 @@ mod tests;
 use crate::error::{Error, Result};
 use crate::parallel;
 
-pub use mask::{compress_into, count_kept, expand_into, magnitude_masks, mask_len};
-pub use nm::{nm_expand_into, nm_into, nm_positions_len, position_bits};
+pub use mask::{compress_into, count_kept, expand_into, magnitude_masks, magnitude_masks_at, mask_len};
+pub use nm::{nm_expand_into, nm_into, nm_into_at, nm_positions_len, position_bits};
 pub use select::Threshold;
 
 /// `|x|` as an order-preserving integer: the float bits without the sign. Finite values map to
@@ -37,8 +44,13 @@ pub(crate) fn key(x: f32) -> u32 {
 /// The smallest key of a non-finite value.
 pub(crate) const NON_FINITE: u32 = 0x7f80_0000;
 
-/// The index of the first non-finite value of `x` (offset by `base`), as an error.
+/// The index of the first non-finite value of `x` (offset by `base`), as an error. The scan is
+/// a branch-free OR (vectorised by the compiler); only a failing slice is searched.
 pub(crate) fn check_finite(x: &[f32], base: usize) -> Result<()> {
+    let bad = x.iter().fold(0u32, |b, &v| b | key(v).wrapping_add(0x0080_0000));
+    if bad & 0x8000_0000 == 0 {
+        return Ok(());
+    }
     match x.iter().position(|v| !v.is_finite()) {
         Some(i) => Err(Error::NonFinite { index: base + i }),
         None => Ok(()),

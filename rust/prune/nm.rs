@@ -10,6 +10,7 @@
 
 use super::{check_finite, key, run_ordered};
 use crate::error::{invalid, Error, Result};
+use crate::simd::{self, Level};
 
 const CHUNK_GROUPS: usize = 1 << 13;
 
@@ -76,8 +77,8 @@ fn select_group<const M: usize>(s: &[f32], n: usize) -> u32 {
     kept
 }
 
-/// One job of [`nm_into`] for groups of `M`.
-fn nm_chunk<const M: usize>(s: &[f32], v: &[f32], n: usize, o: &mut [f32], p: &mut [u8]) {
+/// One job of [`nm_into`] for groups of `M` (the scalar kernel, also the SIMD kernels' oracle).
+pub fn nm_chunk<const M: usize>(s: &[f32], v: &[f32], n: usize, o: &mut [f32], p: &mut [u8]) {
     let bits = position_bits(M);
     let mut w = Bits { out: p, acc: 0, fill: 0, at: 0 };
     for ((sg, vg), dst) in s.chunks_exact(M).zip(v.chunks_exact(M)).zip(o.chunks_exact_mut(n)) {
@@ -96,6 +97,26 @@ fn nm_chunk<const M: usize>(s: &[f32], v: &[f32], n: usize, o: &mut [f32], p: &m
 /// packed positions ([`nm_positions_len`] bytes). Errors: bad `n`/`m`, lengths that do not form
 /// whole groups or do not match, non-finite scores or values.
 pub fn nm_into(scores: &[f32], values: &[f32], n: usize, m: usize, out: &mut [f32], pos: &mut [u8]) -> Result<()> {
+    nm_into_at(simd::level(), scores, values, n, m, out, pos)
+}
+
+/// `nm4(scores, values, n, out, positions)`: one job of groups of 4, as [`nm_chunk::<4>`].
+pub type Nm4 = fn(&[f32], &[f32], usize, &mut [f32], &mut [u8]);
+
+/// The groups-of-4 kernel of level `l` (scalar where the level has none).
+pub fn nm4_kernel(l: Level) -> Nm4 {
+    match l {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => super::x86::nm4_avx512,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => super::x86::nm4_avx2,
+        _ => nm_chunk::<4>,
+    }
+}
+
+/// [`nm_into`] with the kernels of level `l` (the result does not depend on it).
+pub fn nm_into_at(l: Level, scores: &[f32], values: &[f32], n: usize, m: usize, out: &mut [f32], pos: &mut [u8]) -> Result<()> {
+    let nm4 = nm4_kernel(l);
     let groups = check_nm(n, m, scores.len())?;
     if values.len() != scores.len() || out.len() != groups * n || pos.len() != nm_positions_len(groups, n, m) {
         return Err(Error::Shape(format!("N:M buffers do not match {} scores in groups of {m}", scores.len())));
@@ -113,9 +134,9 @@ pub fn nm_into(scores: &[f32], values: &[f32], n: usize, m: usize, out: &mut [f3
         check_finite(s, c * span)?;
         check_finite(v, c * span)?;
         macro_rules! by_m {
-            ($($k:literal)*) => { match m { $($k => nm_chunk::<$k>(s, v, n, o, p),)* _ => unreachable!("m checked") } };
+            ($($k:literal)*) => { match m { 4 => nm4(s, v, n, o, p), $($k => nm_chunk::<$k>(s, v, n, o, p),)* _ => unreachable!("m checked") } };
         }
-        by_m!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        by_m!(2 3 5 6 7 8 9 10 11 12 13 14 15 16);
         Ok(())
     })
 }

@@ -150,3 +150,119 @@ fn bad_input_is_an_error() {
     // Mask padding bits must be zero.
     assert!(count_kept(&[0xFF, 0xFF], 9).is_err());
 }
+
+/// Awkward data: random, few distinct magnitudes of both signs, zeros and -0.0.
+fn awkward(seed: u64, n: usize) -> Vec<f32> {
+    let r = lcg(seed, n);
+    r.iter()
+        .enumerate()
+        .map(|(i, &v)| match i % 7 {
+            0 => 0.0,
+            1 => -0.0,
+            2 => [0.5f32, -0.5, 0.25][i % 3],
+            _ => v,
+        })
+        .collect()
+}
+
+#[test]
+fn bracket_kernels_match_scalar_at_every_level() {
+    for &n in &[0usize, 1, 7, 8, 15, 16, 17, 33, 1000, 4099] {
+        let x = awkward(n as u64 + 5, n);
+        let mut keys: Vec<u32> = x.iter().map(|&v| key(v)).collect();
+        keys.sort();
+        let pick = |f: f64| keys.get((f * n as f64) as usize).copied().unwrap_or(0);
+        for (lo, hi) in [(0, 0), (0, bracket::MAX_FINITE), (pick(0.3), pick(0.6)), (pick(0.5), pick(0.5)), (1, 0x7fff_ffff)] {
+            let mut want = (vec![0u8; mask_len(n)], bracket::Cands::default());
+            let bad = bracket::bracket_scalar(&x, lo, hi, &mut want.0, &mut want.1);
+            for l in crate::simd::available_levels() {
+                let mut got = (vec![0xAAu8; mask_len(n)], bracket::Cands::default());
+                assert_eq!(bracket::kernel(l)(&x, lo, hi, &mut got.0, &mut got.1), bad);
+                assert_eq!(got, want, "{l:?} n={n} lo={lo} hi={hi}");
+            }
+        }
+        if n > 0 {
+            let mut y = x.clone();
+            y[n - 1] = f32::INFINITY;
+            for l in crate::simd::available_levels() {
+                assert!(bracket::kernel(l)(&y, 0, 5, &mut vec![0u8; mask_len(n)], &mut bracket::Cands::default()), "{l:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn magnitude_at_every_level_matches_oracle() {
+    // Above the sampling size, so both the sampled bracket and the histogram fallback run.
+    for &(n, seed) in &[(40_000usize, 21u64), (262_147, 22), (600_001, 23)] {
+        let x = awkward(seed, n);
+        for keep in [1, n / 10, n / 2, n / 2 + 1, n - n / 7, n - 1, n] {
+            let want = oracle_mask(&x, keep);
+            for l in crate::simd::available_levels() {
+                let mut m = vec![0xAAu8; mask_len(n)];
+                let t = magnitude_masks_at(l, &[&x], keep, &mut [&mut m]).unwrap();
+                assert_eq!(m, want, "{l:?} n={n} keep={keep}");
+                assert_eq!(t.above + t.ties, keep);
+            }
+        }
+    }
+}
+
+#[test]
+fn magnitude_sample_miss_falls_back() {
+    // Sampled lines see only small values; the large ones sit where no line starts (a skewed
+    // layout), so brackets from the sample can miss and the histogram path must take over.
+    let n = 1 << 17;
+    let x: Vec<f32> = (0..n).map(|i| if i % 256 >= 250 { 1000.0 + i as f32 } else { (i % 97) as f32 * 1e-3 }).collect();
+    let jobs = select::chunks(&[&x], 1 << 18);
+    let mut m = vec![0u8; mask_len(n)];
+    let miss = bracket::bracketed(&jobs, &mut [&mut m[..]], 3000, 0, 1000, bracket::bracket_scalar).unwrap();
+    assert_eq!(miss, None, "a bracket below the threshold must be refused");
+    for keep in [10, 3000, 5000, 70_000] {
+        for l in crate::simd::available_levels() {
+            let mut m = vec![0u8; mask_len(n)];
+            magnitude_masks_at(l, &[&x], keep, &mut [&mut m]).unwrap();
+            assert_eq!(m, oracle_mask(&x, keep), "{l:?} keep={keep}");
+        }
+    }
+}
+
+#[test]
+fn non_finite_reported_at_first_index_at_every_level() {
+    let mut x = lcg(31, 300_000);
+    x[280_000] = f32::NAN;
+    x[123_457] = f32::INFINITY;
+    for l in crate::simd::available_levels() {
+        let mut m = vec![0u8; mask_len(x.len())];
+        assert_eq!(magnitude_masks_at(l, &[&x], 1000, &mut [&mut m]), Err(Error::NonFinite { index: 123_457 }), "{l:?}");
+        let (mut o, mut p) = (vec![0f32; 150_000], vec![0u8; 37_500]);
+        assert_eq!(nm_into_at(l, &x, &x, 2, 4, &mut o, &mut p), Err(Error::NonFinite { index: 123_457 }));
+    }
+}
+
+#[test]
+fn nm4_kernels_match_scalar_at_every_level() {
+    for n in 1..4 {
+        for &groups in &[0usize, 1, 3, 4, 5, 17, 8192, 8195, 20_001] {
+            let mut s = awkward(groups as u64 * 3 + n as u64, groups * 4);
+            for (i, v) in s.iter_mut().enumerate().skip(3).step_by(11) {
+                *v = if i % 2 == 0 { 0.0 } else { -0.0 };
+            }
+            let v = lcg(7, s.len());
+            let len = (groups * n, nm_positions_len(groups, n, 4));
+            let (mut wo, mut wp) = (vec![0f32; len.0], vec![0u8; len.1]);
+            nm_into_at(crate::simd::Level::Scalar, &s, &v, n, 4, &mut wo, &mut wp).unwrap();
+            let want = oracle_nm(&s, n, 4);
+            let mut codes = vec![0u8; groups * n];
+            crate::pack::unpack(&wp, 2, &mut codes).unwrap();
+            assert_eq!(codes.iter().map(|&c| c as usize).collect::<Vec<_>>(), want.concat());
+            for l in crate::simd::available_levels() {
+                let (mut o, mut p) = (vec![9f32; len.0], vec![0xAAu8; len.1]);
+                nm_into_at(l, &s, &v, n, 4, &mut o, &mut p).unwrap();
+                assert_eq!(p, wp, "{l:?} {n}:4 groups={groups}");
+                assert_eq!(o.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), wo.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+}
+

@@ -1,0 +1,155 @@
+//! One-pass magnitude masks from a key bracket `[lo, hi]` known to hold the threshold.
+//!
+//! The mask pass ([`Bracket`] kernels) sets the bit of every key above `hi` and collects the
+//! chunk offsets and keys of those inside `[lo, hi]` ("candidates"); the exact threshold is then
+//! found among the candidates alone. A bracket comes either from a small deterministic sample
+//! ([`sample_bracket`]: 4096 cache lines, a few sigma around the sampled quantile, so the whole
+//! job is one read of the data) or, when the sample misses (checked exactly: the counts above
+//! and inside the bracket must straddle `keep`), from the top-bits histogram of `select.rs`,
+//! whose bin is a bracket that cannot miss. Either way the result is the unique exact mask.
+
+use super::select::{resolve, Threshold};
+use super::{check_finite, key, run_ordered};
+use crate::error::Result;
+use crate::simd::Level;
+
+/// Largest key of a finite float.
+pub(crate) const MAX_FINITE: u32 = 0x7f7f_ffff;
+/// Inputs below this many elements skip the sample and use the histogram directly.
+const MIN_SAMPLED: usize = 1 << 15;
+/// Sampled cache lines (16 elements each) at most, and elements per sampled line.
+const LINES: usize = 4096;
+const LINE: usize = 16;
+
+/// One chunk's candidates: chunk offsets and keys, in flat order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cands {
+    pub idx: Vec<u32>,
+    pub key: Vec<u32>,
+}
+
+/// `kernel(x, lo, hi, mask, cands) -> x has a non-finite value`: writes the mask bytes of `x`
+/// (bit set when `key > hi`, padding bits zero) and appends the offsets and keys of the keys in
+/// `[lo, hi]`. Requires `lo <= hi <= 0x7fff_ffff` and `mask.len() == ceil(x.len() / 8)`.
+pub type Bracket = fn(&[f32], u32, u32, &mut [u8], &mut Cands) -> bool;
+
+/// The bracket kernel of level `l` (scalar where the level has none).
+pub fn kernel(l: Level) -> Bracket {
+    match l {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => super::x86::bracket_avx512,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => super::x86::bracket_avx2,
+        _ => bracket_scalar,
+    }
+}
+
+/// The scalar bracket kernel (the oracle of the SIMD ones).
+pub fn bracket_scalar(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> bool {
+    bracket_scalar_from(x, 0, lo, hi, out, c)
+}
+
+/// [`bracket_scalar`] from mask byte `from` on (the SIMD kernels' tail).
+pub(crate) fn bracket_scalar_from(x: &[f32], from: usize, lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> bool {
+    let mut bad = 0u32;
+    for (i, byte) in out.iter_mut().enumerate().skip(from) {
+        let xs = &x[i * 8..(i * 8 + 8).min(x.len())];
+        let (mut gt, mut inside) = (0u8, 0u8);
+        for (j, &v) in xs.iter().enumerate() {
+            let k = key(v);
+            bad |= k.wrapping_add(0x0080_0000);
+            gt |= ((k > hi) as u8) << j;
+            inside |= ((k >= lo && k <= hi) as u8) << j;
+        }
+        *byte = gt;
+        while inside != 0 {
+            let j = inside.trailing_zeros() as usize;
+            c.idx.push((i * 8 + j) as u32);
+            c.key.push(key(xs[j]));
+            inside &= inside - 1;
+        }
+    }
+    bad & 0x8000_0000 != 0
+}
+
+/// A deterministic pseudo-random offset for sampled line `b` (splitmix64).
+fn jitter(b: usize) -> usize {
+    let mut z = (b as u64).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as usize
+}
+
+/// A key bracket likely (not certain) to hold the `keep`-th largest key of the concatenated
+/// `parts`: the sampled keys `5 sigma` of sample rank either side of the sampled quantile.
+/// `None` for small inputs or `keep == 0`.
+pub(crate) fn sample_bracket(parts: &[&[f32]], n: usize, keep: usize) -> Option<(u32, u32)> {
+    if n < MIN_SAMPLED || keep == 0 {
+        return None;
+    }
+    let starts: Vec<usize> = parts.iter().scan(0, |at, p| Some(std::mem::replace(at, *at + p.len()))).collect();
+    let lines = LINES.min(n / 256);
+    let mut keys = Vec::with_capacity(lines * LINE);
+    for b in 0..lines {
+        let (from, to) = (b * n / lines, (b + 1) * n / lines);
+        let at = from + jitter(b) % (to - from - LINE);
+        let p = starts.partition_point(|&s| s <= at) - 1;
+        let (part, off) = (parts[p], at - starts[p]);
+        keys.extend(part[off..(off + LINE).min(part.len())].iter().map(|&v| key(v).min(MAX_FINITE)));
+    }
+    let s = keys.len();
+    let q = keep as f64 / n as f64;
+    let rank = (1.0 - q) * s as f64;
+    let margin = 5.0 * (s as f64 * q * (1.0 - q)).sqrt() + 8.0;
+    let (lo_r, hi_r) = (rank - margin, rank + margin);
+    let hi = if hi_r >= (s - 1) as f64 { MAX_FINITE } else { *keys.select_nth_unstable(hi_r as usize).1 };
+    let lo = if lo_r < 1.0 { 0 } else { *keys.select_nth_unstable(lo_r as usize).1 };
+    Some((lo.min(hi), hi))
+}
+
+/// The mask pass with bracket `[lo, hi]` over every chunk, then the exact threshold among the
+/// candidates. `None` (masks partly written) when the bracket does not hold the `keep`-th
+/// largest key. Errors on the first non-finite value in chunk order.
+pub(crate) fn bracketed(jobs: &[(usize, usize, &[f32])], outs: &mut [&mut [u8]], keep: usize, lo: u32, hi: u32, f: Bracket) -> Result<Option<Threshold>> {
+    let mut cands = vec![Cands::default(); jobs.len()];
+    let mut above = vec![0usize; jobs.len()];
+    let work: Vec<_> = jobs.iter().zip(outs.iter_mut()).zip(cands.iter_mut().zip(above.iter_mut())).collect();
+    run_ordered(work, |((&(_, base, x), out), (c, g))| {
+        if f(x, lo, hi, out, c) {
+            check_finite(x, base)?;
+        }
+        *g = out.iter().map(|b| b.count_ones() as usize).sum();
+        Ok(())
+    })?;
+    let g: usize = above.iter().sum();
+    let inside: usize = cands.iter().map(|c| c.idx.len()).sum();
+    if g >= keep || keep > g + inside {
+        return Ok(None);
+    }
+    let mut keys: Vec<u32> = cands.iter().flat_map(|c| c.key.iter().copied()).collect();
+    let t = resolve(&mut keys, keep - g);
+    let mut left = t.ties;
+    let work: Vec<_> = outs
+        .iter_mut()
+        .zip(&cands)
+        .map(|(out, c)| {
+            let b = c.key.iter().filter(|&&k| k == t.key).count().min(left);
+            left -= b;
+            (c, b, out)
+        })
+        .collect();
+    run_ordered(work, |(c, budget, out)| {
+        keep_candidates(c, t.key, budget, out);
+        Ok(())
+    })?;
+    Ok(Some(Threshold { key: t.key, above: keep - t.ties, ties: t.ties }))
+}
+
+/// Sets the bits of one chunk's candidates: keys above `t`, and equal ones while `ties` lasts.
+fn keep_candidates(c: &Cands, t: u32, mut ties: usize, out: &mut [u8]) {
+    for (&i, &k) in c.idx.iter().zip(&c.key) {
+        let tie = k == t && ties > 0;
+        ties -= tie as usize;
+        out[i as usize / 8] |= ((k > t || tie) as u8) << (i % 8);
+    }
+}
