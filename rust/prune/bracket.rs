@@ -110,7 +110,14 @@ pub(crate) fn sample_bracket(parts: &[&[f32]], n: usize, keep: usize) -> Option<
 /// The mask pass with bracket `[lo, hi]` over every chunk, then the exact threshold among the
 /// candidates. `None` (masks partly written) when the bracket does not hold the `keep`-th
 /// largest key. Errors on the first non-finite value in chunk order.
-pub(crate) fn bracketed(jobs: &[(usize, usize, &[f32])], outs: &mut [&mut [u8]], keep: usize, lo: u32, hi: u32, f: Bracket) -> Result<Option<Threshold>> {
+pub(crate) fn bracketed(
+    jobs: &[(usize, usize, &[f32])],
+    outs: &mut [&mut [u8]],
+    keep: usize,
+    lo: u32,
+    hi: u32,
+    f: Bracket,
+) -> Result<Option<Threshold>> {
     let mut cands = vec![Cands::default(); jobs.len()];
     let mut above = vec![0usize; jobs.len()];
     let work: Vec<_> = jobs.iter().zip(outs.iter_mut()).zip(cands.iter_mut().zip(above.iter_mut())).collect();

@@ -68,7 +68,7 @@ pub fn count_kept(mask: &[u8], n: usize) -> Result<usize> {
     if mask.len() != mask_len(n) {
         return Err(Error::Shape(format!("a mask of {n} elements has {} bytes, got {}", mask_len(n), mask.len())));
     }
-    if n % 8 != 0 && mask[mask.len() - 1] >> (n % 8) != 0 {
+    if !n.is_multiple_of(8) && mask[mask.len() - 1] >> (n % 8) != 0 {
         return Err(Error::Shape(format!("mask has bits set past element {n}")));
     }
     Ok(mask.iter().map(|b| b.count_ones() as usize).sum())

@@ -28,7 +28,7 @@ fn check_nm(n: usize, m: usize, len: usize) -> Result<usize> {
     if !(2..=16).contains(&m) || n == 0 || n >= m {
         return Err(invalid!("N:M sparsity needs 1 <= N < M <= 16, got {n}:{m}"));
     }
-    if len % m != 0 {
+    if !len.is_multiple_of(m) {
         return Err(Error::Shape(format!("{len} elements do not form groups of {m}")));
     }
     Ok(len / m)

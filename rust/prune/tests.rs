@@ -146,7 +146,7 @@ fn bad_input_is_an_error() {
     assert!(nm_into(&x, &x, 0, 4, &mut o, &mut p).is_err());
     // Corrupt positions (a repeated index) are refused.
     let bad = vec![0u8; 13];
-    assert!(nm_expand_into(&vec![1.0; 50], &bad, 2, 4, &mut vec![0f32; 100]).is_err());
+    assert!(nm_expand_into(&[1.0; 50], &bad, 2, 4, &mut vec![0f32; 100]).is_err());
     // Mask padding bits must be zero.
     assert!(count_kept(&[0xFF, 0xFF], 9).is_err());
 }
@@ -265,4 +265,3 @@ fn nm4_kernels_match_scalar_at_every_level() {
         }
     }
 }
-

@@ -40,6 +40,8 @@ pub fn bracket_avx512(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands
     unsafe { bracket_avx512_impl(x, lo, hi, out, c) }
 }
 
+// `i` indexes the input (in eights), the mask bytes and the candidate positions at once.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2")]
 unsafe fn bracket_avx2_impl(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> bool {
     assert!(out.len() == x.len().div_ceil(8) && lo <= hi && hi <= 0x7fff_ffff && c.idx.len() == c.key.len());

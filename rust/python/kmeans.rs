@@ -93,6 +93,9 @@ fn lloyd_partial<'py>(
     ))
 }
 
+/// `(centroids, cluster weights, re-seeded, shift)`.
+type FinishParts<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<f64>>, usize, f64);
+
 /// The end of a sharded Lloyd iteration: `(centroids, cluster_weight, reseeded, shift)` from the
 /// summed `coords`/`weight`/`members` and the re-seeding candidates (best first).
 #[pyfunction]
@@ -109,7 +112,7 @@ fn lloyd_finish<'py>(
     far_code: PyReadonlyArrayDyn<'py, u32>,
     far_weight: PyReadonlyArrayDyn<'py, f64>,
     far_points: PyReadonlyArrayDyn<'py, f32>,
-) -> PyResult<(Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<f64>>, usize, f64)> {
+) -> PyResult<FinishParts<'py>> {
     let metric = Metric::from_name(metric).map_err(to_py)?;
     let c = slice(&centroids, "centroids")?;
     let (fc, fw, fp) = (slice(&far_code, "far_code")?, slice(&far_weight, "far_weight")?, slice(&far_points, "far_points")?);

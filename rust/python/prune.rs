@@ -50,6 +50,9 @@ fn prune_expand<'py>(
     filled(py, n, |o| run(py, || prune::expand_into(p, m, o)))
 }
 
+/// Kept values and packed positions.
+type ValuesAndPositions<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<u8>>);
+
 /// N:M selection by `|scores|`: `(kept values, packed positions)`.
 #[pyfunction]
 fn prune_nm<'py>(
@@ -58,7 +61,7 @@ fn prune_nm<'py>(
     values: PyReadonlyArrayDyn<'py, f32>,
     n: usize,
     m: usize,
-) -> PyResult<(Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<u8>>)> {
+) -> PyResult<ValuesAndPositions<'py>> {
     let (s, v) = (slice(&scores, "scores")?, slice(&values, "values")?);
     if !(2..=16).contains(&m) || n == 0 || n >= m || s.len() % m != 0 {
         return Err(to_py(invalid!("N:M needs 1 <= N < M <= 16 and whole groups, got {n}:{m} on {} elements", s.len())));
@@ -80,7 +83,7 @@ fn prune_nm_expand<'py>(
     total: usize,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let (v, p) = (slice(&values, "values")?, slice(&positions, "positions")?);
-    if !(2..=16).contains(&m) || n == 0 || n >= m || total % m != 0 || v.len() != total / m * n {
+    if !(2..=16).contains(&m) || n == 0 || n >= m || !total.is_multiple_of(m) || v.len() != total / m * n {
         return Err(to_py(invalid!("N:M values ({}) do not match {total} elements at {n}:{m}", v.len())));
     }
     filled(py, total, |o| run(py, || prune::nm_expand_into(v, p, n, m, o)))
