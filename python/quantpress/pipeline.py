@@ -16,12 +16,13 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 
-from ._arrays import as_float32, dtype_name
+from . import _core
+from ._arrays import _FLOATS, as_float32, dtype_name
 from ._core import QuantpressError
 from .container import _ST_DTYPES, ContainerWriter, Entry, GGUFTensor, load
 from .gguf import gguf_quantize
 from .recipe import Plan, Recipe, get_recipe
-from .scalar import quantize
+from .scalar import QuantizedTensor, _layout, quantize
 from .sharded_container import ShardedWriter, output_bytes
 from .weight_vq import vq_quantize
 
@@ -116,28 +117,42 @@ def apply_plan(plan: Plan, w: np.ndarray) -> Entry:
     return w
 
 
-def error_stats(w: np.ndarray, approx: np.ndarray, step: int = 2**16) -> tuple[float, float, float]:
+def error_stats(w: np.ndarray, approx: np.ndarray) -> tuple[float, float, float]:
     """``(relative L2 error, SQNR in dB, cosine similarity)`` of ``approx`` against ``w``.
 
-    Float32 dot products over chunks of ``step`` values, summed in float64 (relative error of a
-    sum about ``1e-7 * sqrt(step)``: plenty for a report), with no full-size temporaries."""
-    x, y = np.asarray(w).reshape(-1), np.asarray(approx).reshape(-1)
+    Products and sums in float64 (Rust, parallel over fixed chunks: the same figures for any
+    thread count), with no temporaries beyond float32 views of the inputs."""
+    x, y = np.asarray(w), np.asarray(approx)
     if x.shape != y.shape:
         raise QuantpressError(f"shapes differ: {np.shape(w)} vs {np.shape(approx)}")
-    sig = cross = yy = err = 0.0
-    d = np.empty(min(step, x.size), np.float32)
-    for i in range(0, x.size, step):
-        xs = np.asarray(x[i:i + step], np.float32)
-        ys = np.asarray(y[i:i + step], np.float32)
-        ds = np.subtract(xs, ys, out=d[:xs.size])
-        sig += float(np.dot(xs, xs))
-        cross += float(np.dot(xs, ys))
-        yy += float(np.dot(ys, ys))
-        err += float(np.dot(ds, ds))
+    return _stats(*_core.error_sums(_flat32(x), _flat32(y)))
+
+
+def _flat32(a: np.ndarray) -> np.ndarray:
+    """``a`` as a flat C-contiguous float32 array (a view when it is one already)."""
+    return np.ascontiguousarray(a.reshape(-1), dtype=np.float32)
+
+
+def _stats(sig: float, cross: float, yy: float, err: float) -> tuple[float, float, float]:
+    """Relative error, SQNR and cosine from the sums of :func:`quantpress._core.error_sums`."""
     rel = math.sqrt(err / sig) if sig > 0 else (0.0 if err == 0 else float("inf"))
     sqnr = float("inf") if err == 0 else (10 * math.log10(sig / err) if sig > 0 else float("-inf"))
     cos = cross / math.sqrt(sig * yy) if sig > 0 and yy > 0 else (1.0 if sig == yy == 0 else 0.0)
     return rel, sqnr, cos
+
+
+def entry_error(x: np.ndarray, entry: Entry) -> tuple[float, float, float]:
+    """:func:`error_stats` of a compressed ``entry`` against its float32 source ``x``. Scalar
+    (RTN, MSE, HQQ, NF4) entries are decoded chunk by chunk inside the sums, never as a whole
+    copy; the figures equal those of ``error_stats(x, entry.dequantize())`` to ~1e-15."""
+    if not isinstance(entry, QuantizedTensor):
+        return error_stats(x, entry.dequantize())  # type: ignore[union-attr]
+    ax, g, _ = _layout(entry.shape, entry.axis, entry.group_size)
+    moved = x if ax < 0 or ax == x.ndim - 1 else np.moveaxis(x, ax, -1)
+    scales = entry.scale_values().reshape(-1)
+    zeros = None if entry.zeros is None else np.asarray(entry.zeros, scales.dtype).reshape(-1)
+    sums = _core.rtn_error_sums(_flat32(moved), entry.codes, scales, zeros, int(entry.bits), g, entry.scheme)
+    return _stats(*sums)
 
 
 def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[str, Any], Recipe, None] = None,
@@ -234,13 +249,11 @@ def _choose_plans(src: str, listing: list[tuple[str, tuple[int, ...], str]], rec
 def _compress_one(writer: Any, name: str, w: np.ndarray, plan: Plan) -> TensorReport:
     dtype = dtype_name(w.dtype)
     try:
-        entry = apply_plan(plan, w)
+        keep = plan.method == "keep"
+        x = w if keep else as_float32(w)[0]  # one float32 view (or copy) for the method and the error
+        entry = apply_plan(plan, x)
         stored = writer.add(name, entry, dtype=dtype)
-        if plan.method == "keep":
-            rel, sqnr = 0.0, float("inf")
-        else:
-            x, _ = as_float32(w)
-            rel, sqnr, _ = error_stats(x, entry.dequantize())  # type: ignore[union-attr]
+        rel, sqnr, _ = (0.0, float("inf"), 1.0) if keep else entry_error(x, entry)
     except QuantpressError as e:
         raise QuantpressError(f"tensor {name!r} ({plan.describe()}): {e}") from None
     return TensorReport(name, plan.describe(), tuple(w.shape), dtype, int(w.nbytes), stored, rel, sqnr)
@@ -265,10 +278,14 @@ def evaluate(original: PathLike, compressed: PathLike) -> list[dict[str, Any]]:
         raise QuantpressError(f"{os.fspath(compressed)}: has no tensor {missing[0]!r} of {os.fspath(original)}")
     out = []
     for name in a:
-        x, y = a[name], b[name]
-        if tuple(x.shape) != tuple(y.shape):
-            raise QuantpressError(f"tensor {name!r}: shape {x.shape} in the original, {y.shape} in the compressed file")
-        rel, sqnr, cos = error_stats(x, y)
+        x, entry = a[name], b.entry(name) if hasattr(b, "entry") else b[name]
+        if tuple(x.shape) != tuple(entry.shape):
+            raise QuantpressError(f"tensor {name!r}: shape {x.shape} in the original, {entry.shape} in the compressed file")
+        # The same sums as compress's report (bit for bit for scalar entries, decoded in chunks).
+        if isinstance(entry, QuantizedTensor) and x.size and x.dtype in _FLOATS:
+            rel, sqnr, cos = entry_error(as_float32(x)[0], entry)
+        else:
+            rel, sqnr, cos = error_stats(x, b[name])
         info = b.info(name) if hasattr(b, "info") else {"method": "?"}
         out.append({"name": name, "method": info["method"], "shape": list(x.shape), "rel_error": rel,
                     "sqnr_db": sqnr if math.isfinite(sqnr) else None, "cosine": cos})
