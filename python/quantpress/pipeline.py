@@ -217,7 +217,7 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
     start = time.perf_counter()
     plans, offset = _choose_plans(src, listing, recipe, target_bpw, budget_options, progress)
     rows: list[TensorReport] = []
-    with _writer(dst, max_shard_size) as writer:
+    with _writer(dst, max_shard_size, listing, plans) as writer:
         for i, (name, w) in enumerate(_iter_tensors(src)):
             rows.append(_compress_one(writer, name, w, plans[name]))
             if progress is not None:
@@ -226,9 +226,42 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
     return Report(tuple(rows), sum(r.input_bytes for r in rows), output_bytes(dst), seconds)
 
 
-def _writer(dst: str, max_shard_size: Union[int, str, None]) -> Any:
-    """One container file, or a :class:`ShardedWriter` into the directory ``dst``."""
-    return ContainerWriter(dst) if max_shard_size is None else ShardedWriter(dst, max_shard_size)
+def _writer(dst: str, max_shard_size: Union[int, str, None],
+            listing: Optional[list[tuple[str, tuple[int, ...], str]]] = None,
+            plans: Optional[Mapping[str, Plan]] = None) -> Any:
+    """One container file (its header room reserved, so the data is written once), or a
+    :class:`ShardedWriter` into the directory ``dst``."""
+    if max_shard_size is not None:
+        return ShardedWriter(dst, max_shard_size)
+    reserve = header_reserve(listing, plans) if listing is not None and plans is not None else 0
+    return ContainerWriter(dst, reserve=reserve)
+
+
+#: Stored parts of each method (the most a plan can produce: docs/format.md, "Container").
+_PARTS = {"scalar": (".q", ".scale", ".zero"), "gguf": (".gguf",), "vq": (".codes", ".codebook", ".scale"),
+          "keep": ("",)}
+
+
+def header_reserve(listing: list[tuple[str, tuple[int, ...], str]], plans: Mapping[str, Plan]) -> int:
+    """An upper bound on the container header of these tensors under these plans (every number
+    counted at 20 digits, every parameter record at 200 characters, escaped twice), a multiple of
+    8. The data then starts right after it, and the header is padded with spaces to fill it."""
+    total = 256
+    for name, shape, _ in listing:
+        plan = plans[name]
+        parts = _PARTS.get(plan.method, _PARTS["vq"])
+        if plan.method == "scalar" and plan.params.get("double_quant"):
+            parts = (".q", ".scale", ".scale_absmax", ".scale_offset")
+        digits = 21 * (len(shape) + 3)
+        total += sum(len(_json(name + p)) + 60 + digits for p in parts)
+        total += len(_json(_json(name))) + 2 * (200 + digits)
+    return total + (-total % 8)
+
+
+def _json(text: str) -> str:
+    import json
+
+    return json.dumps(text)
 
 
 def _choose_plans(src: str, listing: list[tuple[str, tuple[int, ...], str]], recipe: Any,
