@@ -12,6 +12,7 @@ __all__ = [
     "_reset_after_fork",
     "_set_simd_level",
     "detected_simd_level",
+    "error_sums",
     "get_num_threads",
     "gguf_quantize_into",
     "gguf_dequantize_into",
@@ -33,6 +34,7 @@ __all__ = [
     "prune_nm",
     "prune_nm_expand",
     "rtn_dequantize",
+    "rtn_error_sums",
     "rtn_quantize",
     "set_num_threads",
     "simd_level",
@@ -83,6 +85,16 @@ def rtn_dequantize(
     scheme: str,
     scale_dtype: str,
 ) -> npt.NDArray[np.float32]: ...
+def error_sums(x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]) -> tuple[float, float, float, float]: ...
+def rtn_error_sums(
+    x: npt.NDArray[np.float32],
+    codes: npt.NDArray[np.uint8],
+    scales: npt.NDArray[np.floating],
+    zeros: Optional[npt.NDArray[np.floating]],
+    bits: int,
+    group_size: int,
+    scheme: str,
+) -> tuple[float, float, float, float]: ...
 def pack_bits(codes: npt.NDArray[np.uint8], bits: int) -> npt.NDArray[np.uint8]: ...
 def unpack_bits(packed: npt.NDArray[np.uint8], bits: int, n: int) -> npt.NDArray[np.uint8]: ...
 def kmeans_plusplus(

@@ -162,12 +162,16 @@ def _record(method: str, params: dict[str, Any], shape: tuple[int, ...], dtype: 
 # ---------------------------------------------------------------------------------------------
 
 class ContainerWriter:
-    """Streams entries into a container: data goes to a temporary body file as each entry is
-    added; :meth:`close` writes header + body to a temporary file in the destination folder,
-    fsyncs it and renames it over ``path``. On any error (or :meth:`abort`) every temporary file
-    is removed and ``path`` is left as it was."""
+    """Streams entries into a container: each entry's data is written, as it is added, to a
+    temporary file in the destination folder after ``reserve`` bytes left for the header;
+    :meth:`close` writes the header there (padded with spaces to fill the reserved bytes),
+    fsyncs the file and renames it over ``path``. A header that does not fit (always, for
+    ``reserve=0``) goes with the data into a second temporary file instead, padded to a multiple
+    of 8 (docs/format.md, "Container"). On any error (or :meth:`abort`) every temporary file is
+    removed and ``path`` is left as it was."""
 
-    def __init__(self, path: Union[str, os.PathLike[str]], metadata: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, path: Union[str, os.PathLike[str]], metadata: Optional[dict[str, str]] = None,
+                 reserve: int = 0) -> None:
         self.path = os.fspath(path)
         self.folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(self.folder):
@@ -176,8 +180,10 @@ class ContainerWriter:
         self._records: dict[str, Any] = {}
         self._offset = 0
         self._extra = dict(metadata or {})
-        fd, self._body_path = tempfile.mkstemp(prefix=".quantpress-body-", suffix=".tmp", dir=self.folder)
+        self._reserve = int(reserve) if reserve >= 16 else 0
+        fd, self._body_path = tempfile.mkstemp(prefix=".quantpress-", suffix=".tmp", dir=self.folder)
         self._body = os.fdopen(fd, "wb")
+        self._body.seek(self._reserve)
 
     def add(self, name: str, entry: Entry, dtype: Optional[str] = None) -> int:
         """Appends one source tensor; returns the bytes it stores."""
@@ -206,21 +212,33 @@ class ContainerWriter:
         meta = {**self._extra, VERSION_KEY: FORMAT_VERSION,
                 TENSORS_KEY: json.dumps(self._records, separators=(",", ":"))}
         head = json.dumps({"__metadata__": meta, **self._header}, separators=(",", ":")).encode()
-        head += b" " * (-len(head) % 8)  # data starts 8-byte aligned, as safetensors writes it
         tmp = None
         try:
+            if 8 + len(head) <= self._reserve:
+                head += b" " * (self._reserve - 8 - len(head))
+                self._body.seek(0)
+                self._body.write(struct.pack("<Q", len(head)) + head)
+                self._body.flush()
+                os.fsync(self._body.fileno())
+                self._body.close()
+                os.replace(self._body_path, self.path)
+                return
+            head += b" " * (-len(head) % 8)  # data starts 8-byte aligned, as safetensors writes it
             self._body.flush()
             self._body.close()
             fd, tmp = tempfile.mkstemp(prefix=".quantpress-", suffix=".tmp", dir=self.folder)
             with os.fdopen(fd, "wb") as out, open(self._body_path, "rb") as body:
                 out.write(struct.pack("<Q", len(head)))
                 out.write(head)
+                body.seek(self._reserve)
                 shutil.copyfileobj(body, out, 16 * 2**20)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, self.path)
             tmp = None
         finally:
+            if not self._body.closed:
+                self._body.close()
             for p in (tmp, self._body_path):
                 if p is not None and os.path.exists(p):
                     os.unlink(p)

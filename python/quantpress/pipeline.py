@@ -16,14 +16,15 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 
-from ._arrays import as_float32, dtype_name
+from . import _core
+from ._arrays import _FLOATS, as_float32, dtype_name
 from ._core import QuantpressError
 from .container import _ST_DTYPES, ContainerWriter, Entry, GGUFTensor, load
 from .executor import check_executor, require_ray, run_ray
 from .gguf import gguf_quantize
 from .prune import prune
 from .recipe import Plan, Recipe, get_recipe
-from .scalar import quantize
+from .scalar import QuantizedTensor, _layout, quantize
 from .sharded_container import ShardedWriter, output_bytes
 from .weight_vq import vq_quantize
 
@@ -121,28 +122,42 @@ def apply_plan(plan: Plan, w: np.ndarray) -> Entry:
     return w
 
 
-def error_stats(w: np.ndarray, approx: np.ndarray, step: int = 2**16) -> tuple[float, float, float]:
+def error_stats(w: np.ndarray, approx: np.ndarray) -> tuple[float, float, float]:
     """``(relative L2 error, SQNR in dB, cosine similarity)`` of ``approx`` against ``w``.
 
-    Float32 dot products over chunks of ``step`` values, summed in float64 (relative error of a
-    sum about ``1e-7 * sqrt(step)``: plenty for a report), with no full-size temporaries."""
-    x, y = np.asarray(w).reshape(-1), np.asarray(approx).reshape(-1)
+    Products and sums in float64 (Rust, parallel over fixed chunks: the same figures for any
+    thread count), with no temporaries beyond float32 views of the inputs."""
+    x, y = np.asarray(w), np.asarray(approx)
     if x.shape != y.shape:
         raise QuantpressError(f"shapes differ: {np.shape(w)} vs {np.shape(approx)}")
-    sig = cross = yy = err = 0.0
-    d = np.empty(min(step, x.size), np.float32)
-    for i in range(0, x.size, step):
-        xs = np.asarray(x[i:i + step], np.float32)
-        ys = np.asarray(y[i:i + step], np.float32)
-        ds = np.subtract(xs, ys, out=d[:xs.size])
-        sig += float(np.dot(xs, xs))
-        cross += float(np.dot(xs, ys))
-        yy += float(np.dot(ys, ys))
-        err += float(np.dot(ds, ds))
+    return _stats(*_core.error_sums(_flat32(x), _flat32(y)))
+
+
+def _flat32(a: np.ndarray) -> np.ndarray:
+    """``a`` as a flat C-contiguous float32 array (a view when it is one already)."""
+    return np.ascontiguousarray(a.reshape(-1), dtype=np.float32)
+
+
+def _stats(sig: float, cross: float, yy: float, err: float) -> tuple[float, float, float]:
+    """Relative error, SQNR and cosine from the sums of :func:`quantpress._core.error_sums`."""
     rel = math.sqrt(err / sig) if sig > 0 else (0.0 if err == 0 else float("inf"))
     sqnr = float("inf") if err == 0 else (10 * math.log10(sig / err) if sig > 0 else float("-inf"))
     cos = cross / math.sqrt(sig * yy) if sig > 0 and yy > 0 else (1.0 if sig == yy == 0 else 0.0)
     return rel, sqnr, cos
+
+
+def entry_error(x: np.ndarray, entry: Entry) -> tuple[float, float, float]:
+    """:func:`error_stats` of a compressed ``entry`` against its float32 source ``x``. Scalar
+    (RTN, MSE, HQQ, NF4) entries are decoded chunk by chunk inside the sums, never as a whole
+    copy; the figures equal those of ``error_stats(x, entry.dequantize())`` to ~1e-15."""
+    if not isinstance(entry, QuantizedTensor):
+        return error_stats(x, entry.dequantize())  # type: ignore[union-attr]
+    ax, g, _ = _layout(entry.shape, entry.axis, entry.group_size)
+    moved = x if ax < 0 or ax == x.ndim - 1 else np.moveaxis(x, ax, -1)
+    scales = entry.scale_values().reshape(-1)
+    zeros = None if entry.zeros is None else np.asarray(entry.zeros, scales.dtype).reshape(-1)
+    sums = _core.rtn_error_sums(_flat32(moved), entry.codes, scales, zeros, int(entry.bits), g, entry.scheme)
+    return _stats(*sums)
 
 
 def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[str, Any], Recipe, None] = None,
@@ -217,7 +232,7 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
     start = time.perf_counter()
     plans, offset = _choose_plans(src, listing, recipe, target_bpw, budget_options, progress)
     rows: list[TensorReport] = []
-    with _writer(dst, max_shard_size) as writer:
+    with _writer(dst, max_shard_size, listing, plans) as writer:
         if executor == "ray":
             rows = run_ray(src, listing, plans, writer, progress, offset, ray_address, _fault_marker)
         for i, (name, w) in enumerate(() if executor == "ray" else _iter_tensors(src)):
@@ -228,9 +243,42 @@ def compress(src: PathLike, dst: PathLike, recipe: Union[str, PathLike, Mapping[
     return Report(tuple(rows), sum(r.input_bytes for r in rows), output_bytes(dst), seconds)
 
 
-def _writer(dst: str, max_shard_size: Union[int, str, None]) -> Any:
-    """One container file, or a :class:`ShardedWriter` into the directory ``dst``."""
-    return ContainerWriter(dst) if max_shard_size is None else ShardedWriter(dst, max_shard_size)
+def _writer(dst: str, max_shard_size: Union[int, str, None],
+            listing: Optional[list[tuple[str, tuple[int, ...], str]]] = None,
+            plans: Optional[Mapping[str, Plan]] = None) -> Any:
+    """One container file (its header room reserved, so the data is written once), or a
+    :class:`ShardedWriter` into the directory ``dst``."""
+    if max_shard_size is not None:
+        return ShardedWriter(dst, max_shard_size)
+    reserve = header_reserve(listing, plans) if listing is not None and plans is not None else 0
+    return ContainerWriter(dst, reserve=reserve)
+
+
+#: Stored parts of each method (the most a plan can produce: docs/format.md, "Container").
+_PARTS = {"scalar": (".q", ".scale", ".zero"), "gguf": (".gguf",), "vq": (".codes", ".codebook", ".scale"),
+          "keep": ("",)}
+
+
+def header_reserve(listing: list[tuple[str, tuple[int, ...], str]], plans: Mapping[str, Plan]) -> int:
+    """An upper bound on the container header of these tensors under these plans (every number
+    counted at 20 digits, every parameter record at 200 characters, escaped twice), a multiple of
+    8. The data then starts right after it, and the header is padded with spaces to fill it."""
+    total = 256
+    for name, shape, _ in listing:
+        plan = plans[name]
+        parts = _PARTS.get(plan.method, _PARTS["vq"])
+        if plan.method == "scalar" and plan.params.get("double_quant"):
+            parts = (".q", ".scale", ".scale_absmax", ".scale_offset")
+        digits = 21 * (len(shape) + 3)
+        total += sum(len(_json(name + p)) + 60 + digits for p in parts)
+        total += len(_json(_json(name))) + 2 * (200 + digits)
+    return total + (-total % 8)
+
+
+def _json(text: str) -> str:
+    import json
+
+    return json.dumps(text)
 
 
 def _choose_plans(src: str, listing: list[tuple[str, tuple[int, ...], str]], recipe: Any,
@@ -251,13 +299,11 @@ def _choose_plans(src: str, listing: list[tuple[str, tuple[int, ...], str]], rec
 def _compress_one(writer: Any, name: str, w: np.ndarray, plan: Plan) -> TensorReport:
     dtype = dtype_name(w.dtype)
     try:
-        entry = apply_plan(plan, w)
+        keep = plan.method == "keep"
+        x = w if keep else as_float32(w)[0]  # one float32 view (or copy) for the method and the error
+        entry = apply_plan(plan, x)
         stored = writer.add(name, entry, dtype=dtype)
-        if plan.method == "keep":
-            rel, sqnr = 0.0, float("inf")
-        else:
-            x, _ = as_float32(w)
-            rel, sqnr, _ = error_stats(x, entry.dequantize())  # type: ignore[union-attr]
+        rel, sqnr, _ = (0.0, float("inf"), 1.0) if keep else entry_error(x, entry)
     except QuantpressError as e:
         raise QuantpressError(f"tensor {name!r} ({plan.describe()}): {e}") from None
     return TensorReport(name, plan.describe(), tuple(w.shape), dtype, int(w.nbytes), stored, rel, sqnr)
@@ -282,10 +328,14 @@ def evaluate(original: PathLike, compressed: PathLike) -> list[dict[str, Any]]:
         raise QuantpressError(f"{os.fspath(compressed)}: has no tensor {missing[0]!r} of {os.fspath(original)}")
     out = []
     for name in a:
-        x, y = a[name], b[name]
-        if tuple(x.shape) != tuple(y.shape):
-            raise QuantpressError(f"tensor {name!r}: shape {x.shape} in the original, {y.shape} in the compressed file")
-        rel, sqnr, cos = error_stats(x, y)
+        x, entry = a[name], b.entry(name) if hasattr(b, "entry") else b[name]
+        if tuple(x.shape) != tuple(entry.shape):
+            raise QuantpressError(f"tensor {name!r}: shape {x.shape} in the original, {entry.shape} in the compressed file")
+        # The same sums as compress's report (bit for bit for scalar entries, decoded in chunks).
+        if isinstance(entry, QuantizedTensor) and x.size and x.dtype in _FLOATS:
+            rel, sqnr, cos = entry_error(as_float32(x)[0], entry)
+        else:
+            rel, sqnr, cos = error_stats(x, b[name])
         info = b.info(name) if hasattr(b, "info") else {"method": "?"}
         out.append({"name": name, "method": info["method"], "shape": list(x.shape), "rel_error": rel,
                     "sqnr_db": sqnr if math.isfinite(sqnr) else None, "cosine": cos})

@@ -11,6 +11,7 @@ mod kmeans1d;
 mod prune;
 mod runtime;
 mod scalar;
+mod stats;
 mod vq;
 
 #[pymodule(gil_used = false)]
@@ -24,5 +25,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kmeans1d::register(m)?;
     adc::register(m)?;
     prune::register(m)?;
+    stats::register(m)?;
     Ok(())
 }
