@@ -36,6 +36,7 @@ fn grid(a: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f32>> {
 /// (the quantized layout: axis moved last, flattened), without a full decoded copy.
 #[pyfunction]
 #[pyo3(signature = (x, codes, scales, zeros, bits, group_size, scheme))]
+#[allow(clippy::too_many_arguments)]
 fn rtn_error_sums<'py>(
     py: Python<'py>,
     x: PyReadonlyArrayDyn<'py, f32>,

@@ -144,7 +144,7 @@ mod tests {
     use crate::scalar::rtn::ScaleDtype;
 
     fn data(n: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.37).sin() * 3.0 + (i % 7) as f32 * 0.01)).collect()
+        (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0 + (i % 7) as f32 * 0.01).collect()
     }
 
     fn naive(x: &[f32], y: &[f32]) -> [f64; 4] {
