@@ -307,7 +307,7 @@ def small_file():
         yield open(p, "rb").read()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_mutations_load_or_refuse(small_file, data):
     buf = bytearray(small_file)

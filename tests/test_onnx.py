@@ -185,7 +185,7 @@ def test_bad_files(tmp_path):
         qp.open_model(str(big))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
        st.integers(0, 10**6))
 @example(edits=[(3096, 128)], cut=0)  # a name that is not valid UTF-8 (protobuf hands back bytes)
