@@ -153,11 +153,11 @@ fn argmin_is_the_first_minimum() {
         let a: Vec<f64> = (0..n).map(|_| (rng.next() * 4.0).floor() as f64).collect();
         let w: Vec<f64> = (0..n).map(|i| i as f64).collect();
         let s = vec![0.0; n];
-        let (v, i) = dp::argmin(&a, &w, &s, n as f64 + 1.0, 0.0);
+        let (v, i) = dp::argmin::<false>(&a, &w, &s, n as f64 + 1.0, 0.0);
         let want = a.iter().cloned().fold(f64::INFINITY, f64::min);
         assert_eq!((v, i), (want, a.iter().position(|&x| x == want).unwrap()), "n={n}");
     }
-    assert_eq!(dp::argmin(&[f64::INFINITY; 3], &[0.0; 3], &[0.0; 3], 1.0, 0.0), (f64::INFINITY, 0));
+    assert_eq!(dp::argmin::<false>(&[f64::INFINITY; 3], &[0.0; 3], &[0.0; 3], 1.0, 0.0), (f64::INFINITY, 0));
 }
 
 #[test]
