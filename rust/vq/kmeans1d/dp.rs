@@ -109,6 +109,23 @@ struct Layer<'a, const U: bool> {
     recip: &'a Recip,
 }
 
+/// Eight consecutive points `j0..j0 + 8` of a block: each one's split range `lo..=hi` (as f64,
+/// empty past the block's end), `w[j]` and `s[j]`.
+struct Group {
+    lo: [f64; L],
+    hi: [f64; L],
+    wj: [f64; L],
+    sj: [f64; L],
+    j0: usize,
+}
+
+/// Per lane, the first minimum so far and its index.
+#[derive(Clone, Copy)]
+struct Acc {
+    best: [f64; L],
+    idx: [f64; L],
+}
+
 /// Reciprocals of run lengths for rows of unit weights (`w[j] = j`), read by contiguous loads
 /// instead of dividing: `fwd[PAD + d] = 1 / d` (zero below `d = 1`, where the block lanes past
 /// their range read) and `rev[t] = 1 / (n - t)`, so `rev[n - j + i] = 1 / (j - i)`.
@@ -152,36 +169,56 @@ impl<const U: bool> Layer<'_, U> {
 
     /// Points `jlo..=jhi` whose splits lie in `olo..=ohi`, eight at a time: the lanes are the
     /// points, one pass over the split range (no reduction across lanes), each lane restricted
-    /// to its own `lo..=hi` as in [`Layer::point`].
+    /// to its own `lo..=hi` as in [`Layer::point`], with the previous group's last split as a
+    /// further lower bound (splits are monotone in `j`).
     #[inline(always)]
     fn block(&mut self, jlo: usize, jhi: usize, olo: usize, ohi: usize) {
+        let mut floor = olo;
         for j0 in (jlo..=jhi).step_by(L) {
-            let (mut lo, mut hi) = ([1.0f64; L], [0.0f64; L]); // empty lanes past jhi
-            let (mut wj, mut sj) = ([1.0f64; L], [0.0f64; L]);
+            let lanes = L.min(jhi + 1 - j0);
+            let mut g = Group { lo: [1.0; L], hi: [0.0; L], wj: [1.0; L], sj: [0.0; L], j0 }; // empty lanes past jhi
             let (mut imin, mut imax) = (ohi, olo);
-            for l in 0..L.min(jhi + 1 - j0) {
+            for l in 0..lanes {
                 let j = j0 + l;
                 let h = ohi.min(j - 1);
-                let lw = olo.max(self.prev_opt[j] as usize).min(h);
-                (lo[l], hi[l], wj[l], sj[l]) = (lw as f64, h as f64, self.w[j], self.s[j]);
+                let lw = floor.max(self.prev_opt[j] as usize).min(h);
+                (g.lo[l], g.hi[l], g.wj[l], g.sj[l]) = (lw as f64, h as f64, self.w[j], self.s[j]);
                 (imin, imax) = (imin.min(lw), imax.max(h));
             }
-            let (mut best, mut idx) = ([f64::INFINITY; L], [0.0f64; L]);
-            for i in imin..=imax {
-                let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
-                // Unit weights: lane `l` divides by `j0 + l - i` (at least `-6` on lanes outside their range).
-                let r: &[f64] = if U { &self.recip.fwd[PAD + j0 - i..][..L] } else { &[0.0; L] };
-                for l in 0..L {
-                    let v = if U { cost::<true>(ai, r[l], si, 0.0, sj[l]) } else { cost::<false>(ai, wi, si, wj[l], sj[l]) };
-                    let take = (v < best[l]) & (fi >= lo[l]) & (fi <= hi[l]);
-                    best[l] = if take { v } else { best[l] };
-                    idx[l] = if take { fi } else { idx[l] };
-                }
+            // Two accumulators (even and odd steps) so the compare-and-select chains overlap;
+            // merged by (value, index), the sequential first minimum.
+            let mut acc = [Acc { best: [f64::INFINITY; L], idx: [0.0; L] }; 2];
+            let mut i = imin;
+            while i < imax {
+                self.step(&g, &mut acc[0], i);
+                self.step(&g, &mut acc[1], i + 1);
+                i += 2;
             }
-            for l in 0..L.min(jhi + 1 - j0) {
-                self.cur[j0 + l] = best[l] + self.q[j0 + l];
-                self.opt[j0 + l] = if best[l] < f64::INFINITY { idx[l] } else { lo[l] } as u32;
+            if i == imax {
+                self.step(&g, &mut acc[0], i);
             }
+            let [a0, a1] = acc;
+            for l in 0..lanes {
+                let take = a1.best[l] < a0.best[l] || (a1.best[l] == a0.best[l] && a1.idx[l] < a0.idx[l]);
+                let (best, idx) = if take { (a1.best[l], a1.idx[l]) } else { (a0.best[l], a0.idx[l]) };
+                self.cur[j0 + l] = best + self.q[j0 + l];
+                self.opt[j0 + l] = if best < f64::INFINITY { idx } else { g.lo[l] } as u32;
+            }
+            floor = floor.max(self.opt[j0 + lanes - 1] as usize);
+        }
+    }
+
+    /// Candidate split `i` for the eight points of `g`.
+    #[inline(always)]
+    fn step(&self, g: &Group, acc: &mut Acc, i: usize) {
+        let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
+        // Unit weights: lane `l` divides by `j0 + l - i` (at least `-6` on lanes outside their range).
+        let r: &[f64] = if U { &self.recip.fwd[PAD + g.j0 - i..][..L] } else { &[0.0; L] };
+        for l in 0..L {
+            let v = if U { cost::<true>(ai, r[l], si, 0.0, g.sj[l]) } else { cost::<false>(ai, wi, si, g.wj[l], g.sj[l]) };
+            let take = (v < acc.best[l]) & (fi >= g.lo[l]) & (fi <= g.hi[l]);
+            acc.best[l] = if take { v } else { acc.best[l] };
+            acc.idx[l] = if take { fi } else { acc.idx[l] };
         }
     }
 
