@@ -21,7 +21,7 @@ pub const COARSE_GRID: usize = 256;
 
 /// A block of the divide and conquer whose split range holds at most this many candidates is
 /// swept left to right instead of split further.
-const SWEEP: usize = 24;
+const SWEEP: usize = 16;
 
 /// Lanes of [`argmin`].
 const L: usize = 8;
@@ -227,20 +227,18 @@ impl<const U: bool> Layer<'_, U> {
         stack.clear();
         stack.push([jlo, jhi, olo, ohi]);
         while let Some([jlo, jhi, olo, ohi]) = stack.pop() {
-            if ohi - olo < SWEEP {
+            if ohi - olo < SWEEP || jhi - jlo < L {
                 self.block(jlo, jhi, olo, ohi);
                 continue;
             }
-            if jhi - jlo < 2 {
-                let mut lo = olo;
-                for j in jlo..=jhi {
-                    lo = self.point(j, lo, ohi.min(j - 1));
-                }
-                continue;
-            }
-            let mid = jlo + (jhi - jlo) / 2;
+            // Split so that the leaves are whole groups of `L` points between two solved points:
+            // `L` points, one point, `L` points, ...
+            let groups = (jhi - jlo + 1 + L + 1) / (L + 1);
+            let mid = jlo + (L + 1) * (groups / 2) - 1;
             let arg = self.point(mid, olo, ohi.min(mid - 1));
-            stack.push([mid + 1, jhi, arg, ohi]);
+            if mid < jhi {
+                stack.push([mid + 1, jhi, arg, ohi]);
+            }
             if mid > jlo {
                 stack.push([jlo, mid - 1, olo, arg]);
             }
