@@ -178,24 +178,25 @@ impl<const U: bool> Layer<'_, U> {
             let lanes = L.min(jhi + 1 - j0);
             let mut g = Group { lo: [1.0; L], hi: [0.0; L], wj: [1.0; L], sj: [0.0; L], j0 }; // empty lanes past jhi
             let (mut imin, mut imax) = (ohi, olo);
+            let (mut lo_max, mut hi_min) = (olo, ohi);
             for l in 0..lanes {
                 let j = j0 + l;
                 let h = ohi.min(j - 1);
                 let lw = floor.max(self.prev_opt[j] as usize).min(h);
                 (g.lo[l], g.hi[l], g.wj[l], g.sj[l]) = (lw as f64, h as f64, self.w[j], self.s[j]);
                 (imin, imax) = (imin.min(lw), imax.max(h));
+                (lo_max, hi_min) = (lo_max.max(lw), hi_min.min(h));
             }
-            // Two accumulators (even and odd steps) so the compare-and-select chains overlap;
-            // merged by (value, index), the sequential first minimum.
+            // Two accumulators so the compare-and-select chains overlap, each seeing its
+            // candidates in order, merged by (value, index): the sequential first minimum.
+            // Candidates inside every lane's range need no range test.
             let mut acc = [Acc { best: [f64::INFINITY; L], idx: [0.0; L] }; 2];
-            let mut i = imin;
-            while i < imax {
-                self.step(&g, &mut acc[0], i);
-                self.step(&g, &mut acc[1], i + 1);
-                i += 2;
-            }
-            if i == imax {
-                self.step(&g, &mut acc[0], i);
+            if lo_max <= hi_min {
+                self.run::<true>(&g, &mut acc, imin, lo_max);
+                self.run::<false>(&g, &mut acc, lo_max, hi_min + 1);
+                self.run::<true>(&g, &mut acc, hi_min + 1, imax + 1);
+            } else {
+                self.run::<true>(&g, &mut acc, imin, imax + 1);
             }
             let [a0, a1] = acc;
             for l in 0..lanes {
@@ -208,15 +209,29 @@ impl<const U: bool> Layer<'_, U> {
         }
     }
 
-    /// Candidate split `i` for the eight points of `g`.
+    /// Candidates `from..to` for the eight points of `g`, alternately into the two accumulators.
     #[inline(always)]
-    fn step(&self, g: &Group, acc: &mut Acc, i: usize) {
+    fn run<const MASK: bool>(&self, g: &Group, acc: &mut [Acc; 2], from: usize, to: usize) {
+        let mut i = from;
+        while i + 1 < to {
+            self.step::<MASK>(g, &mut acc[0], i);
+            self.step::<MASK>(g, &mut acc[1], i + 1);
+            i += 2;
+        }
+        if i < to {
+            self.step::<MASK>(g, &mut acc[0], i);
+        }
+    }
+
+    /// Candidate split `i` for the eight points of `g` (`MASK`: each lane tests its range).
+    #[inline(always)]
+    fn step<const MASK: bool>(&self, g: &Group, acc: &mut Acc, i: usize) {
         let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
         // Unit weights: lane `l` divides by `j0 + l - i` (at least `-6` on lanes outside their range).
         let r: &[f64] = if U { &self.recip.fwd[PAD + g.j0 - i..][..L] } else { &[0.0; L] };
         for l in 0..L {
             let v = if U { cost::<true>(ai, r[l], si, 0.0, g.sj[l]) } else { cost::<false>(ai, wi, si, g.wj[l], g.sj[l]) };
-            let take = (v < acc.best[l]) & (fi >= g.lo[l]) & (fi <= g.hi[l]);
+            let take = (v < acc.best[l]) & (!MASK || ((fi >= g.lo[l]) & (fi <= g.hi[l])));
             acc.best[l] = if take { v } else { acc.best[l] };
             acc.idx[l] = if take { fi } else { acc.idx[l] };
         }
