@@ -238,3 +238,20 @@ fn kmeans1d_at(level: Level, x: &[f32], n: usize, k: usize, weights: Weights<'_>
     );
     fit
 }
+
+#[test]
+fn unit_weight_table_agrees_with_the_division() {
+    // Unit weights (reciprocal table) against the same rows weighted 2 (division): the same
+    // partition, so the same codebook, and twice the SSE up to rounding.
+    let mut rng = Rng(29);
+    let (rows, n) = (4, 900);
+    let x: Vec<f32> = (0..rows * n).map(|_| heavy(&mut rng) * 0.02).collect();
+    let two = vec![2.0f32; rows * n];
+    let unit = kmeans1d(&x, n, 16, Weights::None, true).unwrap();
+    let div = kmeans1d(&x, n, 16, Weights::PerValue(&two), true).unwrap();
+    assert_eq!(bits(&unit.codebook), bits(&div.codebook));
+    assert_eq!(unit.codes, div.codes);
+    for (u, d) in unit.inertia.iter().zip(&div.inertia) {
+        assert!((2.0 * u - d).abs() <= 1e-12 * d, "{u} vs {d}");
+    }
+}
