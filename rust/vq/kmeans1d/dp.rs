@@ -4,12 +4,18 @@
 //! One layer per cluster: `D[c][j] = min_i D[c-1][i] + cost(i, j)`, with `cost` the weighted SSE
 //! of run `i..j` from prefix sums. The cost is a Monge array, so the first (smallest) optimal
 //! split is monotone in `j` and at least the previous layer's split: each layer is solved by
-//! divide and conquer on `j` (an explicit stack), and a block whose split range has narrowed to
-//! [`SWEEP`] candidates is finished eight points at a time (`Layer::block`: the lanes are the
-//! points, one pass over the shared split range). A single point's search is one pass of
-//! [`argmin`], eight independent lanes of value and index. Both loops vectorise (the division
-//! is the bottleneck), every compilation does the same IEEE operations, and ties go to the
-//! smallest split.
+//! divide and conquer on `j` (an explicit stack), split so that the leaves are groups of eight
+//! points between two solved points (or a block whose split range has narrowed to [`SWEEP`]
+//! candidates), finished eight points at a time (`Layer::block`: the lanes are the points, one
+//! pass over the shared split range, each group starting at the previous group's last split).
+//! A single point's search is one pass of [`argmin`], eight independent lanes of value and
+//! index. Both loops vectorise, every compilation does the same IEEE operations, and ties go to
+//! the smallest split.
+//!
+//! Rows of unit weights without duplicates (the unweighted case) have `w[j] = j`: the cost's
+//! `1 / (w[j] - w[i])` is then read from a table of reciprocals by a contiguous load instead of
+//! a division (`Recip`; `a - ds * ds * (1 / d)` rounds differently from `a - ds * ds / d` by an
+//! ulp, far inside the optimum's tolerance, and the same expression is used at every call site).
 
 use super::sort::Scratch;
 

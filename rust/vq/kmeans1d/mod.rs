@@ -15,7 +15,7 @@
 //! 3. `exact`: the DP `D[c][j] = min_i D[c-1][i] + cost(i, j)` over the `m` distinct values, one
 //!    layer per cluster, each layer by divide and conquer on the monotone split point with the
 //!    previous layer's split as a lower bound (`dp.rs`: vectorised searches, one compiled copy
-//!    per SIMD level): O(k * m log m) time, a `k * m` table of splits for backtracking (ties go
+//!    per SIMD level; unweighted rows read reciprocals of run lengths from a table): O(k * m log m) time, a `k * m` table of splits for backtracking (ties go
 //!    to the smallest split). Not exact: the same DP restricted to a coarse
 //!    grid of candidate boundaries ([`COARSE_GRID`]: equal-count positions plus equally spaced
 //!    values, so the heavy tails of weight matrices get boundaries too), then sorted Lloyd from
