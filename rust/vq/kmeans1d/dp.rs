@@ -4,18 +4,19 @@
 //! One layer per cluster: `D[c][j] = min_i D[c-1][i] + cost(i, j)`, with `cost` the weighted SSE
 //! of run `i..j` from prefix sums. The cost is a Monge array, so the first (smallest) optimal
 //! split is monotone in `j` and at least the previous layer's split: each layer is solved by
-//! divide and conquer on `j` (an explicit stack), split so that the leaves are groups of eight
-//! points between two solved points (or a block whose split range has narrowed to [`SWEEP`]
-//! candidates), finished eight points at a time (`Layer::block`: the lanes are the points, one
-//! pass over the shared split range, each group starting at the previous group's last split).
-//! A single point's search is one pass of [`argmin`], eight independent lanes of value and
-//! index. Both loops vectorise, every compilation does the same IEEE operations, and ties go to
-//! the smallest split.
+//! divide and conquer on `j` (an explicit stack), and a block whose split range has narrowed to
+//! [`SWEEP`] candidates is finished eight points at a time (`Layer::block`: the lanes are the
+//! points, one pass over the shared split range). A single point's search is one pass of
+//! [`argmin`], eight independent lanes of value and index. Both loops vectorise, every
+//! compilation does the same IEEE operations, and ties go to the smallest split.
 //!
 //! Rows of unit weights without duplicates (the unweighted case) have `w[j] = j`: the cost's
 //! `1 / (w[j] - w[i])` is then read from a table of reciprocals by a contiguous load instead of
 //! a division (`Recip`; `a - ds * ds * (1 / d)` rounds differently from `a - ds * ds / d` by an
 //! ulp, far inside the optimum's tolerance, and the same expression is used at every call site).
+//! (Tried and measured slower: the previous group's split as a floor inside a block, two
+//! accumulators per block, leaves of exactly eight points, skipping the range test in the
+//! middle of a block: the per-group bookkeeping costs more than the candidates it saves.)
 
 use super::sort::Scratch;
 
@@ -27,7 +28,7 @@ pub const COARSE_GRID: usize = 256;
 
 /// A block of the divide and conquer whose split range holds at most this many candidates is
 /// swept left to right instead of split further.
-const SWEEP: usize = 16;
+const SWEEP: usize = 24;
 
 /// Lanes of [`argmin`].
 const L: usize = 8;
@@ -115,23 +116,6 @@ struct Layer<'a, const U: bool> {
     recip: &'a Recip,
 }
 
-/// Eight consecutive points `j0..j0 + 8` of a block: each one's split range `lo..=hi` (as f64,
-/// empty past the block's end), `w[j]` and `s[j]`.
-struct Group {
-    lo: [f64; L],
-    hi: [f64; L],
-    wj: [f64; L],
-    sj: [f64; L],
-    j0: usize,
-}
-
-/// Per lane, the first minimum so far and its index.
-#[derive(Clone, Copy)]
-struct Acc {
-    best: [f64; L],
-    idx: [f64; L],
-}
-
 /// Reciprocals of run lengths for rows of unit weights (`w[j] = j`), read by contiguous loads
 /// instead of dividing: `fwd[PAD + d] = 1 / d` (zero below `d = 1`, where the block lanes past
 /// their range read) and `rev[t] = 1 / (n - t)`, so `rev[n - j + i] = 1 / (j - i)`.
@@ -175,71 +159,36 @@ impl<const U: bool> Layer<'_, U> {
 
     /// Points `jlo..=jhi` whose splits lie in `olo..=ohi`, eight at a time: the lanes are the
     /// points, one pass over the split range (no reduction across lanes), each lane restricted
-    /// to its own `lo..=hi` as in [`Layer::point`], with the previous group's last split as a
-    /// further lower bound (splits are monotone in `j`).
+    /// to its own `lo..=hi` as in [`Layer::point`].
     #[inline(always)]
     fn block(&mut self, jlo: usize, jhi: usize, olo: usize, ohi: usize) {
-        let mut floor = olo;
         for j0 in (jlo..=jhi).step_by(L) {
-            let lanes = L.min(jhi + 1 - j0);
-            let mut g = Group { lo: [1.0; L], hi: [0.0; L], wj: [1.0; L], sj: [0.0; L], j0 }; // empty lanes past jhi
+            let (mut lo, mut hi) = ([1.0f64; L], [0.0f64; L]); // empty lanes past jhi
+            let (mut wj, mut sj) = ([1.0f64; L], [0.0f64; L]);
             let (mut imin, mut imax) = (ohi, olo);
-            let (mut lo_max, mut hi_min) = (olo, ohi);
-            for l in 0..lanes {
+            for l in 0..L.min(jhi + 1 - j0) {
                 let j = j0 + l;
                 let h = ohi.min(j - 1);
-                let lw = floor.max(self.prev_opt[j] as usize).min(h);
-                (g.lo[l], g.hi[l], g.wj[l], g.sj[l]) = (lw as f64, h as f64, self.w[j], self.s[j]);
+                let lw = olo.max(self.prev_opt[j] as usize).min(h);
+                (lo[l], hi[l], wj[l], sj[l]) = (lw as f64, h as f64, self.w[j], self.s[j]);
                 (imin, imax) = (imin.min(lw), imax.max(h));
-                (lo_max, hi_min) = (lo_max.max(lw), hi_min.min(h));
             }
-            // Two accumulators so the compare-and-select chains overlap, each seeing its
-            // candidates in order, merged by (value, index): the sequential first minimum.
-            // Candidates inside every lane's range need no range test.
-            let mut acc = [Acc { best: [f64::INFINITY; L], idx: [0.0; L] }; 2];
-            if lo_max <= hi_min {
-                self.run::<true>(&g, &mut acc, imin, lo_max);
-                self.run::<false>(&g, &mut acc, lo_max, hi_min + 1);
-                self.run::<true>(&g, &mut acc, hi_min + 1, imax + 1);
-            } else {
-                self.run::<true>(&g, &mut acc, imin, imax + 1);
+            let (mut best, mut idx) = ([f64::INFINITY; L], [0.0f64; L]);
+            for i in imin..=imax {
+                let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
+                // Unit weights: lane `l` divides by `j0 + l - i` (at least `-6` on lanes outside their range).
+                let r: &[f64] = if U { &self.recip.fwd[PAD + j0 - i..][..L] } else { &[0.0; L] };
+                for l in 0..L {
+                    let v = if U { cost::<true>(ai, r[l], si, 0.0, sj[l]) } else { cost::<false>(ai, wi, si, wj[l], sj[l]) };
+                    let take = (v < best[l]) & (fi >= lo[l]) & (fi <= hi[l]);
+                    best[l] = if take { v } else { best[l] };
+                    idx[l] = if take { fi } else { idx[l] };
+                }
             }
-            let [a0, a1] = acc;
-            for l in 0..lanes {
-                let take = a1.best[l] < a0.best[l] || (a1.best[l] == a0.best[l] && a1.idx[l] < a0.idx[l]);
-                let (best, idx) = if take { (a1.best[l], a1.idx[l]) } else { (a0.best[l], a0.idx[l]) };
-                self.cur[j0 + l] = best + self.q[j0 + l];
-                self.opt[j0 + l] = if best < f64::INFINITY { idx } else { g.lo[l] } as u32;
+            for l in 0..L.min(jhi + 1 - j0) {
+                self.cur[j0 + l] = best[l] + self.q[j0 + l];
+                self.opt[j0 + l] = if best[l] < f64::INFINITY { idx[l] } else { lo[l] } as u32;
             }
-            floor = floor.max(self.opt[j0 + lanes - 1] as usize);
-        }
-    }
-
-    /// Candidates `from..to` for the eight points of `g`, alternately into the two accumulators.
-    #[inline(always)]
-    fn run<const MASK: bool>(&self, g: &Group, acc: &mut [Acc; 2], from: usize, to: usize) {
-        let mut i = from;
-        while i + 1 < to {
-            self.step::<MASK>(g, &mut acc[0], i);
-            self.step::<MASK>(g, &mut acc[1], i + 1);
-            i += 2;
-        }
-        if i < to {
-            self.step::<MASK>(g, &mut acc[0], i);
-        }
-    }
-
-    /// Candidate split `i` for the eight points of `g` (`MASK`: each lane tests its range).
-    #[inline(always)]
-    fn step<const MASK: bool>(&self, g: &Group, acc: &mut Acc, i: usize) {
-        let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
-        // Unit weights: lane `l` divides by `j0 + l - i` (at least `-6` on lanes outside their range).
-        let r: &[f64] = if U { &self.recip.fwd[PAD + g.j0 - i..][..L] } else { &[0.0; L] };
-        for l in 0..L {
-            let v = if U { cost::<true>(ai, r[l], si, 0.0, g.sj[l]) } else { cost::<false>(ai, wi, si, g.wj[l], g.sj[l]) };
-            let take = (v < acc.best[l]) & (!MASK || ((fi >= g.lo[l]) & (fi <= g.hi[l])));
-            acc.best[l] = if take { v } else { acc.best[l] };
-            acc.idx[l] = if take { fi } else { acc.idx[l] };
         }
     }
 
@@ -248,18 +197,20 @@ impl<const U: bool> Layer<'_, U> {
         stack.clear();
         stack.push([jlo, jhi, olo, ohi]);
         while let Some([jlo, jhi, olo, ohi]) = stack.pop() {
-            if ohi - olo < SWEEP || jhi - jlo < L {
+            if ohi - olo < SWEEP {
                 self.block(jlo, jhi, olo, ohi);
                 continue;
             }
-            // Split so that the leaves are whole groups of `L` points between two solved points:
-            // `L` points, one point, `L` points, ...
-            let groups = (jhi - jlo + 1 + L + 1) / (L + 1);
-            let mid = jlo + (L + 1) * (groups / 2) - 1;
-            let arg = self.point(mid, olo, ohi.min(mid - 1));
-            if mid < jhi {
-                stack.push([mid + 1, jhi, arg, ohi]);
+            if jhi - jlo < 2 {
+                let mut lo = olo;
+                for j in jlo..=jhi {
+                    lo = self.point(j, lo, ohi.min(j - 1));
+                }
+                continue;
             }
+            let mid = jlo + (jhi - jlo) / 2;
+            let arg = self.point(mid, olo, ohi.min(mid - 1));
+            stack.push([mid + 1, jhi, arg, ohi]);
             if mid > jlo {
                 stack.push([jlo, mid - 1, olo, arg]);
             }

@@ -255,3 +255,12 @@ fn unit_weight_table_agrees_with_the_division() {
         assert!((2.0 * u - d).abs() <= 1e-12 * d, "{u} vs {d}");
     }
 }
+
+#[test]
+fn rounded_distance_ties_go_to_the_lower_code() {
+    // 1 is as far from 0 as from 1e-30 in f64: code 0, though the walk has moved past 0
+    // (the zero-weight 1 does not move the centroids 0 and 1e-30).
+    let fit = kmeans1d(&[1e-30, 0.0, 1.0], 3, 2, Weights::PerValue(&[1.0, 1.0, 0.0]), true).unwrap();
+    assert_eq!(bits(&fit.codebook), bits(&[0.0, 1e-30]));
+    assert_eq!(fit.codes, [1, 0, 0]);
+}
