@@ -215,3 +215,12 @@ def test_docstring_examples():
     module = sys.modules["quantpress.kmeans1d"]
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert attempted > 0 and failed == 0
+
+
+def test_rounded_distance_tie_goes_to_the_lower_code():
+    # 1.0 is as far from 0 as from 1e-30 in float64: the oracle's rule gives code 0 (the zero
+    # weight keeps 1.0 from moving the centroids).
+    x = np.array([1e-30, 0.0, 1.0], np.float32)
+    r = qp.kmeans1d(x, 2, weights=np.array([1, 1, 0], np.float32))
+    assert np.array_equal(r.codes, ref.kmeans1d_codes(x, r.codebook))
+    assert r.codes.tolist() == [1, 0, 0]

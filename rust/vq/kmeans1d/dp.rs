@@ -7,9 +7,16 @@
 //! divide and conquer on `j` (an explicit stack), and a block whose split range has narrowed to
 //! [`SWEEP`] candidates is finished eight points at a time (`Layer::block`: the lanes are the
 //! points, one pass over the shared split range). A single point's search is one pass of
-//! [`argmin`], eight independent lanes of value and index. Both loops vectorise (the division
-//! is the bottleneck), every compilation does the same IEEE operations, and ties go to the
-//! smallest split.
+//! [`argmin`], eight independent lanes of value and index. Both loops vectorise, every
+//! compilation does the same IEEE operations, and ties go to the smallest split.
+//!
+//! Rows of unit weights without duplicates (the unweighted case) have `w[j] = j`: the cost's
+//! `1 / (w[j] - w[i])` is then read from a table of reciprocals by a contiguous load instead of
+//! a division (`Recip`; `a - ds * ds * (1 / d)` rounds differently from `a - ds * ds / d` by an
+//! ulp, far inside the optimum's tolerance, and the same expression is used at every call site).
+//! (Tried and measured slower: the previous group's split as a floor inside a block, two
+//! accumulators per block, leaves of exactly eight points, skipping the range test in the
+//! middle of a block: the per-group bookkeeping costs more than the candidates it saves.)
 
 use super::sort::Scratch;
 
@@ -26,12 +33,26 @@ const SWEEP: usize = 24;
 /// Lanes of [`argmin`].
 const L: usize = 8;
 
-/// The first minimum of `a[i] - (sj - s[i])^2 / (wj - w[i])` (slices of one length) and its
+/// `a - (sj - s)^2 / (wj - w)`, or with `U` (unit weights, `w` the reciprocal of the run
+/// length) `a - (sj - s)^2 * w`: the same expression at every call site, so every search
+/// (one point or a block of eight) rounds the same way.
+#[inline(always)]
+fn cost<const U: bool>(a: f64, w: f64, s: f64, wj: f64, sj: f64) -> f64 {
+    let ds = sj - s;
+    if U {
+        a - ds * ds * w
+    } else {
+        a - ds * ds / (wj - w)
+    }
+}
+
+/// The first minimum of `a[i] - (sj - s[i])^2 / (wj - w[i])` (slices of one length; with `U`,
+/// unit weights, `a[i] - (sj - s[i])^2 * w[i]`, `w` the reciprocals of the run lengths) and its
 /// index; `(inf, 0)` when no value is below infinity. Lane `l` keeps the first minimum of
 /// indices `l mod L`; the lanes' smallest value, then smallest index, is the sequential first
 /// minimum, so every compilation of this function (scalar or vector) gives the same result.
 #[inline(always)]
-pub fn argmin(a: &[f64], w: &[f64], s: &[f64], wj: f64, sj: f64) -> (f64, usize) {
+pub fn argmin<const U: bool>(a: &[f64], w: &[f64], s: &[f64], wj: f64, sj: f64) -> (f64, usize) {
     let mut best = [f64::INFINITY; L];
     let mut idx = [f64::INFINITY; L];
     let n = a.len();
@@ -42,8 +63,7 @@ pub fn argmin(a: &[f64], w: &[f64], s: &[f64], wj: f64, sj: f64) -> (f64, usize)
         let (ca, cw, cs) = (&a[base..base + L], &w[base..base + L], &s[base..base + L]);
         let fb = base as f64;
         for l in 0..L {
-            let ds = sj - cs[l];
-            let v = ca[l] - ds * ds / (wj - cw[l]);
+            let v = cost::<U>(ca[l], cw[l], cs[l], wj, sj);
             let lt = v < best[l];
             best[l] = if lt { v } else { best[l] };
             idx[l] = if lt { fb + l as f64 } else { idx[l] };
@@ -51,8 +71,7 @@ pub fn argmin(a: &[f64], w: &[f64], s: &[f64], wj: f64, sj: f64) -> (f64, usize)
         base += L;
     }
     for l in 0..n - full {
-        let ds = sj - s[full + l];
-        let v = a[full + l] - ds * ds / (wj - w[full + l]);
+        let v = cost::<U>(a[full + l], w[full + l], s[full + l], wj, sj);
         if v < best[l] {
             best[l] = v;
             idx[l] = (full + l) as f64;
@@ -81,11 +100,12 @@ pub struct Dp {
     /// `opt[c * (g + 1) + j]`: the start of the last run of the best `c + 1` runs of points `..j`.
     opt: Vec<u32>,
     stack: Vec<[usize; 4]>,
+    recip: Recip,
 }
 
 /// One layer: `cur[j] = min_i a[i] - (s_j - s_i)^2 / (w_j - w_i) + q_j` and its first split
 /// `opt[j]`, for `j` in `jlo..=jhi`, split in `olo..j`, at least `prev_opt[j]`.
-struct Layer<'a> {
+struct Layer<'a, const U: bool> {
     w: &'a [f64],
     s: &'a [f64],
     q: &'a [f64],
@@ -93,16 +113,45 @@ struct Layer<'a> {
     prev_opt: &'a [u32],
     cur: &'a mut [f64],
     opt: &'a mut [u32],
+    recip: &'a Recip,
 }
 
-impl Layer<'_> {
+/// Reciprocals of run lengths for rows of unit weights (`w[j] = j`), read by contiguous loads
+/// instead of dividing: `fwd[PAD + d] = 1 / d` (zero below `d = 1`, where the block lanes past
+/// their range read) and `rev[t] = 1 / (n - t)`, so `rev[n - j + i] = 1 / (j - i)`.
+#[derive(Default)]
+pub struct Recip {
+    fwd: Vec<f64>,
+    rev: Vec<f64>,
+    n: usize,
+}
+
+/// Entries of [`Recip::fwd`] below `d = 0`.
+const PAD: usize = L;
+
+impl Recip {
+    /// Makes the tables cover runs of up to `n` points (kept when already large enough).
+    fn reserve(&mut self, n: usize) {
+        if self.n >= n && !self.rev.is_empty() {
+            return;
+        }
+        self.n = n;
+        self.fwd.clear();
+        self.fwd.extend((0..PAD + n + 2 * L).map(|t| if t > PAD { 1.0 / (t - PAD) as f64 } else { 0.0 }));
+        self.rev.clear();
+        self.rev.extend((0..=n).map(|t| if t < n { 1.0 / (n - t) as f64 } else { 0.0 }));
+    }
+}
+
+impl<const U: bool> Layer<'_, U> {
     /// The best split of `j` in `lo..=hi` (rounding may break monotonicity by a hair: `lo` is
     /// clamped so the range is never empty).
     #[inline(always)]
     fn point(&mut self, j: usize, lo: usize, hi: usize) -> usize {
         let lo = lo.max(self.prev_opt[j] as usize).min(hi);
         let r = lo..hi + 1;
-        let (v, i) = argmin(&self.a[r.clone()], &self.w[r.clone()], &self.s[r], self.w[j], self.s[j]);
+        let w = if U { &self.recip.rev[self.recip.n - j..][r.clone()] } else { &self.w[r.clone()] };
+        let (v, i) = argmin::<U>(&self.a[r.clone()], w, &self.s[r], self.w[j], self.s[j]);
         self.cur[j] = v + self.q[j];
         self.opt[j] = (lo + i) as u32;
         lo + i
@@ -127,9 +176,10 @@ impl Layer<'_> {
             let (mut best, mut idx) = ([f64::INFINITY; L], [0.0f64; L]);
             for i in imin..=imax {
                 let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
+                // Unit weights: lane `l` divides by `j0 + l - i` (at least `-6` on lanes outside their range).
+                let r: &[f64] = if U { &self.recip.fwd[PAD + j0 - i..][..L] } else { &[0.0; L] };
                 for l in 0..L {
-                    let ds = sj[l] - si;
-                    let v = ai - ds * ds / (wj[l] - wi);
+                    let v = if U { cost::<true>(ai, r[l], si, 0.0, sj[l]) } else { cost::<false>(ai, wi, si, wj[l], sj[l]) };
                     let take = (v < best[l]) & (fi >= lo[l]) & (fi <= hi[l]);
                     best[l] = if take { v } else { best[l] };
                     idx[l] = if take { fi } else { idx[l] };
@@ -207,13 +257,22 @@ pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
     for j in 1..=g - (kk - 1) {
         d.a[j] = -(d.s[j] * d.s[j] / d.w[j]);
     }
+    // Every point of unit weight (no weights, no duplicates): `w[j] = j`, reciprocals from a table.
+    let unit = exact && s.c.iter().all(|&c| c == 1.0);
+    if unit {
+        d.recip.reserve(g);
+    }
     for c in 1..kk {
         // `c + 1` runs cover points ..j for j in c+1 ..= g - (kk - c - 1); the last layer needs j = g only.
         let (jlo, jhi) = if c + 1 == kk { (g, g) } else { (c + 1, g - (kk - c - 1)) };
         let (done, rest) = d.opt.split_at_mut(c * stride);
-        let mut layer =
-            Layer { w: &d.w, s: &d.s, q: &d.q, a: &d.a, prev_opt: &done[(c - 1) * stride..], cur: &mut d.cur, opt: &mut rest[..stride] };
-        layer.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
+        let (prev_opt, opt) = (&done[(c - 1) * stride..], &mut rest[..stride]);
+        let (w, s, q, a, cur, recip) = (&d.w[..], &d.s[..], &d.q[..], &d.a[..], &mut d.cur[..], &d.recip);
+        if unit {
+            Layer::<true> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
+        } else {
+            Layer::<false> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
+        }
         for ((a, cur), &q) in d.a.iter_mut().zip(d.cur.iter_mut()).zip(&d.q) {
             *a = *cur - q;
             *cur = f64::INFINITY;

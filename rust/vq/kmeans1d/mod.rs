@@ -15,7 +15,7 @@
 //! 3. `exact`: the DP `D[c][j] = min_i D[c-1][i] + cost(i, j)` over the `m` distinct values, one
 //!    layer per cluster, each layer by divide and conquer on the monotone split point with the
 //!    previous layer's split as a lower bound (`dp.rs`: vectorised searches, one compiled copy
-//!    per SIMD level): O(k * m log m) time, a `k * m` table of splits for backtracking (ties go
+//!    per SIMD level; unweighted rows read reciprocals of run lengths from a table): O(k * m log m) time, a `k * m` table of splits for backtracking (ties go
 //!    to the smallest split). Not exact: the same DP restricted to a coarse
 //!    grid of candidate boundaries ([`COARSE_GRID`]: equal-count positions plus equally spaced
 //!    values, so the heavy tails of weight matrices get boundaries too), then sorted Lloyd from
@@ -113,7 +113,8 @@ fn fit_row<C: Code>(s: &mut Scratch, d: &mut Dp, x: &[f32], w: &[f32], exact: bo
 /// from [`Scratch::load`]), ties to the lower index; returns `sum w (x - cb[code])^2` in f64,
 /// summed in sorted order. Walking the sorted values, the code only moves up: `x` leaves
 /// centroid `c` for `c + 1` once `x - cb[c] > cb[c + 1] - x` (distances in f64), the rule of
-/// a binary search with ties to the lower index.
+/// a binary search with ties to the lower index (and a tie of rounded distances with the
+/// centroids below goes down to the lowest of them).
 #[inline(always)]
 fn assign_sorted<C: Code>(cb: &[f32], keys: &[u64], w: &[f32], codes: &mut [C]) -> f64 {
     let mut sse = 0.0f64;
@@ -126,8 +127,14 @@ fn assign_sorted<C: Code>(cb: &[f32], keys: &[u64], w: &[f32], codes: &mut [C]) 
             lo = hi;
             hi = cb.get(code + 1).map_or(f64::INFINITY, |&v| v as f64);
         }
+        // Past a centroid the rounded distances to it and to the one below can tie (`1 - 0` and
+        // `1 - 1e-30`): the lower index wins, while the walk stays where it is.
+        let mut c = code;
+        while c > 0 && xd - cb[c - 1] as f64 == (xd - cb[c] as f64).abs() {
+            c -= 1;
+        }
         let i = kv as u32 as usize;
-        codes[i] = C::from_index(code);
+        codes[i] = C::from_index(c);
         let d = xd - lo;
         sse += w[i] as f64 * d * d;
     }

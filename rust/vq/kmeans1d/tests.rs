@@ -153,11 +153,11 @@ fn argmin_is_the_first_minimum() {
         let a: Vec<f64> = (0..n).map(|_| (rng.next() * 4.0).floor() as f64).collect();
         let w: Vec<f64> = (0..n).map(|i| i as f64).collect();
         let s = vec![0.0; n];
-        let (v, i) = dp::argmin(&a, &w, &s, n as f64 + 1.0, 0.0);
+        let (v, i) = dp::argmin::<false>(&a, &w, &s, n as f64 + 1.0, 0.0);
         let want = a.iter().cloned().fold(f64::INFINITY, f64::min);
         assert_eq!((v, i), (want, a.iter().position(|&x| x == want).unwrap()), "n={n}");
     }
-    assert_eq!(dp::argmin(&[f64::INFINITY; 3], &[0.0; 3], &[0.0; 3], 1.0, 0.0), (f64::INFINITY, 0));
+    assert_eq!(dp::argmin::<false>(&[f64::INFINITY; 3], &[0.0; 3], &[0.0; 3], 1.0, 0.0), (f64::INFINITY, 0));
 }
 
 #[test]
@@ -237,4 +237,30 @@ fn kmeans1d_at(level: Level, x: &[f32], n: usize, k: usize, weights: Weights<'_>
         },
     );
     fit
+}
+
+#[test]
+fn unit_weight_table_agrees_with_the_division() {
+    // Unit weights (reciprocal table) against the same rows weighted 2 (division): the same
+    // partition, so the same codebook, and twice the SSE up to rounding.
+    let mut rng = Rng(29);
+    let (rows, n) = (4, 900);
+    let x: Vec<f32> = (0..rows * n).map(|_| heavy(&mut rng) * 0.02).collect();
+    let two = vec![2.0f32; rows * n];
+    let unit = kmeans1d(&x, n, 16, Weights::None, true).unwrap();
+    let div = kmeans1d(&x, n, 16, Weights::PerValue(&two), true).unwrap();
+    assert_eq!(bits(&unit.codebook), bits(&div.codebook));
+    assert_eq!(unit.codes, div.codes);
+    for (u, d) in unit.inertia.iter().zip(&div.inertia) {
+        assert!((2.0 * u - d).abs() <= 1e-12 * d, "{u} vs {d}");
+    }
+}
+
+#[test]
+fn rounded_distance_ties_go_to_the_lower_code() {
+    // 1 is as far from 0 as from 1e-30 in f64: code 0, though the walk has moved past 0
+    // (the zero-weight 1 does not move the centroids 0 and 1e-30).
+    let fit = kmeans1d(&[1e-30, 0.0, 1.0], 3, 2, Weights::PerValue(&[1.0, 1.0, 0.0]), true).unwrap();
+    assert_eq!(bits(&fit.codebook), bits(&[0.0, 1e-30]));
+    assert_eq!(fit.codes, [1, 0, 0]);
 }
