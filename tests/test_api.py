@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "module",
     [qp, quantpress.scalar, quantpress.gguf, quantpress.demo, quantpress.formats, quantpress.calibrate, quantpress.kmeans, quantpress.distill, quantpress.online,
-     quantpress.pq, sys.modules["quantpress.prune"], quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write,
+     quantpress.pq, sys.modules["quantpress.prune"], quantpress.vq, quantpress.weight_vq, quantpress.formats.gguf_fmt, quantpress.formats.gguf_write, quantpress.formats.gguf_export,
      quantpress.formats.onnx_write,
      quantpress.container, quantpress.recipe, quantpress.pipeline, quantpress.budget],
 )

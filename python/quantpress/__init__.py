@@ -21,6 +21,7 @@ from .distill import VQResult, cross_entropy, distillation_loss, feature_loss, s
 from .gguf import GGUF_TYPES, gguf_dequantize, gguf_quantize
 from .formats.gguf_fmt import read_gguf
 from .formats.gguf_write import gguf_requantize
+from .formats.gguf_export import gguf_export
 from .formats.onnx_write import onnx_quantize
 from .kmeans import KMeans
 from .kmeans1d import KMeans1D, kmeans1d
@@ -56,6 +57,7 @@ __all__ = [
     "feature_loss",
     "get_num_threads",
     "gguf_dequantize",
+    "gguf_export",
     "gguf_quantize",
     "gguf_requantize",
     "kmeans1d",

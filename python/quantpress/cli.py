@@ -181,6 +181,27 @@ def _onnx_quantize(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _gguf_export(args: argparse.Namespace, console: Console) -> int:
+    from .formats.gguf_export import gguf_export
+
+    meta = {}
+    for kv in args.meta or ():
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise QuantpressError(f"--meta {kv!r}: expected KEY=VALUE")
+        meta[key] = value
+    report = gguf_export(args.input, args.output, args.type, arch=args.arch, metadata=meta)
+    table = Table(title=f"{args.input} -> {args.output} ({report.qtype})")
+    for col in ("tensor", "shape", "type", "bytes"):
+        table.add_column(col, justify="left" if col in ("tensor", "type") else "right")
+    for t in report.tensors:
+        dst = t.dst_type + (" (fallback)" if t.fallback else "")
+        table.add_row(escape(t.name), "x".join(map(str, t.shape)), f"{t.src_type} -> {dst}", f"{t.src_bytes} -> {t.dst_bytes}")
+    console.print(table)
+    console.print(f"{report.src_bytes / 1e6:.2f} MB -> {report.dst_bytes / 1e6:.2f} MB in {report.seconds:.2f} s")
+    return 0
+
+
 def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], console: Console) -> None:
     """Scatter of each tensor's relative error (log scale) against its stored bits per weight,
     one colour per method; exact (kept) tensors are counted in the title, not drawn."""
@@ -226,6 +247,13 @@ def _add_model_commands(sub: Any) -> None:
     oq.add_argument("--scheme", default=None, choices=("affine", "symmetric"))
     oq.add_argument("--min-elements", type=int, default=4096, help="smaller weights stay float (default 4096)")
     oq.set_defaults(run=_onnx_quantize)
+    ge = sub.add_parser("gguf-export", help="write a model's tensors to a GGUF file in a GGUF block type")
+    ge.add_argument("input", help="input model: safetensors (or sharded set/directory), torch, npz or GGUF")
+    ge.add_argument("-o", "--output", required=True, help="output .gguf")
+    ge.add_argument("--type", default="Q8_0", help="Q8_0, Q4_K, ..., Q4_K_M, Q5_K_M, F16 or F32 (default Q8_0)")
+    ge.add_argument("--arch", default=None, help="general.architecture (default quantpress)")
+    ge.add_argument("--meta", action="append", metavar="KEY=VALUE", help="extra string metadata (repeatable)")
+    ge.set_defaults(run=_gguf_export)
     comp = sub.add_parser("compress", help="compress a model into a quantpress container")
     comp.add_argument("input", help="input model: a file, a directory, an index or a GGUF split")
     comp.add_argument("-o", "--output", required=True, help="output container (.safetensors)")

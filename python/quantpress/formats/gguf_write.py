@@ -17,7 +17,7 @@ import struct
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, TypeVar
 
 import numpy as np
 
@@ -50,6 +50,7 @@ _KEEP_FRAGMENTS = (
 _KEEP_NAMES = ("position_embd.weight", "token_types.weight")
 _CHUNK_VALUES = 1 << 24  # rows are converted in chunks of about this many values (64 MB float32)
 _LAYER = re.compile(r"blk\.(-?\d+)")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -403,21 +404,7 @@ def gguf_requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qt
         done, files = _write_splits(f, plan, ftype, dst, parse_size(max_shard_size), progress)
         return RequantReport(f.path, files[0], name, ftype, tuple(done), sum(t.src_bytes for t in done),
                              sum(os.path.getsize(p) for p in files), time.perf_counter() - start, tuple(files))
-    folder = os.path.dirname(dst)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", suffix=".tmp", dir=folder)
-    try:
-        _chmod_like_new_file(fd)
-        with os.fdopen(fd, "wb") as out:
-            done = _write_all(f, plan, _out_fields(f, ftype), out, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        GGUFFile(tmp)  # the bounded reader accepts what was written
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
+    done = write_atomic(dst, lambda out: _write_all(f, plan, _out_fields(f, ftype), out, progress))
     return RequantReport(f.path, dst, name, ftype, tuple(done), sum(t.src_bytes for t in done),
                          os.path.getsize(dst), time.perf_counter() - start, (dst,))
 
@@ -485,6 +472,27 @@ def _write_splits(f: GGUFFile, plan: dict[str, tuple[str, bool]], ftype: int, ds
         raise
     _fsync_dir(folder)
     return done, finals
+
+
+def write_atomic(dst: str, write: Callable[[BinaryIO], _T]) -> _T:
+    """Calls ``write(out)`` on a temporary file in ``dst``'s folder, fsyncs it, checks it with the
+    bounded GGUF reader and renames it over ``dst``; on any error the temporary file is removed."""
+    folder = os.path.dirname(dst)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", suffix=".tmp", dir=folder)
+    try:
+        _chmod_like_new_file(fd)
+        with os.fdopen(fd, "wb") as out:
+            result = write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        GGUFFile(tmp)  # the bounded reader accepts what was written
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+    return result
 
 
 def _chmod_like_new_file(fd: int) -> None:
