@@ -30,6 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import median_seconds  # noqa: E402
+
 #: One "layer" of a transformer-like model: (name, shape). 4096 x 4096 float32 = 64 MiB.
 LAYER = [("attn.qkv.weight", (3072, 4096)), ("attn.o.weight", (4096, 4096)),
          ("mlp.up.weight", (2048, 4096)), ("mlp.down.weight", (4096, 2048)),
@@ -138,13 +141,7 @@ def memcpy_gbps(nbytes: int, runs: int, threads: int) -> dict[str, float]:
     with ThreadPoolExecutor(threads) as pool:
         for label, fn in (("preallocated", lambda: parallel_copy(list(zip(dst, src)), pool)),
                           ("fresh arrays", lambda: list(pool.map(np.copy, src)))):
-            fn()
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            out[label] = n * piece * 4 / statistics.median(times) / 1e9
+            out[label] = n * piece * 4 / median_seconds(fn, runs) / 1e9
     return out
 
 

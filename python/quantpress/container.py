@@ -21,7 +21,7 @@ import struct
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, TypeVar, Union
 
 import numpy as np
 
@@ -31,6 +31,8 @@ from .gguf import GGUF_TYPES, gguf_dequantize
 from .prune import SparseTensor
 from .scalar import QuantizedTensor
 from .weight_vq import VQTensor
+
+_W = TypeVar("_W", bound="AtomicWriter")
 
 FORMAT_VERSION = "1"
 VERSION_KEY = "quantpress.format_version"
@@ -161,7 +163,31 @@ def _record(method: str, params: dict[str, Any], shape: tuple[int, ...], dtype: 
 # Writing
 # ---------------------------------------------------------------------------------------------
 
-class ContainerWriter:
+class AtomicWriter:
+    """A writer used as a context manager: ``close()`` (publish) on success, ``abort()`` (remove
+    every temporary file) on any error, including one raised by ``close()`` itself."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _W) -> _W:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+
+
+class ContainerWriter(AtomicWriter):
     """Streams entries into a container: each entry's data is written, as it is added, to a
     temporary file in the destination folder after ``reserve`` bytes left for the header;
     :meth:`close` writes the header there (padded with spaces to fill the reserved bytes),
@@ -250,18 +276,6 @@ class ContainerWriter:
         if os.path.exists(self._body_path):
             os.unlink(self._body_path)
 
-    def __enter__(self) -> "ContainerWriter":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            try:
-                self.close()
-            except BaseException:
-                self.abort()
-                raise
-        else:
-            self.abort()
 
 
 def save_compressed(path: Union[str, os.PathLike[str]],

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional, Union
 import numpy as np
 
 from ._core import QuantpressError
-from .container import FORMAT_VERSION, VERSION_KEY, Container, ContainerWriter, Entry, _encode
+from .container import FORMAT_VERSION, VERSION_KEY, AtomicWriter, Container, ContainerWriter, Entry, _encode
 from .formats import sharded
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -65,7 +65,7 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-class ShardedWriter:
+class ShardedWriter(AtomicWriter):
     """Streams entries into container shards of at most ``max_shard_size`` tensor bytes each
     (a source tensor is never split: one larger than the limit gets a shard of its own), then
     names them and writes the index (see the module doc). Same ``add`` / ``close`` / ``abort``
@@ -162,18 +162,6 @@ class ShardedWriter:
                 os.unlink(p)
         self._done, self._final = [], []
 
-    def __enter__(self) -> "ShardedWriter":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            try:
-                self.close()
-            except BaseException:
-                self.abort()
-                raise
-        else:
-            self.abort()
 
 
 class ShardedContainer(Mapping):  # type: ignore[type-arg]

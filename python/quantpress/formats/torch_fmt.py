@@ -284,6 +284,12 @@ def _open_zip_checkpoint(path: str) -> ModelFile:
                 raise fail(path, field, f"member holds {m.file_size} bytes, storage needs {st.numel * DTYPES[st.dtype][1]}")
             offsets[key] = stored_data_offset(path, m, size)
 
+    return _model_file(path, obj, offsets, size)
+
+
+def _model_file(path: str, obj: Any, offsets: dict[str, int], size: int) -> ModelFile:
+    """The tensors of an unpickled checkpoint, each a view of its memory-mapped storage."""
+
     def storage_array(st: _Storage) -> np.ndarray:
         dt = DTYPES[st.dtype][0]
         assert dt is not None
@@ -329,13 +335,7 @@ def _open_legacy(path: str) -> ModelFile:
         keys, pos = _unpickle(path, "storage keys", mm, pos, size)
         offsets = _legacy_storage_offsets(path, mm, pos, keys, storages)
 
-    def storage_array(st: _Storage) -> np.ndarray:
-        dt = DTYPES[st.dtype][0]
-        assert dt is not None
-        return memmap(path, f"storage {st.key!r}", dt, offsets[st.key], st.numel, size)
-
-    refs, meta = _collect(path, obj)
-    return ModelFile(path, "torch", {n: _tensor(path, n, t, storage_array) for n, t in refs.items()}, meta)
+    return _model_file(path, obj, offsets, size)
 
 
 def open_file(path: str) -> ModelFile:
