@@ -50,7 +50,10 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
         table.add_row(r.name, f"{r.file_bytes / 1000:.1f}", f"{r.bits_per_weight:.3f}", f"{r.rel_error:.2e}",
                       f"{r.accuracy:.2f}", methods)
     console.print(table)
-    return 0
+    # Then every quantization method on one weight matrix, with its error and speed (a quick
+    # size; `demo --matrix` runs the full one).
+    args.rows, args.cols, args.repeats, args.seed = 256, 4096, 1, 0
+    return _demo_matrix(args, console)
 
 
 def _demo_matrix(args: argparse.Namespace, console: Console) -> int:
