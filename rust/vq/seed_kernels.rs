@@ -195,6 +195,7 @@ pub fn score(level: Level, x: &[f32], d: usize, xn: &[f32], closest: &mut [f32],
         // SAFETY: as above.
         return unsafe { avx2(x, d, xn, closest, w, p, sums) };
     }
+    let _ = level; // no other level has kernels of its own
     score_body(x, d, xn, closest, w, p, sums)
 }
 
