@@ -51,6 +51,21 @@ def fail(path: str, field: str, message: str) -> QuantpressError:
     return QuantpressError(f"{path}: {field}: {message}")
 
 
+def no_duplicate_keys(path: str, field: str, message: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A ``json.loads`` ``object_pairs_hook`` that refuses a key given twice (plain JSON keeps the
+    last one silently): ``fail(path, field.format(key=...), message)``."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise fail(path, field.format(key=repr(k)), message)
+            out[k] = v
+        return out
+
+    return hook
+
+
 def dtype_name(dtype: np.dtype) -> str | None:
     """Our dtype name for a NumPy dtype (byte order normalised), or None when there is none."""
     dt = np.dtype(dtype)

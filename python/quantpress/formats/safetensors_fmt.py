@@ -14,19 +14,7 @@ import struct
 from typing import Any
 
 from .._core import QuantpressError
-from .base import DTYPES, MAX_HEADER_BYTES, LazyTensor, ModelFile, checked_numel, fail, file_size, memmap
-
-
-def _no_duplicates(path: str):  # type: ignore[no-untyped-def]
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise fail(path, f"header key {k!r}", "duplicate name")
-            out[k] = v
-        return out
-
-    return hook
+from .base import DTYPES, MAX_HEADER_BYTES, LazyTensor, ModelFile, checked_numel, fail, file_size, memmap, no_duplicate_keys
 
 
 def _read_header(path: str, size: int) -> tuple[dict[str, Any], int]:
@@ -42,7 +30,7 @@ def _read_header(path: str, size: int) -> tuple[dict[str, Any], int]:
     if len(raw) != n:
         raise fail(path, "header", "file shrank while reading")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates(path))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys(path, "header key {key}", "duplicate name"))
     except QuantpressError:
         raise
     except (UnicodeDecodeError, RecursionError, ValueError) as e:  # JSONDecodeError is a ValueError

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from .._core import QuantpressError
-from .base import MAX_HEADER_BYTES, LazyTensor, ModelFile, fail, file_size
+from .base import MAX_HEADER_BYTES, LazyTensor, ModelFile, fail, file_size, no_duplicate_keys
 
 INDEX_NAME = "model.safetensors.index.json"
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -86,17 +86,6 @@ def find_in_directory(folder: str) -> tuple[str, str]:
 # Hugging Face index
 # ---------------------------------------------------------------------------------------------
 
-def _no_duplicates(path: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise fail(path, f"key {k!r}", "listed twice (a tensor may be in one shard only)")
-            out[k] = v
-        return out
-    return hook
-
-
 def shard_path(index_path: str, name: Any) -> str:
     """The path of shard ``name`` of an index: a plain file name inside the index's folder,
     also after resolving symlinks."""
@@ -125,7 +114,7 @@ def read_index(path: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
     with open(path, "rb") as f:
         raw = f.read(size)
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates(path))
+        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys(path, "key {key}", "listed twice (a tensor may be in one shard only)"))
     except QuantpressError:
         raise
     except (UnicodeDecodeError, RecursionError, ValueError) as e:
