@@ -49,3 +49,36 @@ def weight_like(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         cols = rng.choice(shape[1], size=max(1, shape[1] // 64), replace=False)
         w[:, cols] *= np.float32(20)
     return w
+
+
+def spin_while(call) -> tuple[float, int, float]:
+    """Runs ``call()`` at the scalar level on one thread while a Python thread counts in a loop:
+    ``(seconds the call took, counts during it, free-running counts per second)``. With the GIL
+    held the counter could run for one switch interval (5 ms) at most; released, throughout."""
+    import threading
+    import time
+
+    n0 = qp.get_num_threads()
+    qp.set_num_threads(1)
+    count, stop = [0], threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin, daemon=True)
+    t.start()
+    c0, t0 = count[0], time.perf_counter()
+    time.sleep(0.1)  # sleeping releases the GIL: the spinner's free-running rate
+    rate = (count[0] - c0) / (time.perf_counter() - t0)
+    _core._set_simd_level("scalar")  # one call long enough to measure
+    try:
+        c0, t0 = count[0], time.perf_counter()
+        call()
+        elapsed, counted = time.perf_counter() - t0, count[0] - c0
+    finally:
+        _core._set_simd_level(_core.detected_simd_level())
+        qp.set_num_threads(n0)
+        stop.set()
+        t.join()
+    return elapsed, counted, rate

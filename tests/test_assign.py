@@ -2,8 +2,6 @@
 SIMD level. The oracle does the core's float32 operations in the same order (its FMA is exact,
 see ``_reference.fma32``), so codes and distances are compared exactly, bit for bit."""
 
-import threading
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -15,6 +13,8 @@ from hypothesis.extra import numpy as hnp
 import quantpress as qp
 from quantpress import _core
 from quantpress import _reference as ref
+
+from conftest import spin_while
 
 METRICS = ["l2", "ip", "cosine", "l1"]
 
@@ -190,30 +190,8 @@ def test_thread_count_invariance(rng):
 
 def test_gil_is_released(rng):
     # As in test_threads.py: a Python thread spins while the main thread runs a long search.
-    n0 = qp.get_num_threads()
-    qp.set_num_threads(1)
     x = rng.standard_normal((3000, 16)).astype(np.float32)
     c = rng.standard_normal((4096, 16)).astype(np.float32)
-    count, stop = [0], threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            count[0] += 1
-
-    t = threading.Thread(target=spin, daemon=True)
-    t.start()
-    c0, t0 = count[0], time.perf_counter()
-    time.sleep(0.1)  # sleeping releases the GIL: the spinner's free-running rate
-    rate = (count[0] - c0) / (time.perf_counter() - t0)
-    _core._set_simd_level("scalar")  # one call long enough to measure
-    try:
-        c0, t0 = count[0], time.perf_counter()
-        qp.assign(x, c)
-        elapsed, counted = time.perf_counter() - t0, count[0] - c0
-    finally:
-        _core._set_simd_level(_core.detected_simd_level())
-        qp.set_num_threads(n0)
-    stop.set()
-    t.join()
+    elapsed, counted, rate = spin_while(lambda: qp.assign(x, c))
     assert elapsed > 0.05, "the call was too short to tell"
     assert counted > rate * elapsed * 0.25, (counted, rate, elapsed)

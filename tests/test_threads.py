@@ -1,14 +1,14 @@
 """Threads: identical bytes on any thread count, the GIL released, safe after fork."""
 
 import os
-import threading
-import time
 
 import numpy as np
 import pytest
 
 import quantpress as qp
 from quantpress import _core
+
+from conftest import spin_while
 
 
 @pytest.fixture
@@ -55,30 +55,9 @@ def test_env_variable_sets_threads(tmp_path):
 
 
 def test_gil_is_released(restore_threads, rng):
-    # A Python thread counts in a loop while the main thread runs a long Rust call. With the GIL
-    # held it could count for one switch interval (5 ms) at most; released, it counts throughout.
-    qp.set_num_threads(1)
+    # A Python thread counts in a loop while the main thread runs a long Rust call (conftest).
     w = rng.standard_normal((2048, 4096)).astype(np.float32)
-    count, stop = [0], threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            count[0] += 1
-
-    t = threading.Thread(target=spin, daemon=True)
-    t.start()
-    c0, t0 = count[0], time.perf_counter()
-    time.sleep(0.1)  # sleeping releases the GIL: the spinner's free-running rate
-    rate = (count[0] - c0) / (time.perf_counter() - t0)
-    _core._set_simd_level("scalar")  # one call long enough to measure (about 0.1 s)
-    try:
-        c0, t0 = count[0], time.perf_counter()
-        qp.quantize(w, bits=3, group_size=8)
-        elapsed, counted = time.perf_counter() - t0, count[0] - c0
-    finally:
-        _core._set_simd_level(_core.detected_simd_level())
-    stop.set()
-    t.join()
+    elapsed, counted, rate = spin_while(lambda: qp.quantize(w, bits=3, group_size=8))
     assert elapsed > 0.05, "the call was too short to tell"
     assert counted > rate * elapsed * 0.25, (counted, rate, elapsed)
 
