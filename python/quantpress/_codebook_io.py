@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from ._core import QuantpressError
 
 FORMAT_VERSION = "1"
+_T = TypeVar("_T")
 
 
 def save(path: str | os.PathLike[str], kind: str, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> None:
@@ -77,3 +78,12 @@ def require(arrays: dict[str, np.ndarray], name: str, dtype: Any, ndim: int, pat
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise QuantpressError(f"{os.fspath(path)}: tensor {name!r} holds NaN or infinity")
     return a
+
+
+def build(path: str | os.PathLike[str], kind: str, make: Callable[[], _T]) -> _T:
+    """``make()`` (a constructor fed from the file's params), with a missing or mistyped
+    parameter reported as a ``QuantpressError`` naming the file."""
+    try:
+        return make()
+    except (KeyError, TypeError, ValueError) as e:
+        raise QuantpressError(f"{os.fspath(path)}: bad {kind} parameters ({e})") from None

@@ -307,10 +307,8 @@ class KMeans:
         """Reads a file written by :meth:`save`."""
         arrays, params = _codebook_io.load(path, "KMeans")
         c = _codebook_io.require(arrays, "centroids", np.float32, 2, path)
-        try:
-            km = cls(int(params["k"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]), metric=str(params["metric"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise QuantpressError(f"{os.fspath(path)}: bad KMeans parameters ({e})") from None
+        km = _codebook_io.build(path, "KMeans", lambda: cls(int(params["k"]), n_iter=int(params["n_iter"]),
+                                                           seed=int(params["seed"]), metric=str(params["metric"])))
         if c.shape[0] != km.k or c.shape[1] == 0:
             raise QuantpressError(f"{os.fspath(path)}: centroids of shape {c.shape} do not match k={km.k}")
         km.centroids = np.ascontiguousarray(c)

@@ -282,11 +282,9 @@ class ProductQuantizer:
         """Reads a file written by :meth:`save`."""
         arrays, params = _codebook_io.load(path, "ProductQuantizer")
         cb = _codebook_io.require(arrays, "codebooks", np.float32, 3, path)
-        try:
-            pq = cls(int(params["m"]), bits=int(params["bits"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]),
-                     opq=bool(params.get("opq", False)), opq_iter=int(params.get("opq_iter", 10)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise QuantpressError(f"{os.fspath(path)}: bad ProductQuantizer parameters ({e})") from None
+        pq = _codebook_io.build(path, "ProductQuantizer", lambda: cls(
+            int(params["m"]), bits=int(params["bits"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]),
+            opq=bool(params.get("opq", False)), opq_iter=int(params.get("opq_iter", 10))))
         if cb.shape[:2] != (pq.m, pq.k) or cb.shape[2] == 0:
             raise QuantpressError(f"{os.fspath(path)}: codebooks of shape {cb.shape} do not match m={pq.m}, bits={pq.bits}")
         pq.codebooks = np.ascontiguousarray(cb)
@@ -435,11 +433,9 @@ class ResidualQuantizer:
         """Reads a file written by :meth:`save`."""
         arrays, params = _codebook_io.load(path, "ResidualQuantizer")
         cb = _codebook_io.require(arrays, "codebooks", np.float32, 3, path)
-        try:
-            rq = cls(int(params["stages"]), bits=int(params["bits"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]),
-                     beam=int(params.get("beam", 1)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise QuantpressError(f"{os.fspath(path)}: bad ResidualQuantizer parameters ({e})") from None
+        rq = _codebook_io.build(path, "ResidualQuantizer", lambda: cls(
+            int(params["stages"]), bits=int(params["bits"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]),
+            beam=int(params.get("beam", 1))))
         if cb.shape[:2] != (rq.stages, rq.k) or cb.shape[2] == 0:
             raise QuantpressError(f"{os.fspath(path)}: codebooks of shape {cb.shape} do not match stages={rq.stages}, bits={rq.bits}")
         rq.codebooks = np.ascontiguousarray(cb)
