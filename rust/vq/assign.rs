@@ -83,6 +83,14 @@ impl Codebook {
         Ok(Codebook { d, k, metric, data, norms, panels, panel_norms })
     }
 
+    /// Panics unless `x`, `codes` and `best` fit one search of `codes.len()` rows and the
+    /// codebook is packed: every bound the SIMD kernels' pointer arithmetic relies on.
+    pub fn assert_search_buffers(&self, x: &[f32], codes: &[u32], best: &[f32]) {
+        assert!(x.len() >= codes.len() * self.d && best.len() >= codes.len(), "assign: buffers too short");
+        assert!(self.panels.len() == self.k.div_ceil(PANEL) * self.d, "assign: codebook not packed");
+        assert!(self.metric != Metric::L2 || self.panel_norms.len() == self.k.div_ceil(PANEL) * PANEL);
+    }
+
     /// The codeword `j`.
     pub fn row(&self, j: usize) -> &[f32] {
         &self.data[j * self.d..(j + 1) * self.d]

@@ -38,16 +38,14 @@ type Tile = unsafe fn(*const PanelRow, *const f32, usize, usize, usize, *const f
 /// ranking score (see `vq::assign::score_scalar`), exactly as the scalar scan finds them.
 pub fn search(cb: &Codebook, x: &[f32], codes: &mut [u32], best: &mut [f32]) {
     super::require_avx512();
-    assert!(x.len() >= codes.len() * cb.d && best.len() >= codes.len(), "assign: buffers too short");
-    assert!(cb.panels.len() == cb.k.div_ceil(PANEL) * cb.d, "assign: codebook not packed");
-    assert!(cb.metric != Metric::L2 || cb.panel_norms.len() == cb.k.div_ceil(PANEL) * PANEL);
-    // SAFETY: the CPU features were just checked; the asserts above give every bound the
+    cb.assert_search_buffers(x, codes, best);
+    // SAFETY: the CPU features were just checked; `assert_search_buffers` gives every bound the
     // kernel's pointer arithmetic relies on (x rows, output lengths, panel and norm counts).
     unsafe { search_inner(cb, x, codes, best) }
 }
 
 /// # Safety
-/// AVX-512 F/BW/VL/DQ must be available; the slices must satisfy the asserts in [`search`].
+/// AVX-512 F/BW/VL/DQ must be available; the slices must pass `Codebook::assert_search_buffers`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 unsafe fn search_inner(cb: &Codebook, x: &[f32], codes: &mut [u32], best: &mut [f32]) {
     let (d, n) = (cb.d, codes.len());
