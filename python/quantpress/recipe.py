@@ -348,7 +348,7 @@ def _parse_toml(path: str, raw: bytes) -> Any:
 def _parse_yaml(path: str, raw: bytes) -> Any:
     """``yaml.safe_load``: plain data only; tags such as ``!!python/object`` are refused."""
     try:
-        import yaml
+        import yaml  # type: ignore[import-untyped]
     except ImportError:
         raise QuantpressError(f"{path}: reading a YAML recipe needs PyYAML: pip install 'quantpress[yaml]'") from None
     try:

@@ -301,7 +301,7 @@ def inflate_member(path: str, info: zipfile.ZipInfo, archive_size: int, chunk: i
         raise fail(path, field, f"cannot be inflated: {e}") from None
     if pos != want:
         raise fail(path, field, f"inflates to {pos} bytes, declared {want}")
-    if zlib.crc32(out) != info.CRC:
+    if zlib.crc32(out.data) != info.CRC:
         raise fail(path, field, "CRC-32 of the inflated data differs from the directory's")
     out.flags.writeable = False
     return out
