@@ -41,6 +41,8 @@ try:
         qp.save_compressed(dst, entries)
     elif case == "gguf_requantize":
         qp.gguf_requantize(src, dst, "Q8_0")
+    elif case == "gguf_requantize_split":
+        qp.gguf_requantize(src, dst, "Q8_0", max_shard_size=300_000)
     elif case == "gguf_export":
         qp.gguf_export(src, dst, "Q8_0")
     elif case == "onnx_quantize":
@@ -67,12 +69,13 @@ def _safetensors(folder, rng) -> str:
     return path
 
 
-def _gguf(folder, rng) -> str:
+def _gguf(folder, rng, layers: int = 1) -> str:
     gguf = pytest.importorskip("gguf")
     path = str(folder / "m.gguf")
     w = gguf.GGUFWriter(path, "llama")
-    w.add_block_count(1)
-    w.add_tensor("blk.0.ffn_up.weight", (rng.standard_normal((512, 512)) * 0.02).astype(np.float16))
+    w.add_block_count(layers)
+    for i in range(layers):
+        w.add_tensor(f"blk.{i}.ffn_up.weight", (rng.standard_normal((512, 512)) * 0.02).astype(np.float16))
     w.add_tensor("blk.0.ffn_norm.weight", np.ones(512, np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -97,9 +100,10 @@ def _onnx(folder, rng, external: bool = False) -> str:
 
 
 SOURCES = {"compress": _safetensors, "compress_reserve": _safetensors, "save_compressed": _safetensors,
-           "gguf_requantize": _gguf, "gguf_export": _safetensors, "onnx_quantize": _onnx,
+           "gguf_requantize": _gguf, "gguf_requantize_split": lambda folder, rng: _gguf(folder, rng, layers=2),
+           "gguf_export": _safetensors, "onnx_quantize": _onnx,
            "onnx_quantize_external": lambda folder, rng: _onnx(folder, rng, external=True)}
-SUFFIX = {"gguf_requantize": ".gguf", "gguf_export": ".gguf", "onnx_quantize": ".onnx", "onnx_quantize_external": ".onnx"}
+SUFFIX = {"gguf_requantize": ".gguf", "gguf_requantize_split": ".gguf", "gguf_export": ".gguf", "onnx_quantize": ".onnx", "onnx_quantize_external": ".onnx"}
 
 
 def _run(case: str, src: str, dst: str, limit: int) -> dict:
@@ -127,6 +131,7 @@ def test_a_full_disk_leaves_no_half_file(tmp_path, rng, case, existing):
     assert ok == {"error": None}
     written = {p: os.path.getsize(tmp_path / "ok" / p) for p in os.listdir(tmp_path / "ok")}
     assert max(written.values()) > 2 * LIMIT, written  # (external ONNX data: the .data file)
+    assert len(written) == (2 if case in ("gguf_requantize_split", "onnx_quantize_external") else 1), written
     got = _run(case, src, str(dst), LIMIT)
     assert got["error"] is not None, "the write did not fail"
     assert got["oserror"] or got["quantpress"], got
