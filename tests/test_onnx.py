@@ -548,3 +548,56 @@ def test_gather_skips_and_tied_tables(tmp_path):
     ref = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
     got = ort.InferenceSession(str(tmp_path / "ax1dq.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
     assert got.shape == ref.shape == (V, 4) and np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.12
+
+
+def _batched_model(rng: np.random.Generator, dtype: type, opset: int) -> onnx.ModelProto:
+    """x[3,4,K] -> MatMul w[3,K,N] (a stack of three matrices) -> y[3,4,N]."""
+    t = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
+    w = (rng.standard_normal((3, K, N)) * 0.1).astype(dtype)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "batched",
+                              [helper.make_tensor_value_info("x", t, [3, 4, K])],
+                              [helper.make_tensor_value_info("y", t, [3, 4, N])], [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("bits,group,scheme,dtype,bound", [
+    (8, None, "symmetric", np.float32, 0.01),  # per channel: one block of all K per (matrix, column)
+    (4, 64, "affine", np.float32, 0.12),
+    (4, 32, "symmetric", np.float16, 0.15),
+])
+def test_nd_matmul_weights(tmp_path, bits, group, scheme, dtype, bound):
+    rng = np.random.default_rng(12)
+    model = _batched_model(rng, dtype, 21)
+    src = _save(model, str(tmp_path / "f.onnx"))
+    dst = str(tmp_path / "q.onnx")
+    r = qp.onnx_quantize(src, dst, bits=bits, group_size=group, scheme=scheme)
+    assert [t.name for t in r.tensors] == ["w"] and r.skipped == ()
+    onnx.checker.check_model(dst, full_check=True)
+    assert _io(dst) == _io(src)
+    w = numpy_helper.to_array(model.graph.initializer[0]).astype(np.float32)
+    # quantpress's own result for each matrix's columns (K last), moved back
+    moved = np.ascontiguousarray(np.moveaxis(w, 1, -1).reshape(-1, K))
+    ours = qp.quantize(moved, bits, group, scheme, axis=-1,
+                       scale_dtype="float16" if dtype == np.float16 else "float32").dequantize()
+    ours = np.moveaxis(ours.reshape(3, N, K), -1, 1)
+    assert np.array_equal(_decode_dq(onnx.load(dst), "w"), ours)
+    x = rng.standard_normal((3, 4, K)).astype(dtype)
+    y_ref, y_q = _run(src, x), _run(dst, x)
+    assert y_q.dtype == dtype
+    ref32 = y_ref.astype(np.float32)
+    assert np.linalg.norm(y_q.astype(np.float32) - ref32) / np.linalg.norm(ref32) < bound
+    hand = np.matmul(x.astype(np.float32), ours)
+    assert np.abs(y_q.astype(np.float32) - hand).max() <= (2e-2 if dtype == np.float16 else 1e-3) * np.abs(hand).max()
+    assert os.path.getsize(dst) < os.path.getsize(src) * (bits / (16 if dtype == np.float16 else 32) + 0.1)
+
+
+def test_nd_weights_skipped_where_no_form_exists(tmp_path):
+    rng = np.random.default_rng(13)
+    src = _save(_batched_model(rng, np.float32, 21), str(tmp_path / "f.onnx"))
+    r = qp.onnx_quantize(src, str(tmp_path / "nb.onnx"), bits=4, op="matmul_nbits", group_size=32)
+    assert r.tensors == () and dict(r.skipped) == {"w": "an N-D weight has no MatMulNBits form"}
+    src = _save(_batched_model(rng, np.float32, 17), str(tmp_path / "old.onnx"))
+    r = qp.onnx_quantize(src, str(tmp_path / "q.onnx"), bits=8)
+    assert r.tensors == () and dict(r.skipped) == {"w": "an N-D weight needs opset >= 21 (blockwise DequantizeLinear)"}
+    x = rng.standard_normal((3, 4, K)).astype(np.float32)
+    assert np.array_equal(_run(str(tmp_path / "q.onnx"), x), _run(src, x))  # written back unchanged

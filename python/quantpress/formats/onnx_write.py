@@ -1,11 +1,14 @@
 """Weight-only quantization of an ONNX model, written back as a model onnxruntime runs.
 
-Every float32 or float16 2-D initializer that is only ever the weight ``B`` of ``MatMul`` or
+Every float32 or float16 initializer that is only ever the weight ``B`` of ``MatMul`` or
 ``Gemm`` nodes, or the table (``data``) of ``Gather`` nodes (embeddings), and at least
 ``min_elements`` large, is quantized with quantpress's own round-to-nearest kernel
 (``qp.quantize``) along the reduction axis K, one scale per output column N and per group of K.
 A Gather table ``[V, D]`` is grouped along D: one scale per row (per channel) or per row and
-block of D, as onnxruntime's quantizer does (its ``quant_axes`` default ``Gather: 1``).
+block of D, as onnxruntime's quantizer does (its ``quant_axes`` default ``Gather: 1``). An N-D
+``MatMul`` weight ``[..., K, N]`` (a stack of matrices) is grouped along K for each matrix and
+column; it has only the blockwise ``DequantizeLinear`` form (opset >= 21; per channel is one
+block of all K), and is skipped otherwise.
 
 - ``op="dequantize_linear"``: the initializer is replaced by integer codes, scales (and zero
   points) feeding a ``DequantizeLinear`` node whose output keeps the weight's name, so every
@@ -143,9 +146,14 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _kaxis(node: Any, slot: int, op: str) -> tuple[Optional[int], str]:
+def _kaxis(node: Any, slot: int, op: str, ndim: int) -> tuple[Optional[int], str]:
     """The K axis of a weight used at input ``slot`` of ``node``, or None with the reason. The
-    table of a ``Gather`` is grouped along its last axis (each row quantized on its own)."""
+    table of a ``Gather`` is grouped along its last axis (each row quantized on its own); an N-D
+    ``MatMul`` weight (a stack of matrices) along its second-to-last."""
+    if ndim > 2 and (node.domain not in ("", "ai.onnx") or node.op_type != "MatMul" or slot != 1):
+        return None, f"{ndim}-D and used by {node.op_type or '?'} input {slot}"
+    if ndim > 2:
+        return (None, "an N-D weight has no MatMulNBits form") if op == "matmul_nbits" else (ndim - 2, "")
     if node.domain in ("", "ai.onnx") and node.op_type == "Gather" and slot == 0:
         if op == "matmul_nbits" and _attr(node, "axis", 0) != 0:
             return None, "Gather along axis 1 has no GatherBlockQuantized form"
@@ -169,10 +177,12 @@ def _targets(path: str, model: Any, op: str, min_elements: int) -> tuple[list[_T
     targets, skipped = [], []
     for t in graph.initializer:
         lt = tensors.get(t.name)
-        if lt is None or lt.dtype not in ("F32", "F16") or len(lt.shape) != 2 or not uses.get(t.name):
+        if lt is None or lt.dtype not in ("F32", "F16") or len(lt.shape) < 2 or not uses.get(t.name):
             continue
-        axes = {_kaxis(graph.node[i], j, op) for i, j in uses[t.name]}
+        axes = {_kaxis(graph.node[i], j, op, len(lt.shape)) for i, j in uses[t.name]}
         reason = next((r for a, r in axes if a is None), "")
+        if not reason and len(lt.shape) > 2 and _opset(model) < 21:
+            reason = "an N-D weight needs opset >= 21 (blockwise DequantizeLinear)"
         kinds = {graph.node[i].op_type == "Gather" for i, _ in uses[t.name]}
         if not reason and op == "matmul_nbits" and len(kinds) > 1:
             reason = "used by Gather and by MatMul/Gemm (no one MatMulNBits/GatherBlockQuantized form)"
@@ -230,23 +240,23 @@ def _dq_nodes(g: Any, taken: set[str], tg: _Target, qt: QuantizedTensor, group: 
     opset < 19) and its initializers."""
     from onnx import TensorProto, helper, numpy_helper
 
-    n, k = qt.scales.shape[0], tg.w.shape[tg.kaxis]
-    codes = _codes(qt, n, k)  # [N, K]
+    k = tg.w.shape[tg.kaxis]
+    codes = _codes(qt, qt.scales.shape[0], k)  # [rows, K]
     half = 1 << (qt.bits - 1)
     signed = qt.scheme == "symmetric"
     if signed:
         codes = codes.astype(np.int16) - half
-    scales = qt.scales.astype(tg.scale_dtype)  # [N, groups]
+    scales = qt.scales.astype(tg.scale_dtype)  # [rows, groups]
     zeros = None if qt.zeros is None else qt.zeros.astype(np.float32).astype(np.uint8)
-    if tg.kaxis == 0:  # weight [K, N]: codes and scales follow its layout
-        codes, scales = codes.T, scales.T
-        zeros = None if zeros is None else zeros.T
+    # codes and scales follow the weight's layout (K back in its place)
+    codes, scales = _unmove(codes, tg), _unmove(scales, tg)
+    zeros = None if zeros is None else _unmove(zeros, tg)
     attrs: dict[str, Any] = {"axis": 1 - tg.kaxis}
-    if group is None:  # per channel: 1-D along the N axis
+    if group is None and tg.w.ndim == 2:  # per channel: 1-D along the N axis
         scales = scales.reshape(-1)
         zeros = None if zeros is None else zeros.reshape(-1)
-    else:
-        attrs = {"axis": tg.kaxis, "block_size": group}
+    else:  # blockwise (an N-D weight per channel: one block of all K)
+        attrs = {"axis": tg.kaxis, "block_size": group or k}
     inits = [_int_tensor(_unique(g, taken, f"{tg.name}_quantized"), np.ascontiguousarray(codes), qt.bits, signed),
              numpy_helper.from_array(np.ascontiguousarray(scales), _unique(g, taken, f"{tg.name}_scale"))]
     if zeros is not None:
@@ -333,9 +343,21 @@ def _gather_nodes(g: Any, taken: set[str], tg: _Target, inits: list[Any], bits: 
     return out
 
 
+def _moved(tg: _Target) -> np.ndarray:
+    """The weight with K moved last and the other axes flattened: [rows, K] (a 2-D [K, N]
+    weight gives its transpose)."""
+    return np.moveaxis(tg.w, tg.kaxis, -1).reshape(-1, tg.w.shape[tg.kaxis])
+
+
+def _unmove(a: np.ndarray, tg: _Target) -> np.ndarray:
+    """The inverse of :func:`_moved` for a [rows, X] array: X goes back to the K axis."""
+    rest = tuple(d for i, d in enumerate(tg.w.shape) if i != tg.kaxis)
+    return np.moveaxis(a.reshape(rest + (a.shape[-1],)), -1, tg.kaxis)
+
+
 def _quantize_target(tg: _Target, bits: int, group: Optional[int], scheme: str, op: str) -> QuantizedTensor:
-    """quantpress RTN along K with K moved last ([N, K]; padded to whole blocks for MatMulNBits)."""
-    wk = tg.w.T if tg.kaxis == 0 else tg.w  # [N, K]
+    """quantpress RTN along K with K moved last ([rows, K]; padded to whole blocks for MatMulNBits)."""
+    wk = _moved(tg)
     if op == "matmul_nbits" and not tg.gather:
         assert group is not None
         pad = -wk.shape[1] % group
@@ -397,7 +419,7 @@ def _rewrite(path: str, model: Any, bits: int, group: Optional[int], scheme: str
             inits = _nbits_parts(g, taken, tg, qt, group or 0)
             replace.update(_nbits_nodes(g, taken, tg, inits, bits, group or 0))
         back = qt.dequantize()[:, :k]
-        ref = tg.w.T if tg.kaxis == 0 else tg.w
+        ref = _moved(tg)
         err = float(np.linalg.norm(back - ref) / max(np.linalg.norm(ref), 1e-30))
         reports.append(OnnxTensorReport(tg.name, tuple(tg.w.shape), op, bits, group, scheme, tg.w.nbytes,
                                         sum(_raw_len(t) for t in inits), err))
