@@ -483,6 +483,7 @@ def test_gather_tables_and_float16_weights(tmp_path, bits, op, group, scheme, dt
     dst = str(tmp_path / "q.onnx")
     r = qp.onnx_quantize(src, dst, bits=bits, op=op, group_size=group, scheme=scheme)
     assert [t.name for t in r.tensors] == ["emb", "w"] and r.skipped == ()
+    assert [t.input_bytes for t in r.tensors] == [V * D * np.dtype(dtype).itemsize, D * N * np.dtype(dtype).itemsize]
     onnx.checker.check_model(dst, full_check=True)
     assert _io(dst) == _io(src)  # same inputs and outputs, same element types
     q = onnx.load(dst)
@@ -509,6 +510,8 @@ def test_gather_tables_and_float16_weights(tmp_path, bits, op, group, scheme, dt
     if op == "dequantize_linear":
         assert np.array_equal(_decode_dq(q, "emb" if not (dtype == np.float16 and opset < 19) else "emb_dequantized"),
                               ours)
+    in_model = ours.astype(dtype).astype(np.float32)  # the report's error is that of the values the model uses
+    assert r.tensors[0].rel_error == pytest.approx(np.linalg.norm(in_model - emb) / np.linalg.norm(emb), rel=1e-5)
     rel = lambda a, b: float(np.linalg.norm(a.astype(np.float32) - b.astype(np.float32)) / np.linalg.norm(b.astype(np.float32)))  # noqa: E731
     assert rel(e_q, e_ref) < bound and rel(y_q, y_ref) < 2 * bound, (rel(e_q, e_ref), rel(y_q, y_ref))
     src_bits = 16 if dtype == np.float16 else 32

@@ -419,9 +419,12 @@ def _rewrite(path: str, model: Any, bits: int, group: Optional[int], scheme: str
             inits = _nbits_parts(g, taken, tg, qt, group or 0)
             replace.update(_nbits_nodes(g, taken, tg, inits, bits, group or 0))
         back = qt.dequantize()[:, :k]
+        if tg.dtype == "F16":  # what the model computes with: rounded once to float16
+            back = back.astype(np.float16).astype(np.float32)
         ref = _moved(tg)
         err = float(np.linalg.norm(back - ref) / max(np.linalg.norm(ref), 1e-30))
-        reports.append(OnnxTensorReport(tg.name, tuple(tg.w.shape), op, bits, group, scheme, tg.w.nbytes,
+        reports.append(OnnxTensorReport(tg.name, tuple(tg.w.shape), op, bits, group, scheme,
+                                        tg.w.size * (2 if tg.dtype == "F16" else 4),
                                         sum(_raw_len(t) for t in inits), err))
         _drop_initializer(g, tg.name)
         g.initializer.extend(inits)
