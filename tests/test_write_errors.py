@@ -141,3 +141,44 @@ def test_a_full_disk_leaves_no_half_file(tmp_path, rng, case, existing):
     if existing:
         assert dst.read_bytes() == b"the previous output"
     assert {p: _sha(tmp_path / "in" / p) for p in os.listdir(tmp_path / "in")} == inputs
+
+
+INTERRUPT = r"""
+import os, signal, sys
+import quantpress as qp
+case, src, dst, how = sys.argv[1:5]
+
+def progress(done, total, name):
+    if how == "kill":  # as `kill -9` or the OOM killer would: no cleanup code runs at all
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise KeyboardInterrupt  # Ctrl-C after the first tensor
+
+try:
+    if case == "compress":
+        qp.compress(src, dst, "int8", progress=progress)
+    elif case == "gguf_requantize":
+        qp.gguf_requantize(src, dst, "Q8_0", progress=progress)
+    else:
+        qp.onnx_quantize(src, dst, bits=8, progress=progress)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+@pytest.mark.parametrize("case", ["compress", "gguf_requantize", "onnx_quantize"])
+def test_an_interrupted_run_leaves_nothing_under_the_output_name(tmp_path, rng, case, how):
+    (tmp_path / "in").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    src = SOURCES[case](tmp_path / "in", rng)
+    dst = out / ("result" + SUFFIX.get(case, ".safetensors"))
+    proc = subprocess.run([sys.executable, "-c", INTERRUPT, case, src, str(dst), how], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    if how == "kill":
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        # only hidden temporary files may stay behind; never a file under the output name
+        assert not dst.exists() and all(p.startswith(".") for p in os.listdir(out)), os.listdir(out)
+    else:
+        assert proc.returncode == 0 and proc.stdout.strip() == "interrupted", proc.stderr[-2000:]
+        assert os.listdir(out) == []  # the temporary files are removed too
