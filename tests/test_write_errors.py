@@ -1,7 +1,8 @@
 """Every writer on a full disk: a subprocess whose file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored)
 is smaller than the output, so a real write() fails with EFBIG part way. Each writer must raise
 a clear error and leave no file under the output name, no temporary file and the input as it was
-(an output that existed before keeps its old bytes)."""
+(an output that existed before keeps its old bytes). An interrupted run (Ctrl-C, or kill -9
+part way) leaves nothing under the output name either."""
 
 from __future__ import annotations
 
