@@ -17,6 +17,7 @@ import struct
 import sys
 import types
 import zipfile
+import zlib
 
 import ml_dtypes
 import numpy as np
@@ -365,8 +366,8 @@ def _pickle_with_storages(obj, storages, legacy: bool) -> bytes:
         return buf.getvalue()
 
 
-def _save_torch_zip(path, obj, storages, prefix="archive") -> None:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+def _save_torch_zip(path, obj, storages, prefix="archive", compression=zipfile.ZIP_STORED) -> None:
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
         z.writestr(f"{prefix}/data.pkl", _pickle_with_storages(obj, storages, legacy=False))
         z.writestr(f"{prefix}/byteorder", "little")
         for key, s in storages.items():
@@ -385,7 +386,12 @@ def _save_torch_legacy(path, obj, storages) -> None:
             f.write(struct.pack("<q", storages[k].array.size) + storages[k].array.tobytes())
 
 
-TORCH_SAVERS = {"zip": _save_torch_zip, "legacy": _save_torch_legacy}
+def _save_torch_zip_deflated(path, obj, storages) -> None:
+    """A checkpoint re-zipped by hand with deflate (torch itself stores members)."""
+    _save_torch_zip(path, obj, storages, compression=zipfile.ZIP_DEFLATED)
+
+
+TORCH_SAVERS = {"zip": _save_torch_zip, "legacy": _save_torch_legacy, "zip_deflated": _save_torch_zip_deflated}
 
 
 @pytest.mark.parametrize("layout", sorted(TORCH_SAVERS))
@@ -441,6 +447,71 @@ def test_torch_storage_member_too_short(tmp_path):
         z.writestr("archive/data/0", b"\0" * 40)
     with pytest.raises(qp.QuantpressError, match="storage '0'"):
         open_model(path)
+
+
+def test_torch_deflated_checkpoint_loads_equal_to_the_stored_one(tmp_path):
+    arrays = {f"layer.{n}": _array(DTYPES[n][0], (33, 17)) for n in _STORAGE_NAMES}
+    arrays["t"] = _array(np.dtype(np.float32), (40, 50)).T
+    arrays["zeros"] = np.zeros((300, 300), np.float32)  # compresses ~1000:1, under the bomb ratio
+    state, storages = _tensors_of(arrays)
+    _save_torch_zip(tmp_path / "stored.pt", {"state_dict": state}, storages)
+    with zipfile.ZipFile(tmp_path / "stored.pt") as src, \
+            zipfile.ZipFile(tmp_path / "deflated.pt", "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    with zipfile.ZipFile(tmp_path / "deflated.pt") as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
+    assert os.path.getsize(tmp_path / "deflated.pt") < os.path.getsize(tmp_path / "stored.pt") / 4
+    with open_model(tmp_path / "stored.pt") as a, open_model(tmp_path / "deflated.pt") as b:
+        assert list(a) == list(b) == list(arrays)
+        for k in arrays:
+            x, y = a[k].numpy(), b[k].numpy()
+            assert x.dtype == y.dtype and x.shape == y.shape and x.strides == y.strides and not y.flags.writeable
+            assert x.tobytes() == y.tobytes() == arrays[k].tobytes(), k
+
+
+def _patch_declared(path, member: str, size: int, crc: int) -> None:
+    """Rewrites a member's uncompressed size and CRC-32 in its local header and the central directory."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        local = z.getinfo(member).header_offset
+    struct.pack_into("<I", raw, local + 14, crc)
+    struct.pack_into("<I", raw, local + 22, size)
+    pos = raw.find(b"PK\x01\x02")
+    while pos >= 0:
+        n = struct.unpack_from("<H", raw, pos + 28)[0]
+        if raw[pos + 46:pos + 46 + n] == member.encode():
+            struct.pack_into("<I", raw, pos + 16, crc)
+            struct.pack_into("<I", raw, pos + 24, size)
+        pos = raw.find(b"PK\x01\x02", pos + 1)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("declared, message", [
+    (80, "inflates past its declared size of 80 bytes"),  # the data holds 120 bytes
+    (160, "inflates to 120 bytes, declared 160"),
+])
+def test_torch_deflated_member_that_lies_about_its_size_is_refused(tmp_path, declared, message):
+    s = _FakeStorage("0", np.arange(20, dtype=np.float32))  # the pickle says 20 floats = 80 bytes
+    data = np.arange(30, dtype=np.float32).tobytes()           # the member inflates to 120
+    path = tmp_path / "liar.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", _pickle_with_storages({"a": _FakeTensor(s, 0, (20,), (1,))}, {"0": s}, False))
+        z.writestr("archive/data/0", data)
+    # a CRC that matches the first `declared` bytes: zipfile's own reader would accept an 80-byte claim
+    _patch_declared(path, "archive/data/0", declared, zlib.crc32(data[:declared]))
+    with open_model(path) as m:  # sizes are consistent on their face: the lie shows on inflating
+        with pytest.raises(qp.QuantpressError, match=f"liar.pt: zip member 'archive/data/0': {message}"):
+            m["a"].numpy()
+
+
+def test_torch_deflated_member_with_bad_crc_is_refused(tmp_path):
+    s = _FakeStorage("0", np.arange(20, dtype=np.float32))
+    path = tmp_path / "crc.pt"
+    _save_torch_zip(path, {"a": _FakeTensor(s, 0, (20,), (1,))}, {"0": s}, compression=zipfile.ZIP_DEFLATED)
+    _patch_declared(path, "archive/data/0", 80, zlib.crc32(b"something else"))
+    with open_model(path) as m, pytest.raises(qp.QuantpressError, match="crc.pt: zip member 'archive/data/0': CRC-32"):
+        m["a"].numpy()
 
 
 class _Evil:

@@ -433,3 +433,174 @@ def test_no_worse_than_onnxruntime_quantizer(tmp_path, bits, block):
     print(bits, block, err, {p: os.path.getsize(tmp_path / p) for p in ("f.onnx", "q.onnx", "ort.onnx")})
     assert err["q.onnx"] <= err["ort.onnx"] * 1.02, err
     assert os.path.getsize(tmp_path / "q.onnx") <= os.path.getsize(tmp_path / "ort.onnx") * 1.01
+
+
+# --- Gather tables and float16 weights ---
+
+V, D = 512, 256
+
+
+def _embed_model(rng: np.random.Generator, dtype: type, opset: int) -> onnx.ModelProto:
+    """ids[4] -> Gather(emb[V,D]) -> e[4,D] -> MatMul w[D,N] -> y[4,N]; outputs e and y."""
+    emb = (rng.standard_normal((V, D)) * 0.5).astype(dtype)
+    w = (rng.standard_normal((D, N)) * 0.1).astype(dtype)
+    t = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["emb", "ids"], ["e"], name="gather", axis=0),
+         helper.make_node("MatMul", ["e", "w"], ["y"], name="mm")], "embed",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("e", t, [4, D]), helper.make_tensor_value_info("y", t, [4, N])],
+        [numpy_helper.from_array(emb, "emb"), numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _io(path: str) -> tuple[list, list]:
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return [(i.name, i.type, i.shape) for i in sess.get_inputs()], [(o.name, o.type, o.shape) for o in sess.get_outputs()]
+
+
+# bits, op, group, scheme, table dtype, opset, bound on the output's relative error
+EMBED_CASES = [
+    (8, "dequantize_linear", None, "symmetric", np.float32, 21, 0.01),   # per-row int8
+    (4, "dequantize_linear", 64, "affine", np.float32, 21, 0.12),        # blockwise int4
+    (4, "dequantize_linear", 32, "symmetric", np.float32, 21, 0.15),
+    (4, "matmul_nbits", 32, "affine", np.float32, 21, 0.12),             # GatherBlockQuantized
+    (4, "matmul_nbits", 64, "symmetric", np.float32, 21, 0.15),
+    (8, "matmul_nbits", 64, "symmetric", np.float32, 21, 0.01),
+    (8, "dequantize_linear", None, "symmetric", np.float16, 21, 0.01),   # float16 scales, float16 out
+    (4, "dequantize_linear", 64, "affine", np.float16, 21, 0.12),
+    (8, "dequantize_linear", None, "symmetric", np.float16, 17, 0.01),   # opset 17: float32 out + Cast
+    (4, "matmul_nbits", 32, "affine", np.float16, 21, 0.12),
+    (8, "matmul_nbits", 128, "affine", np.float16, 21, 0.01),
+]
+
+
+@pytest.mark.parametrize("bits,op,group,scheme,dtype,opset,bound", EMBED_CASES)
+def test_gather_tables_and_float16_weights(tmp_path, bits, op, group, scheme, dtype, opset, bound):
+    rng = np.random.default_rng(bits + opset)
+    model = _embed_model(rng, dtype, opset)
+    src = _save(model, str(tmp_path / "f.onnx"))
+    dst = str(tmp_path / "q.onnx")
+    r = qp.onnx_quantize(src, dst, bits=bits, op=op, group_size=group, scheme=scheme)
+    assert [t.name for t in r.tensors] == ["emb", "w"] and r.skipped == ()
+    assert [t.input_bytes for t in r.tensors] == [V * D * np.dtype(dtype).itemsize, D * N * np.dtype(dtype).itemsize]
+    onnx.checker.check_model(dst, full_check=True)
+    assert _io(dst) == _io(src)  # same inputs and outputs, same element types
+    q = onnx.load(dst)
+    ops = [(n.op_type, n.domain) for n in q.graph.node]
+    if op == "dequantize_linear":
+        assert ("Gather", "") in ops and ops.count(("DequantizeLinear", "")) == 2
+        assert ops.count(("Cast", "")) == (2 if dtype == np.float16 and opset < 19 else 0)
+    else:
+        assert ops == [("GatherBlockQuantized", "com.microsoft"), ("MatMulNBits", "com.microsoft")]
+    # the rows onnxruntime gathers are quantpress's own decoded rows
+    half_scales = dtype == np.float16 and (op == "matmul_nbits" or opset >= 19)
+    emb = numpy_helper.to_array(model.graph.initializer[0]).astype(np.float32)
+    ours = qp.quantize(emb, bits, None if group == "channel" else group, scheme, axis=-1,
+                       scale_dtype="float16" if half_scales else "float32").dequantize()
+    ids = np.array([0, 7, 511, 7], np.int64)
+    sess_q = ort.InferenceSession(dst, providers=["CPUExecutionProvider"])
+    e_q, y_q = sess_q.run(None, {"ids": ids})
+    e_ref, y_ref = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    assert e_q.dtype == y_q.dtype == dtype
+    if dtype == np.float32:
+        assert e_q.tobytes() == ours[ids].tobytes()
+    else:  # float16 output: the float32 value rounded once
+        assert np.array_equal(e_q, ours[ids].astype(np.float16))
+    if op == "dequantize_linear":
+        assert np.array_equal(_decode_dq(q, "emb" if not (dtype == np.float16 and opset < 19) else "emb_dequantized"),
+                              ours)
+    in_model = ours.astype(dtype).astype(np.float32)  # the report's error is that of the values the model uses
+    assert r.tensors[0].rel_error == pytest.approx(np.linalg.norm(in_model - emb) / np.linalg.norm(emb), rel=1e-5)
+    rel = lambda a, b: float(np.linalg.norm(a.astype(np.float32) - b.astype(np.float32)) / np.linalg.norm(b.astype(np.float32)))  # noqa: E731
+    assert rel(e_q, e_ref) < bound and rel(y_q, y_ref) < 2 * bound, (rel(e_q, e_ref), rel(y_q, y_ref))
+    src_bits = 16 if dtype == np.float16 else 32
+    assert os.path.getsize(dst) < os.path.getsize(src) * (bits / src_bits + 0.1)
+
+
+def test_gather_skips_and_tied_tables(tmp_path):
+    rng = np.random.default_rng(11)
+    model = _embed_model(rng, np.float32, 21)
+    # a tied head: the same table also used by Gemm(transB=1), i.e. grouped along the same axis
+    model.graph.node.append(helper.make_node("Gemm", ["e", "emb"], ["logits"], transB=1))
+    model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4, V]))
+    src = _save(model, str(tmp_path / "f.onnx"))
+    r = qp.onnx_quantize(src, str(tmp_path / "dq.onnx"), bits=8)
+    assert [t.name for t in r.tensors] == ["emb", "w"]  # one DequantizeLinear shared by Gather and Gemm
+    ids = np.array([1, 2, 3, 4], np.int64)
+    ref = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    got = ort.InferenceSession(str(tmp_path / "dq.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    for a, b in zip(got, ref):
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.02
+    r = qp.onnx_quantize(src, str(tmp_path / "nb.onnx"), bits=4, op="matmul_nbits", group_size=32)
+    assert dict(r.skipped) == {"emb": "used by Gather and by MatMul/Gemm (no one MatMulNBits/GatherBlockQuantized form)"}
+    # Gather along axis 1 has no GatherBlockQuantized form; D not a multiple of the group is skipped
+    model = _embed_model(rng, np.float32, 21)
+    model.graph.node[0].attribute[0].i = 1
+    model.graph.node[1].CopyFrom(helper.make_node("Identity", ["e"], ["y"]))
+    del model.graph.output[:]
+    model.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, [V, 4]) for n in ("e", "y")])
+    src = _save(model, str(tmp_path / "ax1.onnx"))
+    r = qp.onnx_quantize(src, str(tmp_path / "ax1q.onnx"), bits=4, op="matmul_nbits", group_size=32)
+    assert dict(r.skipped) == {"emb": "Gather along axis 1 has no GatherBlockQuantized form"}
+    r = qp.onnx_quantize(src, str(tmp_path / "ax1dq.onnx"), bits=4, group_size=96)
+    assert dict(r.skipped) == {"emb": "D=256 is not a multiple of group_size 96"}
+    r = qp.onnx_quantize(src, str(tmp_path / "ax1dq.onnx"), bits=4, group_size=64)  # DequantizeLinear serves any axis
+    assert [t.name for t in r.tensors] == ["emb"]
+    ids = np.array([0, 1, 2, 3], np.int64)
+    ref = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    got = ort.InferenceSession(str(tmp_path / "ax1dq.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    assert got.shape == ref.shape == (V, 4) and np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.12
+
+
+def _batched_model(rng: np.random.Generator, dtype: type, opset: int) -> onnx.ModelProto:
+    """x[3,4,K] -> MatMul w[3,K,N] (a stack of three matrices) -> y[3,4,N]."""
+    t = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
+    w = (rng.standard_normal((3, K, N)) * 0.1).astype(dtype)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "batched",
+                              [helper.make_tensor_value_info("x", t, [3, 4, K])],
+                              [helper.make_tensor_value_info("y", t, [3, 4, N])], [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("bits,group,scheme,dtype,bound", [
+    (8, None, "symmetric", np.float32, 0.01),  # per channel: one block of all K per (matrix, column)
+    (4, 64, "affine", np.float32, 0.12),
+    (4, 32, "symmetric", np.float16, 0.15),
+])
+def test_nd_matmul_weights(tmp_path, bits, group, scheme, dtype, bound):
+    rng = np.random.default_rng(12)
+    model = _batched_model(rng, dtype, 21)
+    src = _save(model, str(tmp_path / "f.onnx"))
+    dst = str(tmp_path / "q.onnx")
+    r = qp.onnx_quantize(src, dst, bits=bits, group_size=group, scheme=scheme)
+    assert [t.name for t in r.tensors] == ["w"] and r.skipped == ()
+    onnx.checker.check_model(dst, full_check=True)
+    assert _io(dst) == _io(src)
+    w = numpy_helper.to_array(model.graph.initializer[0]).astype(np.float32)
+    # quantpress's own result for each matrix's columns (K last), moved back
+    moved = np.ascontiguousarray(np.moveaxis(w, 1, -1).reshape(-1, K))
+    ours = qp.quantize(moved, bits, group, scheme, axis=-1,
+                       scale_dtype="float16" if dtype == np.float16 else "float32").dequantize()
+    ours = np.moveaxis(ours.reshape(3, N, K), -1, 1)
+    assert np.array_equal(_decode_dq(onnx.load(dst), "w"), ours)
+    x = rng.standard_normal((3, 4, K)).astype(dtype)
+    y_ref, y_q = _run(src, x), _run(dst, x)
+    assert y_q.dtype == dtype
+    ref32 = y_ref.astype(np.float32)
+    assert np.linalg.norm(y_q.astype(np.float32) - ref32) / np.linalg.norm(ref32) < bound
+    hand = np.matmul(x.astype(np.float32), ours)
+    assert np.abs(y_q.astype(np.float32) - hand).max() <= (2e-2 if dtype == np.float16 else 1e-3) * np.abs(hand).max()
+    assert os.path.getsize(dst) < os.path.getsize(src) * (bits / (16 if dtype == np.float16 else 32) + 0.1)
+
+
+def test_nd_weights_skipped_where_no_form_exists(tmp_path):
+    rng = np.random.default_rng(13)
+    src = _save(_batched_model(rng, np.float32, 21), str(tmp_path / "f.onnx"))
+    r = qp.onnx_quantize(src, str(tmp_path / "nb.onnx"), bits=4, op="matmul_nbits", group_size=32)
+    assert r.tensors == () and dict(r.skipped) == {"w": "an N-D weight has no MatMulNBits form"}
+    src = _save(_batched_model(rng, np.float32, 17), str(tmp_path / "old.onnx"))
+    r = qp.onnx_quantize(src, str(tmp_path / "q.onnx"), bits=8)
+    assert r.tensors == () and dict(r.skipped) == {"w": "an N-D weight needs opset >= 21 (blockwise DequantizeLinear)"}
+    x = rng.standard_normal((3, 4, K)).astype(np.float32)
+    assert np.array_equal(_run(str(tmp_path / "q.onnx"), x), _run(src, x))  # written back unchanged

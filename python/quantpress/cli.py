@@ -261,7 +261,7 @@ def _add_model_commands(sub: Any) -> None:
     comp.add_argument("input", help="input model: a file, a directory, an index or a GGUF split")
     comp.add_argument("-o", "--output", required=True, help="output container (.safetensors)")
     how = comp.add_mutually_exclusive_group()
-    how.add_argument("--recipe", default=None, help="int8, int4, nf4, q4_k, q4_k_m, vq2 or a .toml file (default int4)")
+    how.add_argument("--recipe", default=None, help="int8, int4, nf4, q4_k, q4_k_m, vq2 or a .toml/.yaml file (default int4)")
     how.add_argument("--target-bpw", type=float, default=None,
                      help="instead of a recipe: a size budget in bits per weight; each tensor gets the method "
                           "that minimises the total squared error within it")

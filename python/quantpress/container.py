@@ -263,18 +263,25 @@ class ContainerWriter(AtomicWriter):
             os.replace(tmp, self.path)
             tmp = None
         finally:
-            if not self._body.closed:
-                self._body.close()
-            for p in (tmp, self._body_path):
-                if p is not None and os.path.exists(p):
-                    os.unlink(p)
+            _discard(self._body, tmp, self._body_path)
 
     def abort(self) -> None:
         """Drops everything written so far."""
-        if not self._body.closed:
-            self._body.close()
-        if os.path.exists(self._body_path):
-            os.unlink(self._body_path)
+        _discard(self._body, self._body_path)
+
+
+def _discard(f: Any, *paths: Optional[str]) -> None:
+    """Closes ``f`` and removes ``paths`` (those that exist). Closing flushes buffered bytes, which
+    fails again on a full disk: that error is dropped (the bytes are being thrown away), so the
+    temporary files are always removed and the error that stopped the write is the one raised."""
+    try:
+        if not f.closed:
+            f.close()
+    except OSError:
+        pass
+    for p in paths:
+        if p is not None and os.path.exists(p):
+            os.unlink(p)
 
 
 

@@ -62,7 +62,7 @@ class Plan:
             raise QuantpressError(f"unknown method {self.method!r}: expected one of {', '.join(METHODS)}")
         unknown = set(self.params) - set(_PARAMS[self.method])
         if unknown:
-            raise QuantpressError(f"method {self.method!r} takes no parameter {sorted(unknown)[0]!r} "
+            raise QuantpressError(f"method {self.method!r} takes no parameter {sorted(unknown, key=str)[0]!r} "
                                   f"(known: {', '.join(_PARAMS[self.method]) or 'none'})")
         full = {**_PARAMS[self.method], **self.params}
         if self.method == "gguf":
@@ -237,7 +237,7 @@ def _plan_from_spec(spec: Any, where: str) -> Plan:
 
 
 def recipe_from_dict(d: Mapping[str, Any], name: str = "custom") -> Recipe:
-    """A recipe from a mapping (the layout of a TOML recipe file).
+    """A recipe from a mapping (the layout of a TOML or YAML recipe file).
 
     Keys: ``base`` (a preset whose rules follow these, and whose default applies when there is
     no ``default``), ``default`` (a method spec; ``"keep"`` when neither is given),
@@ -259,10 +259,13 @@ def recipe_from_dict(d: Mapping[str, Any], name: str = "custom") -> Recipe:
     known = {"base", "default", "min_elements", "skip", "rules", "name"}
     unknown = set(d) - known
     if unknown:
-        raise QuantpressError(f"recipe {name!r}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(known))})")
+        first = sorted(unknown, key=str)[0]
+        raise QuantpressError(f"recipe {name!r}: unknown key {first!r} (known: {', '.join(sorted(known))})")
     base = d.get("base")
-    if base is not None and base not in PRESETS:
+    if base is not None and (not isinstance(base, str) or base not in PRESETS):
         raise QuantpressError(f"recipe {name!r}: unknown base preset {base!r} (presets: {', '.join(PRESETS)})")
+    if not isinstance(d.get("rules", []), list):
+        raise QuantpressError(f"recipe {name!r}: 'rules' must be a list of tables")
     rules = []
     for i, spec in enumerate(d.get("rules", [])):
         where = f"recipe {name!r}, rule {i + 1}"
@@ -289,8 +292,10 @@ def recipe_from_dict(d: Mapping[str, Any], name: str = "custom") -> Recipe:
 
 
 def get_recipe(recipe: Union[str, os.PathLike[str], Mapping[str, Any], Recipe]) -> Recipe:
-    """A :class:`Recipe` from a preset name (:data:`PRESETS`), a ``.toml`` file, a mapping
-    (:func:`recipe_from_dict`) or a recipe.
+    """A :class:`Recipe` from a preset name (:data:`PRESETS`), a ``.toml``, ``.yaml`` or ``.yml``
+    file (the same keys; YAML needs ``pip install 'quantpress[yaml]'``), a mapping
+    (:func:`recipe_from_dict`) or a recipe. A bad file gives a ``QuantpressError`` naming the
+    file and the field.
 
     Example:
         >>> from quantpress.recipe import get_recipe
@@ -304,22 +309,49 @@ def get_recipe(recipe: Union[str, os.PathLike[str], Mapping[str, Any], Recipe]) 
     text = os.fspath(recipe)
     if text in PRESETS:
         return PRESETS[text]
-    if text.endswith(".toml"):
-        return _from_toml(text)
-    raise QuantpressError(f"unknown recipe {text!r}: give a preset ({', '.join(PRESETS)}) or a .toml file")
+    if text.endswith((".toml", ".yaml", ".yml")):
+        return _from_file(text)
+    raise QuantpressError(f"unknown recipe {text!r}: give a preset ({', '.join(PRESETS)}) or a .toml/.yaml file")
 
 
-def _from_toml(path: str) -> Recipe:
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few rules; a larger file is refused before parsing
+
+
+def _from_file(path: str) -> Recipe:
+    """A recipe from a TOML or YAML file; every error names the file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    with open(path, "rb") as f:
+        raw = f.read(MAX_RECIPE_BYTES + 1)
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise QuantpressError(f"{path}: larger than {MAX_RECIPE_BYTES} bytes, not a recipe")
+    data = _parse_toml(path, raw) if path.endswith(".toml") else _parse_yaml(path, raw)
+    if not isinstance(data, Mapping):
+        raise QuantpressError(f"{path}: the document must be a mapping of recipe keys, not {type(data).__name__}")
+    try:
+        return recipe_from_dict(data, name=os.path.splitext(os.path.basename(path))[0])
+    except QuantpressError as e:
+        raise QuantpressError(f"{path}: {e}") from None
+
+
+def _parse_toml(path: str, raw: bytes) -> Any:
     try:
         import tomllib
     except ImportError:  # Python < 3.11
         import tomli as tomllib  # type: ignore[no-redef]
-    if not os.path.exists(path):
-        raise FileNotFoundError(path)
-    with open(path, "rb") as f:
-        try:
-            data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise QuantpressError(f"{path}: not valid TOML ({e})") from None
-    return recipe_from_dict(data, name=os.path.splitext(os.path.basename(path))[0])
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise QuantpressError(f"{path}: not valid TOML ({e})") from None
 
+
+def _parse_yaml(path: str, raw: bytes) -> Any:
+    """``yaml.safe_load``: plain data only; tags such as ``!!python/object`` are refused."""
+    try:
+        import yaml  # type: ignore[import-untyped]
+    except ImportError:
+        raise QuantpressError(f"{path}: reading a YAML recipe needs PyYAML: pip install 'quantpress[yaml]'") from None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise QuantpressError(f"{path}: not valid YAML ({e})") from None

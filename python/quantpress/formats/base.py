@@ -254,7 +254,8 @@ def check_member(path: str, info: zipfile.ZipInfo, archive_size: int) -> None:
 
 
 def stored_data_offset(path: str, info: zipfile.ZipInfo, archive_size: int) -> int:
-    """The file offset of a stored member's bytes, read from its local header and bounds-checked."""
+    """The file offset of a member's (stored or compressed) bytes, read from its local header and
+    bounds-checked against the archive's size."""
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)
@@ -263,9 +264,47 @@ def stored_data_offset(path: str, info: zipfile.ZipInfo, archive_size: int) -> i
         raise fail(path, field, "bad local file header")
     name_len, extra_len = struct.unpack("<HH", local[26:30])
     start = info.header_offset + 30 + name_len + extra_len
-    if start + info.file_size > archive_size:
-        raise fail(path, field, f"data [{start}, {start + info.file_size}) past the end of the archive")
+    if start + info.compress_size > archive_size:
+        raise fail(path, field, f"data [{start}, {start + info.compress_size}) past the end of the archive")
     return start
+
+
+def inflate_member(path: str, info: zipfile.ZipInfo, archive_size: int, chunk: int = 1 << 20) -> np.ndarray:
+    """A (checked) deflated member's bytes, read-only uint8 of exactly its declared size.
+
+    Streams the compressed bytes through ``zlib`` never asking for more output than the declared
+    size allows (plus one byte to notice a lie), so a member that inflates past its declared size
+    is refused after at most that many bytes; one that ends short, or whose CRC-32 differs, is
+    refused too. The declared size was bounded by :func:`check_member` (the deflate ratio)."""
+    field = f"zip member {info.filename!r}"
+    start = stored_data_offset(path, info, archive_size)
+    want = info.file_size
+    out = np.empty(want, np.uint8)
+    pos, left = 0, info.compress_size
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            while not d.eof:
+                buf = d.unconsumed_tail
+                if not buf:
+                    buf = f.read(min(chunk, left))
+                    left -= len(buf)
+                    if not buf:
+                        raise fail(path, field, f"deflate stream ends after {pos} of {want} bytes")
+                piece = d.decompress(buf, want - pos + 1)
+                if pos + len(piece) > want:
+                    raise fail(path, field, f"inflates past its declared size of {want} bytes")
+                out[pos:pos + len(piece)] = np.frombuffer(piece, np.uint8)
+                pos += len(piece)
+    except zlib.error as e:
+        raise fail(path, field, f"cannot be inflated: {e}") from None
+    if pos != want:
+        raise fail(path, field, f"inflates to {pos} bytes, declared {want}")
+    if zlib.crc32(out.data) != info.CRC:
+        raise fail(path, field, "CRC-32 of the inflated data differs from the directory's")
+    out.flags.writeable = False
+    return out
 
 
 def read_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, start: int, count: int) -> bytes:

@@ -1,8 +1,14 @@
 """Weight-only quantization of an ONNX model, written back as a model onnxruntime runs.
 
-Every float32 2-D initializer that is only ever the weight ``B`` of ``MatMul`` or ``Gemm`` nodes
-(and at least ``min_elements`` large) is quantized with quantpress's own round-to-nearest kernel
-(``qp.quantize``) along the reduction axis K, one scale per output column N and per group of K:
+Every float32 or float16 initializer that is only ever the weight ``B`` of ``MatMul`` or
+``Gemm`` nodes, or the table (``data``) of ``Gather`` nodes (embeddings), and at least
+``min_elements`` large, is quantized with quantpress's own round-to-nearest kernel
+(``qp.quantize``) along the reduction axis K, one scale per output column N and per group of K.
+A Gather table ``[V, D]`` is grouped along D: one scale per row (per channel) or per row and
+block of D, as onnxruntime's quantizer does (its ``quant_axes`` default ``Gather: 1``). An N-D
+``MatMul`` weight ``[..., K, N]`` (a stack of matrices) is grouped along K for each matrix and
+column; it has only the blockwise ``DequantizeLinear`` form (opset >= 21; per channel is one
+block of all K), and is skipped otherwise.
 
 - ``op="dequantize_linear"``: the initializer is replaced by integer codes, scales (and zero
   points) feeding a ``DequantizeLinear`` node whose output keeps the weight's name, so every
@@ -10,7 +16,8 @@ Every float32 2-D initializer that is only ever the weight ``B`` of ``MatMul`` o
   int4 needs opset 21). Per group: ``axis`` = the K axis and ``block_size`` (opset >= 21), codes
   INT4/UINT4 or INT8/UINT8 in the weight's own shape, scales with K replaced by K / group.
   Symmetric codes are signed (``u - 2**(bits-1)``, no zero point), affine codes unsigned with
-  integer zero points of the same type.
+  integer zero points of the same type. A Gather table is dequantized the same way and feeds the
+  unchanged ``Gather`` (the file shrinks; at run time the table is decoded whole).
 - ``op="matmul_nbits"``: each consumer becomes the ``com.microsoft`` contrib op ``MatMulNBits``
   (``Gemm`` only with ``transA=0, alpha=1`` and ``beta=1``, its bias then added by an ``Add``).
   Layout as onnxruntime's ``MatMulNBitsQuantizer``: ``B`` uint8 ``[N, ceil(K/bs), bs*bits/8]``
@@ -18,10 +25,22 @@ Every float32 2-D initializer that is only ever the weight ``B`` of ``MatMul`` o
   float32 ``[N, ceil(K/bs)]``, affine ``zero_points`` uint8 ``[N, ceil(ceil(K/bs)*bits/8)]``
   (4-bit: two per byte, low nibble first, each row padded); symmetric omits them (the op's
   default zero point ``2**(bits-1)`` is quantpress's implicit one). K is zero-padded to a whole
-  block; a zero never changes a group's range, so the padding costs nothing.
+  block; a zero never changes a group's range, so the padding costs nothing. A ``Gather``
+  (``axis=0``) becomes ``com.microsoft`` ``GatherBlockQuantized`` (``gather_axis=0,
+  quantize_axis=1``, ``block_size``), laid out as onnxruntime's ``MatMulNBitsQuantizer`` writes
+  it: 4-bit symmetric INT4 data ``[V, D]`` without zero points, 4-bit affine UINT4 data and
+  UINT4 zero points ``[V, D/bs]``, 8-bit UINT8 data and zero points (``bits=8``; 128 for
+  symmetric); D must be a multiple of the block. A table used by both Gather and MatMul/Gemm
+  (tied embeddings) has no single form here and is skipped (``dequantize_linear`` shares one
+  ``DequantizeLinear`` between them).
 
-The value of every element is ``(code - zero) * scale`` in float32: bit-identical to
-``QuantizedTensor.dequantize()``. Writes are atomic (temporary file in the output's folder, fsync,
+Float16 weights: scales are float16 and the decoded weight is float16 (``DequantizeLinear``'s
+output type follows its scale's in opset >= 19; ``MatMulNBits`` and ``GatherBlockQuantized``
+take float16 scales), so the graph's types do not change. In opset 13..18 ``DequantizeLinear``
+gives float32 (float32 scales) and a ``Cast`` to float16 produces the weight's name.
+
+The value of every element is ``(code - zero) * scale`` in float32 (rounded once to float16 for a
+float16 weight): bit-identical to ``QuantizedTensor.dequantize()``. Writes are atomic (temporary file in the output's folder, fsync,
 ``os.replace``) and never touch the input. A model with external data is written with its
 remaining large tensors in ``<output name>.data`` next to the output (also atomically); models
 whose result holds more than 2 GB in one protobuf are written the same way. Only the top-level
@@ -79,12 +98,17 @@ class OnnxReport:
 
 @dataclass
 class _Target:
-    """A weight chosen for quantization: its consumers and the axis of K in its shape."""
+    """A weight chosen for quantization: its consumers, the axis of K (the grouped axis) in its
+    shape, whether its consumers are ``Gather`` nodes (an embedding table), its source dtype
+    (``"F32"``/``"F16"``) and the dtype of its scales."""
 
     name: str
     w: np.ndarray
     kaxis: int
     consumers: list[int]
+    gather: bool = False
+    dtype: str = "F32"
+    scale_dtype: str = "float32"
 
 
 def _consumers(graph: Any) -> dict[str, list[tuple[int, int]]]:
@@ -122,8 +146,18 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _kaxis(node: Any, slot: int, op: str) -> tuple[Optional[int], str]:
-    """The K axis of a weight used at input ``slot`` of ``node``, or None with the reason."""
+def _kaxis(node: Any, slot: int, op: str, ndim: int) -> tuple[Optional[int], str]:
+    """The K axis of a weight used at input ``slot`` of ``node``, or None with the reason. The
+    table of a ``Gather`` is grouped along its last axis (each row quantized on its own); an N-D
+    ``MatMul`` weight (a stack of matrices) along its second-to-last."""
+    if ndim > 2 and (node.domain not in ("", "ai.onnx") or node.op_type != "MatMul" or slot != 1):
+        return None, f"{ndim}-D and used by {node.op_type or '?'} input {slot}"
+    if ndim > 2:
+        return (None, "an N-D weight has no MatMulNBits form") if op == "matmul_nbits" else (ndim - 2, "")
+    if node.domain in ("", "ai.onnx") and node.op_type == "Gather" and slot == 0:
+        if op == "matmul_nbits" and _attr(node, "axis", 0) != 0:
+            return None, "Gather along axis 1 has no GatherBlockQuantized form"
+        return 1, ""
     if node.domain not in ("", "ai.onnx") or slot != 1 or node.op_type not in ("MatMul", "Gemm"):
         return None, f"used by {node.op_type or '?'} input {slot}"
     if node.op_type == "MatMul":
@@ -143,10 +177,15 @@ def _targets(path: str, model: Any, op: str, min_elements: int) -> tuple[list[_T
     targets, skipped = [], []
     for t in graph.initializer:
         lt = tensors.get(t.name)
-        if lt is None or lt.dtype != "F32" or len(lt.shape) != 2 or not uses.get(t.name):
+        if lt is None or lt.dtype not in ("F32", "F16") or len(lt.shape) < 2 or not uses.get(t.name):
             continue
-        axes = {_kaxis(graph.node[i], j, op) for i, j in uses[t.name]}
+        axes = {_kaxis(graph.node[i], j, op, len(lt.shape)) for i, j in uses[t.name]}
         reason = next((r for a, r in axes if a is None), "")
+        if not reason and len(lt.shape) > 2 and _opset(model) < 21:
+            reason = "an N-D weight needs opset >= 21 (blockwise DequantizeLinear)"
+        kinds = {graph.node[i].op_type == "Gather" for i, _ in uses[t.name]}
+        if not reason and op == "matmul_nbits" and len(kinds) > 1:
+            reason = "used by Gather and by MatMul/Gemm (no one MatMulNBits/GatherBlockQuantized form)"
         if math.prod(lt.shape) < min_elements:
             reason = f"{math.prod(lt.shape)} elements < min_elements"
         elif not reason and len(axes) != 1:
@@ -159,7 +198,9 @@ def _targets(path: str, model: Any, op: str, min_elements: int) -> tuple[list[_T
         w = np.asarray(lt.numpy(), np.float32)
         if not np.isfinite(w).all():
             raise QuantpressError(f"{path}: initializer {t.name!r}: holds NaN or Inf")
-        targets.append(_Target(t.name, w, next(iter(axes))[0], sorted({i for i, _ in uses[t.name]})))
+        half = lt.dtype == "F16" and (op == "matmul_nbits" or _opset(model) >= 19)
+        targets.append(_Target(t.name, w, next(iter(axes))[0], sorted({i for i, _ in uses[t.name]}), kinds == {True},
+                               lt.dtype, "float16" if half else "float32"))
     return targets, skipped
 
 
@@ -195,33 +236,39 @@ def _int_tensor(name: str, codes: np.ndarray, bits: int, signed: bool) -> Any:
 
 
 def _dq_nodes(g: Any, taken: set[str], tg: _Target, qt: QuantizedTensor, group: Optional[int]) -> tuple[list[Any], list[Any]]:
-    """A DequantizeLinear node producing ``tg.name`` and its initializers."""
-    from onnx import helper, numpy_helper
+    """A DequantizeLinear node producing ``tg.name`` (through a Cast for a float16 weight in
+    opset < 19) and its initializers."""
+    from onnx import TensorProto, helper, numpy_helper
 
-    n, k = qt.scales.shape[0], tg.w.shape[tg.kaxis]
-    codes = _codes(qt, n, k)  # [N, K]
+    k = tg.w.shape[tg.kaxis]
+    codes = _codes(qt, qt.scales.shape[0], k)  # [rows, K]
     half = 1 << (qt.bits - 1)
     signed = qt.scheme == "symmetric"
     if signed:
         codes = codes.astype(np.int16) - half
-    scales = qt.scales.astype(np.float32)  # [N, groups]
+    scales = qt.scales.astype(tg.scale_dtype)  # [rows, groups]
     zeros = None if qt.zeros is None else qt.zeros.astype(np.float32).astype(np.uint8)
-    if tg.kaxis == 0:  # weight [K, N]: codes and scales follow its layout
-        codes, scales = codes.T, scales.T
-        zeros = None if zeros is None else zeros.T
+    # codes and scales follow the weight's layout (K back in its place)
+    codes, scales = _unmove(codes, tg), _unmove(scales, tg)
+    zeros = None if zeros is None else _unmove(zeros, tg)
     attrs: dict[str, Any] = {"axis": 1 - tg.kaxis}
-    if group is None:  # per channel: 1-D along the N axis
+    if group is None and tg.w.ndim == 2:  # per channel: 1-D along the N axis
         scales = scales.reshape(-1)
         zeros = None if zeros is None else zeros.reshape(-1)
-    else:
-        attrs = {"axis": tg.kaxis, "block_size": group}
+    else:  # blockwise (an N-D weight per channel: one block of all K)
+        attrs = {"axis": tg.kaxis, "block_size": group or k}
     inits = [_int_tensor(_unique(g, taken, f"{tg.name}_quantized"), np.ascontiguousarray(codes), qt.bits, signed),
              numpy_helper.from_array(np.ascontiguousarray(scales), _unique(g, taken, f"{tg.name}_scale"))]
     if zeros is not None:
         inits.append(_int_tensor(_unique(g, taken, f"{tg.name}_zero_point"), np.ascontiguousarray(zeros), qt.bits, False))
-    node = helper.make_node("DequantizeLinear", [t.name for t in inits], [tg.name],
-                            name=_unique(g, taken, f"{tg.name}_DequantizeLinear"), **attrs)
-    return [node], inits
+    cast = tg.dtype == "F16" and tg.scale_dtype == "float32"  # opset < 19: float32 out, then a Cast
+    out = _unique(g, taken, f"{tg.name}_dequantized") if cast else tg.name
+    nodes = [helper.make_node("DequantizeLinear", [t.name for t in inits], [out],
+                              name=_unique(g, taken, f"{tg.name}_DequantizeLinear"), **attrs)]
+    if cast:
+        nodes.append(helper.make_node("Cast", [out], [tg.name], name=_unique(g, taken, f"{tg.name}_Cast"),
+                                      to=TensorProto.FLOAT16))
+    return nodes, inits
 
 
 def _nbits_parts(g: Any, taken: set[str], tg: _Target, qt: QuantizedTensor, block: int) -> list[Any]:
@@ -232,7 +279,7 @@ def _nbits_parts(g: Any, taken: set[str], tg: _Target, qt: QuantizedTensor, bloc
     blob = block * qt.bits // 8
     b = qt.codes.reshape(n, kb, blob)
     inits = [numpy_helper.from_array(b, _unique(g, taken, f"{tg.name}_Q{qt.bits}")),
-             numpy_helper.from_array(qt.scales.astype(np.float32), _unique(g, taken, f"{tg.name}_scales"))]
+             numpy_helper.from_array(qt.scales.astype(tg.scale_dtype), _unique(g, taken, f"{tg.name}_scales"))]
     if qt.zeros is not None:
         z = qt.zeros.astype(np.float32).astype(np.uint8)
         if qt.bits == 4:
@@ -260,16 +307,64 @@ def _nbits_nodes(g: Any, taken: set[str], tg: _Target, inits: list[Any], bits: i
     return out
 
 
+def _gather_parts(g: Any, taken: set[str], tg: _Target, qt: QuantizedTensor) -> list[Any]:
+    """GatherBlockQuantized's data, scales and zero points for a [V, D] table, as onnxruntime's
+    ``MatMulNBitsQuantizer`` writes them: 4-bit symmetric INT4 codes without zero points,
+    4-bit affine UINT4 codes and zero points, 8-bit UINT8 codes with UINT8 zero points
+    (``2**(bits-1)`` for symmetric); scales ``[V, D / block]`` in the table's float type."""
+    from onnx import numpy_helper
+
+    v, d = tg.w.shape
+    codes = _codes(qt, v, d)
+    signed = qt.bits == 4 and qt.scheme == "symmetric"
+    if signed:
+        codes = codes.astype(np.int16) - 8
+    zeros = qt.zeros.astype(np.float32).astype(np.uint8) if qt.zeros is not None else \
+        (None if signed else np.full(qt.scales.shape, 1 << (qt.bits - 1), np.uint8))
+    inits = [_int_tensor(_unique(g, taken, f"{tg.name}_Q{qt.bits}"), np.ascontiguousarray(codes), qt.bits, signed),
+             numpy_helper.from_array(qt.scales.astype(tg.scale_dtype), _unique(g, taken, f"{tg.name}_scales"))]
+    if zeros is not None:
+        inits.append(_int_tensor(_unique(g, taken, f"{tg.name}_zero_points"), zeros, qt.bits, False))
+    return inits
+
+
+def _gather_nodes(g: Any, taken: set[str], tg: _Target, inits: list[Any], bits: int, block: int) -> dict[int, list[Any]]:
+    """Each consuming Gather becomes a ``com.microsoft`` GatherBlockQuantized (same output)."""
+    from onnx import helper
+
+    extra = {"bits": bits} if bits != 4 else {}
+    out: dict[int, list[Any]] = {}
+    for i in tg.consumers:
+        node = g.node[i]
+        names = [inits[0].name, node.input[1]] + [t.name for t in inits[1:]]
+        out[i] = [helper.make_node("GatherBlockQuantized", names, list(node.output), domain=_MS_DOMAIN,
+                                   name=_unique(g, taken, f"{node.name or tg.name}_GatherBlockQuantized"),
+                                   gather_axis=0, quantize_axis=1, block_size=block, **extra)]
+    return out
+
+
+def _moved(tg: _Target) -> np.ndarray:
+    """The weight with K moved last and the other axes flattened: [rows, K] (a 2-D [K, N]
+    weight gives its transpose)."""
+    return np.moveaxis(tg.w, tg.kaxis, -1).reshape(-1, tg.w.shape[tg.kaxis])
+
+
+def _unmove(a: np.ndarray, tg: _Target) -> np.ndarray:
+    """The inverse of :func:`_moved` for a [rows, X] array: X goes back to the K axis."""
+    rest = tuple(d for i, d in enumerate(tg.w.shape) if i != tg.kaxis)
+    return np.moveaxis(a.reshape(rest + (a.shape[-1],)), -1, tg.kaxis)
+
+
 def _quantize_target(tg: _Target, bits: int, group: Optional[int], scheme: str, op: str) -> QuantizedTensor:
-    """quantpress RTN along K with K moved last ([N, K]; padded to whole blocks for MatMulNBits)."""
-    wk = tg.w.T if tg.kaxis == 0 else tg.w  # [N, K]
-    if op == "matmul_nbits":
+    """quantpress RTN along K with K moved last ([rows, K]; padded to whole blocks for MatMulNBits)."""
+    wk = _moved(tg)
+    if op == "matmul_nbits" and not tg.gather:
         assert group is not None
         pad = -wk.shape[1] % group
         if pad:
             wk = np.concatenate([wk, np.zeros((wk.shape[0], pad), np.float32)], axis=1)
     return quantize(np.ascontiguousarray(wk), bits=bits, group_size=group, scheme=scheme, axis=-1,
-                    scale_dtype="float32")
+                    scale_dtype=tg.scale_dtype)
 
 
 def _settings(model: Any, bits: int, group_size: Any, op: str, scheme: Optional[str]) -> tuple[Optional[int], str]:
@@ -310,20 +405,26 @@ def _rewrite(path: str, model: Any, bits: int, group: Optional[int], scheme: str
     reports = []
     for done, tg in enumerate(targets):
         k = tg.w.shape[tg.kaxis]
-        if op == "dequantize_linear" and group is not None and k % group:
-            skipped.append((tg.name, f"K={k} is not a multiple of group_size {group}"))
+        if (op == "dequantize_linear" or tg.gather) and group is not None and k % group:
+            skipped.append((tg.name, f"{'D' if tg.gather else 'K'}={k} is not a multiple of group_size {group}"))
             continue
         qt = _quantize_target(tg, bits, group, scheme, op)
         if op == "dequantize_linear":
             nodes, inits = _dq_nodes(g, taken, tg, qt, group)
             head += nodes
+        elif tg.gather:
+            inits = _gather_parts(g, taken, tg, qt)
+            replace.update(_gather_nodes(g, taken, tg, inits, bits, group or 0))
         else:
             inits = _nbits_parts(g, taken, tg, qt, group or 0)
             replace.update(_nbits_nodes(g, taken, tg, inits, bits, group or 0))
         back = qt.dequantize()[:, :k]
-        ref = tg.w.T if tg.kaxis == 0 else tg.w
+        if tg.dtype == "F16":  # what the model computes with: rounded once to float16
+            back = back.astype(np.float16).astype(np.float32)
+        ref = _moved(tg)
         err = float(np.linalg.norm(back - ref) / max(np.linalg.norm(ref), 1e-30))
-        reports.append(OnnxTensorReport(tg.name, tuple(tg.w.shape), op, bits, group, scheme, tg.w.nbytes,
+        reports.append(OnnxTensorReport(tg.name, tuple(tg.w.shape), op, bits, group, scheme,
+                                        tg.w.size * (2 if tg.dtype == "F16" else 4),
                                         sum(_raw_len(t) for t in inits), err))
         _drop_initializer(g, tg.name)
         g.initializer.extend(inits)
@@ -437,14 +538,15 @@ def _check_paths(src: str, dst: str, model: Any) -> None:
 def onnx_quantize(src: PathLike, dst: PathLike, bits: int = 8, group_size: Union[int, str, None] = None,
                   op: str = "dequantize_linear", scheme: Optional[str] = None, min_elements: int = 4096,
                   progress: Optional[Callable[[int, int, str], None]] = None) -> OnnxReport:
-    """Writes ``src`` back to ``dst`` with the float32 weights of its ``MatMul``/``Gemm`` nodes
-    quantized (weight only), as ``DequantizeLinear`` nodes or ``com.microsoft.MatMulNBits``.
+    """Writes ``src`` back to ``dst`` with the float32/float16 weights of its ``MatMul``/``Gemm``
+    nodes and the tables of its ``Gather`` nodes quantized (weight only), as
+    ``DequantizeLinear`` nodes or ``com.microsoft`` ``MatMulNBits``/``GatherBlockQuantized``.
 
     Layouts in the module doc of ``quantpress.formats.onnx_write``. The output keeps the
     model's inputs, outputs and every other node, passes ``onnx.checker.check_model(full_check=
     True)`` and runs in onnxruntime; decoded weights are bit-identical to
-    ``qp.quantize(w_moved, bits, group_size, axis=-1, scheme=scheme, scale_dtype="float32")``
-    with K moved last.
+    ``qp.quantize(w_moved, bits, group_size, axis=-1, scheme=scheme, scale_dtype=...)`` with K
+    moved last (scales float16 for float16 weights, except ``DequantizeLinear`` below opset 19).
 
     Args:
         src: the ONNX model (external data next to it is read through memory maps).
@@ -458,7 +560,7 @@ def onnx_quantize(src: PathLike, dst: PathLike, bits: int = 8, group_size: Union
         op: ``"dequantize_linear"`` or ``"matmul_nbits"``.
         scheme: ``"symmetric"`` (default for 8 bits: signed codes, no zero point) or
             ``"affine"`` (default for 4 bits: unsigned codes with integer zero points).
-        min_elements: smaller weights are left in float32.
+        min_elements: smaller weights are left as they are.
         progress: called as ``progress(done, total, name)`` after each weight.
 
     Returns:

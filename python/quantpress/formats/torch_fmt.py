@@ -1,7 +1,8 @@
 """PyTorch checkpoints read without torch and without running any pickled code.
 
-Two layouts: the zip format (torch >= 1.6: ``<name>/data.pkl`` plus one stored member
-``<name>/data/<key>`` per storage) and the legacy stream (a pickled magic number, protocol
+Two layouts: the zip format (torch >= 1.6: ``<name>/data.pkl`` plus one member
+``<name>/data/<key>`` per storage; stored members are memory-mapped, deflated ones (a checkpoint
+re-zipped by hand) inflated on access, never past their declared size) and the legacy stream (a pickled magic number, protocol
 version and sys_info, then the pickled object, then the list of storage keys, then each storage
 as an 8-byte element count followed by its raw bytes).
 
@@ -30,7 +31,7 @@ import numpy as np
 from .._core import QuantpressError
 from .base import (
     DTYPES, MAX_DIMS, MAX_HEADER_BYTES, MAX_TENSORS, BoundedReader, LazyTensor, ModelFile, check_member, fail,
-    file_size, memmap, open_zip, read_member, stored_data_offset,
+    file_size, inflate_member, memmap, open_zip, read_member, stored_data_offset,
 )
 
 _STORAGE_DTYPES = {
@@ -278,22 +279,25 @@ def _open_zip_checkpoint(path: str) -> ModelFile:
             if m is None:
                 raise fail(path, field, "no such member in the archive")
             check_member(path, m, size)
-            if m.compress_type != zipfile.ZIP_STORED:
-                raise fail(path, field, "storage members must be stored uncompressed")
             if m.file_size < st.numel * DTYPES[st.dtype][1]:
                 raise fail(path, field, f"member holds {m.file_size} bytes, storage needs {st.numel * DTYPES[st.dtype][1]}")
-            offsets[key] = stored_data_offset(path, m, size)
+            start = stored_data_offset(path, m, size)
+            offsets[key] = start if m.compress_type == zipfile.ZIP_STORED else m
 
     return _model_file(path, obj, offsets, size)
 
 
-def _model_file(path: str, obj: Any, offsets: dict[str, int], size: int) -> ModelFile:
-    """The tensors of an unpickled checkpoint, each a view of its memory-mapped storage."""
+def _model_file(path: str, obj: Any, offsets: dict[str, Any], size: int) -> ModelFile:
+    """The tensors of an unpickled checkpoint, each a view of its storage: a memory map of a
+    stored member (or legacy file range), or a deflated member inflated (bounded) on access."""
 
     def storage_array(st: _Storage) -> np.ndarray:
         dt = DTYPES[st.dtype][0]
         assert dt is not None
-        return memmap(path, f"storage {st.key!r}", dt, offsets[st.key], st.numel, size)
+        where = offsets[st.key]
+        if isinstance(where, zipfile.ZipInfo):
+            return inflate_member(path, where, size)[: st.numel * dt.itemsize].view(dt)
+        return memmap(path, f"storage {st.key!r}", dt, where, st.numel, size)
 
     refs, meta = _collect(path, obj)
     return ModelFile(path, "torch", {n: _tensor(path, n, t, storage_array) for n, t in refs.items()}, meta)
