@@ -28,10 +28,19 @@ pub struct Cands {
     pub key: Vec<u32>,
 }
 
-/// `kernel(x, lo, hi, mask, cands) -> x has a non-finite value`: writes the mask bytes of `x`
-/// (bit set when `key > hi`, padding bits zero) and appends the offsets and keys of the keys in
-/// `[lo, hi]`. Requires `lo <= hi <= 0x7fff_ffff` and `mask.len() == ceil(x.len() / 8)`.
-pub type Bracket = fn(&[f32], u32, u32, &mut [u8], &mut Cands) -> bool;
+/// What a mask pass saw besides the mask and candidates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// `x` has a non-finite value.
+    pub bad: bool,
+    /// The number of keys above `hi` (mask bits set).
+    pub above: usize,
+}
+
+/// `kernel(x, lo, hi, mask, cands) -> Scan`: writes the mask bytes of `x` (bit set when
+/// `key > hi`, padding bits zero) and appends the offsets and keys of the keys in `[lo, hi]`.
+/// Requires `lo <= hi <= 0x7fff_ffff`, `mask.len() == ceil(x.len() / 8)` and `x.len() < 2^32`.
+pub type Bracket = fn(&[f32], u32, u32, &mut [u8], &mut Cands) -> Scan;
 
 /// The bracket kernel of level `l` (scalar where the level has none).
 pub fn kernel(l: Level) -> Bracket {
@@ -45,13 +54,13 @@ pub fn kernel(l: Level) -> Bracket {
 }
 
 /// The scalar bracket kernel (the oracle of the SIMD ones).
-pub fn bracket_scalar(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> bool {
+pub fn bracket_scalar(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> Scan {
     bracket_scalar_from(x, 0, lo, hi, out, c)
 }
 
 /// [`bracket_scalar`] from mask byte `from` on (the SIMD kernels' tail).
-pub(crate) fn bracket_scalar_from(x: &[f32], from: usize, lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> bool {
-    let mut bad = 0u32;
+pub(crate) fn bracket_scalar_from(x: &[f32], from: usize, lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> Scan {
+    let (mut bad, mut above) = (0u32, 0usize);
     for (i, byte) in out.iter_mut().enumerate().skip(from) {
         let xs = &x[i * 8..(i * 8 + 8).min(x.len())];
         let (mut gt, mut inside) = (0u8, 0u8);
@@ -62,6 +71,7 @@ pub(crate) fn bracket_scalar_from(x: &[f32], from: usize, lo: u32, hi: u32, out:
             inside |= ((k >= lo && k <= hi) as u8) << j;
         }
         *byte = gt;
+        above += gt.count_ones() as usize;
         while inside != 0 {
             let j = inside.trailing_zeros() as usize;
             c.idx.push((i * 8 + j) as u32);
@@ -69,7 +79,7 @@ pub(crate) fn bracket_scalar_from(x: &[f32], from: usize, lo: u32, hi: u32, out:
             inside &= inside - 1;
         }
     }
-    bad & 0x8000_0000 != 0
+    Scan { bad: bad & 0x8000_0000 != 0, above }
 }
 
 /// A deterministic pseudo-random offset for sampled line `b` (splitmix64).
@@ -122,10 +132,11 @@ pub(crate) fn bracketed(
     let mut above = vec![0usize; jobs.len()];
     let work: Vec<_> = jobs.iter().zip(outs.iter_mut()).zip(cands.iter_mut().zip(above.iter_mut())).collect();
     run_ordered(work, |((&(_, base, x), out), (c, g))| {
-        if f(x, lo, hi, out, c) {
+        let scan = f(x, lo, hi, out, c);
+        if scan.bad {
             check_finite(x, base)?;
         }
-        *g = out.iter().map(|b| b.count_ones() as usize).sum();
+        *g = scan.above;
         Ok(())
     })?;
     let g: usize = above.iter().sum();

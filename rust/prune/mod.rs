@@ -30,7 +30,7 @@ mod tests;
 use crate::error::{Error, Result};
 use crate::parallel;
 
-pub use mask::{compress_into, count_kept, expand_into, magnitude_masks, magnitude_masks_at, mask_len};
+pub use mask::{compress_into, compress_into_at, count_kept, expand_into, magnitude_masks, magnitude_masks_at, mask_len};
 pub use nm::{nm_expand_into, nm_into, nm_into_at, nm_positions_len, position_bits};
 pub use select::Threshold;
 
@@ -55,6 +55,29 @@ pub(crate) fn check_finite(x: &[f32], base: usize) -> Result<()> {
         Some(i) => Err(Error::NonFinite { index: base + i }),
         None => Ok(()),
     }
+}
+
+/// The number of set bits of `bytes` (the hardware `popcnt` where the CPU has it).
+pub(crate) fn popcount(bytes: &[u8]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU has `popcnt`.
+        return unsafe { popcount_hw(bytes) };
+    }
+    popcount_words(bytes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn popcount_hw(bytes: &[u8]) -> usize {
+    popcount_words(bytes)
+}
+
+#[inline(always)]
+fn popcount_words(bytes: &[u8]) -> usize {
+    let words = bytes.chunks_exact(8);
+    let rest: usize = words.remainder().iter().map(|b| b.count_ones() as usize).sum();
+    rest + words.map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")).count_ones() as usize).sum::<usize>()
 }
 
 /// Runs every job (in parallel) and returns the error of the first failing job in job order,
