@@ -14,15 +14,20 @@
 //! (`x86.rs`: the bracket mask pass and groups of 4) compare integer keys only and give the
 //! scalar kernels' bytes exactly.
 //!
+//! * [`norms`]: row and column L1/L2 norms (`f64`, fixed summation order) for structured
+//!   pruning.
 //! * [`bracket`]: magnitude masks in one read: a sampled key bracket, the mask pass, the exact
 //!   threshold among the bracket's few candidates; the histogram is the fallback bracket.
 
 pub mod bracket;
 pub mod mask;
 pub mod nm;
+pub mod norms;
 pub mod select;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_norms;
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::parallel;
 
 pub use mask::{compress_into, compress_into_at, count_kept, expand_into, magnitude_masks, magnitude_masks_at, mask_len};
+pub use norms::{col_norms, row_norms, Norm};
 pub use nm::{nm_expand_into, nm_into, nm_into_at, nm_positions_len, position_bits};
 pub use select::Threshold;
 

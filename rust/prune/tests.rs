@@ -361,3 +361,64 @@ fn compress_into_at_every_level() {
         assert!(compress_into_at(l, &x, &mask, &mut got[1..]).is_err());
     }
 }
+
+/// Naive `f64` norms (plain order) of the rows (`rows == true`) or columns of `x`.
+fn oracle_norms(x: &[f32], cols: usize, norm: Norm, rows: bool) -> Vec<f64> {
+    let r = x.len() / cols;
+    let (outer, inner) = if rows { (r, cols) } else { (cols, r) };
+    (0..outer)
+        .map(|o| {
+            let s: f64 = (0..inner).map(|i| norm.term(x[if rows { o * cols + i } else { i * cols + o }])).sum();
+            if norm == Norm::L2 { s.sqrt() } else { s }
+        })
+        .collect()
+}
+
+#[test]
+fn norms_match_scalar_at_every_level_and_oracle() {
+    // Shapes around the 8/16-lane steps, one-column and one-row matrices, several row blocks.
+    for &(rows, cols) in &[(1usize, 1usize), (3, 17), (5, 16), (7, 33), (2, 100), (1000, 3), (600, 1000), (9, 4099)] {
+        let x = awkward(rows as u64 * 7 + cols as u64, rows * cols);
+        let ints: Vec<f32> = x.iter().map(|v| (v * 64.0).round()).collect();
+        for norm in [Norm::L1, Norm::L2] {
+            for (data, exact) in [(&x, false), (&ints, true)] {
+                let mut want = (vec![0f64; rows], vec![0f64; cols]);
+                norms::row_norms_at(crate::simd::Level::Scalar, data, cols, norm, &mut want.0).unwrap();
+                norms::col_norms_at(crate::simd::Level::Scalar, data, cols, norm, &mut want.1).unwrap();
+                for (got, o) in [(&want.0, oracle_norms(data, cols, norm, true)), (&want.1, oracle_norms(data, cols, norm, false))] {
+                    for (g, o) in got.iter().zip(&o) {
+                        // Integer data sums exactly in any order; otherwise the orders differ.
+                        let tol = if exact { 0.0 } else { 1e-12 * o.abs().max(1.0) };
+                        assert!((g - o).abs() <= tol, "{rows}x{cols} {norm:?}: {g} vs {o}");
+                    }
+                }
+                for l in crate::simd::available_levels() {
+                    let mut got = (vec![1f64; rows], vec![1f64; cols]);
+                    norms::row_norms_at(l, data, cols, norm, &mut got.0).unwrap();
+                    norms::col_norms_at(l, data, cols, norm, &mut got.1).unwrap();
+                    let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got.0), bits(&want.0), "{l:?} rows {rows}x{cols} {norm:?}");
+                    assert_eq!(bits(&got.1), bits(&want.1), "{l:?} cols {rows}x{cols} {norm:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn norms_bad_input_is_an_error() {
+    let mut x = lcg(5, 600 * 1000);
+    for l in crate::simd::available_levels() {
+        assert!(norms::row_norms_at(l, &x, 7, Norm::L1, &mut [0.0; 1]).is_err());
+        assert!(norms::row_norms_at(l, &x, 1000, Norm::L1, &mut [0.0; 599]).is_err());
+        assert!(norms::col_norms_at(l, &x, 1000, Norm::L2, &mut [0.0; 999]).is_err());
+        assert!(norms::col_norms_at(l, &x, 0, Norm::L2, &mut []).is_err());
+    }
+    x[432_109] = f32::NAN;
+    x[500_000] = f32::INFINITY;
+    for l in crate::simd::available_levels() {
+        assert_eq!(norms::row_norms_at(l, &x, 1000, Norm::L1, &mut [0.0; 600]), Err(Error::NonFinite { index: 432_109 }), "{l:?}");
+        assert_eq!(norms::col_norms_at(l, &x, 1000, Norm::L2, &mut [0.0; 1000]), Err(Error::NonFinite { index: 432_109 }), "{l:?}");
+    }
+    assert!(Norm::from_order(3).is_err());
+}
