@@ -63,6 +63,22 @@ pub(crate) fn check_finite(x: &[f32], base: usize) -> Result<()> {
     }
 }
 
+/// How far ahead (in `f32`s, 8 KiB) the streaming SIMD kernels prefetch their input: on the
+/// machine measured, one software prefetch per cache line this far ahead halves the time of a
+/// single-thread read of a large array (the hardware prefetchers alone stay too close).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const PREFETCH: usize = 2048;
+
+/// Prefetches the cache line holding `x[at + PREFETCH]` (which need not exist) into L1.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch(x: &[f32], at: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: a prefetch is a hint that never faults; the address is formed with wrapping
+    // arithmetic and never dereferenced.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().wrapping_add(at + PREFETCH).cast()) }
+}
+
 /// The number of set bits of `bytes` (the hardware `popcnt` where the CPU has it).
 pub(crate) fn popcount(bytes: &[u8]) -> usize {
     #[cfg(target_arch = "x86_64")]

@@ -10,13 +10,15 @@
 //!   kept values are compressed (AVX-512 `vcompressps`; AVX2 `vpermps` with a 256-entry index
 //!   table) and the positions of 4 groups (`n` bytes) come from a 16-entry nibble table.
 //!
+//! The streaming kernels prefetch [`super::PREFETCH`] elements ahead, one hint per cache line.
+//!
 //! Each public function asserts the CPU level before calling its `#[target_feature]` twin.
 
 use std::arch::x86_64::*;
 
 use super::bracket::{bracket_scalar_from, Cands, Scan};
 use super::mask::compress_scalar_from;
-use super::NON_FINITE;
+use super::{prefetch, NON_FINITE};
 use super::nm::nm_chunk;
 use crate::simd::{detected_level, Level};
 
@@ -65,6 +67,7 @@ unsafe fn bracket_avx2_impl(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut
         c.key.reserve(8 * BLOCK);
         let (pi, pk, mut len) = (c.idx.as_mut_ptr(), c.key.as_mut_ptr(), c.idx.len());
         for i in b0..(b0 + BLOCK).min(full) {
+            prefetch(x, i * 8);
             // SAFETY: `i * 8 + 8 <= x.len()`; unaligned load.
             let k = _mm256_and_si256(unsafe { _mm256_loadu_si256(x.as_ptr().add(i * 8).cast()) }, abs);
             bad = _mm256_or_si256(bad, _mm256_add_epi32(k, off));
@@ -116,6 +119,9 @@ unsafe fn bracket_avx512_impl(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &m
         c.key.reserve(64 * BLOCK64);
         let (pi, pk, mut len) = (c.idx.as_mut_ptr(), c.key.as_mut_ptr(), c.idx.len());
         for b in b0..(b0 + BLOCK64).min(blocks) {
+            for q in 0..4 {
+                prefetch(x, b * 64 + 16 * q);
+            }
             // SAFETY: `b * 64 + 64 <= x.len()`; unaligned loads.
             let k: [__m512i; 4] = std::array::from_fn(|j| _mm512_and_si512(unsafe { _mm512_loadu_si512(x.as_ptr().add(b * 64 + 16 * j).cast()) }, abs));
             let (mut gt, mut inside) = (0u64, 0u64);
@@ -176,6 +182,7 @@ unsafe fn compress_avx2_impl(x: &[f32], mask: &[u8], out: &mut [f32]) -> bool {
     let mut bad = _mm256_setzero_si256();
     let mut at = 0usize;
     for i in 0..full {
+        prefetch(x, i * 8);
         // SAFETY: `i * 8 + 8 <= x.len()`; unaligned load; the table row is 8 u32.
         let (v, perm) = unsafe { (_mm256_loadu_ps(x.as_ptr().add(i * 8)), _mm256_loadu_si256(COMPRESS8[mask[i] as usize].as_ptr().cast())) };
         bad = _mm256_or_si256(bad, _mm256_add_epi32(_mm256_and_si256(_mm256_castps_si256(v), abs), off));
@@ -204,6 +211,7 @@ unsafe fn compress_avx512_impl(x: &[f32], mask: &[u8], out: &mut [f32]) -> bool 
     let mut maxk = _mm512_setzero_si512();
     let mut at = 0usize;
     for i in 0..full {
+        prefetch(x, i * 16);
         // SAFETY: `i * 16 + 16 <= x.len()`; unaligned load.
         let v = unsafe { _mm512_loadu_ps(x.as_ptr().add(i * 16)) };
         maxk = _mm512_max_epu32(maxk, _mm512_and_si512(_mm512_castps_si512(v), abs));
@@ -356,6 +364,8 @@ unsafe fn nm4_avx512_impl(s: &[f32], v: &[f32], n: usize, o: &mut [f32], p: &mut
     let abs = _mm512_set1_epi32(0x7fff_ffff);
     let mut at = 0;
     for q in 0..quads {
+        prefetch(s, q * 16);
+        prefetch(v, q * 16);
         // SAFETY: `q * 16 + 16 <= s.len() == v.len()`; unaligned loads.
         let (k, x) = unsafe { (_mm512_loadu_si512(s.as_ptr().add(q * 16).cast()), _mm512_loadu_ps(v.as_ptr().add(q * 16))) };
         let k = _mm512_and_si512(k, abs);

@@ -7,12 +7,14 @@
 //! * Columns: row after row, the sums of 16 (8) columns loaded, added to and stored back; the
 //!   sums stay in L1 (`cols` doubles) while `x` streams through once.
 //!
+//! The loops prefetch [`super::PREFETCH`] elements ahead, one hint per cache line.
+//!
 //! Each public function asserts the CPU level before calling its `#[target_feature]` twin.
 
 use std::arch::x86_64::*;
 
 use super::norms::{row_scalar_from, Norm};
-use super::NON_FINITE;
+use super::{prefetch, NON_FINITE};
 use crate::simd::{detected_level, Level};
 
 fn require(l: Level) {
@@ -107,6 +109,7 @@ unsafe fn row_avx2_impl<const L2: bool>(row: &[f32], lanes: &mut [f64; 16]) -> b
     let mut a: [__m256d; 4] = std::array::from_fn(|q| unsafe { _mm256_loadu_pd(lanes.as_ptr().add(4 * q)) });
     let mut bad = _mm256_setzero_si256();
     for i in 0..full {
+        prefetch(row, 16 * i);
         // SAFETY: `i * 16 + 16 <= row.len()`; unaligned loads.
         let (v0, v1) = unsafe { (_mm256_loadu_ps(p.add(16 * i)), _mm256_loadu_ps(p.add(16 * i + 8))) };
         bad = fold_bad8(fold_bad8(bad, v0), v1);
@@ -133,6 +136,7 @@ unsafe fn row_avx512_impl<const L2: bool>(row: &[f32], lanes: &mut [f64; 16]) ->
     let abs = _mm512_set1_epi32(0x7fff_ffff);
     let mut maxk = _mm512_setzero_si512();
     for i in 0..full {
+        prefetch(row, 16 * i);
         // SAFETY: `i * 16 + 16 <= row.len()`; unaligned load.
         let v = unsafe { _mm512_loadu_ps(p.add(16 * i)) };
         maxk = _mm512_max_epu32(maxk, _mm512_and_si512(_mm512_castps_si512(v), abs));
@@ -170,6 +174,9 @@ unsafe fn col_avx2_impl<const L2: bool>(block: &[f32], cols: usize, acc: &mut [f
     let s = acc.as_mut_ptr();
     for row in block.chunks_exact(cols) {
         for c in 0..full {
+            if c % 2 == 0 {
+                prefetch(row, 8 * c);
+            }
             // SAFETY: `c * 8 + 8 <= cols == row.len() == acc.len()`; unaligned accesses.
             unsafe {
                 let v = _mm256_loadu_ps(row.as_ptr().add(8 * c));
@@ -194,6 +201,7 @@ unsafe fn col_avx512_impl<const L2: bool>(block: &[f32], cols: usize, acc: &mut 
     let s = acc.as_mut_ptr();
     for row in block.chunks_exact(cols) {
         for c in 0..full {
+            prefetch(row, 16 * c);
             // SAFETY: `c * 16 + 16 <= cols == row.len() == acc.len()`; unaligned accesses.
             unsafe {
                 let v = _mm512_loadu_ps(row.as_ptr().add(16 * c));
