@@ -8,7 +8,7 @@
 //! and inside the bracket must straddle `keep`), from the top-bits histogram of `select.rs`,
 //! whose bin is a bracket that cannot miss. Either way the result is the unique exact mask.
 
-use super::select::{resolve, Threshold};
+use super::select::{find_bin, resolve, Threshold};
 use super::{check_finite, key, run_ordered};
 use crate::error::Result;
 use crate::simd::Level;
@@ -132,6 +132,9 @@ pub(crate) fn bracketed(
     let mut above = vec![0usize; jobs.len()];
     let work: Vec<_> = jobs.iter().zip(outs.iter_mut()).zip(cands.iter_mut().zip(above.iter_mut())).collect();
     run_ordered(work, |((&(_, base, x), out), (c, g))| {
+        // Room for a few percent of candidates up front (the kernels grow the lists if needed).
+        c.idx.reserve(x.len() / 16);
+        c.key.reserve(x.len() / 16);
         let scan = f(x, lo, hi, out, c);
         if scan.bad {
             check_finite(x, base)?;
@@ -144,14 +147,14 @@ pub(crate) fn bracketed(
     if g >= keep || keep > g + inside {
         return Ok(None);
     }
-    let mut keys: Vec<u32> = cands.iter().flat_map(|c| c.key.iter().copied()).collect();
-    let t = resolve(&mut keys, keep - g);
+    let (t, equal) = candidate_threshold(&cands, keep - g, lo, hi)?;
     let mut left = t.ties;
     let work: Vec<_> = outs
         .iter_mut()
         .zip(&cands)
-        .map(|(out, c)| {
-            let b = c.key.iter().filter(|&&k| k == t.key).count().min(left);
+        .zip(equal)
+        .map(|((out, c), e)| {
+            let b = e.min(left);
             left -= b;
             (c, b, out)
         })
@@ -161,6 +164,36 @@ pub(crate) fn bracketed(
         Ok(())
     })?;
     Ok(Some(Threshold { key: t.key, above: keep - t.ties, ties: t.ties }))
+}
+
+/// Bins of the candidate-key histogram of [`candidate_threshold`].
+const KEY_BINS: usize = 2048;
+
+/// The exact threshold among all chunks' candidate keys (all in `[lo, hi]`) keeping the `need`
+/// largest, and how many keys equal to it each chunk holds. In parallel: per-chunk histograms
+/// of the keys' top bits above `lo`, then each chunk's keys in the one straddling bin, among
+/// which the exact key is selected.
+fn candidate_threshold(cands: &[Cands], need: usize, lo: u32, hi: u32) -> Result<(Threshold, Vec<usize>)> {
+    let shift = (32 - (hi - lo).leading_zeros()).saturating_sub(KEY_BINS.trailing_zeros());
+    let bin = |k: u32| ((k - lo) >> shift) as usize;
+    let mut hists = vec![vec![0u32; KEY_BINS]; cands.len()];
+    run_ordered(cands.iter().zip(hists.iter_mut()).collect(), |(c, h)| {
+        c.key.iter().for_each(|&k| h[bin(k)] += 1);
+        Ok(())
+    })?;
+    let mut total = vec![0u64; KEY_BINS];
+    for h in &hists {
+        total.iter_mut().zip(h).for_each(|(t, &v)| *t += v as u64);
+    }
+    let (b, above) = find_bin(&total, need);
+    let mut in_bin = vec![Vec::new(); cands.len()];
+    run_ordered(cands.iter().zip(in_bin.iter_mut()).collect(), |(c, v)| {
+        v.extend(c.key.iter().copied().filter(|&k| bin(k) == b as usize));
+        Ok(())
+    })?;
+    let t = resolve(&mut in_bin.concat(), need - above);
+    let equal = in_bin.iter().map(|v| v.iter().filter(|&&k| k == t.key).count()).collect();
+    Ok((Threshold { key: t.key, above: above + t.above, ties: t.ties }, equal))
 }
 
 /// Sets the bits of one chunk's candidates: keys above `t`, and equal ones while `ties` lasts.
