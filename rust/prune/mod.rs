@@ -36,8 +36,8 @@ use crate::error::{Error, Result};
 use crate::parallel;
 
 pub use mask::{compress_into, compress_into_at, count_kept, expand_into, magnitude_masks, magnitude_masks_at, mask_len};
-pub use norms::{col_norms, row_norms, Norm};
 pub use nm::{nm_expand_into, nm_into, nm_into_at, nm_positions_len, position_bits};
+pub use norms::{col_norms, row_norms, Norm};
 pub use select::Threshold;
 
 /// `|x|` as an order-preserving integer: the float bits without the sign. Finite values map to

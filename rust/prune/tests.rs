@@ -188,7 +188,9 @@ fn bracket_kernels_match_scalar_at_every_level() {
         let mut keys: Vec<u32> = x.iter().map(|&v| key(v)).collect();
         keys.sort();
         let pick = |f: f64| keys.get((f * n as f64) as usize).copied().unwrap_or(0);
-        for (lo, hi) in [(0, 0), (0, bracket::MAX_FINITE), (pick(0.3), pick(0.6)), (pick(0.5), pick(0.5)), (pick(0.49), pick(0.51)), (1, 0x7fff_ffff)] {
+        for (lo, hi) in
+            [(0, 0), (0, bracket::MAX_FINITE), (pick(0.3), pick(0.6)), (pick(0.5), pick(0.5)), (pick(0.49), pick(0.51)), (1, 0x7fff_ffff)]
+        {
             check_bracket_levels(&x, lo, hi);
         }
         if n > 0 {
@@ -310,7 +312,6 @@ fn nm4_kernels_match_scalar_at_every_level() {
     }
 }
 
-
 #[test]
 fn compress_kernels_match_scalar_at_every_level() {
     for &n in &[0usize, 1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 1000, 4099] {
@@ -324,7 +325,12 @@ fn compress_kernels_match_scalar_at_every_level() {
             }
             m
         };
-        for mask in [vec![0u8; mask_len(n)], pad(vec![0xFF; mask_len(n)]), pad(rand), pad((0..mask_len(n)).map(|b| if b % 2 == 1 { 0x80 } else { 0 }).collect())] {
+        for mask in [
+            vec![0u8; mask_len(n)],
+            pad(vec![0xFF; mask_len(n)]),
+            pad(rand),
+            pad((0..mask_len(n)).map(|b| if b % 2 == 1 { 0x80 } else { 0 }).collect()),
+        ] {
             let kept = count_kept(&mask, n).unwrap();
             let mut want = vec![0f32; kept];
             let bad = mask::compress_scalar(&x, &mask, &mut want);
@@ -334,7 +340,11 @@ fn compress_kernels_match_scalar_at_every_level() {
             for l in crate::simd::available_levels() {
                 let mut got = vec![9f32; kept];
                 assert!(!mask::compress_kernel(l)(&x, &mask, &mut got), "{l:?}");
-                assert_eq!(got.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), oracle.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), "{l:?} n={n}");
+                assert_eq!(
+                    got.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                    oracle.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                    "{l:?} n={n}"
+                );
                 let mut y = x.clone();
                 if n > 0 {
                     // A non-finite value is reported whether or not it is kept.
@@ -369,7 +379,11 @@ fn oracle_norms(x: &[f32], cols: usize, norm: Norm, rows: bool) -> Vec<f64> {
     (0..outer)
         .map(|o| {
             let s: f64 = (0..inner).map(|i| norm.term(x[if rows { o * cols + i } else { i * cols + o }])).sum();
-            if norm == Norm::L2 { s.sqrt() } else { s }
+            if norm == Norm::L2 {
+                s.sqrt()
+            } else {
+                s
+            }
         })
         .collect()
 }

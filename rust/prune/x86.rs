@@ -18,8 +18,8 @@ use std::arch::x86_64::*;
 
 use super::bracket::{bracket_scalar_from, Cands, Scan};
 use super::mask::compress_scalar_from;
-use super::{prefetch, NON_FINITE};
 use super::nm::nm_chunk;
+use super::{prefetch, NON_FINITE};
 use crate::simd::{detected_level, Level};
 
 /// Vector steps between capacity checks of the candidate lists.
@@ -123,7 +123,8 @@ unsafe fn bracket_avx512_impl(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &m
                 prefetch(x, b * 64 + 16 * q);
             }
             // SAFETY: `b * 64 + 64 <= x.len()`; unaligned loads.
-            let k: [__m512i; 4] = std::array::from_fn(|j| _mm512_and_si512(unsafe { _mm512_loadu_si512(x.as_ptr().add(b * 64 + 16 * j).cast()) }, abs));
+            let k: [__m512i; 4] =
+                std::array::from_fn(|j| _mm512_and_si512(unsafe { _mm512_loadu_si512(x.as_ptr().add(b * 64 + 16 * j).cast()) }, abs));
             let (mut gt, mut inside) = (0u64, 0u64);
             for (j, &kj) in k.iter().enumerate() {
                 maxk = _mm512_max_epu32(maxk, kj);
@@ -184,7 +185,8 @@ unsafe fn compress_avx2_impl(x: &[f32], mask: &[u8], out: &mut [f32]) -> bool {
     for i in 0..full {
         prefetch(x, i * 8);
         // SAFETY: `i * 8 + 8 <= x.len()`; unaligned load; the table row is 8 u32.
-        let (v, perm) = unsafe { (_mm256_loadu_ps(x.as_ptr().add(i * 8)), _mm256_loadu_si256(COMPRESS8[mask[i] as usize].as_ptr().cast())) };
+        let (v, perm) =
+            unsafe { (_mm256_loadu_ps(x.as_ptr().add(i * 8)), _mm256_loadu_si256(COMPRESS8[mask[i] as usize].as_ptr().cast())) };
         bad = _mm256_or_si256(bad, _mm256_add_epi32(_mm256_and_si256(_mm256_castps_si256(v), abs), off));
         let packed = _mm256_permutevar8x32_ps(v, perm);
         let count = mask[i].count_ones() as usize;

@@ -92,7 +92,13 @@ fn prune_nm_expand<'py>(
 
 /// The `p`-norm (1 or 2, `f64`) of every row (`rows`) or column of the row-major `x` (rows of `cols`).
 #[pyfunction]
-fn prune_norms<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, cols: usize, p: usize, rows: bool) -> PyResult<Bound<'py, PyArray1<f64>>> {
+fn prune_norms<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    cols: usize,
+    p: usize,
+    rows: bool,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let xs = slice(&x, "x")?;
     let norm = prune::Norm::from_order(p).map_err(to_py)?;
     if cols == 0 || xs.len() % cols != 0 {
