@@ -200,11 +200,12 @@ def prune(
 
     * ``"magnitude"``: keeps exactly ``round(size * (1 - sparsity))`` elements (halves up) with
       the largest ``|scores|`` (``|w|`` by default); among equal magnitudes the lower flat
-      (C-order) index is kept. The threshold comes from an O(n) histogram selection in Rust,
-      not a sort. Stored as a bitmask plus the kept values.
+      (C-order) index is kept. The exact threshold comes from an O(n) selection in Rust (one
+      pass with a sampled bracket; no sort). Stored as a bitmask plus the kept values.
     * ``"l1_rows"``, ``"l2_rows"``, ``"l1_cols"``, ``"l2_cols"``: drops whole rows (output
       channels of an ``[out, in]`` weight) or columns with the smallest L1/L2 norm of
-      ``scores`` (ties: lower index kept); stored as the kept rows/columns plus their indices.
+      ``scores`` (ties: lower index kept; norms summed in float64 in Rust, in an order fixed by
+      the shape); stored as the kept rows/columns plus their indices.
     * ``"nm"``: in every group of ``m`` consecutive elements along the last axis keeps the
       ``n`` largest ``|scores|`` (ties to the lower position); ``sparsity`` is ignored
       (it is ``1 - n/m``). Stored as values plus packed in-group positions.
