@@ -8,6 +8,8 @@
 //! and inside the bracket must straddle `keep`), from the top-bits histogram of `select.rs`,
 //! whose bin is a bracket that cannot miss. Either way the result is the unique exact mask.
 
+use std::sync::Mutex;
+
 use super::select::{find_bin, resolve, Threshold};
 use super::{check_finite, key, run_ordered};
 use crate::error::Result;
@@ -117,6 +119,37 @@ pub(crate) fn sample_bracket(parts: &[&[f32]], n: usize, keep: usize) -> Option<
     Some((lo.min(hi), hi))
 }
 
+/// Candidate lists kept between calls, so that their pages stay mapped: fresh ones cost a page
+/// fault per 4 KiB written, about a tenth of a call on the machine measured. At most
+/// [`POOL_BYTES`] of capacity is kept; a call that finds the pool in use allocates its own.
+static POOL: Mutex<Vec<Cands>> = Mutex::new(Vec::new());
+const POOL_BYTES: usize = 64 << 20;
+
+/// `n` empty candidate lists, from [`POOL`] when it is free; handed back on drop.
+struct Pooled(Vec<Cands>);
+
+impl Pooled {
+    fn take(n: usize) -> Pooled {
+        let mut v = POOL.try_lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+        v.truncate(n);
+        v.iter_mut().for_each(|c| {
+            c.idx.clear();
+            c.key.clear();
+        });
+        v.resize_with(n, Cands::default);
+        Pooled(v)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let bytes: usize = self.0.iter().map(|c| 4 * (c.idx.capacity() + c.key.capacity())).sum();
+        if let (true, Ok(mut p)) = (bytes <= POOL_BYTES, POOL.try_lock()) {
+            *p = std::mem::take(&mut self.0);
+        }
+    }
+}
+
 /// The mask pass with bracket `[lo, hi]` over every chunk, then the exact threshold among the
 /// candidates. `None` (masks partly written) when the bracket does not hold the `keep`-th
 /// largest key. Errors on the first non-finite value in chunk order.
@@ -128,7 +161,8 @@ pub(crate) fn bracketed(
     hi: u32,
     f: Bracket,
 ) -> Result<Option<Threshold>> {
-    let mut cands = vec![Cands::default(); jobs.len()];
+    let mut pooled = Pooled::take(jobs.len());
+    let cands = &mut pooled.0;
     let mut above = vec![0usize; jobs.len()];
     let work: Vec<_> = jobs.iter().zip(outs.iter_mut()).zip(cands.iter_mut().zip(above.iter_mut())).collect();
     run_ordered(work, |((&(_, base, x), out), (c, g))| {
@@ -147,11 +181,11 @@ pub(crate) fn bracketed(
     if g >= keep || keep > g + inside {
         return Ok(None);
     }
-    let (t, equal) = candidate_threshold(&cands, keep - g, lo, hi)?;
+    let (t, equal) = candidate_threshold(cands, keep - g, lo, hi)?;
     let mut left = t.ties;
     let work: Vec<_> = outs
         .iter_mut()
-        .zip(&cands)
+        .zip(cands.iter())
         .zip(equal)
         .map(|((out, c), e)| {
             let b = e.min(left);
