@@ -1,6 +1,8 @@
-"""Pruning speed: magnitude threshold + bitmask and N:M 2:4 selection on a 4096 x 4096 float32
-matrix, against their NumPy equivalents (np.partition on |w| plus the mask; a stable argsort
-per group of 4), in one process.
+"""Pruning speed on a 4096 x 4096 float32 matrix against NumPy equivalents, in one process:
+magnitude threshold + bitmask (np.partition on |w| + packbits), the whole ``qp.prune`` (mask,
+packed kept values, SparseTensor; NumPy: partition + mask + ``w[mask]`` + packbits), N:M 2:4
+selection (a stable argsort per group of 4) and structured row pruning by L2 norm
+(``np.linalg.norm(w, axis=1)`` + argsort + take).
 
     python benches/bench_prune.py            # 4096 x 4096
     python benches/bench_prune.py --quick    # smoke run (CI)
@@ -28,6 +30,20 @@ def numpy_magnitude(w: np.ndarray, keep: int) -> np.ndarray:
     return np.packbits(a >= t, bitorder="little")
 
 
+def numpy_prune(w: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    flat = w.reshape(-1)
+    a = np.abs(flat)
+    t = np.partition(a, a.size - keep)[a.size - keep]
+    m = a >= t
+    return np.packbits(m, bitorder="little"), flat[m]
+
+
+def numpy_rows(w: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    norms = np.linalg.norm(w, axis=1)
+    index = np.sort(np.argsort(-norms, kind="stable")[:keep])
+    return np.take(w, index, axis=0), index
+
+
 def numpy_nm(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     g = np.abs(w).reshape(-1, 4)
     pos = np.sort(np.argsort(-g, axis=1, kind="stable")[:, :2], axis=1)
@@ -50,7 +66,8 @@ def main() -> None:
     cases = [
         ("magnitude mask", lambda: _core.prune_magnitude_masks([w.reshape(-1)], keep), lambda: numpy_magnitude(w, keep)),
         ("N:M 2:4 select+pack", lambda: _core.prune_nm(w.reshape(-1), w.reshape(-1), 2, 4), lambda: numpy_nm(w)),
-        ("qp.prune magnitude", lambda: qp.prune(w, 0.5), None),
+        ("qp.prune magnitude", lambda: qp.prune(w, 0.5), lambda: numpy_prune(w, keep)),
+        ("qp.prune l2_rows", lambda: qp.prune(w, 0.5, method="l2_rows"), lambda: numpy_rows(w, rows // 2)),
     ]
     for name, ours, theirs in cases:
         t = median_seconds(ours, runs)

@@ -1,10 +1,10 @@
 """Recovering a pruned + quantized MLP with knowledge distillation, on scikit-learn's digits.
 
 A float32 teacher MLP (64-128-64-10) is trained with a plain NumPy loop (Adam). Students are
-made from it by pruning (unstructured magnitude at 80 % / 90 %, or 2:4) and quantizing the
-weights (symmetric int8 per output channel, or int4 in groups of 32 inputs); each is then
-fine-tuned for a few epochs with :func:`quantpress.distillation_loss` against the teacher's
-logits. The fine-tuning is quantization-aware: the forward pass uses the fake-quantized
+made from it by pruning with :func:`quantpress.prune` (unstructured magnitude at 80 % / 90 %,
+or 2:4) and quantizing the weights (symmetric int8 per output channel, or int4 in groups of 32
+inputs); each is then fine-tuned for a few epochs with :func:`quantpress.distillation_loss`
+against the teacher's logits. The fine-tuning is quantization-aware: the forward pass uses the fake-quantized
 (quantize + dequantize) masked weights, the gradient goes straight through to float "master"
 weights, the pruning masks stay fixed (masked gradients), and the weights are quantized one last
 time at the end. A smaller 64-16-10 student is also trained twice from the same start, once on
@@ -77,26 +77,26 @@ def accuracy(layers: Layers, x: np.ndarray, y: np.ndarray) -> float:
     return float((forward(layers, x)[0].argmax(axis=1) == y).mean() * 100)
 
 
-# ----------------------------------------------------------------------------- pruning (inline)
-# PRUNING, inline until `qp.prune` lands: switch these two functions to it then.
+# ----------------------------------------------------------------------------- pruning (qp.prune)
 
 def magnitude_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
-    """Unstructured: keep the ``1 - sparsity`` fraction of weights of largest magnitude."""
-    k = int(round(sparsity * w.size))
-    if k == 0:
-        return np.ones(w.shape, bool)
-    threshold = np.partition(np.abs(w).reshape(-1), k - 1)[k - 1]
-    return np.abs(w) > threshold
+    """Unstructured: keep the ``1 - sparsity`` fraction of weights of largest magnitude
+    (``qp.prune``'s exact count; ties to the lower flat index)."""
+    s = qp.prune(w, sparsity=sparsity)
+    assert s.mask is not None
+    return np.unpackbits(s.mask, count=w.size, bitorder="little").reshape(w.shape).astype(bool)
 
 
 def mask_2_4(w: np.ndarray) -> np.ndarray:
-    """2:4 semi-structured: in every 4 consecutive inputs of an output unit, keep the 2 largest."""
-    groups = np.abs(w).T.reshape(w.shape[1], -1, 4)  # (out, in / 4, 4)
-    order = np.argsort(-groups, axis=-1, kind="stable")
-    keep = np.zeros(groups.shape, bool)
-    np.put_along_axis(keep, order[..., :2], True, axis=-1)
-    return keep.reshape(w.shape[1], w.shape[0]).T
-# ----------------------------------------------------------------------------- end of pruning
+    """2:4 semi-structured: in every 4 consecutive inputs of an output unit, keep the 2 largest.
+    ``qp.prune`` groups along the last axis, so it prunes ``w.T`` (out, in)."""
+    wt = np.ascontiguousarray(w.T)
+    s = qp.prune(wt, method="nm", n=2, m=4)
+    assert s.positions is not None
+    pos = qp.unpack_bits(s.positions, 2, s.count).reshape(-1, 2).astype(np.intp)  # kept in-group positions
+    keep = np.zeros((wt.size // 4, 4), bool)
+    np.put_along_axis(keep, pos, True, axis=1)
+    return keep.reshape(wt.shape).T
 
 
 # ----------------------------------------------------------------------------- quantization

@@ -71,16 +71,14 @@ def test_nm_matches_oracle(simd, rng, n, m):
 
 
 @pytest.mark.parametrize("method", ["l1_rows", "l2_rows", "l1_cols", "l2_cols"])
-def test_structured(rng, method):
+def test_structured(simd, rng, method):
     w = weight_like(rng, (40, 24))
     w[5] = w[6]  # tied rows
     w[:, 3] = w[:, 4]
     s = qp.prune(w, sparsity=0.3, method=method)
     axis = 0 if method.endswith("rows") else 1
-    a = np.abs(w.astype(np.float64))
-    norms = a.sum(1 - axis) if method.startswith("l1") else np.sqrt((a * a).sum(1 - axis))
     keep = keep_count(w.shape[axis], 0.3)
-    want = np.sort(np.argsort(-norms, kind="stable")[:keep])
+    want = ref.structured_index(w, method, keep)
     assert np.array_equal(s.index, want)
     d = s.dequantize()
     sel = np.zeros(w.shape[axis], bool)
@@ -88,6 +86,47 @@ def test_structured(rng, method):
     expect = np.where(sel[:, None] if axis == 0 else sel[None, :], w, 0)
     assert np.array_equal(d, expect)
     assert s.nbytes == s.values.nbytes + s.index.nbytes
+    # Scores rank, w is stored.
+    sc = np.abs(w) * rng.uniform(0.1, 10, w.shape[1]).astype(np.float32)
+    t = qp.prune(w, sparsity=0.5, method=method, scores=sc)
+    assert np.array_equal(t.index, ref.structured_index(sc, method, keep_count(w.shape[axis], 0.5)))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (7, 33), (1000, 3), (600, 1000), (9, 4099)])
+def test_norms_match_oracle(simd, rng, shape):
+    w = weight_like(rng, shape)
+    ints = np.round(w * 16).astype(np.float32)
+    for method in ("l1_rows", "l2_rows", "l1_cols", "l2_cols"):
+        p, rows = (1 if method.startswith("l1") else 2), method.endswith("rows")
+        # Integer data sums exactly in any order; otherwise the summation orders differ (f64).
+        got = _core.prune_norms(ints, shape[1], p, rows)
+        assert got.dtype == np.float64 and np.array_equal(got, ref.structured_norms(ints, method))
+        got = _core.prune_norms(w, shape[1], p, rows)
+        np.testing.assert_allclose(got, ref.structured_norms(w, method), rtol=1e-12, atol=0)
+
+
+def test_norms_thread_invariance_and_errors(rng):
+    w = weight_like(rng, (700, 1500))  # several row blocks
+    before = qp.get_num_threads()
+    res = []
+    try:
+        for th in (1, 2, 3):
+            qp.set_num_threads(th)
+            res.append([_core.prune_norms(w, 1500, p, rows) for p in (1, 2) for rows in (True, False)])
+    finally:
+        qp.set_num_threads(before)
+    for a, b in zip(res[0], res[1] + res[2]):
+        assert np.array_equal(a.view(np.uint64), b.view(np.uint64))
+    with pytest.raises(qp.QuantpressError):
+        _core.prune_norms(w, 0, 1, True)
+    with pytest.raises(qp.QuantpressError):
+        _core.prune_norms(w, 1499, 1, True)
+    with pytest.raises(qp.QuantpressError):
+        _core.prune_norms(w, 1500, 3, False)
+    x = w.copy()
+    x[400, 7] = np.nan
+    with pytest.raises(qp.QuantpressError, match=str(400 * 1500 + 7)):
+        _core.prune_norms(x, 1500, 2, False)
 
 
 def test_global_equals_concatenation(simd, rng):

@@ -33,6 +33,7 @@ __all__ = [
     "prune_magnitude_masks",
     "prune_nm",
     "prune_nm_expand",
+    "prune_norms",
     "rtn_dequantize",
     "rtn_error_sums",
     "rtn_quantize",
@@ -164,3 +165,4 @@ def prune_nm(
 def prune_nm_expand(
     values: npt.NDArray[np.float32], positions: npt.NDArray[np.uint8], n: int, m: int, total: int
 ) -> npt.NDArray[np.float32]: ...
+def prune_norms(x: npt.NDArray[np.float32], cols: int, p: int, rows: bool) -> npt.NDArray[np.float64]: ...

@@ -1,7 +1,7 @@
 """Pruning: unstructured magnitude (per tensor or global, optionally Wanda-scored), structured
 rows/columns by norm, and N:M semi-structured sparsity, each with a compressed form that really
 stores fewer bytes (layouts in docs/format.md, "Sparse storage"). Selection and packing run in
-the Rust core (``rust/prune/``); structured pruning ranks a handful of norms in NumPy."""
+the Rust core (``rust/prune/``), structured pruning's row/column norms too."""
 
 from __future__ import annotations
 
@@ -174,15 +174,15 @@ def _check_finite(x: np.ndarray, what: str) -> None:
 def _structured(x: np.ndarray, s: np.ndarray, method: str, sparsity: float) -> tuple[np.ndarray, np.ndarray, int]:
     if x.ndim != 2:
         raise QuantpressError(f"method={method!r} needs a 2-D weight, got shape {x.shape}")
-    _check_finite(x, "w")
-    _check_finite(s, "scores")
+    if s is not x:
+        _check_finite(x, "w")
     axis = 0 if method.endswith("rows") else 1
-    a = np.abs(s.astype(np.float64))
-    norms = a.sum(axis=1 - axis) if method.startswith("l1") else np.sqrt((a * a).sum(axis=1 - axis))
+    # Norms of every row (axis 0) or column in Rust: f64 sums in a fixed order (checks finiteness).
+    norms = _core.prune_norms(s, s.shape[1], 1 if method.startswith("l1") else 2, axis == 0)
     keep = keep_count(len(norms), sparsity)
     order = np.argsort(-norms, kind="stable")  # ties: lower index first
     index = np.sort(order[:keep]).astype(np.int32)
-    kept = np.ascontiguousarray(np.take(x, index, axis=axis))
+    kept = np.take(x, index, axis=axis)
     return kept.reshape(-1), index, axis
 
 
@@ -200,11 +200,12 @@ def prune(
 
     * ``"magnitude"``: keeps exactly ``round(size * (1 - sparsity))`` elements (halves up) with
       the largest ``|scores|`` (``|w|`` by default); among equal magnitudes the lower flat
-      (C-order) index is kept. The threshold comes from an O(n) histogram selection in Rust,
-      not a sort. Stored as a bitmask plus the kept values.
+      (C-order) index is kept. The exact threshold comes from an O(n) selection in Rust (one
+      pass with a sampled bracket; no sort). Stored as a bitmask plus the kept values.
     * ``"l1_rows"``, ``"l2_rows"``, ``"l1_cols"``, ``"l2_cols"``: drops whole rows (output
       channels of an ``[out, in]`` weight) or columns with the smallest L1/L2 norm of
-      ``scores`` (ties: lower index kept); stored as the kept rows/columns plus their indices.
+      ``scores`` (ties: lower index kept; norms summed in float64 in Rust, in an order fixed by
+      the shape); stored as the kept rows/columns plus their indices.
     * ``"nm"``: in every group of ``m`` consecutive elements along the last axis keeps the
       ``n`` largest ``|scores|`` (ties to the lower position); ``sparsity`` is ignored
       (it is ``1 - n/m``). Stored as values plus packed in-group positions.

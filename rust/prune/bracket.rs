@@ -8,7 +8,9 @@
 //! and inside the bracket must straddle `keep`), from the top-bits histogram of `select.rs`,
 //! whose bin is a bracket that cannot miss. Either way the result is the unique exact mask.
 
-use super::select::{resolve, Threshold};
+use std::sync::Mutex;
+
+use super::select::{find_bin, resolve, Threshold};
 use super::{check_finite, key, run_ordered};
 use crate::error::Result;
 use crate::simd::Level;
@@ -28,10 +30,19 @@ pub struct Cands {
     pub key: Vec<u32>,
 }
 
-/// `kernel(x, lo, hi, mask, cands) -> x has a non-finite value`: writes the mask bytes of `x`
-/// (bit set when `key > hi`, padding bits zero) and appends the offsets and keys of the keys in
-/// `[lo, hi]`. Requires `lo <= hi <= 0x7fff_ffff` and `mask.len() == ceil(x.len() / 8)`.
-pub type Bracket = fn(&[f32], u32, u32, &mut [u8], &mut Cands) -> bool;
+/// What a mask pass saw besides the mask and candidates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// `x` has a non-finite value.
+    pub bad: bool,
+    /// The number of keys above `hi` (mask bits set).
+    pub above: usize,
+}
+
+/// `kernel(x, lo, hi, mask, cands) -> Scan`: writes the mask bytes of `x` (bit set when
+/// `key > hi`, padding bits zero) and appends the offsets and keys of the keys in `[lo, hi]`.
+/// Requires `lo <= hi <= 0x7fff_ffff`, `mask.len() == ceil(x.len() / 8)` and `x.len() < 2^32`.
+pub type Bracket = fn(&[f32], u32, u32, &mut [u8], &mut Cands) -> Scan;
 
 /// The bracket kernel of level `l` (scalar where the level has none).
 pub fn kernel(l: Level) -> Bracket {
@@ -45,13 +56,13 @@ pub fn kernel(l: Level) -> Bracket {
 }
 
 /// The scalar bracket kernel (the oracle of the SIMD ones).
-pub fn bracket_scalar(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> bool {
+pub fn bracket_scalar(x: &[f32], lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> Scan {
     bracket_scalar_from(x, 0, lo, hi, out, c)
 }
 
 /// [`bracket_scalar`] from mask byte `from` on (the SIMD kernels' tail).
-pub(crate) fn bracket_scalar_from(x: &[f32], from: usize, lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> bool {
-    let mut bad = 0u32;
+pub(crate) fn bracket_scalar_from(x: &[f32], from: usize, lo: u32, hi: u32, out: &mut [u8], c: &mut Cands) -> Scan {
+    let (mut bad, mut above) = (0u32, 0usize);
     for (i, byte) in out.iter_mut().enumerate().skip(from) {
         let xs = &x[i * 8..(i * 8 + 8).min(x.len())];
         let (mut gt, mut inside) = (0u8, 0u8);
@@ -62,6 +73,7 @@ pub(crate) fn bracket_scalar_from(x: &[f32], from: usize, lo: u32, hi: u32, out:
             inside |= ((k >= lo && k <= hi) as u8) << j;
         }
         *byte = gt;
+        above += gt.count_ones() as usize;
         while inside != 0 {
             let j = inside.trailing_zeros() as usize;
             c.idx.push((i * 8 + j) as u32);
@@ -69,7 +81,7 @@ pub(crate) fn bracket_scalar_from(x: &[f32], from: usize, lo: u32, hi: u32, out:
             inside &= inside - 1;
         }
     }
-    bad & 0x8000_0000 != 0
+    Scan { bad: bad & 0x8000_0000 != 0, above }
 }
 
 /// A deterministic pseudo-random offset for sampled line `b` (splitmix64).
@@ -107,6 +119,37 @@ pub(crate) fn sample_bracket(parts: &[&[f32]], n: usize, keep: usize) -> Option<
     Some((lo.min(hi), hi))
 }
 
+/// Candidate lists kept between calls, so that their pages stay mapped: fresh ones cost a page
+/// fault per 4 KiB written, about a tenth of a call on the machine measured. At most
+/// [`POOL_BYTES`] of capacity is kept; a call that finds the pool in use allocates its own.
+static POOL: Mutex<Vec<Cands>> = Mutex::new(Vec::new());
+const POOL_BYTES: usize = 64 << 20;
+
+/// `n` empty candidate lists, from [`POOL`] when it is free; handed back on drop.
+struct Pooled(Vec<Cands>);
+
+impl Pooled {
+    fn take(n: usize) -> Pooled {
+        let mut v = POOL.try_lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+        v.truncate(n);
+        v.iter_mut().for_each(|c| {
+            c.idx.clear();
+            c.key.clear();
+        });
+        v.resize_with(n, Cands::default);
+        Pooled(v)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let bytes: usize = self.0.iter().map(|c| 4 * (c.idx.capacity() + c.key.capacity())).sum();
+        if let (true, Ok(mut p)) = (bytes <= POOL_BYTES, POOL.try_lock()) {
+            *p = std::mem::take(&mut self.0);
+        }
+    }
+}
+
 /// The mask pass with bracket `[lo, hi]` over every chunk, then the exact threshold among the
 /// candidates. `None` (masks partly written) when the bracket does not hold the `keep`-th
 /// largest key. Errors on the first non-finite value in chunk order.
@@ -118,14 +161,19 @@ pub(crate) fn bracketed(
     hi: u32,
     f: Bracket,
 ) -> Result<Option<Threshold>> {
-    let mut cands = vec![Cands::default(); jobs.len()];
+    let mut pooled = Pooled::take(jobs.len());
+    let cands = &mut pooled.0;
     let mut above = vec![0usize; jobs.len()];
     let work: Vec<_> = jobs.iter().zip(outs.iter_mut()).zip(cands.iter_mut().zip(above.iter_mut())).collect();
     run_ordered(work, |((&(_, base, x), out), (c, g))| {
-        if f(x, lo, hi, out, c) {
+        // Room for a few percent of candidates up front (the kernels grow the lists if needed).
+        c.idx.reserve(x.len() / 16);
+        c.key.reserve(x.len() / 16);
+        let scan = f(x, lo, hi, out, c);
+        if scan.bad {
             check_finite(x, base)?;
         }
-        *g = out.iter().map(|b| b.count_ones() as usize).sum();
+        *g = scan.above;
         Ok(())
     })?;
     let g: usize = above.iter().sum();
@@ -133,14 +181,14 @@ pub(crate) fn bracketed(
     if g >= keep || keep > g + inside {
         return Ok(None);
     }
-    let mut keys: Vec<u32> = cands.iter().flat_map(|c| c.key.iter().copied()).collect();
-    let t = resolve(&mut keys, keep - g);
+    let (t, equal) = candidate_threshold(cands, keep - g, lo, hi)?;
     let mut left = t.ties;
     let work: Vec<_> = outs
         .iter_mut()
-        .zip(&cands)
-        .map(|(out, c)| {
-            let b = c.key.iter().filter(|&&k| k == t.key).count().min(left);
+        .zip(cands.iter())
+        .zip(equal)
+        .map(|((out, c), e)| {
+            let b = e.min(left);
             left -= b;
             (c, b, out)
         })
@@ -150,6 +198,36 @@ pub(crate) fn bracketed(
         Ok(())
     })?;
     Ok(Some(Threshold { key: t.key, above: keep - t.ties, ties: t.ties }))
+}
+
+/// Bins of the candidate-key histogram of [`candidate_threshold`].
+const KEY_BINS: usize = 2048;
+
+/// The exact threshold among all chunks' candidate keys (all in `[lo, hi]`) keeping the `need`
+/// largest, and how many keys equal to it each chunk holds. In parallel: per-chunk histograms
+/// of the keys' top bits above `lo`, then each chunk's keys in the one straddling bin, among
+/// which the exact key is selected.
+fn candidate_threshold(cands: &[Cands], need: usize, lo: u32, hi: u32) -> Result<(Threshold, Vec<usize>)> {
+    let shift = (32 - (hi - lo).leading_zeros()).saturating_sub(KEY_BINS.trailing_zeros());
+    let bin = |k: u32| ((k - lo) >> shift) as usize;
+    let mut hists = vec![vec![0u32; KEY_BINS]; cands.len()];
+    run_ordered(cands.iter().zip(hists.iter_mut()).collect(), |(c, h)| {
+        c.key.iter().for_each(|&k| h[bin(k)] += 1);
+        Ok(())
+    })?;
+    let mut total = vec![0u64; KEY_BINS];
+    for h in &hists {
+        total.iter_mut().zip(h).for_each(|(t, &v)| *t += v as u64);
+    }
+    let (b, above) = find_bin(&total, need);
+    let mut in_bin = vec![Vec::new(); cands.len()];
+    run_ordered(cands.iter().zip(in_bin.iter_mut()).collect(), |(c, v)| {
+        v.extend(c.key.iter().copied().filter(|&k| bin(k) == b as usize));
+        Ok(())
+    })?;
+    let t = resolve(&mut in_bin.concat(), need - above);
+    let equal = in_bin.iter().map(|v| v.iter().filter(|&&k| k == t.key).count()).collect();
+    Ok((Threshold { key: t.key, above: above + t.above, ties: t.ties }, equal))
 }
 
 /// Sets the bits of one chunk's candidates: keys above `t`, and equal ones while `ties` lasts.

@@ -8,7 +8,7 @@
 
 use super::bracket::{self, bracketed, sample_bracket};
 use super::select::{chunks, find_bin, histogram, Threshold, HI_SHIFT};
-use super::{check_finite, run_ordered};
+use super::{check_finite, key, popcount, run_ordered};
 use crate::error::{invalid, Error, Result};
 use crate::simd::{self, Level};
 
@@ -71,7 +71,7 @@ pub fn count_kept(mask: &[u8], n: usize) -> Result<usize> {
     if !n.is_multiple_of(8) && mask[mask.len() - 1] >> (n % 8) != 0 {
         return Err(Error::Shape(format!("mask has bits set past element {n}")));
     }
-    Ok(mask.iter().map(|b| b.count_ones() as usize).sum())
+    Ok(popcount(mask))
 }
 
 /// Per chunk of [`CHUNK`] elements: the offset of its first kept value.
@@ -80,7 +80,7 @@ fn offsets(mask: &[u8]) -> Vec<usize> {
     mask.chunks(CHUNK / 8)
         .map(|c| {
             let o = at;
-            at += c.iter().map(|b| b.count_ones() as usize).sum::<usize>();
+            at += popcount(c);
             o
         })
         .collect()
@@ -98,29 +98,60 @@ fn split_at_offsets<'a, T>(mut buf: &'a mut [T], offs: &[usize]) -> Vec<&'a mut 
     out
 }
 
+/// `kernel(x, mask, out) -> x has a non-finite value`: writes the values of `x` whose mask bit
+/// is set to `out` in flat order. Requires `mask.len() == ceil(x.len() / 8)`; panics (never
+/// writes out of bounds) when `out` is shorter than the mask's popcount.
+pub type Compress = fn(&[f32], &[u8], &mut [f32]) -> bool;
+
+/// The compress kernel of level `l` (scalar where the level has none).
+pub fn compress_kernel(l: Level) -> Compress {
+    match l {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => super::x86::compress_avx512,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => super::x86::compress_avx2,
+        _ => compress_scalar,
+    }
+}
+
+/// The scalar compress kernel (the oracle of the SIMD ones).
+pub fn compress_scalar(x: &[f32], mask: &[u8], out: &mut [f32]) -> bool {
+    compress_scalar_from(x, mask, 0, out)
+}
+
+/// [`compress_scalar`] from mask byte `from` on, writing `out` from its start (SIMD tails).
+pub(crate) fn compress_scalar_from(x: &[f32], mask: &[u8], from: usize, out: &mut [f32]) -> bool {
+    assert_eq!(mask.len(), x.len().div_ceil(8));
+    let mut at = 0;
+    let bad = x[(from * 8).min(x.len())..].iter().fold(0u32, |b, &v| b | key(v).wrapping_add(0x0080_0000));
+    for (i, &byte) in mask.iter().enumerate().skip(from) {
+        let mut b = byte;
+        while b != 0 {
+            out[at] = x[i * 8 + b.trailing_zeros() as usize];
+            at += 1;
+            b &= b - 1;
+        }
+    }
+    bad & 0x8000_0000 != 0
+}
+
 /// Packs the kept values of `values` (mask bit set) into `out`, in flat order. `out` must hold
 /// exactly the mask's popcount. Errors: bad mask, wrong `out` length, non-finite values.
 pub fn compress_into(values: &[f32], mask: &[u8], out: &mut [f32]) -> Result<()> {
+    compress_into_at(simd::level(), values, mask, out)
+}
+
+/// [`compress_into`] with the kernels of level `l` (the result does not depend on it).
+pub fn compress_into_at(l: Level, values: &[f32], mask: &[u8], out: &mut [f32]) -> Result<()> {
     let kept = count_kept(mask, values.len())?;
     if out.len() != kept {
         return Err(Error::Shape(format!("the mask keeps {kept} values, output holds {}", out.len())));
     }
+    let f = compress_kernel(l);
     let offs = offsets(mask);
     let outs = split_at_offsets(out, &offs);
     let work: Vec<_> = values.chunks(CHUNK).zip(mask.chunks(CHUNK / 8)).zip(outs).enumerate().collect();
-    run_ordered(work, |(c, ((x, m), o))| {
-        check_finite(x, c * CHUNK)?;
-        let mut at = 0;
-        for (i, &byte) in m.iter().enumerate() {
-            let mut b = byte;
-            while b != 0 {
-                o[at] = x[i * 8 + b.trailing_zeros() as usize];
-                at += 1;
-                b &= b - 1;
-            }
-        }
-        Ok(())
-    })
+    run_ordered(work, |(c, ((x, m), o))| if f(x, m, o) { check_finite(x, c * CHUNK) } else { Ok(()) })
 }
 
 /// Scatters `packed` (the kept values in flat order) back to the dense `out` (zeros elsewhere).

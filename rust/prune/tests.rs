@@ -165,27 +165,73 @@ fn awkward(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Every level's bracket kernel gives the scalar one's mask, candidates and scan of `x`.
+fn check_bracket_levels(x: &[f32], lo: u32, hi: u32) {
+    let n = x.len();
+    let mut want = (vec![0u8; mask_len(n)], bracket::Cands::default());
+    let scan = bracket::bracket_scalar(x, lo, hi, &mut want.0, &mut want.1);
+    assert_eq!(scan.above, want.0.iter().map(|b| b.count_ones() as usize).sum::<usize>());
+    for l in crate::simd::available_levels() {
+        // Candidates already in the lists stay in front of the new ones.
+        let mut got = (vec![0xAAu8; mask_len(n)], bracket::Cands { idx: vec![7], key: vec![9] });
+        assert_eq!(bracket::kernel(l)(x, lo, hi, &mut got.0, &mut got.1), scan, "{l:?} n={n} lo={lo} hi={hi}");
+        assert_eq!((got.1.idx[0], got.1.key[0]), (7, 9));
+        assert_eq!((&got.0, &got.1.idx[1..], &got.1.key[1..]), (&want.0, &want.1.idx[..], &want.1.key[..]), "{l:?} n={n} lo={lo} hi={hi}");
+    }
+}
+
 #[test]
 fn bracket_kernels_match_scalar_at_every_level() {
-    for &n in &[0usize, 1, 7, 8, 15, 16, 17, 33, 1000, 4099] {
+    // Lengths around the 8/16/64-element steps and the 4096-element reserve blocks.
+    for &n in &[0usize, 1, 7, 8, 15, 16, 17, 33, 63, 64, 65, 127, 129, 1000, 4095, 4099, 4167, 70_001] {
         let x = awkward(n as u64 + 5, n);
         let mut keys: Vec<u32> = x.iter().map(|&v| key(v)).collect();
         keys.sort();
         let pick = |f: f64| keys.get((f * n as f64) as usize).copied().unwrap_or(0);
-        for (lo, hi) in [(0, 0), (0, bracket::MAX_FINITE), (pick(0.3), pick(0.6)), (pick(0.5), pick(0.5)), (1, 0x7fff_ffff)] {
-            let mut want = (vec![0u8; mask_len(n)], bracket::Cands::default());
-            let bad = bracket::bracket_scalar(&x, lo, hi, &mut want.0, &mut want.1);
-            for l in crate::simd::available_levels() {
-                let mut got = (vec![0xAAu8; mask_len(n)], bracket::Cands::default());
-                assert_eq!(bracket::kernel(l)(&x, lo, hi, &mut got.0, &mut got.1), bad);
-                assert_eq!(got, want, "{l:?} n={n} lo={lo} hi={hi}");
-            }
+        for (lo, hi) in
+            [(0, 0), (0, bracket::MAX_FINITE), (pick(0.3), pick(0.6)), (pick(0.5), pick(0.5)), (pick(0.49), pick(0.51)), (1, 0x7fff_ffff)]
+        {
+            check_bracket_levels(&x, lo, hi);
         }
         if n > 0 {
             let mut y = x.clone();
             y[n - 1] = f32::INFINITY;
             for l in crate::simd::available_levels() {
-                assert!(bracket::kernel(l)(&y, 0, 5, &mut vec![0u8; mask_len(n)], &mut bracket::Cands::default()), "{l:?}");
+                assert!(bracket::kernel(l)(&y, 0, 5, &mut vec![0u8; mask_len(n)], &mut bracket::Cands::default()).bad, "{l:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bracket_kernels_all_equal_and_sparse_candidates() {
+    // All keys equal (every element a candidate, or every one above); candidates that sit only
+    // at the ends of 64-element blocks, so runs of empty blocks alternate with crossing ones.
+    for &n in &[5usize, 64, 100, 4096 + 65] {
+        let x: Vec<f32> = (0..n).map(|i| if i % 2 == 0 { 0.75 } else { -0.75 }).collect();
+        let k = key(0.75);
+        for (lo, hi) in [(k, k), (0, k - 1), (k + 1, k + 2), (0, 0x7fff_ffff)] {
+            check_bracket_levels(&x, lo, hi);
+        }
+        let y: Vec<f32> = (0..n).map(|i| if matches!(i % 64, 0 | 63) || i % 193 == 5 { 2.0 } else { (i % 13) as f32 * 0.01 }).collect();
+        check_bracket_levels(&y, key(2.0), key(2.0));
+        check_bracket_levels(&y, key(0.05), key(2.0));
+    }
+}
+
+#[test]
+fn magnitude_all_equal_and_threshold_ties_at_every_level() {
+    // Large enough to take the sampled bracket: all-equal keys and a threshold inside a big tie.
+    let n = 100_003;
+    let equal: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { -1.5 } else { 1.5 }).collect();
+    let tied: Vec<f32> = (0..n).map(|i| if i % 5 < 3 { 0.5 } else { (i % 11) as f32 }).collect();
+    for x in [&equal, &tied] {
+        for keep in [1, n / 4, n / 2, n / 2 + 1, n - 3] {
+            let want = oracle_mask(x, keep);
+            for l in crate::simd::available_levels() {
+                let mut m = vec![0xAAu8; mask_len(n)];
+                magnitude_masks_at(l, &[x], keep, &mut [&mut m]).unwrap();
+                assert_eq!(m, want, "{l:?} keep={keep}");
             }
         }
     }
@@ -264,4 +310,129 @@ fn nm4_kernels_match_scalar_at_every_level() {
             }
         }
     }
+}
+
+#[test]
+fn compress_kernels_match_scalar_at_every_level() {
+    for &n in &[0usize, 1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 1000, 4099] {
+        let x = awkward(n as u64 + 40, n);
+        // Masks: none, all, random bits, and one keeping only each 16-lane step's last lane.
+        let rand: Vec<u8> = lcg(n as u64, mask_len(n)).iter().map(|v| (v.to_bits() >> 3) as u8).collect();
+        let pad = |mut m: Vec<u8>| {
+            if n % 8 != 0 {
+                let last = m.len() - 1;
+                m[last] &= (1u8 << (n % 8)) - 1;
+            }
+            m
+        };
+        for mask in [
+            vec![0u8; mask_len(n)],
+            pad(vec![0xFF; mask_len(n)]),
+            pad(rand),
+            pad((0..mask_len(n)).map(|b| if b % 2 == 1 { 0x80 } else { 0 }).collect()),
+        ] {
+            let kept = count_kept(&mask, n).unwrap();
+            let mut want = vec![0f32; kept];
+            let bad = mask::compress_scalar(&x, &mask, &mut want);
+            assert!(!bad);
+            let oracle: Vec<f32> = (0..n).filter(|&i| mask[i / 8] >> (i % 8) & 1 == 1).map(|i| x[i]).collect();
+            assert_eq!(want.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), oracle.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
+            for l in crate::simd::available_levels() {
+                let mut got = vec![9f32; kept];
+                assert!(!mask::compress_kernel(l)(&x, &mask, &mut got), "{l:?}");
+                assert_eq!(
+                    got.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                    oracle.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                    "{l:?} n={n}"
+                );
+                let mut y = x.clone();
+                if n > 0 {
+                    // A non-finite value is reported whether or not it is kept.
+                    y[n / 2] = f32::NAN;
+                    assert!(mask::compress_kernel(l)(&y, &mask, &mut got), "{l:?} n={n}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn compress_into_at_every_level() {
+    let x = awkward(12, 600_003);
+    let mask = masks_of(&[&x], 250_001).remove(0);
+    let want: Vec<f32> = (0..x.len()).filter(|&i| mask[i / 8] >> (i % 8) & 1 == 1).map(|i| x[i]).collect();
+    for l in crate::simd::available_levels() {
+        let mut got = vec![0f32; want.len()];
+        compress_into_at(l, &x, &mask, &mut got).unwrap();
+        assert_eq!(got.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), want.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), "{l:?}");
+        let mut y = x.clone();
+        y[300_000] = f32::INFINITY;
+        assert_eq!(compress_into_at(l, &y, &mask, &mut got), Err(Error::NonFinite { index: 300_000 }));
+        assert!(compress_into_at(l, &x, &mask, &mut got[1..]).is_err());
+    }
+}
+
+/// Naive `f64` norms (plain order) of the rows (`rows == true`) or columns of `x`.
+fn oracle_norms(x: &[f32], cols: usize, norm: Norm, rows: bool) -> Vec<f64> {
+    let r = x.len() / cols;
+    let (outer, inner) = if rows { (r, cols) } else { (cols, r) };
+    (0..outer)
+        .map(|o| {
+            let s: f64 = (0..inner).map(|i| norm.term(x[if rows { o * cols + i } else { i * cols + o }])).sum();
+            if norm == Norm::L2 {
+                s.sqrt()
+            } else {
+                s
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn norms_match_scalar_at_every_level_and_oracle() {
+    // Shapes around the 8/16-lane steps, one-column and one-row matrices, several row blocks.
+    for &(rows, cols) in &[(1usize, 1usize), (3, 17), (5, 16), (7, 33), (2, 100), (1000, 3), (600, 1000), (9, 4099)] {
+        let x = awkward(rows as u64 * 7 + cols as u64, rows * cols);
+        let ints: Vec<f32> = x.iter().map(|v| (v * 64.0).round()).collect();
+        for norm in [Norm::L1, Norm::L2] {
+            for (data, exact) in [(&x, false), (&ints, true)] {
+                let mut want = (vec![0f64; rows], vec![0f64; cols]);
+                norms::row_norms_at(crate::simd::Level::Scalar, data, cols, norm, &mut want.0).unwrap();
+                norms::col_norms_at(crate::simd::Level::Scalar, data, cols, norm, &mut want.1).unwrap();
+                for (got, o) in [(&want.0, oracle_norms(data, cols, norm, true)), (&want.1, oracle_norms(data, cols, norm, false))] {
+                    for (g, o) in got.iter().zip(&o) {
+                        // Integer data sums exactly in any order; otherwise the orders differ.
+                        let tol = if exact { 0.0 } else { 1e-12 * o.abs().max(1.0) };
+                        assert!((g - o).abs() <= tol, "{rows}x{cols} {norm:?}: {g} vs {o}");
+                    }
+                }
+                for l in crate::simd::available_levels() {
+                    let mut got = (vec![1f64; rows], vec![1f64; cols]);
+                    norms::row_norms_at(l, data, cols, norm, &mut got.0).unwrap();
+                    norms::col_norms_at(l, data, cols, norm, &mut got.1).unwrap();
+                    let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got.0), bits(&want.0), "{l:?} rows {rows}x{cols} {norm:?}");
+                    assert_eq!(bits(&got.1), bits(&want.1), "{l:?} cols {rows}x{cols} {norm:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn norms_bad_input_is_an_error() {
+    let mut x = lcg(5, 600 * 1000);
+    for l in crate::simd::available_levels() {
+        assert!(norms::row_norms_at(l, &x, 7, Norm::L1, &mut [0.0; 1]).is_err());
+        assert!(norms::row_norms_at(l, &x, 1000, Norm::L1, &mut [0.0; 599]).is_err());
+        assert!(norms::col_norms_at(l, &x, 1000, Norm::L2, &mut [0.0; 999]).is_err());
+        assert!(norms::col_norms_at(l, &x, 0, Norm::L2, &mut []).is_err());
+    }
+    x[432_109] = f32::NAN;
+    x[500_000] = f32::INFINITY;
+    for l in crate::simd::available_levels() {
+        assert_eq!(norms::row_norms_at(l, &x, 1000, Norm::L1, &mut [0.0; 600]), Err(Error::NonFinite { index: 432_109 }), "{l:?}");
+        assert_eq!(norms::col_norms_at(l, &x, 1000, Norm::L2, &mut [0.0; 1000]), Err(Error::NonFinite { index: 432_109 }), "{l:?}");
+    }
+    assert!(Norm::from_order(3).is_err());
 }

@@ -1,4 +1,5 @@
-//! Bindings for pruning (`crate::prune`): magnitude masks, bitmask pack/unpack, N:M.
+//! Bindings for pruning (`crate::prune`): magnitude masks, bitmask pack/unpack, N:M, row and
+//! column norms.
 
 use numpy::{PyArray1, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
@@ -89,11 +90,33 @@ fn prune_nm_expand<'py>(
     filled(py, total, |o| run(py, || prune::nm_expand_into(v, p, n, m, o)))
 }
 
+/// The `p`-norm (1 or 2, `f64`) of every row (`rows`) or column of the row-major `x` (rows of `cols`).
+#[pyfunction]
+fn prune_norms<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    cols: usize,
+    p: usize,
+    rows: bool,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let xs = slice(&x, "x")?;
+    let norm = prune::Norm::from_order(p).map_err(to_py)?;
+    if cols == 0 || xs.len() % cols != 0 {
+        return Err(to_py(crate::Error::Shape(format!("{} values do not make rows of {cols}", xs.len()))));
+    }
+    if rows {
+        filled(py, xs.len() / cols, |o| run(py, || prune::row_norms(xs, cols, norm, o)))
+    } else {
+        filled(py, cols, |o| run(py, || prune::col_norms(xs, cols, norm, o)))
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prune_magnitude_masks, m)?)?;
     m.add_function(wrap_pyfunction!(prune_compress, m)?)?;
     m.add_function(wrap_pyfunction!(prune_expand, m)?)?;
     m.add_function(wrap_pyfunction!(prune_nm, m)?)?;
     m.add_function(wrap_pyfunction!(prune_nm_expand, m)?)?;
+    m.add_function(wrap_pyfunction!(prune_norms, m)?)?;
     Ok(())
 }

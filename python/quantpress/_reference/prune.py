@@ -30,3 +30,16 @@ def nm_select(scores: np.ndarray, values: np.ndarray, n: int, m: int) -> tuple[n
     bits = max(2, int(np.ceil(np.log2(m))))
     stream = ((pos.reshape(-1, 1) >> np.arange(bits)) & 1).astype(bool).reshape(-1)
     return vals, np.packbits(stream, bitorder="little")
+
+
+def structured_norms(scores: np.ndarray, method: str) -> np.ndarray:
+    """The L1/L2 norms (float64) of every row (``"*_rows"``) or column of the 2-D ``scores``."""
+    a = np.abs(np.asarray(scores, np.float32).astype(np.float64))
+    axis = 1 if method.endswith("rows") else 0
+    return a.sum(axis=axis) if method.startswith("l1") else np.sqrt((a * a).sum(axis=axis))
+
+
+def structured_index(scores: np.ndarray, method: str, keep: int) -> np.ndarray:
+    """The ``keep`` rows/columns with the largest norms, ascending (ties: lower index kept)."""
+    norms = structured_norms(scores, method)
+    return np.sort(np.argsort(-norms, kind="stable")[:keep])
