@@ -182,3 +182,52 @@ def test_shards_are_checked():
         km.fit([np.ones((4, 2), np.float32)], sample_weight=[np.ones(3)])
     with pytest.raises(qp.QuantpressError, match="list of shards"):
         km.fit(np.ones((4, 2), np.float32), executor="ray")
+
+
+class _Blocks:
+    """What KMeans.fit uses of a ``ray.data.Dataset``: ``to_numpy_refs()``, the blocks as object
+    references to ``{column: array}`` dicts, in order. (Ray Data itself needs pandas and pyarrow,
+    which the test environment lacks; the same code was checked on ``ray.data.from_numpy``.)"""
+
+    def __init__(self, ray, blocks):
+        self.refs = [ray.put(b) for b in blocks]
+
+    def to_numpy_refs(self):
+        return list(self.refs)
+
+
+def test_dataset_fit_equals_the_blocks_fitted_as_shards(ray_local, points):
+    cut = [points[:4_000], points[4_000:11_000], points[11_000:]]
+    tensor = _Blocks(ray_local, [{"data": c} for c in cut])  # one (n, d) tensor column
+    local = qp.KMeans(K, n_iter=6, seed=7).fit(cut)
+    _same(qp.KMeans(K, n_iter=6, seed=7).fit(tensor, executor="ray"), local)
+    _same(qp.KMeans(K, n_iter=6, seed=7).fit(tensor), local)  # blocks fetched to this process
+    columns = _Blocks(ray_local, [{f"x{j}": c[:, j].astype(np.float64) for j in range(D)} for c in cut])
+    _same(qp.KMeans(K, n_iter=6, seed=7).fit(columns, executor="ray"), local)  # numeric columns, in order
+    with pytest.raises(qp.QuantpressError, match="sample_weight"):
+        qp.KMeans(K).fit(tensor, sample_weight=[np.ones(len(c)) for c in cut])
+    bad = _Blocks(ray_local, [{"a": np.ones((5, 2)), "b": np.ones(5)}])
+    with pytest.raises(qp.QuantpressError, match="tensor column"):
+        qp.KMeans(2).fit(bad, executor="ray")
+
+
+def test_ray_pool_actors_are_reused_and_survive_a_worker_death(ray_local, points):
+    from quantpress import kmeans_shards
+
+    shards = _aligned(points)
+    first = qp.KMeans(K, n_iter=4, seed=3).fit(shards, executor="ray")
+    pool = list(kmeans_shards._POOL[kmeans_shards.pool_key(ray_local)])
+    ray_local.kill(pool[0], no_restart=False)  # its worker dies; Ray restarts the actor
+    again = qp.KMeans(K, n_iter=4, seed=3).fit(shards, executor="ray")
+    assert kmeans_shards._POOL[kmeans_shards.pool_key(ray_local)][:len(pool)] == pool
+    _same(again, first)
+    _same(first, qp.KMeans(K, n_iter=4, seed=3).fit(points))
+
+
+@pytest.mark.parametrize("module", ["quantpress.kmeans_shards", "quantpress.executor", "quantpress.sharded_container"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    failed, attempted = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert attempted > 0 and failed == 0

@@ -78,8 +78,9 @@ class ShardGroup:
     def shapes(self) -> list[tuple[int, int]]:
         return [(int(p.shape[0]), int(p.shape[1])) for p in self.points]
 
-    def partials(self, c: np.ndarray, rows: int, want_codes: bool) -> list[Partial]:
-        """Each shard's :func:`quantpress._core.lloyd_partial` from the centroids ``c``."""
+    def partials(self, c: np.ndarray, rows: int, want_codes: bool, first: bool = False) -> list[Partial]:
+        """Each shard's :func:`quantpress._core.lloyd_partial` from the centroids ``c``;
+        ``first``: these are the first shards of all, so their chunk sums are folded here."""
         from .kmeans import unit_rows
 
         out = []
@@ -88,7 +89,37 @@ class ShardGroup:
                 x = unit_rows(x)  # per call: a memory-mapped shard is never held in memory
             coords, weight, inertia, members, far, codes = _core.lloyd_partial(x, x.shape[1], c, self.metric, rows, w)
             out.append((coords, weight, inertia, members, far, codes if want_codes else None))
-        return out
+        return fold_first(out, len(c), c.size // max(1, len(c))) if first else out
+
+
+def fold_first(parts: list[Partial], k: int, d: int) -> list[Partial]:
+    """The partials of the first shards with all their chunk sums added here, in order, from
+    zero, as one chunk: exactly what :func:`reduce_partials` would have built from them (it
+    starts from zero too), in ``1/chunks`` of the bytes to send.
+
+    Example:
+        >>> p = [(np.array([0.1, 0.2, 0.3]), np.array([1.0, 1.0, 1.0]), np.array([0.5, 0.25, 0.125]), None, None, None)]
+        >>> q = fold_first(p, 1, 1)
+        >>> float(q[0][0][0]) == (0.0 + 0.1) + 0.2 + 0.3, q[0][2].tolist()
+        (True, [0.875])
+    """
+    coords, weight, inertia = add_chunks(parts, k, d)
+    out = [(np.empty(0), np.empty(0), np.empty(0), *rest) for _c, _w, _i, *rest in parts]
+    out[0] = (coords, weight, np.array([inertia]), *out[0][3:])
+    return out
+
+
+def add_chunks(parts: list[Partial], k: int, d: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The chunk sums of ``parts`` added from zero in shard order, then chunk order (exactly as
+    the single-array Rust loop adds its chunks): ``(coords, weight, inertia)``."""
+    coords, weight, inertia = np.zeros(k * d), np.zeros(k), 0.0
+    for c, w, inert, *_ in parts:
+        c, w = c.reshape(-1, k * d), w.reshape(-1, k)
+        for j in range(len(inert)):
+            coords += c[j]
+            weight += w[j]
+            inertia += float(inert[j])
+    return coords, weight, inertia
 
 
 def _load_weight(w: Any) -> Any:
@@ -137,18 +168,13 @@ class Shards:
 
 
 def reduce_partials(parts: list[Partial], offsets: list[int], k: int, d: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, Any]:
-    """Chunk sums added in shard order then chunk order (exactly as the single-array Rust loop
-    adds its chunks), members summed, the re-seeding candidates merged (best first)."""
-    coords, weight, inertia = np.zeros(k * d), np.zeros(k), 0.0
+    """Chunk sums added (:func:`add_chunks`), members summed, the re-seeding candidates merged
+    (best first)."""
+    coords, weight, inertia = add_chunks(parts, k, d)
     members = np.zeros(k, dtype=np.uint64)
     cost, index, code, fw, pts = [], [], [], [], []
     for p, off in zip(parts, offsets):
-        c, w, inert, m, far, _ = p
-        c, w = c.reshape(-1, k * d), w.reshape(-1, k)
-        for j in range(len(inert)):
-            coords += c[j]
-            weight += w[j]
-            inertia += float(inert[j])
+        _c, _w, _i, m, far, _ = p
         members += m
         cost.append(far[0])
         index.append(far[1].astype(np.int64) + off)
@@ -203,13 +229,13 @@ class ShardWorker:
         self.group: Optional[ShardGroup] = None
 
     def partials(self, key: str, sources: list[Any], weights: list[Any], metric: str, threads: int,
-                 c: np.ndarray, rows: int, want_codes: bool) -> list[Partial]:
+                 c: np.ndarray, rows: int, want_codes: bool, first: bool) -> list[Partial]:
         if self.key != key or self.group is None:
             self.group, self.key = None, None
             self.group, self.key = ShardGroup(sources, weights, metric), key
         if _core.get_num_threads() != threads:
             _core.set_num_threads(threads)
-        return self.group.partials(c, rows, want_codes)
+        return self.group.partials(c, rows, want_codes, first)
 
     def release(self, key: str) -> None:
         if self.key == key:
@@ -220,13 +246,19 @@ _POOL: dict[str, list[Any]] = {}
 """The :class:`ShardWorker` actors of each Ray job (they live as long as the connection)."""
 
 
+def pool_key(ray: Any) -> str:
+    """This connection: a new local cluster has a new node id, a new connection a new job id."""
+    ctx = ray.get_runtime_context()
+    return f"{ctx.get_node_id()}:{ctx.get_job_id()}"
+
+
 def _pool(ray: Any, size: int) -> list[Any]:
     """``size`` pool actors, started on first use and reused by later fits (a new actor costs a
     worker process start, ~1 s). Actors take no CPU while alive (Ray's default), so an idle
     pool never blocks other Ray work; they are spread over the nodes."""
     from .executor import MAX_RETRIES
 
-    actors = _POOL.setdefault(ray.get_runtime_context().get_job_id(), [])
+    actors = _POOL.setdefault(pool_key(ray), [])
     cls = ray.remote(max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES, scheduling_strategy="SPREAD")(ShardWorker)
     while len(actors) < size:
         actors.append(cls.remote())
@@ -254,9 +286,9 @@ class RayBackend:
         self.metric = metric
 
     def partials(self, c: np.ndarray, rows: int, want_codes: bool) -> list[Partial]:
-        refs = [a.partials.remote(self.key, src, wts, self.metric, self.threads, c, rows, want_codes)
-                for a, (src, wts) in zip(self.actors, self.jobs)]
-        return [p for group in self.ray.get(refs) for p in group]  # in shard order, whatever order they finish in
+        refs = [a.partials.remote(self.key, src, wts, self.metric, self.threads, c, rows, want_codes, i == 0)
+                for i, (a, (src, wts)) in enumerate(zip(self.actors, self.jobs))]
+        return [p for group in ray_get(self.ray, refs) for p in group]  # in shard order, whatever order they finish in
 
     def close(self) -> None:
         self.ray.get([a.release.remote(self.key) for a in self.actors])
@@ -274,12 +306,22 @@ def dataset_blocks(ds: Any) -> tuple[list[Any], list[tuple[int, int]]]:
 
     refs = list(ds.to_numpy_refs())
     shape = ray.remote(num_cpus=0)(lambda b: block_points(b).shape)
-    return refs, [tuple(s) for s in ray.get([shape.remote(r) for r in refs])]
+    return refs, [tuple(s) for s in ray_get(ray, [shape.remote(r) for r in refs])]
+
+
+def ray_get(ray: Any, refs: list[Any]) -> list[Any]:
+    """``ray.get(refs)``; a task's :class:`QuantpressError` is raised as itself."""
+    try:
+        return list(ray.get(refs))
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        raise (cause if isinstance(cause, QuantpressError) else QuantpressError(f"a Ray task failed: {cause or e}")) from None
 
 
 def is_dataset(x: Any) -> bool:
-    """Whether ``x`` is a Ray Dataset (checked without importing Ray)."""
-    return type(x).__module__.startswith("ray.data") and hasattr(x, "to_numpy_refs")
+    """Whether ``x`` is a Ray Dataset, or anything else whose ``to_numpy_refs()`` lists its
+    blocks as object references (checked without importing Ray)."""
+    return callable(getattr(type(x), "to_numpy_refs", None))
 
 
 def lloyd_sharded(backend: Any, shards: Shards, c: np.ndarray, k: int, metric: str, n_iter: int, stop: float,
