@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 import quantpress as qp
 from quantpress import _core, executor
 from quantpress.cli import main as cli_main
+from quantpress.sharded_container import ShardedWriter
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +65,23 @@ def test_single_file_is_byte_identical(ray_local, model, tmp_path, small_units, 
     assert [s[2] for s in seen] == [t.name for t in local.tensors]
 
 
-def test_sharded_output_is_byte_identical(ray_local, model, tmp_path, small_units):
-    qp.compress(model, tmp_path / "local", "int4", max_shard_size=20_000)
-    qp.compress(model, tmp_path / "ray", "int4", max_shard_size=20_000, executor="ray")
+@pytest.mark.parametrize("recipe", ["int4", "q4_k", "vq2", "prune50-int4"])
+def test_sharded_output_is_written_by_the_workers_and_byte_identical(ray_local, model, tmp_path, monkeypatch, recipe):
+    local_rep = qp.compress(model, tmp_path / "local", recipe, max_shard_size=20_000)
     local = _files(str(tmp_path / "local"))
     assert len([n for n in local if n.endswith(".safetensors")]) > 2
+
+    def driver_writes(*a, **k):
+        raise AssertionError("the driver wrote a tensor")
+
+    monkeypatch.setattr(ShardedWriter, "add", driver_writes)  # the Ray workers are other processes
+    seen = []
+    rep = qp.compress(model, tmp_path / "ray", recipe, max_shard_size=20_000, executor="ray",
+                      progress=lambda d, t, n: seen.append((d, t, n)))
     assert _files(str(tmp_path / "ray")) == local
+    assert _rows(rep) == _rows(local_rep)
+    assert [s[:2] for s in seen] == [(i + 1, len(rep.tensors)) for i in range(len(rep.tensors))]
+    assert sorted(s[2] for s in seen) == sorted(t.name for t in rep.tensors)
 
 
 def test_a_killed_worker_is_retried_and_the_output_is_the_same(ray_local, model, tmp_path, small_units):

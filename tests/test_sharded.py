@@ -484,3 +484,48 @@ def test_gguf_split_failure_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(qp.QuantpressError, match="simulated"):
         qp.gguf_requantize(src, str(tmp_path / "q4.gguf"), "Q8_0", max_shard_size=12_000)
     assert os.listdir(tmp_path) == ["f16.gguf"]
+
+
+@pytest.mark.parametrize("recipe", ["int8", "int4", "nf4", "q4_k", "q4_k_m", "vq2", "prune50-int4", "nm24-int8"])
+def test_predicted_bytes_are_exact_and_an_upper_bound_for_row_pruning(recipe):
+    from quantpress.executor import _Collector
+    from quantpress.recipe import Plan, fit, get_recipe
+    from quantpress.sharded_container import predicted_bytes
+
+    rng = np.random.default_rng(5)
+    cases = [("layers.0.mlp.down_proj.weight", (64, 256), np.float32), ("layers.1.self_attn.v_proj.weight", (96, 512), np.float16),
+             ("layers.2.mlp.up_proj.weight", (3, 32, 256), np.float32), ("layers.0.bias", (300,), np.float16),
+             ("embed_tokens.weight", (128, 256), np.float32)]
+    plans = get_recipe(recipe).plan_all([(n, s, np.dtype(t).name) for n, s, t in cases])
+    extra = [Plan("scalar", {"bits": b, "group_size": g, "scheme": sc, "axis": ax, "scale_dtype": sd})
+             for b, g, sc, ax, sd in [(3, 64, "affine", -1, "float32"), (2, None, "symmetric", 0, "float16"), (8, None, "symmetric", None, "float32")]]
+    extra.append(Plan("scalar", {"bits": 4, "group_size": 64, "scheme": "nf4", "double_quant": True}))
+    for name, shape, t in cases:
+        for plan in [plans[name]] + [fit(p, shape) for p in (extra if recipe == "int8" else [])]:
+            w = rng.standard_normal(shape).astype(t)
+            sink = _Collector()
+            pipeline._compress_one(sink, name, w, plan)
+            actual = sink.add(*sink.entries[0])
+            predicted = predicted_bytes(shape, np.dtype(t).name, plan)
+            assert predicted == actual, (name, plan)
+    structured = Plan("sparse", {"prune": "l2_rows", "sparsity": 0.25, "bits": None})
+    sink = _Collector()
+    pipeline._compress_one(sink, "w", rng.standard_normal((64, 256)).astype(np.float32), structured)
+    actual = sink.add(*sink.entries[0])
+    assert actual <= predicted_bytes((64, 256), "float32", structured) <= 2 * actual
+
+
+def test_each_shard_is_written_once(tmp_path, monkeypatch):
+    """Shards are planned before compressing, so each gets its header room and its data is
+    written once, never copied after the header."""
+    import quantpress.container as container
+
+    src = tmp_path / "in.safetensors"
+    save_file(TENSORS, str(src))
+
+    def no_copy(*a, **k):
+        raise AssertionError("a shard was copied")
+
+    monkeypatch.setattr(container.shutil, "copyfileobj", no_copy)
+    qp.compress(str(src), str(tmp_path / "out"), "int4", max_shard_size=20_000)
+    assert len([n for n in os.listdir(tmp_path / "out") if n.endswith(".safetensors")]) >= 3

@@ -2,19 +2,23 @@
 Ray tasks on a local or remote Ray cluster ("ray").
 
 The Ray plan (docs/scaling.md): the driver lists the tensors and chooses every plan, as the local
-run does; the tensors are cut, in file order, into *units* of about ``UNIT_BYTES`` input bytes;
-each unit is one Ray task that opens the input itself (``qp.open_model``, memory-mapped),
-compresses its tensors, measures their error and returns the compressed entries through the
-object store. The driver adds the entries to the same writer the local run uses, in file order,
-so the output (one container or a sharded directory with its index written last) is
-**byte-identical** to the local run by construction.
+run does. Every task opens the input itself (``qp.open_model``, memory-mapped) and compresses its
+tensors one at a time, measuring their error.
 
-Why the driver writes: where a sharded output cuts its shards depends on the compressed size of
-every earlier tensor, known only once it is compressed; returning the compressed bytes (1/2 to
-1/8 of the input) keeps the cut, the names and the headers exactly those of the local writer.
+* Sharded output: the shard cuts are planned before anything runs, from the predicted sizes
+  (``sharded_container.plan_layout``), and the local writer cuts at the same tensors. Each output
+  shard is one task that **writes its shard itself** (atomically, under a hidden name in the
+  output's staging folder) with the same container writer and header room as the local run,
+  and returns only its per-tensor reports; the driver moves the shards to their final names and
+  writes the index last. The output is byte-identical to the local run.
+* One output file: the tensors are cut, in file order, into *units* of about ``UNIT_BYTES``
+  input bytes; each unit is a task that returns its compressed entries through the object store,
+  and the driver adds them to the same writer the local run uses, in file order.
 
-Fault tolerance: a task writes nothing, so a worker killed mid-task leaves no partial file; Ray
-re-runs the task (``max_retries``) and the deterministic kernels give the same bytes again.
+Fault tolerance: Ray re-runs a task whose worker died (``max_retries``), and the deterministic
+kernels give the same bytes again. A unit task writes nothing; a shard task killed mid-shard
+leaves at most a temporary file in the staging folder, which the driver removes with it, and
+the retry writes the whole shard again.
 """
 
 from __future__ import annotations
@@ -140,11 +144,77 @@ def _use_task_cpus() -> None:
         _core.set_num_threads(int(cpus))
 
 
+def write_output_shard(src: str, path: str, names: list[str], plans: dict[str, Any], reserve: int,
+                       fault_marker: Optional[str] = None) -> tuple[list[Any], list[str], int]:
+    """One task of a sharded run: compresses ``names`` of ``src`` (opened here, memory-mapped)
+    one at a time and writes them as the container shard ``path`` (atomically; the same
+    writer and header room as the local run); returns ``(reports, stored names, bytes)``.
+
+    ``fault_marker`` (tests only): as in :func:`compress_unit`."""
+    from .formats import open_model
+    from .pipeline import _compress_one
+    from .sharded_container import write_shard
+
+    _use_task_cpus()
+    rows: list[Any] = []
+
+    def entries(model: Any) -> Any:
+        for i, name in enumerate(names):
+            if fault_marker is not None and i == len(names) - 1 and not os.path.exists(fault_marker):
+                open(fault_marker, "w").close()
+                os._exit(1)
+            sink = _Collector()
+            rows.append(_compress_one(sink, name, model[name].numpy(), plans[name]))
+            yield sink.entries[0]
+
+    with open_model(src) as model:
+        stored, size = write_shard(path, entries(model), reserve)
+    return rows, stored, size
+
+
+def run_ray_shards(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: dict[str, Any], writer: Any,
+                   progress: Optional[Callable[[int, int, str], None]], offset: int, address: Optional[str],
+                   fault_marker: Optional[str] = None) -> list[Any]:
+    """A sharded run: one Ray task per planned output shard writes it (see the module doc);
+    ``writer`` (a :class:`~quantpress.sharded_container.ShardedWriter` with a layout) adopts the
+    shards, in any order, and its ``close`` names them and writes the index. Returns the
+    per-tensor reports in file order; progress is reported per tensor as shards finish."""
+    ray = ensure_ray(address)
+    task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(write_output_shard)
+    pending = {}
+    for k, names in enumerate(writer.layout, 1):
+        sub = {n: plans[n] for n in names}
+        pending[task.remote(src, writer.part_path(k), names, sub, writer.reserves[k - 1], fault_marker)] = k
+    done_rows: dict[int, list[Any]] = {}
+    count = 0
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            k = pending.pop(ready[0])
+            rows, stored, size = ray.get(ready[0])
+            writer.adopt(k, stored, size)
+            done_rows[k] = rows
+            for row in rows:
+                count += 1
+                if progress is not None:
+                    progress(offset + count, offset + len(listing), row.name)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        raise (cause if isinstance(cause, QuantpressError) else QuantpressError(f"a Ray task failed: {cause or e}")) from None
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+    return [row for k in sorted(done_rows) for row in done_rows[k]]
+
+
 def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: dict[str, Any], writer: Any,
             progress: Optional[Callable[[int, int, str], None]], offset: int, address: Optional[str],
             fault_marker: Optional[str] = None) -> list[Any]:
-    """Compresses every tensor as Ray tasks and adds the results to ``writer`` in file order;
-    returns the per-tensor reports in file order. Progress is reported as results are written."""
+    """Compresses every tensor as Ray tasks and adds the results to ``writer`` in file order
+    (or, for a sharded writer with a layout, :func:`run_ray_shards`); returns the per-tensor
+    reports in file order. Progress is reported as results are written."""
+    if getattr(writer, "layout", None) is not None:
+        return run_ray_shards(src, listing, plans, writer, progress, offset, address, fault_marker)
     ray = ensure_ray(address)
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(compress_unit)
     groups = units(listing, UNIT_BYTES)
@@ -177,4 +247,5 @@ def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: di
     return rows
 
 
-__all__ = ["EXECUTORS", "UNIT_BYTES", "compress_unit", "require_ray", "run_ray", "units"]
+__all__ = ["EXECUTORS", "UNIT_BYTES", "compress_unit", "require_ray", "run_ray", "run_ray_shards", "units",
+           "write_output_shard"]
