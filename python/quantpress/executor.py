@@ -71,10 +71,12 @@ def units(listing: list[tuple[str, tuple[int, ...], str]], unit_bytes: int = UNI
         >>> units([("a", (4,), "float32"), ("b", (4,), "float32"), ("c", (8,), "float32")], 32)
         [['a', 'b'], ['c']]
     """
+    from .sharded_container import dtype_bytes
+
     out: list[list[str]] = []
     size = 0
     for name, shape, dtype in listing:
-        n = int(np.prod(shape, dtype=np.int64)) * _itemsize(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) * dtype_bytes(dtype)
         if out and size + n <= unit_bytes:
             out[-1].append(name)
             size += n
@@ -82,13 +84,6 @@ def units(listing: list[tuple[str, tuple[int, ...], str]], unit_bytes: int = UNI
             out.append([name])
             size = n
     return out
-
-
-def _itemsize(dtype: str) -> int:
-    try:
-        return np.dtype(dtype).itemsize
-    except TypeError:  # bfloat16 and other names NumPy lacks
-        return 2 if "16" in dtype else 1 if "8" in dtype else 4
 
 
 class _Collector:

@@ -83,7 +83,7 @@ def predicted_bytes(shape: tuple[int, ...], dtype: str, plan: Any) -> int:
     n = int(np.prod(shape, dtype=np.int64))
     p = plan.params
     if plan.method == "keep":
-        return n * _itemsize(dtype)
+        return n * dtype_bytes(dtype)
     if plan.method == "scalar":
         return _scalar_bytes(n, shape, p["bits"], p["group_size"], p["axis"], p["scheme"], p["scale_dtype"], p["double_quant"])
     if plan.method == "gguf":
@@ -114,7 +114,7 @@ def _sparse_bytes(n: int, shape: tuple[int, ...], p: Any) -> int:
     else:
         kept, meta = n, 8 * sum(shape)
     if p["bits"] is None:
-        return meta + kept * _itemsize(p["value_dtype"])
+        return meta + kept * dtype_bytes(p["value_dtype"])
     g = p["group_size"]
     padded = kept if g is None else -(-kept // g) * g
     return meta + _scalar_bytes(padded, (padded,), p["bits"], g, 0, p["scheme"], "float16", False)
@@ -131,7 +131,8 @@ def _scalar_bytes(n: int, shape: tuple[int, ...], bits: int, group: Optional[int
     return codes + groups * per * (2 if scheme == "affine" else 1)
 
 
-def _itemsize(dtype: str) -> int:
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of a dtype name (bfloat16 and other names NumPy lacks by their width)."""
     try:
         return np.dtype(dtype).itemsize
     except TypeError:  # bfloat16 and other names NumPy lacks
