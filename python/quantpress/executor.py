@@ -167,6 +167,14 @@ def write_output_shard(src: str, path: str, names: list[str], plans: dict[str, A
     return rows, stored, size
 
 
+def task_cpus(ray: Any, tasks: int) -> int:
+    """CPUs (and Rust threads) per task when ``tasks`` tasks share the cluster: all of them
+    busy even with fewer tasks than CPUs, at most one node's worth."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    node = max([int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n.get("Alive")] or [1])
+    return max(1, min(node, cpus // max(1, tasks)))
+
+
 def run_ray_shards(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: dict[str, Any], writer: Any,
                    progress: Optional[Callable[[int, int, str], None]], offset: int, address: Optional[str],
                    fault_marker: Optional[str] = None) -> list[Any]:
@@ -175,7 +183,8 @@ def run_ray_shards(src: str, listing: list[tuple[str, tuple[int, ...], str]], pl
     shards, in any order, and its ``close`` names them and writes the index. Returns the
     per-tensor reports in file order; progress is reported per tensor as shards finish."""
     ray = ensure_ray(address)
-    task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(write_output_shard)
+    task = ray.remote(num_cpus=task_cpus(ray, len(writer.layout)), max_retries=MAX_RETRIES,
+                      retry_exceptions=False)(write_output_shard)
     pending = {}
     for k, names in enumerate(writer.layout, 1):
         sub = {n: plans[n] for n in names}

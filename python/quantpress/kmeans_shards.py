@@ -271,13 +271,11 @@ class RayBackend:
     put in the object store once; paths are memory-mapped by the actors."""
 
     def __init__(self, shards: Shards, metric: str, address: Optional[str]) -> None:
-        from .executor import ensure_ray
+        from .executor import ensure_ray, task_cpus
 
         ray = self.ray = ensure_ray(address)
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        node_cpus = max([int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n.get("Alive")] or [1])
-        parts = groups(shards.sizes, cpus)
-        self.threads = max(1, min(node_cpus, cpus // len(parts)))
+        parts = groups(shards.sizes, max(1, int(ray.cluster_resources().get("CPU", 1))))
+        self.threads = task_cpus(ray, len(parts))
         src = [s if isinstance(s, str) or _is_ref(s) else ray.put(np.asarray(s)) for s in shards.sources]
         wts = [None if w is None else ray.put(w) for w in shards.weights]
         self.jobs = [([src[i] for i in g], [wts[i] for i in g]) for g in parts]
