@@ -430,12 +430,12 @@ def test_model_larger_than_the_memory_limit_compresses(tmp_path):
 
 # --- GGUF split output ----------------------------------------------------------------------------
 
-def _f16_gguf(path: str) -> dict[str, np.ndarray]:
+def _f16_gguf(path: str, split_max_tensors: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
     ts = {f"blk.{i}.ffn_up.weight": rng.standard_normal((64, 256)).astype(np.float16) for i in range(3)}
     ts["blk.0.attn_norm.weight"] = np.ones(256, np.float32)
     ts["output.weight"] = rng.standard_normal((32, 256)).astype(np.float16)
-    w = gguf.GGUFWriter(path, "llama")
+    w = gguf.GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
     w.add_block_count(3)
     for n, t in ts.items():
         w.add_tensor(n, t)
@@ -529,3 +529,23 @@ def test_each_shard_is_written_once(tmp_path, monkeypatch):
     monkeypatch.setattr(container.shutil, "copyfileobj", no_copy)
     qp.compress(str(src), str(tmp_path / "out"), "int4", max_shard_size=20_000)
     assert len([n for n in os.listdir(tmp_path / "out") if n.endswith(".safetensors")]) >= 3
+
+
+def test_gguf_requantize_reads_a_split_set_as_the_single_file(tmp_path):
+    _f16_gguf(str(tmp_path / "f16.gguf"))
+    os.makedirs(tmp_path / "split")
+    _f16_gguf(str(tmp_path / "split" / "m.gguf"), split_max_tensors=2)
+    splits = sorted(os.listdir(tmp_path / "split"))
+    assert splits == [f"m-{i:05d}-of-00003.gguf" for i in (1, 2, 3)]
+    one = qp.gguf_requantize(str(tmp_path / "f16.gguf"), str(tmp_path / "one.gguf"), "Q4_K_M")
+    expected = open(tmp_path / "one.gguf", "rb").read()
+    for i, src in enumerate([tmp_path / "split" / splits[1], tmp_path / "split"]):  # any split, or the directory
+        rep = qp.gguf_requantize(str(src), str(tmp_path / f"out{i}.gguf"), "Q4_K_M")
+        assert open(tmp_path / f"out{i}.gguf", "rb").read() == expected
+        assert rep.types() == one.types() and rep.src == str(tmp_path / "split" / splits[0])
+    with pytest.raises(qp.QuantpressError, match="input"):
+        qp.gguf_requantize(str(tmp_path / "split" / splits[0]), str(tmp_path / "split" / splits[2]), "Q4_K_M")
+    os.remove(tmp_path / "split" / splits[1])  # a gap: refused before any output
+    with pytest.raises(qp.QuantpressError, match="gap"):
+        qp.gguf_requantize(str(tmp_path / "split" / splits[0]), str(tmp_path / "bad.gguf"), "Q4_K_M")
+    assert not (tmp_path / "bad.gguf").exists()
