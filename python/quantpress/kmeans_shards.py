@@ -152,7 +152,7 @@ class Shards:
             return [None] * len(self.sizes)
         if len(sample_weight) != len(self.sizes):
             raise QuantpressError(f"sample_weight must be a list of {len(self.sizes)} arrays, one per shard")
-        out = []
+        out: list[Optional[np.ndarray]] = []
         for w, n in zip(sample_weight, self.sizes):
             a = np.ascontiguousarray(w, dtype=np.float32)
             if a.shape != (n,):
@@ -163,7 +163,7 @@ class Shards:
     def concat(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Every point (and weight) in one array, for seeding."""
         x = np.concatenate([_load(s) for s in self.sources])
-        w = None if self.weights[0] is None else np.concatenate(self.weights)  # type: ignore[arg-type]
+        w: Optional[np.ndarray] = None if self.weights[0] is None else np.concatenate(self.weights)  # type: ignore[arg-type]
         return x, w
 
 
@@ -303,7 +303,7 @@ def dataset_blocks(ds: Any) -> tuple[list[Any], list[tuple[int, int]]]:
     import ray
 
     refs = list(ds.to_numpy_refs())
-    shape = ray.remote(num_cpus=0)(lambda b: block_points(b).shape)
+    shape: Any = ray.remote(num_cpus=0)(lambda b: block_points(b).shape)
     return refs, [tuple(s) for s in ray_get(ray, [shape.remote(r) for r in refs])]
 
 
