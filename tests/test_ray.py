@@ -99,14 +99,16 @@ def test_cli_executor_ray(ray_local, model, tmp_path):
     assert _files(str(tmp_path / "a.safetensors")) == _files(str(tmp_path / "b.safetensors"))
 
 
-def test_a_bad_tensor_fails_with_its_name(ray_local, tmp_path):
+@pytest.mark.parametrize("shard", [None, 20_000])
+def test_a_bad_tensor_fails_with_its_name(ray_local, tmp_path, shard):
     src = tmp_path / "bad.safetensors"
     w = np.ones((64, 256), np.float32)
     w[3, 7] = np.nan
-    save_file({"bad.weight": w}, str(src))
-    with pytest.raises(qp.QuantpressError, match="bad.weight"):
-        qp.compress(src, tmp_path / "out.safetensors", "int4", executor="ray")
-    assert not (tmp_path / "out.safetensors").exists()
+    save_file({f"a{i}.weight": np.ones((64, 256), np.float32) for i in range(4)} | {"bad.weight": w}, str(src))
+    with pytest.raises(qp.QuantpressError, match="bad.weight") as e:
+        qp.compress(src, tmp_path / "out", "int4", executor="ray", max_shard_size=shard)
+    assert "Ray" not in str(e.value)  # the tensor's own error, not a wrapped Ray traceback
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
 def test_without_ray_the_error_says_what_to_install(monkeypatch, model, tmp_path):

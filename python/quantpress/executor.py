@@ -7,16 +7,19 @@ tensors one at a time, measuring their error.
 
 * Sharded output: the shard cuts are planned before anything runs, from the predicted sizes
   (``sharded_container.plan_layout``), and the local writer cuts at the same tensors. Each output
-  shard is one task that **writes its shard itself** (atomically, under a hidden name in the
-  output's staging folder) with the same container writer and header room as the local run,
-  and returns only its per-tensor reports; the driver moves the shards to their final names and
-  writes the index last. The output is byte-identical to the local run.
+  shard has one writer task (no CPU of its own) that **writes its shard itself** (atomically,
+  under a hidden name in the output's staging folder) with the same container writer and header
+  room as the local run. It cuts its tensors into units of about ``UNIT_BYTES`` input bytes,
+  runs them as CPU tasks (a few in flight) and writes their entries in order as they come back,
+  so the work is spread in small units whatever the shard size; it returns only the per-tensor
+  reports. The driver moves the shards to their final names and writes the index last. The
+  output is byte-identical to the local run.
 * One output file: the tensors are cut, in file order, into *units* of about ``UNIT_BYTES``
   input bytes; each unit is a task that returns its compressed entries through the object store,
   and the driver adds them to the same writer the local run uses, in file order.
 
 Fault tolerance: Ray re-runs a task whose worker died (``max_retries``), and the deterministic
-kernels give the same bytes again. A unit task writes nothing; a shard task killed mid-shard
+kernels give the same bytes again. A unit task writes nothing; a writer task killed mid-shard
 leaves at most a temporary file in the staging folder, which the driver removes with it, and
 the retry writes the whole shard again.
 """
@@ -24,6 +27,7 @@ the retry writes the whole shard again.
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -139,32 +143,50 @@ def _use_task_cpus() -> None:
         _core.set_num_threads(int(cpus))
 
 
-def write_output_shard(src: str, path: str, names: list[str], plans: dict[str, Any], reserve: int,
-                       fault_marker: Optional[str] = None) -> tuple[list[Any], list[str], int]:
-    """One task of a sharded run: compresses ``names`` of ``src`` (opened here, memory-mapped)
-    one at a time and writes them as the container shard ``path`` (atomically; the same
-    writer and header room as the local run); returns ``(reports, stored names, bytes)``.
+def write_output_shard(src: str, path: str, units: list[list[str]], plans: dict[str, Any], reserve: int,
+                       window: int, fault_marker: Optional[str] = None) -> tuple[list[Any], list[str], int]:
+    """One writer task of a sharded run (no CPU of its own): compresses the ``units`` of its
+    shard as Ray tasks (:func:`compress_unit`, at most ``window`` in flight, so the finished but
+    unwritten entries stay few) and writes their entries, in order, as the container shard
+    ``path`` (atomically; the same writer and header room as the local run); returns
+    ``(reports, stored names, bytes)``."""
+    import ray
 
-    ``fault_marker`` (tests only): as in :func:`compress_unit`."""
-    from .formats import open_model
-    from .pipeline import _compress_one
     from .sharded_container import write_shard
 
-    _use_task_cpus()
+    task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(compress_unit)
+    plans_ref = ray.put(plans)
     rows: list[Any] = []
+    pending: deque[Any] = deque()
 
-    def entries(model: Any) -> Any:
-        for i, name in enumerate(names):
-            if fault_marker is not None and i == len(names) - 1 and not os.path.exists(fault_marker):
-                open(fault_marker, "w").close()
-                os._exit(1)
-            sink = _Collector()
-            rows.append(_compress_one(sink, name, model[name].numpy(), plans[name]))
-            yield sink.entries[0]
+    def entries() -> Any:
+        submitted = 0
+        while submitted < len(units) or pending:
+            while submitted < len(units) and len(pending) < window:
+                pending.append(task.remote(src, units[submitted], plans_ref, fault_marker))
+                submitted += 1
+            for row, entry, dtype in ray_get(ray, pending.popleft()):
+                rows.append(row)
+                yield row.name, entry, dtype
 
-    with open_model(src) as model:
-        stored, size = write_shard(path, entries(model), reserve)
+    try:
+        stored, size = write_shard(path, entries(), reserve)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
     return rows, stored, size
+
+
+def ray_get(ray: Any, ref: Any) -> Any:
+    """``ray.get(ref)``; a task's :class:`QuantpressError` is raised as itself, any other
+    failure as a :class:`QuantpressError` saying so."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        while isinstance(cause, ray.exceptions.RayTaskError):  # raised by a nested task
+            cause = getattr(cause, "cause", None)
+        raise (cause if isinstance(cause, QuantpressError) else QuantpressError(f"a Ray task failed: {cause or e}")) from None
 
 
 def task_cpus(ray: Any, tasks: int) -> int:
@@ -178,33 +200,36 @@ def task_cpus(ray: Any, tasks: int) -> int:
 def run_ray_shards(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: dict[str, Any], writer: Any,
                    progress: Optional[Callable[[int, int, str], None]], offset: int, address: Optional[str],
                    fault_marker: Optional[str] = None) -> list[Any]:
-    """A sharded run: one Ray task per planned output shard writes it (see the module doc);
-    ``writer`` (a :class:`~quantpress.sharded_container.ShardedWriter` with a layout) adopts the
-    shards, in any order, and its ``close`` names them and writes the index. Returns the
-    per-tensor reports in file order; progress is reported per tensor as shards finish."""
+    """A sharded run: one writer task per planned output shard (at most one per cluster CPU at a
+    time) writes it from its units (see the module doc); ``writer`` (a
+    :class:`~quantpress.sharded_container.ShardedWriter` with a layout) adopts the shards, in any
+    order, and its ``close`` names them and writes the index. Returns the per-tensor reports in
+    file order; progress is reported per tensor as shards finish."""
     ray = ensure_ray(address)
-    task = ray.remote(num_cpus=task_cpus(ray, len(writer.layout)), max_retries=MAX_RETRIES,
-                      retry_exceptions=False)(write_output_shard)
-    pending = {}
-    for k, names in enumerate(writer.layout, 1):
-        sub = {n: plans[n] for n in names}
-        pending[task.remote(src, writer.part_path(k), names, sub, writer.reserves[k - 1], fault_marker)] = k
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    task = ray.remote(num_cpus=0, max_retries=MAX_RETRIES, retry_exceptions=False)(write_output_shard)
+    sizes = {name: (shape, dtype) for name, shape, dtype in listing}
+    jobs = list(enumerate(writer.layout, 1))
+    window = max(2, -(-2 * cpus // max(1, min(len(jobs), cpus))))  # units in flight per writer
+    pending: dict[Any, int] = {}
     done_rows: dict[int, list[Any]] = {}
     count = 0
     try:
-        while pending:
+        while jobs or pending:
+            while jobs and len(pending) < cpus:
+                k, names = jobs.pop(0)
+                parts = units([(n, *sizes[n]) for n in names], UNIT_BYTES)
+                sub = {n: plans[n] for n in names}
+                pending[task.remote(src, writer.part_path(k), parts, sub, writer.reserves[k - 1], window, fault_marker)] = k
             ready, _ = ray.wait(list(pending), num_returns=1)
             k = pending.pop(ready[0])
-            rows, stored, size = ray.get(ready[0])
+            rows, stored, size = ray_get(ray, ready[0])
             writer.adopt(k, stored, size)
             done_rows[k] = rows
             for row in rows:
                 count += 1
                 if progress is not None:
                     progress(offset + count, offset + len(listing), row.name)
-    except ray.exceptions.RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        raise (cause if isinstance(cause, QuantpressError) else QuantpressError(f"a Ray task failed: {cause or e}")) from None
     finally:
         for ref in pending:
             ray.cancel(ref)
@@ -234,7 +259,7 @@ def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: di
                 pending[task.remote(src, groups[submitted], plans_ref, fault_marker)] = submitted
                 submitted += 1
             done, _ = ray.wait(list(pending), num_returns=1)
-            ready[pending.pop(done[0])] = ray.get(done[0])
+            ready[pending.pop(done[0])] = ray_get(ray, done[0])
             while written in ready:  # write in file order, whatever order the tasks finish in
                 for row, entry, dtype in ready.pop(written):
                     writer.add(row.name, entry, dtype=dtype)
@@ -242,14 +267,11 @@ def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: di
                     if progress is not None:
                         progress(offset + len(rows), offset + len(listing), row.name)
                 written += 1
-    except ray.exceptions.RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        raise (cause if isinstance(cause, QuantpressError) else QuantpressError(f"a Ray task failed: {cause or e}")) from None
     finally:
         for ref in pending:
             ray.cancel(ref)
     return rows
 
 
-__all__ = ["EXECUTORS", "UNIT_BYTES", "compress_unit", "require_ray", "run_ray", "run_ray_shards", "units",
-           "write_output_shard"]
+__all__ = ["EXECUTORS", "UNIT_BYTES", "compress_unit", "require_ray", "run_ray", "run_ray_shards", "task_cpus",
+           "units", "write_output_shard"]

@@ -286,6 +286,8 @@ class RayBackend:
     def partials(self, c: np.ndarray, rows: int, want_codes: bool) -> list[Partial]:
         refs = [a.partials.remote(self.key, src, wts, self.metric, self.threads, c, rows, want_codes, i == 0)
                 for i, (a, (src, wts)) in enumerate(zip(self.actors, self.jobs))]
+        from .executor import ray_get
+
         return [p for group in ray_get(self.ray, refs) for p in group]  # in shard order, whatever order they finish in
 
     def close(self) -> None:
@@ -302,18 +304,11 @@ def dataset_blocks(ds: Any) -> tuple[list[Any], list[tuple[int, int]]]:
     computed next to the blocks (one small task each)."""
     import ray
 
+    from .executor import ray_get
+
     refs = list(ds.to_numpy_refs())
     shape: Any = ray.remote(num_cpus=0)(lambda b: block_points(b).shape)
     return refs, [tuple(s) for s in ray_get(ray, [shape.remote(r) for r in refs])]
-
-
-def ray_get(ray: Any, refs: list[Any]) -> list[Any]:
-    """``ray.get(refs)``; a task's :class:`QuantpressError` is raised as itself."""
-    try:
-        return list(ray.get(refs))
-    except ray.exceptions.RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        raise (cause if isinstance(cause, QuantpressError) else QuantpressError(f"a Ray task failed: {cause or e}")) from None
 
 
 def is_dataset(x: Any) -> bool:
