@@ -226,14 +226,12 @@ def test_dataset_fit_equals_the_blocks_fitted_as_shards(ray_local, points):
 
 
 def test_ray_pool_actors_are_reused_and_survive_a_worker_death(ray_local, points):
-    from quantpress import kmeans_shards
-
     shards = _aligned(points)
     first = qp.KMeans(K, n_iter=4, seed=3).fit(shards, executor="ray")
-    pool = list(kmeans_shards._POOL[kmeans_shards.pool_key(ray_local)])
+    pool = list(executor._POOL[executor.pool_key(ray_local)])
     ray_local.kill(pool[0], no_restart=False)  # its worker dies; Ray restarts the actor
     again = qp.KMeans(K, n_iter=4, seed=3).fit(shards, executor="ray")
-    assert kmeans_shards._POOL[kmeans_shards.pool_key(ray_local)][:len(pool)] == pool
+    assert executor._POOL[executor.pool_key(ray_local)][:len(pool)] == pool
     _same(again, first)
     _same(first, qp.KMeans(K, n_iter=4, seed=3).fit(points))
 

@@ -7,7 +7,8 @@ tensors one at a time, measuring their error.
 
 * Sharded output: the shard cuts are planned before anything runs, from the predicted sizes
   (``sharded_container.plan_layout``), and the local writer cuts at the same tensors. Each output
-  shard has one writer task (no CPU of its own) that **writes its shard itself** (atomically,
+  shard has one writer (a long-lived pool actor holding no CPU, see :func:`pool`) that
+  **writes its shard itself** (atomically,
   under a hidden name in the output's staging folder) with the same container writer and header
   room as the local run. It cuts its tensors into units of about ``UNIT_BYTES`` input bytes,
   runs them as CPU tasks (a few in flight) and writes their entries in order as they come back,
@@ -145,7 +146,7 @@ def _use_task_cpus() -> None:
 
 def write_output_shard(src: str, path: str, units: list[list[str]], plans: dict[str, Any], reserve: int,
                        window: int, fault_marker: Optional[str] = None) -> tuple[list[Any], list[str], int]:
-    """One writer task of a sharded run (no CPU of its own): compresses the ``units`` of its
+    """The writer of one shard of a sharded run (a pool actor, no CPU of its own): compresses the ``units`` of its
     shard as Ray tasks (:func:`compress_unit`, at most ``window`` in flight, so the finished but
     unwritten entries stay few) and writes their entries, in order, as the container shard
     ``path`` (atomically; the same writer and header room as the local run); returns
@@ -197,32 +198,75 @@ def task_cpus(ray: Any, tasks: int) -> int:
     return max(1, min(node, cpus // max(1, tasks)))
 
 
+class PoolWorker:
+    """A long-lived Ray actor of the quantpress pool: runs module-level functions given to
+    :meth:`call` with a per-actor cache dict as first argument (the k-means shards of a fit, see
+    ``kmeans_shards.actor_partials``) or none (a shard writer, :func:`actor_write_shard`)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[str, Any] = {}
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(self.cache, *args)
+
+
+_POOL: dict[str, list[Any]] = {}
+"""The :class:`PoolWorker` actors of each Ray connection (they live as long as it)."""
+
+
+def pool_key(ray: Any) -> str:
+    """This connection: a new local cluster has a new node id, a new connection a new job id."""
+    ctx = ray.get_runtime_context()
+    return f"{ctx.get_node_id()}:{ctx.get_job_id()}"
+
+
+def pool(ray: Any, size: int) -> list[Any]:
+    """``size`` pool actors, started on first use and reused by later runs (a new actor costs a
+    worker process start, ~1 s). Actors take no CPU while alive (Ray's default), so an idle
+    pool never blocks other Ray work; they are spread over the nodes. One whose worker dies is
+    restarted and its call retried."""
+    actors = _POOL.setdefault(pool_key(ray), [])
+    cls = ray.remote(max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES, scheduling_strategy="SPREAD")(PoolWorker)
+    while len(actors) < size:
+        actors.append(cls.remote())
+    return actors[:size]
+
+
+def actor_write_shard(_cache: dict[str, Any], *args: Any) -> Any:
+    """:func:`write_output_shard` run by a pool actor."""
+    return write_output_shard(*args)
+
+
 def run_ray_shards(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: dict[str, Any], writer: Any,
                    progress: Optional[Callable[[int, int, str], None]], offset: int, address: Optional[str],
                    fault_marker: Optional[str] = None) -> list[Any]:
-    """A sharded run: one writer task per planned output shard (at most one per cluster CPU at a
-    time) writes it from its units (see the module doc); ``writer`` (a
+    """A sharded run: one writer per planned output shard (a pool actor, at most one per cluster
+    CPU at a time) writes it from its units (see the module doc); ``writer`` (a
     :class:`~quantpress.sharded_container.ShardedWriter` with a layout) adopts the shards, in any
     order, and its ``close`` names them and writes the index. Returns the per-tensor reports in
     file order; progress is reported per tensor as shards finish."""
     ray = ensure_ray(address)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    task = ray.remote(num_cpus=0, max_retries=MAX_RETRIES, retry_exceptions=False)(write_output_shard)
+    free = pool(ray, cpus)
     sizes = {name: (shape, dtype) for name, shape, dtype in listing}
     jobs = list(enumerate(writer.layout, 1))
     window = max(2, -(-2 * cpus // max(1, min(len(jobs), cpus))))  # units in flight per writer
-    pending: dict[Any, int] = {}
+    pending: dict[Any, tuple[int, Any]] = {}
     done_rows: dict[int, list[Any]] = {}
     count = 0
     try:
         while jobs or pending:
-            while jobs and len(pending) < cpus:
+            while jobs and free:
                 k, names = jobs.pop(0)
                 parts = units([(n, *sizes[n]) for n in names], UNIT_BYTES)
                 sub = {n: plans[n] for n in names}
-                pending[task.remote(src, writer.part_path(k), parts, sub, writer.reserves[k - 1], window, fault_marker)] = k
+                actor = free.pop()
+                ref = actor.call.remote(actor_write_shard, src, writer.part_path(k), parts, sub, writer.reserves[k - 1], window,
+                                        fault_marker)
+                pending[ref] = (k, actor)
             ready, _ = ray.wait(list(pending), num_returns=1)
-            k = pending.pop(ready[0])
+            k, actor = pending.pop(ready[0])
+            free.append(actor)
             rows, stored, size = ray_get(ray, ready[0])
             writer.adopt(k, stored, size)
             done_rows[k] = rows
@@ -273,5 +317,5 @@ def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: di
     return rows
 
 
-__all__ = ["EXECUTORS", "UNIT_BYTES", "compress_unit", "require_ray", "run_ray", "run_ray_shards", "task_cpus",
+__all__ = ["EXECUTORS", "UNIT_BYTES", "compress_unit", "require_ray", "run_ray", "PoolWorker", "pool", "run_ray_shards", "task_cpus",
            "units", "write_output_shard"]

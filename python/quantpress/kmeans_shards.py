@@ -14,7 +14,8 @@ So:
   shard sizes the sums are grouped differently and results agree to float64 rounding.
 
 On Ray the shards are cut into as many consecutive groups as the cluster has CPUs (at most one
-per shard); each group is served by one long-lived actor of a pool (kept across fits) that
+per shard); each group is served by one long-lived actor of the pool (``executor.pool``, kept
+across fits and shared with ``compress``) that
 opens its shards once per fit (memory maps, or zero-copy views of object-store blocks) and
 answers one call per iteration with the partials of its shards: only the centroids go out and
 the small sums come back.
@@ -219,50 +220,25 @@ def groups(sizes: list[int], workers: int) -> list[range]:
     return [range(a, b) for a, b in zip(cuts, cuts[1:])]
 
 
-class ShardWorker:
-    """A long-lived Ray actor of the worker pool: serves the partials of one fit's group of
-    shards, opened on the first call of that fit (``key``) and kept until :meth:`release`.
-    Every call carries the sources, so a restarted actor (its worker died) re-opens them."""
-
-    def __init__(self) -> None:
-        self.key: Optional[str] = None
-        self.group: Optional[ShardGroup] = None
-
-    def partials(self, key: str, sources: list[Any], weights: list[Any], metric: str, threads: int,
-                 c: np.ndarray, rows: int, want_codes: bool, first: bool) -> list[Partial]:
-        if self.key != key or self.group is None:
-            self.group, self.key = None, None
-            self.group, self.key = ShardGroup(sources, weights, metric), key
-        if _core.get_num_threads() != threads:
-            _core.set_num_threads(threads)
-        return self.group.partials(c, rows, want_codes, first)
-
-    def release(self, key: str) -> None:
-        if self.key == key:
-            self.group, self.key = None, None
+def actor_partials(cache: dict[str, Any], key: str, sources: list[Any], weights: list[Any], metric: str, threads: int,
+                   c: np.ndarray, rows: int, want_codes: bool, first: bool) -> list[Partial]:
+    """Run by a pool actor (:class:`quantpress.executor.PoolWorker`): the partials of one fit's
+    group of shards, opened on the fit's (``key``) first call and kept in the actor until
+    :func:`actor_release`. Every call carries the sources, so a restarted actor (its worker
+    died) re-opens them."""
+    if cache.get("kmeans_key") != key:
+        cache.pop("kmeans", None)
+        cache["kmeans"], cache["kmeans_key"] = ShardGroup(sources, weights, metric), key
+    if _core.get_num_threads() != threads:
+        _core.set_num_threads(threads)
+    return cache["kmeans"].partials(c, rows, want_codes, first)
 
 
-_POOL: dict[str, list[Any]] = {}
-"""The :class:`ShardWorker` actors of each Ray job (they live as long as the connection)."""
-
-
-def pool_key(ray: Any) -> str:
-    """This connection: a new local cluster has a new node id, a new connection a new job id."""
-    ctx = ray.get_runtime_context()
-    return f"{ctx.get_node_id()}:{ctx.get_job_id()}"
-
-
-def _pool(ray: Any, size: int) -> list[Any]:
-    """``size`` pool actors, started on first use and reused by later fits (a new actor costs a
-    worker process start, ~1 s). Actors take no CPU while alive (Ray's default), so an idle
-    pool never blocks other Ray work; they are spread over the nodes."""
-    from .executor import MAX_RETRIES
-
-    actors = _POOL.setdefault(pool_key(ray), [])
-    cls = ray.remote(max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES, scheduling_strategy="SPREAD")(ShardWorker)
-    while len(actors) < size:
-        actors.append(cls.remote())
-    return actors[:size]
+def actor_release(cache: dict[str, Any], key: str) -> None:
+    """Run by a pool actor at the end of a fit: drops its shards."""
+    if cache.get("kmeans_key") == key:
+        cache.pop("kmeans", None)
+        cache.pop("kmeans_key", None)
 
 
 class RayBackend:
@@ -271,7 +247,7 @@ class RayBackend:
     put in the object store once; paths are memory-mapped by the actors."""
 
     def __init__(self, shards: Shards, metric: str, address: Optional[str]) -> None:
-        from .executor import ensure_ray, task_cpus
+        from .executor import ensure_ray, pool, task_cpus
 
         ray = self.ray = ensure_ray(address)
         parts = groups(shards.sizes, max(1, int(ray.cluster_resources().get("CPU", 1))))
@@ -279,19 +255,19 @@ class RayBackend:
         src = [s if isinstance(s, str) or _is_ref(s) else ray.put(np.asarray(s)) for s in shards.sources]
         wts = [None if w is None else ray.put(w) for w in shards.weights]
         self.jobs = [([src[i] for i in g], [wts[i] for i in g]) for g in parts]
-        self.actors = _pool(ray, len(parts))
+        self.actors = pool(ray, len(parts))
         self.key = os.urandom(8).hex()
         self.metric = metric
 
     def partials(self, c: np.ndarray, rows: int, want_codes: bool) -> list[Partial]:
-        refs = [a.partials.remote(self.key, src, wts, self.metric, self.threads, c, rows, want_codes, i == 0)
+        refs = [a.call.remote(actor_partials, self.key, src, wts, self.metric, self.threads, c, rows, want_codes, i == 0)
                 for i, (a, (src, wts)) in enumerate(zip(self.actors, self.jobs))]
         from .executor import ray_get
 
         return [p for group in ray_get(self.ray, refs) for p in group]  # in shard order, whatever order they finish in
 
     def close(self) -> None:
-        self.ray.get([a.release.remote(self.key) for a in self.actors])
+        self.ray.get([a.call.remote(actor_release, self.key) for a in self.actors])
         self.actors, self.jobs = [], []
 
 
@@ -339,5 +315,5 @@ def lloyd_sharded(backend: Any, shards: Shards, c: np.ndarray, k: int, metric: s
     return c, inertia, labels, done, reseeds
 
 
-__all__ = ["LocalBackend", "RayBackend", "ShardGroup", "ShardWorker", "Shards", "block_points", "dataset_blocks", "groups",
+__all__ = ["LocalBackend", "RayBackend", "ShardGroup", "Shards", "actor_partials", "actor_release", "block_points", "dataset_blocks", "groups",
            "is_dataset", "lloyd_sharded", "reduce_partials"]
