@@ -7,10 +7,10 @@ tensors one at a time, measuring their error.
 
 * Sharded output: the shard cuts are planned before anything runs, from the predicted sizes
   (``sharded_container.plan_layout``), and the local writer cuts at the same tensors. Each output
-  shard has one writer (a long-lived pool actor holding no CPU, see :func:`pool`) that
-  **writes its shard itself** (atomically,
-  under a hidden name in the output's staging folder) with the same container writer and header
-  room as the local run. It cuts its tensors into units of about ``UNIT_BYTES`` input bytes,
+  shard has one writer (a long-lived pool actor holding no CPU, see :func:`pool`) that **writes
+  its shard itself** (atomically, under a hidden name in the output's staging folder) with the
+  same container writer and header room as the local run. It cuts its tensors into units of
+  about ``UNIT_BYTES`` input bytes,
   runs them as CPU tasks (a few in flight) and writes their entries in order as they come back,
   so the work is spread in small units whatever the shard size; it returns only the per-tensor
   reports. The driver moves the shards to their final names and writes the index last. The
@@ -146,8 +146,8 @@ def _use_task_cpus() -> None:
 
 def write_output_shard(src: str, path: str, units: list[list[str]], plans: dict[str, Any], reserve: int,
                        window: int, fault_marker: Optional[str] = None) -> tuple[list[Any], list[str], int]:
-    """The writer of one shard of a sharded run (a pool actor, no CPU of its own): compresses the ``units`` of its
-    shard as Ray tasks (:func:`compress_unit`, at most ``window`` in flight, so the finished but
+    """The writer of one shard of a sharded run (a pool actor, no CPU of its own): compresses the
+    ``units`` of its shard as Ray tasks (:func:`compress_unit`, at most ``window`` in flight, so the finished but
     unwritten entries stay few) and writes their entries, in order, as the container shard
     ``path`` (atomically; the same writer and header room as the local run); returns
     ``(reports, stored names, bytes)``."""
@@ -199,9 +199,10 @@ def task_cpus(ray: Any, tasks: int) -> int:
 
 
 class PoolWorker:
-    """A long-lived Ray actor of the quantpress pool: runs module-level functions given to
-    :meth:`call` with a per-actor cache dict as first argument (the k-means shards of a fit, see
-    ``kmeans_shards.actor_partials``) or none (a shard writer, :func:`actor_write_shard`)."""
+    """A long-lived Ray actor of the quantpress pool: runs the module-level function given to
+    :meth:`call` with the actor's cache dict as first argument (where a k-means fit keeps its
+    open shards, ``kmeans_shards.actor_partials``; a shard writer, :func:`actor_write_shard`,
+    ignores it)."""
 
     def __init__(self) -> None:
         self.cache: dict[str, Any] = {}

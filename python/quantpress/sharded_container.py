@@ -205,7 +205,8 @@ class ShardedWriter(AtomicWriter):
         taken = sorted(n for n in os.listdir(self.folder) if n.endswith((".safetensors", ".index.json")))
         if taken:
             raise QuantpressError(f"{self.folder}: already holds {taken[0]}; choose an empty or new directory")
-        os.makedirs(os.path.join(self.folder, STAGING), exist_ok=True)
+        shutil.rmtree(os.path.join(self.folder, STAGING), ignore_errors=True)  # left by a run that crashed
+        os.makedirs(os.path.join(self.folder, STAGING))
         self.layout = layout
         self.reserves = reserves or [0] * len(layout or [])
         self._starts = {names[0]: k for k, names in enumerate(layout or []) if names}
