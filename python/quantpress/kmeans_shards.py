@@ -15,10 +15,11 @@ So:
 
 On Ray the shards are cut into as many consecutive groups as the cluster has CPUs (at most one
 per shard); each group is served by one long-lived actor of the pool (``executor.pool``, kept
-across fits and shared with ``compress``) that
-opens its shards once per fit (memory maps, or zero-copy views of object-store blocks) and
-answers one call per iteration with the partials of its shards: only the centroids go out and
-the small sums come back.
+across fits and shared with ``compress``) that opens its shards once per fit (memory maps, or
+zero-copy views of object-store blocks) and answers one call per iteration with the partials of
+its shards: only the centroids go out and the sums come back. The first group adds its own chunk
+sums (exactly what the driver would do: its sum starts with them), so only the later groups
+send per-chunk sums.
 
 Seeding (``k-means++``/``random``) and the ``tol`` variance read the points once on the driver
 (``np.concatenate``: the points must fit in the driver's memory once; pass ``init=`` an array to
@@ -67,11 +68,10 @@ def _load(source: Any) -> np.ndarray:
 
 class ShardGroup:
     """Consecutive shards and their per-iteration partials: used in this process by the local
-    fit, and as one Ray actor per group by the Ray fit. The shards are opened once."""
+    fit, and kept by a pool actor for the Ray fit (:func:`actor_partials`). The shards are
+    opened once."""
 
-    def __init__(self, sources: Sequence[Any], weights: Sequence[Any], metric: str, threads: int = 0) -> None:
-        if threads:
-            _core.set_num_threads(threads)
+    def __init__(self, sources: Sequence[Any], weights: Sequence[Any], metric: str) -> None:
         self.points = [_load(s) for s in sources]
         self.weights = [None if w is None else np.asarray(_load_weight(w)) for w in weights]
         self.metric = metric
