@@ -4,6 +4,10 @@ equal. Ray's start-up (a few seconds) is outside the timings: a cluster is start
 
     python benches/bench_ray.py            # ~512 MB model (float32), 1M x 16 points, k=256
     python benches/bench_ray.py --quick    # CI smoke run (~32 MB, 100k points)
+    python benches/bench_ray.py --megabytes 2048 --only compress --rounds 5
+
+Each job runs ``--rounds`` times, interleaved with the others, and the medians are printed
+(the machine is shared: other processes' load hits every job alike).
 """
 
 from __future__ import annotations
@@ -43,23 +47,40 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
+def rounds(jobs: dict, n: int) -> dict:
+    """Runs the jobs in turn ``n`` times (so load from other processes hits them alike);
+    returns each job's median seconds and last output."""
+    times: dict = {name: [] for name in jobs}
+    outs: dict = {}
+    for _ in range(n):
+        for name, fn in jobs.items():
+            t, outs[name] = timed(fn)
+            times[name].append(t)
+    return {name: (float(np.median(ts)), outs[name]) for name, ts in times.items()}
+
+
 def same_files(a: str, b: str) -> bool:
     return all(open(os.path.join(a, n), "rb").read() == open(os.path.join(b, n), "rb").read() for n in os.listdir(a))
 
 
-def bench_compress(tmp: str, megabytes: int, recipe: str) -> None:
+def bench_compress(tmp: str, megabytes: int, recipe: str, n: int) -> None:
     os.makedirs(os.path.join(tmp, "in"))
     src = make_model(os.path.join(tmp, "in"), megabytes)
     qp.compress(src, os.path.join(tmp, "warm"), recipe, max_shard_size="64MB")  # page cache, lazy init
     qp.compress(src, os.path.join(tmp, "warm-ray"), recipe, max_shard_size="64MB", executor="ray")  # worker imports
-    t_local, _ = timed(lambda: qp.compress(src, os.path.join(tmp, "local"), recipe, max_shard_size="64MB"))
-    t_ray, _ = timed(lambda: qp.compress(src, os.path.join(tmp, "ray"), recipe, max_shard_size="64MB", executor="ray"))
+
+    def run(name: str, **kw) -> None:
+        shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+        qp.compress(src, os.path.join(tmp, name), recipe, max_shard_size="64MB", **kw)
+
+    r = rounds({"local": lambda: run("local"), "ray": lambda: run("ray", executor="ray")}, n)
+    t_local, t_ray = r["local"][0], r["ray"][0]
     assert same_files(os.path.join(tmp, "local"), os.path.join(tmp, "ray"))
     print(f"compress {megabytes} MB {recipe}: local {t_local:.2f} s, ray 2 workers {t_ray:.2f} s, "
-          f"overhead {100 * (t_ray / t_local - 1):+.1f}%  (outputs byte-identical)")
+          f"overhead {100 * (t_ray / t_local - 1):+.1f}%  (median of {n}; outputs byte-identical)")
 
 
-def bench_kmeans(tmp: str, n: int, d: int, k: int, n_iter: int) -> None:
+def bench_kmeans(tmp: str, n: int, d: int, k: int, n_iter: int, reps: int) -> None:
     x = np.random.default_rng(1).standard_normal((n, d), dtype=np.float32)
     rows = qp._core.kmeans_chunk_rows(n, k, d)
     cut = (n // 2 + rows - 1) // rows * rows  # chunk-aligned: equal to the single-array fit
@@ -71,13 +92,12 @@ def bench_kmeans(tmp: str, n: int, d: int, k: int, n_iter: int) -> None:
     fit = lambda shards, ex="local": qp.KMeans(k, n_iter=n_iter, init=init).fit(shards, executor=ex)  # noqa: E731
     fit(x)
     fit(paths, "ray")  # worker start-up and imports
-    t_single, a = timed(lambda: fit(x))
-    t_local, b = timed(lambda: fit(paths))
-    t_ray, c = timed(lambda: fit(paths, "ray"))
+    r = rounds({"single": lambda: fit(x), "local": lambda: fit(paths), "ray": lambda: fit(paths, "ray")}, reps)
+    (t_single, a), (t_local, b), (t_ray, c) = r["single"], r["local"], r["ray"]
     assert a.centroids.tobytes() == b.centroids.tobytes() == c.centroids.tobytes()
     print(f"k-means n={n} d={d} k={k} {n_iter} iterations: single array {t_single:.2f} s, "
           f"2 shards local {t_local:.2f} s, ray 2 workers {t_ray:.2f} s, overhead {100 * (t_ray / t_single - 1):+.1f}% "
-          f"(centroids bit-identical)")
+          f"(median of {reps}; centroids bit-identical)")
 
 
 def main() -> None:
@@ -85,17 +105,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--megabytes", type=int, default=512)
     ap.add_argument("--recipe", default="int4")
+    ap.add_argument("--rounds", type=int, default=3, help="timed runs of each job, interleaved; medians are printed")
+    ap.add_argument("--only", choices=("compress", "kmeans"))
     args = ap.parse_args()
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     tmp = tempfile.mkdtemp(prefix="bench-ray-")
     try:
-        bench_compress(tmp, 32 if args.quick else args.megabytes, args.recipe)
-        if args.quick:
-            bench_kmeans(tmp, 100_000, 16, 64, 3)
+        if args.only != "kmeans":
+            bench_compress(tmp, 32 if args.quick else args.megabytes, args.recipe, args.rounds)
+        if args.only == "compress":
+            pass
+        elif args.quick:
+            bench_kmeans(tmp, 100_000, 16, 64, 3, args.rounds)
         else:
-            bench_kmeans(tmp, 1_000_000, 16, 256, 10)
+            bench_kmeans(tmp, 1_000_000, 16, 256, 10, args.rounds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         ray.shutdown()

@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 import quantpress as qp
 from quantpress import _core, executor
 from quantpress.cli import main as cli_main
+from quantpress.sharded_container import ShardedWriter
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +65,23 @@ def test_single_file_is_byte_identical(ray_local, model, tmp_path, small_units, 
     assert [s[2] for s in seen] == [t.name for t in local.tensors]
 
 
-def test_sharded_output_is_byte_identical(ray_local, model, tmp_path, small_units):
-    qp.compress(model, tmp_path / "local", "int4", max_shard_size=20_000)
-    qp.compress(model, tmp_path / "ray", "int4", max_shard_size=20_000, executor="ray")
+@pytest.mark.parametrize("recipe", ["int4", "q4_k", "vq2", "prune50-int4"])
+def test_sharded_output_is_written_by_the_workers_and_byte_identical(ray_local, model, tmp_path, monkeypatch, recipe):
+    local_rep = qp.compress(model, tmp_path / "local", recipe, max_shard_size=20_000)
     local = _files(str(tmp_path / "local"))
     assert len([n for n in local if n.endswith(".safetensors")]) > 2
+
+    def driver_writes(*a, **k):
+        raise AssertionError("the driver wrote a tensor")
+
+    monkeypatch.setattr(ShardedWriter, "add", driver_writes)  # the Ray workers are other processes
+    seen = []
+    rep = qp.compress(model, tmp_path / "ray", recipe, max_shard_size=20_000, executor="ray",
+                      progress=lambda d, t, n: seen.append((d, t, n)))
     assert _files(str(tmp_path / "ray")) == local
+    assert _rows(rep) == _rows(local_rep)
+    assert [s[:2] for s in seen] == [(i + 1, len(rep.tensors)) for i in range(len(rep.tensors))]
+    assert sorted(s[2] for s in seen) == sorted(t.name for t in rep.tensors)
 
 
 def test_a_killed_worker_is_retried_and_the_output_is_the_same(ray_local, model, tmp_path, small_units):
@@ -87,14 +99,16 @@ def test_cli_executor_ray(ray_local, model, tmp_path):
     assert _files(str(tmp_path / "a.safetensors")) == _files(str(tmp_path / "b.safetensors"))
 
 
-def test_a_bad_tensor_fails_with_its_name(ray_local, tmp_path):
+@pytest.mark.parametrize("shard", [None, 20_000])
+def test_a_bad_tensor_fails_with_its_name(ray_local, tmp_path, shard):
     src = tmp_path / "bad.safetensors"
     w = np.ones((64, 256), np.float32)
     w[3, 7] = np.nan
-    save_file({"bad.weight": w}, str(src))
-    with pytest.raises(qp.QuantpressError, match="bad.weight"):
-        qp.compress(src, tmp_path / "out.safetensors", "int4", executor="ray")
-    assert not (tmp_path / "out.safetensors").exists()
+    save_file({f"a{i}.weight": np.ones((64, 256), np.float32) for i in range(4)} | {"bad.weight": w}, str(src))
+    with pytest.raises(qp.QuantpressError, match="bad.weight") as e:
+        qp.compress(src, tmp_path / "out", "int4", executor="ray", max_shard_size=shard)
+    assert "Ray" not in str(e.value)  # the tensor's own error, not a wrapped Ray traceback
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
 def test_without_ray_the_error_says_what_to_install(monkeypatch, model, tmp_path):
@@ -182,3 +196,50 @@ def test_shards_are_checked():
         km.fit([np.ones((4, 2), np.float32)], sample_weight=[np.ones(3)])
     with pytest.raises(qp.QuantpressError, match="list of shards"):
         km.fit(np.ones((4, 2), np.float32), executor="ray")
+
+
+class _Blocks:
+    """What KMeans.fit uses of a ``ray.data.Dataset``: ``to_numpy_refs()``, the blocks as object
+    references to ``{column: array}`` dicts, in order. (Ray Data itself needs pandas and pyarrow,
+    which the test environment lacks; the same code was checked on ``ray.data.from_numpy``.)"""
+
+    def __init__(self, ray, blocks):
+        self.refs = [ray.put(b) for b in blocks]
+
+    def to_numpy_refs(self):
+        return list(self.refs)
+
+
+def test_dataset_fit_equals_the_blocks_fitted_as_shards(ray_local, points):
+    cut = [points[:4_000], points[4_000:11_000], points[11_000:]]
+    tensor = _Blocks(ray_local, [{"data": c} for c in cut])  # one (n, d) tensor column
+    local = qp.KMeans(K, n_iter=6, seed=7).fit(cut)
+    _same(qp.KMeans(K, n_iter=6, seed=7).fit(tensor, executor="ray"), local)
+    _same(qp.KMeans(K, n_iter=6, seed=7).fit(tensor), local)  # blocks fetched to this process
+    columns = _Blocks(ray_local, [{f"x{j}": c[:, j].astype(np.float64) for j in range(D)} for c in cut])
+    _same(qp.KMeans(K, n_iter=6, seed=7).fit(columns, executor="ray"), local)  # numeric columns, in order
+    with pytest.raises(qp.QuantpressError, match="sample_weight"):
+        qp.KMeans(K).fit(tensor, sample_weight=[np.ones(len(c)) for c in cut])
+    bad = _Blocks(ray_local, [{"a": np.ones((5, 2)), "b": np.ones(5)}])
+    with pytest.raises(qp.QuantpressError, match="tensor column"):
+        qp.KMeans(2).fit(bad, executor="ray")
+
+
+def test_ray_pool_actors_are_reused_and_survive_a_worker_death(ray_local, points):
+    shards = _aligned(points)
+    first = qp.KMeans(K, n_iter=4, seed=3).fit(shards, executor="ray")
+    pool = list(executor._POOL[executor.pool_key(ray_local)])
+    ray_local.kill(pool[0], no_restart=False)  # its worker dies; Ray restarts the actor
+    again = qp.KMeans(K, n_iter=4, seed=3).fit(shards, executor="ray")
+    assert executor._POOL[executor.pool_key(ray_local)][:len(pool)] == pool
+    _same(again, first)
+    _same(first, qp.KMeans(K, n_iter=4, seed=3).fit(points))
+
+
+@pytest.mark.parametrize("module", ["quantpress.kmeans_shards", "quantpress.executor", "quantpress.sharded_container"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    failed, attempted = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert attempted > 0 and failed == 0

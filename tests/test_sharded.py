@@ -430,12 +430,12 @@ def test_model_larger_than_the_memory_limit_compresses(tmp_path):
 
 # --- GGUF split output ----------------------------------------------------------------------------
 
-def _f16_gguf(path: str) -> dict[str, np.ndarray]:
+def _f16_gguf(path: str, split_max_tensors: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
     ts = {f"blk.{i}.ffn_up.weight": rng.standard_normal((64, 256)).astype(np.float16) for i in range(3)}
     ts["blk.0.attn_norm.weight"] = np.ones(256, np.float32)
     ts["output.weight"] = rng.standard_normal((32, 256)).astype(np.float16)
-    w = gguf.GGUFWriter(path, "llama")
+    w = gguf.GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
     w.add_block_count(3)
     for n, t in ts.items():
         w.add_tensor(n, t)
@@ -484,3 +484,68 @@ def test_gguf_split_failure_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(qp.QuantpressError, match="simulated"):
         qp.gguf_requantize(src, str(tmp_path / "q4.gguf"), "Q8_0", max_shard_size=12_000)
     assert os.listdir(tmp_path) == ["f16.gguf"]
+
+
+@pytest.mark.parametrize("recipe", ["int8", "int4", "nf4", "q4_k", "q4_k_m", "vq2", "prune50-int4", "nm24-int8"])
+def test_predicted_bytes_are_exact_and_an_upper_bound_for_row_pruning(recipe):
+    from quantpress.executor import _Collector
+    from quantpress.recipe import Plan, fit, get_recipe
+    from quantpress.sharded_container import predicted_bytes
+
+    rng = np.random.default_rng(5)
+    cases = [("layers.0.mlp.down_proj.weight", (64, 256), np.float32), ("layers.1.self_attn.v_proj.weight", (96, 512), np.float16),
+             ("layers.2.mlp.up_proj.weight", (3, 32, 256), np.float32), ("layers.0.bias", (300,), np.float16),
+             ("embed_tokens.weight", (128, 256), np.float32)]
+    plans = get_recipe(recipe).plan_all([(n, s, np.dtype(t).name) for n, s, t in cases])
+    extra = [Plan("scalar", {"bits": b, "group_size": g, "scheme": sc, "axis": ax, "scale_dtype": sd})
+             for b, g, sc, ax, sd in [(3, 64, "affine", -1, "float32"), (2, None, "symmetric", 0, "float16"), (8, None, "symmetric", None, "float32")]]
+    extra.append(Plan("scalar", {"bits": 4, "group_size": 64, "scheme": "nf4", "double_quant": True}))
+    for name, shape, t in cases:
+        for plan in [plans[name]] + [fit(p, shape) for p in (extra if recipe == "int8" else [])]:
+            w = rng.standard_normal(shape).astype(t)
+            sink = _Collector()
+            pipeline._compress_one(sink, name, w, plan)
+            actual = sink.add(*sink.entries[0])
+            predicted = predicted_bytes(shape, np.dtype(t).name, plan)
+            assert predicted == actual, (name, plan)
+    structured = Plan("sparse", {"prune": "l2_rows", "sparsity": 0.25, "bits": None})
+    sink = _Collector()
+    pipeline._compress_one(sink, "w", rng.standard_normal((64, 256)).astype(np.float32), structured)
+    actual = sink.add(*sink.entries[0])
+    assert actual <= predicted_bytes((64, 256), "float32", structured) <= 2 * actual
+
+
+def test_each_shard_is_written_once(tmp_path, monkeypatch):
+    """Shards are planned before compressing, so each gets its header room and its data is
+    written once, never copied after the header."""
+    import quantpress.container as container
+
+    src = tmp_path / "in.safetensors"
+    save_file(TENSORS, str(src))
+
+    def no_copy(*a, **k):
+        raise AssertionError("a shard was copied")
+
+    monkeypatch.setattr(container.shutil, "copyfileobj", no_copy)
+    qp.compress(str(src), str(tmp_path / "out"), "int4", max_shard_size=20_000)
+    assert len([n for n in os.listdir(tmp_path / "out") if n.endswith(".safetensors")]) >= 3
+
+
+def test_gguf_requantize_reads_a_split_set_as_the_single_file(tmp_path):
+    _f16_gguf(str(tmp_path / "f16.gguf"))
+    os.makedirs(tmp_path / "split")
+    _f16_gguf(str(tmp_path / "split" / "m.gguf"), split_max_tensors=2)
+    splits = sorted(os.listdir(tmp_path / "split"))
+    assert splits == [f"m-{i:05d}-of-00003.gguf" for i in (1, 2, 3)]
+    one = qp.gguf_requantize(str(tmp_path / "f16.gguf"), str(tmp_path / "one.gguf"), "Q4_K_M")
+    expected = open(tmp_path / "one.gguf", "rb").read()
+    for i, src in enumerate([tmp_path / "split" / splits[1], tmp_path / "split"]):  # any split, or the directory
+        rep = qp.gguf_requantize(str(src), str(tmp_path / f"out{i}.gguf"), "Q4_K_M")
+        assert open(tmp_path / f"out{i}.gguf", "rb").read() == expected
+        assert rep.types() == one.types() and rep.src == str(tmp_path / "split" / splits[0])
+    with pytest.raises(qp.QuantpressError, match="input"):
+        qp.gguf_requantize(str(tmp_path / "split" / splits[0]), str(tmp_path / "split" / splits[2]), "Q4_K_M")
+    os.remove(tmp_path / "split" / splits[1])  # a gap: refused before any output
+    with pytest.raises(qp.QuantpressError, match="gap"):
+        qp.gguf_requantize(str(tmp_path / "split" / splits[0]), str(tmp_path / "bad.gguf"), "Q4_K_M")
+    assert not (tmp_path / "bad.gguf").exists()

@@ -2,24 +2,33 @@
 Ray tasks on a local or remote Ray cluster ("ray").
 
 The Ray plan (docs/scaling.md): the driver lists the tensors and chooses every plan, as the local
-run does; the tensors are cut, in file order, into *units* of about ``UNIT_BYTES`` input bytes;
-each unit is one Ray task that opens the input itself (``qp.open_model``, memory-mapped),
-compresses its tensors, measures their error and returns the compressed entries through the
-object store. The driver adds the entries to the same writer the local run uses, in file order,
-so the output (one container or a sharded directory with its index written last) is
-**byte-identical** to the local run by construction.
+run does. Every task opens the input itself (``qp.open_model``, memory-mapped) and compresses its
+tensors one at a time, measuring their error.
 
-Why the driver writes: where a sharded output cuts its shards depends on the compressed size of
-every earlier tensor, known only once it is compressed; returning the compressed bytes (1/2 to
-1/8 of the input) keeps the cut, the names and the headers exactly those of the local writer.
+* Sharded output: the shard cuts are planned before anything runs, from the predicted sizes
+  (``sharded_container.plan_layout``), and the local writer cuts at the same tensors. Each output
+  shard has one writer (a long-lived pool actor holding no CPU, see :func:`pool`) that **writes
+  its shard itself** (atomically, under a hidden name in the output's staging folder) with the
+  same container writer and header room as the local run. It cuts its tensors into units of
+  about ``UNIT_BYTES`` input bytes,
+  runs them as CPU tasks (a few in flight) and writes their entries in order as they come back,
+  so the work is spread in small units whatever the shard size; it returns only the per-tensor
+  reports. The driver moves the shards to their final names and writes the index last. The
+  output is byte-identical to the local run.
+* One output file: the tensors are cut, in file order, into *units* of about ``UNIT_BYTES``
+  input bytes; each unit is a task that returns its compressed entries through the object store,
+  and the driver adds them to the same writer the local run uses, in file order.
 
-Fault tolerance: a task writes nothing, so a worker killed mid-task leaves no partial file; Ray
-re-runs the task (``max_retries``) and the deterministic kernels give the same bytes again.
+Fault tolerance: Ray re-runs a task whose worker died (``max_retries``), and the deterministic
+kernels give the same bytes again. A unit task writes nothing; a writer task killed mid-shard
+leaves at most a temporary file in the staging folder, which the driver removes with it, and
+the retry writes the whole shard again.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -67,10 +76,12 @@ def units(listing: list[tuple[str, tuple[int, ...], str]], unit_bytes: int = UNI
         >>> units([("a", (4,), "float32"), ("b", (4,), "float32"), ("c", (8,), "float32")], 32)
         [['a', 'b'], ['c']]
     """
+    from .sharded_container import dtype_bytes
+
     out: list[list[str]] = []
     size = 0
     for name, shape, dtype in listing:
-        n = int(np.prod(shape, dtype=np.int64)) * _itemsize(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) * dtype_bytes(dtype)
         if out and size + n <= unit_bytes:
             out[-1].append(name)
             size += n
@@ -78,13 +89,6 @@ def units(listing: list[tuple[str, tuple[int, ...], str]], unit_bytes: int = UNI
             out.append([name])
             size = n
     return out
-
-
-def _itemsize(dtype: str) -> int:
-    try:
-        return np.dtype(dtype).itemsize
-    except TypeError:  # bfloat16 and other names NumPy lacks
-        return 2 if "16" in dtype else 1 if "8" in dtype else 4
 
 
 class _Collector:
@@ -140,11 +144,151 @@ def _use_task_cpus() -> None:
         _core.set_num_threads(int(cpus))
 
 
+def write_output_shard(src: str, path: str, units: list[list[str]], plans: dict[str, Any], reserve: int,
+                       window: int, fault_marker: Optional[str] = None) -> tuple[list[Any], list[str], int]:
+    """The writer of one shard of a sharded run (a pool actor, no CPU of its own): compresses the
+    ``units`` of its shard as Ray tasks (:func:`compress_unit`, at most ``window`` in flight, so the finished but
+    unwritten entries stay few) and writes their entries, in order, as the container shard
+    ``path`` (atomically; the same writer and header room as the local run); returns
+    ``(reports, stored names, bytes)``."""
+    import ray
+
+    from .sharded_container import write_shard
+
+    task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(compress_unit)
+    plans_ref = ray.put(plans)
+    rows: list[Any] = []
+    pending: deque[Any] = deque()
+
+    def entries() -> Any:
+        submitted = 0
+        while submitted < len(units) or pending:
+            while submitted < len(units) and len(pending) < window:
+                pending.append(task.remote(src, units[submitted], plans_ref, fault_marker))
+                submitted += 1
+            for row, entry, dtype in ray_get(ray, pending.popleft()):
+                rows.append(row)
+                yield row.name, entry, dtype
+
+    try:
+        stored, size = write_shard(path, entries(), reserve)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+    return rows, stored, size
+
+
+def ray_get(ray: Any, ref: Any) -> Any:
+    """``ray.get(ref)``; a task's :class:`QuantpressError` is raised as itself, any other
+    failure as a :class:`QuantpressError` saying so."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        while isinstance(cause, ray.exceptions.RayTaskError):  # raised by a nested task
+            cause = getattr(cause, "cause", None)
+        raise (cause if isinstance(cause, QuantpressError) else QuantpressError(f"a Ray task failed: {cause or e}")) from None
+
+
+def task_cpus(ray: Any, tasks: int) -> int:
+    """CPUs (and Rust threads) per task when ``tasks`` tasks share the cluster: all of them
+    busy even with fewer tasks than CPUs, at most one node's worth."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    node = max([int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n.get("Alive")] or [1])
+    return max(1, min(node, cpus // max(1, tasks)))
+
+
+class PoolWorker:
+    """A long-lived Ray actor of the quantpress pool: runs the module-level function given to
+    :meth:`call` with the actor's cache dict as first argument (where a k-means fit keeps its
+    open shards, ``kmeans_shards.actor_partials``; a shard writer, :func:`actor_write_shard`,
+    ignores it)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[str, Any] = {}
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(self.cache, *args)
+
+
+_POOL: dict[str, list[Any]] = {}
+"""The :class:`PoolWorker` actors of each Ray connection (they live as long as it)."""
+
+
+def pool_key(ray: Any) -> str:
+    """This connection: a new local cluster has a new node id, a new connection a new job id."""
+    ctx = ray.get_runtime_context()
+    return f"{ctx.get_node_id()}:{ctx.get_job_id()}"
+
+
+def pool(ray: Any, size: int) -> list[Any]:
+    """``size`` pool actors, started on first use and reused by later runs (a new actor costs a
+    worker process start, ~1 s). Actors take no CPU while alive (Ray's default), so an idle
+    pool never blocks other Ray work; they are spread over the nodes. One whose worker dies is
+    restarted and its call retried."""
+    actors = _POOL.setdefault(pool_key(ray), [])
+    cls = ray.remote(max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES, scheduling_strategy="SPREAD")(PoolWorker)
+    while len(actors) < size:
+        actors.append(cls.remote())
+    return actors[:size]
+
+
+def actor_write_shard(_cache: dict[str, Any], *args: Any) -> Any:
+    """:func:`write_output_shard` run by a pool actor."""
+    return write_output_shard(*args)
+
+
+def run_ray_shards(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: dict[str, Any], writer: Any,
+                   progress: Optional[Callable[[int, int, str], None]], offset: int, address: Optional[str],
+                   fault_marker: Optional[str] = None) -> list[Any]:
+    """A sharded run: one writer per planned output shard (a pool actor, at most one per cluster
+    CPU at a time) writes it from its units (see the module doc); ``writer`` (a
+    :class:`~quantpress.sharded_container.ShardedWriter` with a layout) adopts the shards, in any
+    order, and its ``close`` names them and writes the index. Returns the per-tensor reports in
+    file order; progress is reported per tensor as shards finish."""
+    ray = ensure_ray(address)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    free = pool(ray, cpus)
+    sizes = {name: (shape, dtype) for name, shape, dtype in listing}
+    jobs = list(enumerate(writer.layout, 1))
+    window = max(2, -(-2 * cpus // max(1, min(len(jobs), cpus))))  # units in flight per writer
+    pending: dict[Any, tuple[int, Any]] = {}
+    done_rows: dict[int, list[Any]] = {}
+    count = 0
+    try:
+        while jobs or pending:
+            while jobs and free:
+                k, names = jobs.pop(0)
+                parts = units([(n, *sizes[n]) for n in names], UNIT_BYTES)
+                sub = {n: plans[n] for n in names}
+                actor = free.pop()
+                ref = actor.call.remote(actor_write_shard, src, writer.part_path(k), parts, sub, writer.reserves[k - 1], window,
+                                        fault_marker)
+                pending[ref] = (k, actor)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            k, actor = pending.pop(ready[0])
+            free.append(actor)
+            rows, stored, size = ray_get(ray, ready[0])
+            writer.adopt(k, stored, size)
+            done_rows[k] = rows
+            for row in rows:
+                count += 1
+                if progress is not None:
+                    progress(offset + count, offset + len(listing), row.name)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+    return [row for k in sorted(done_rows) for row in done_rows[k]]
+
+
 def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: dict[str, Any], writer: Any,
             progress: Optional[Callable[[int, int, str], None]], offset: int, address: Optional[str],
             fault_marker: Optional[str] = None) -> list[Any]:
-    """Compresses every tensor as Ray tasks and adds the results to ``writer`` in file order;
-    returns the per-tensor reports in file order. Progress is reported as results are written."""
+    """Compresses every tensor as Ray tasks and adds the results to ``writer`` in file order
+    (or, for a sharded writer with a layout, :func:`run_ray_shards`); returns the per-tensor
+    reports in file order. Progress is reported as results are written."""
+    if getattr(writer, "layout", None) is not None:
+        return run_ray_shards(src, listing, plans, writer, progress, offset, address, fault_marker)
     ray = ensure_ray(address)
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(compress_unit)
     groups = units(listing, UNIT_BYTES)
@@ -160,7 +304,7 @@ def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: di
                 pending[task.remote(src, groups[submitted], plans_ref, fault_marker)] = submitted
                 submitted += 1
             done, _ = ray.wait(list(pending), num_returns=1)
-            ready[pending.pop(done[0])] = ray.get(done[0])
+            ready[pending.pop(done[0])] = ray_get(ray, done[0])
             while written in ready:  # write in file order, whatever order the tasks finish in
                 for row, entry, dtype in ready.pop(written):
                     writer.add(row.name, entry, dtype=dtype)
@@ -168,13 +312,11 @@ def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: di
                     if progress is not None:
                         progress(offset + len(rows), offset + len(listing), row.name)
                 written += 1
-    except ray.exceptions.RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        raise (cause if isinstance(cause, QuantpressError) else QuantpressError(f"a Ray task failed: {cause or e}")) from None
     finally:
         for ref in pending:
             ray.cancel(ref)
     return rows
 
 
-__all__ = ["EXECUTORS", "UNIT_BYTES", "compress_unit", "require_ray", "run_ray", "units"]
+__all__ = ["EXECUTORS", "UNIT_BYTES", "compress_unit", "require_ray", "run_ray", "PoolWorker", "pool", "run_ray_shards", "task_cpus",
+           "units", "write_output_shard"]

@@ -128,13 +128,17 @@ class KMeans:
         """Trains on the points ``x`` ``(n, d)`` (optionally weighted); returns ``self``.
 
         ``x`` may also be a list of shards (arrays, ``np.memmap`` or ``.npy`` paths, each
-        ``(n_i, d)``; ``sample_weight`` then a list of per-shard arrays): the iterations run
-        shard by shard, or as Ray tasks with ``executor="ray"`` (``ray_address``: the cluster),
+        ``(n_i, d)``; ``sample_weight`` then a list of per-shard arrays) or a Ray Dataset (its
+        blocks are the shards, in order; one ``(n, d)`` tensor column or numeric columns): the
+        iterations run shard by shard, or on Ray actors with ``executor="ray"``
+        (``ray_address``: the cluster),
         and the driver reduces the shards' sums in shard order, so both give the same
         centroids, and the same as ``fit`` on the concatenation when the shards are cut at
         multiples of ``_core.kmeans_chunk_rows(n, k, d)`` rows (quantpress/kmeans_shards.py).
         """
-        if isinstance(x, (list, tuple)):
+        from .kmeans_shards import is_dataset
+
+        if isinstance(x, (list, tuple)) or is_dataset(x):
             return self._fit_shards(x, sample_weight, executor, ray_address)
         if executor != "local":
             raise QuantpressError("executor='ray' needs the points as a list of shards")
@@ -157,13 +161,19 @@ class KMeans:
 
     def _fit_shards(self, shards: Any, sample_weight: Any, executor: str, address: Optional[str]) -> "KMeans":
         from .executor import check_executor, require_ray
-        from .kmeans_shards import LocalBackend, RayBackend, Shards, lloyd_sharded
+        from .kmeans_shards import LocalBackend, RayBackend, Shards, dataset_blocks, is_dataset, lloyd_sharded
 
-        if check_executor(executor) == "ray":
+        if check_executor(executor) == "ray" or is_dataset(shards):
             require_ray()
         if self.max_points_per_centroid is not None:
             raise QuantpressError("max_points_per_centroid is not supported with shards: sample the shards first")
-        s = Shards(shards, sample_weight)
+        if is_dataset(shards):
+            if sample_weight is not None:
+                raise QuantpressError("sample_weight is not supported with a Ray Dataset: pass the blocks as shards")
+            refs, shapes = dataset_blocks(shards)
+            s = Shards(refs, shapes=shapes)
+        else:
+            s = Shards(shards, sample_weight)
         if self.k > s.n:
             raise QuantpressError(f"k={self.k} is larger than the number of points ({s.n})")
         needs_all = isinstance(self.init, str) or self.tol > 0
@@ -171,13 +181,16 @@ class KMeans:
         if full is not None and self.metric == "cosine":
             full = unit_rows(full)
         stop = self.tol * float(np.mean(np.var(full, axis=0, dtype=np.float64))) if self.tol > 0 else 0.0
-        backend = RayBackend(s, address) if executor == "ray" else LocalBackend(s)
+        backend = RayBackend(s, self.metric, address) if executor == "ray" else LocalBackend(s, self.metric)
         best = None
-        for run in range(self.n_init):
-            c = self._initial(full if full is not None else np.empty((0, s.d), np.float32), w, self.seed + run)
-            result = lloyd_sharded(backend, s, c, self.k, self.metric, self.n_iter, stop, self.progress)
-            if best is None or result[1] < best[1]:
-                best = result
+        try:
+            for run in range(self.n_init):
+                c = self._initial(full if full is not None else np.empty((0, s.d), np.float32), w, self.seed + run)
+                result = lloyd_sharded(backend, s, c, self.k, self.metric, self.n_iter, stop, self.progress)
+                if best is None or result[1] < best[1]:
+                    best = result
+        finally:
+            backend.close()
         del full
         assert best is not None
         self.subsampled_ = None

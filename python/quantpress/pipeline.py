@@ -25,7 +25,7 @@ from .gguf import gguf_quantize
 from .prune import prune
 from .recipe import Plan, Recipe, get_recipe
 from .scalar import QuantizedTensor, _layout, quantize
-from .sharded_container import ShardedWriter, output_bytes
+from .sharded_container import ShardedWriter, output_bytes, parse_size, plan_layout, predicted_bytes
 from .weight_vq import vq_quantize
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -247,9 +247,15 @@ def _writer(dst: str, max_shard_size: Union[int, str, None],
             listing: Optional[list[tuple[str, tuple[int, ...], str]]] = None,
             plans: Optional[Mapping[str, Plan]] = None) -> Any:
     """One container file (its header room reserved, so the data is written once), or a
-    :class:`ShardedWriter` into the directory ``dst``."""
+    :class:`ShardedWriter` into the directory ``dst`` (its shards planned from the predicted
+    sizes, each with its header room reserved)."""
     if max_shard_size is not None:
-        return ShardedWriter(dst, max_shard_size)
+        if listing is None or plans is None:
+            return ShardedWriter(dst, max_shard_size)
+        layout = plan_layout([(n, predicted_bytes(shape, dt, plans[n])) for n, shape, dt in listing], parse_size(max_shard_size))
+        rows = {row[0]: row for row in listing}
+        reserves = [header_reserve([rows[n] for n in names], plans) for names in layout]
+        return ShardedWriter(dst, max_shard_size, layout=layout, reserves=reserves)
     reserve = header_reserve(listing, plans) if listing is not None and plans is not None else 0
     return ContainerWriter(dst, reserve=reserve)
 

@@ -17,6 +17,7 @@ import struct
 import tempfile
 import time
 from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, Callable, TypeVar
 
 import numpy as np
@@ -359,7 +360,9 @@ def gguf_requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qt
     Every metadata key is kept; ``general.file_type`` becomes the mix's LLAMA_FTYPE number.
 
     Args:
-        src: the input ``.gguf`` (F32/F16/BF16 or quantized tensors; it is only read).
+        src: the input ``.gguf`` (F32/F16/BF16 or quantized tensors; it is only read), or a
+            split set (any of its ``name-0000k-of-0000N.gguf`` files, or its directory): read as
+            one model, its metadata from the first split without the ``split.*`` keys.
         dst: the output path; written atomically (temporary file + fsync + rename).
         qtype: ``"Q4_K_M"``, ``"Q5_K_M"`` or a name in :data:`~quantpress.GGUF_TYPES`.
         progress: optional ``callback(done, total, tensor_name)`` after each tensor.
@@ -392,9 +395,9 @@ def gguf_requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qt
     """
     name = _check_qtype(qtype)
     start = time.perf_counter()
-    f = GGUFFile(src)
+    f = open_gguf_input(os.fspath(src))
     dst = os.path.abspath(os.fspath(dst))
-    if os.path.exists(dst) and os.path.samefile(f.path, dst):
+    if os.path.exists(dst) and any(os.path.samefile(p, dst) for p in getattr(f, "files", [f.path])):
         raise QuantpressError(f"{dst}: the output must not be the input file")
     plan = plan_types(f, name)
     ftype = MIXES[name][0] if name in MIXES else PURE_FTYPES[name]
@@ -407,6 +410,53 @@ def gguf_requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qt
     done = write_atomic(dst, lambda out: _write_all(f, plan, _out_fields(f, ftype), out, progress))
     return RequantReport(f.path, dst, name, ftype, tuple(done), sum(t.src_bytes for t in done),
                          os.path.getsize(dst), time.perf_counter() - start, (dst,))
+
+
+# --- split input -------------------------------------------------------------------------------
+
+
+class SplitGGUF(Mapping[str, GGUFTensor]):
+    """A GGUF split set read as one :class:`GGUFFile` (what :func:`gguf_requantize` uses of it):
+    the first split's metadata without the ``split.*`` keys, every split's tensors in order.
+    The set is validated first (:func:`quantpress.formats.sharded.open_split`: numbering, gaps,
+    counts, a tensor in two splits)."""
+
+    def __init__(self, path: str) -> None:
+        from .sharded import open_split, split_files
+
+        open_split(path).close()
+        self.parts = [GGUFFile(p) for p in split_files(path)]
+        first = self.parts[0]
+        self.path, self.alignment = first.path, first.alignment
+        self.files = [p.path for p in self.parts]
+        self.fields = {k: v for k, v in first.fields.items() if not k.startswith("split.")}
+        self.metadata = {k: v.to_python() for k, v in self.fields.items()}
+        self.tensor_order = [n for p in self.parts for n in p.tensor_order]
+        self._owner = {n: p for p in self.parts for n in p.tensor_order}
+
+    def __getitem__(self, name: str) -> GGUFTensor:
+        return self._owner[name][name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensor_order)
+
+    def __len__(self) -> int:
+        return len(self.tensor_order)
+
+
+def open_gguf_input(src: str) -> Any:
+    """``src`` as a :class:`GGUFFile`, or a :class:`SplitGGUF` for a split file name or a
+    directory holding a split set."""
+    from .sharded import SPLIT_RE, find_in_directory
+
+    if os.path.isdir(src):
+        kind, target = find_in_directory(src)
+        if kind != "split":
+            raise QuantpressError(f"{src}: holds no GGUF split set")
+        return SplitGGUF(target)
+    if SPLIT_RE.match(os.path.basename(src)) and os.path.isfile(src):
+        return SplitGGUF(src)
+    return GGUFFile(src)
 
 
 # --- split output (llama.cpp's gguf-split convention) ----------------------------------------
