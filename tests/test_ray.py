@@ -200,8 +200,8 @@ def test_shards_are_checked():
 
 class _Blocks:
     """What KMeans.fit uses of a ``ray.data.Dataset``: ``to_numpy_refs()``, the blocks as object
-    references to ``{column: array}`` dicts, in order. (Ray Data itself needs pandas and pyarrow,
-    which the test environment lacks; the same code was checked on ``ray.data.from_numpy``.)"""
+    references to ``{column: array}`` dicts, in order, with blocks cut exactly where a test wants
+    them (a real Dataset is tested below)."""
 
     def __init__(self, ray, blocks):
         self.refs = [ray.put(b) for b in blocks]
@@ -223,6 +223,20 @@ def test_dataset_fit_equals_the_blocks_fitted_as_shards(ray_local, points):
     bad = _Blocks(ray_local, [{"a": np.ones((5, 2)), "b": np.ones(5)}])
     with pytest.raises(qp.QuantpressError, match="tensor column"):
         qp.KMeans(2).fit(bad, executor="ray")
+
+
+def test_real_ray_dataset_fit_equals_its_blocks_fitted_as_shards(ray_local, points):
+    import ray.data
+
+    ds = ray.data.from_numpy([points[:5_000], points[5_000:]])  # one block per array, in order
+    blocks = [ray_local.get(r)["data"] for r in ds.to_numpy_refs()]
+    assert sum(len(b) for b in blocks) == len(points)
+    local = qp.KMeans(K, n_iter=5, seed=11).fit(blocks)
+    _same(qp.KMeans(K, n_iter=5, seed=11).fit(ds, executor="ray"), local)
+    _same(qp.KMeans(K, n_iter=5, seed=11).fit(ds), local)
+    rows = ray.data.from_items([{"a": float(p[0]), "b": float(p[1])} for p in points[:300]])
+    cols = np.concatenate([np.stack([ray_local.get(r)[c] for c in ("a", "b")], axis=1) for r in rows.to_numpy_refs()])
+    _same(qp.KMeans(4, n_iter=3, seed=1).fit(rows, executor="ray"), qp.KMeans(4, n_iter=3, seed=1).fit([cols.astype(np.float32)]))
 
 
 def test_ray_pool_actors_are_reused_and_survive_a_worker_death(ray_local, points):
