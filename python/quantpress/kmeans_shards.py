@@ -3,7 +3,8 @@ of a Ray Dataset), in this process or on Ray actors, with the same centroids eit
 
 Each Lloyd iteration: every shard computes, in Rust, its assignment and float64 sums per chunk
 of ``rows = kmeans_chunk_rows(n_total, k, d)`` points (counted from the shard's first row),
-its points per cluster and its ``k`` farthest points (re-seeding candidates); the driver adds
+its points per cluster and, when some of its clusters are empty, as many of its farthest points
+(re-seeding candidates: a cluster empty overall is empty in every shard); the driver adds
 the chunk sums of the shards **in shard order, chunk by chunk**, picks the re-seeding points
 from the candidates (largest cost, then lowest global row) and finishes the iteration in Rust.
 So:

@@ -196,7 +196,8 @@ pub struct Partial {
     pub inertia: Vec<f64>,
     /// Points per cluster.
     pub members: Vec<u64>,
-    /// Up to `k` re-seeding candidates of this shard, best first (see [`far_points`]).
+    /// Up to as many re-seeding candidates as this shard has empty clusters, best first (see
+    /// [`far_points`]).
     pub far: Vec<Far>,
     /// Nearest codeword of every point.
     pub codes: Vec<u32>,
@@ -228,7 +229,11 @@ pub fn lloyd_partial(x: &[f32], d: usize, weights: Option<&[f32]>, centroids: &[
         p.weight.extend_from_slice(&s.weight);
         p.inertia.push(s.inertia);
     }
-    p.far = far_points(x, d, weights, &codes, &dists, metric, k);
+    // A cluster empty over all shards is empty in this one, so this shard's candidates are
+    // needed only when it has empty clusters, and then at most as many as it has: the driver's
+    // merged best-first list keeps the same head (and a shard without empties costs nothing).
+    let locally_empty = p.members.iter().filter(|&&m| m == 0).count();
+    p.far = far_points(x, d, weights, &codes, &dists, metric, locally_empty);
     p.codes = codes;
     Ok(p)
 }
