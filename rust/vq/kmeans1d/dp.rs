@@ -101,11 +101,20 @@ pub struct Dp {
     opt: Vec<u32>,
     stack: Vec<[usize; 4]>,
     recip: Recip,
+    /// `pairs[i * stride + j] = (s_j - s_i)^2 / (w_j - w_i)` for grid points `i < j` (coarse
+    /// grids of at most [`PAIRS_MAX`] points; other entries are stale or zero, never read).
+    pairs: Vec<f64>,
 }
+
+/// The most grid points whose pair costs are tabled ([`Dp::pairs`], 8 * PAIRS_MAX^2 bytes).
+const PAIRS_MAX: usize = 320;
 
 /// One layer: `cur[j] = min_i a[i] - (s_j - s_i)^2 / (w_j - w_i) + q_j` and its first split
 /// `opt[j]`, for `j` in `jlo..=jhi`, split in `olo..j`, at least `prev_opt[j]`.
-struct Layer<'a, const U: bool> {
+///
+/// `U`: unit weights (reciprocals from `recip`); `P`: the block sweeps read the pair costs from
+/// `pairs` (row stride `stride`) instead of dividing, the same operations computed beforehand.
+struct Layer<'a, const U: bool, const P: bool> {
     w: &'a [f64],
     s: &'a [f64],
     q: &'a [f64],
@@ -114,6 +123,8 @@ struct Layer<'a, const U: bool> {
     cur: &'a mut [f64],
     opt: &'a mut [u32],
     recip: &'a Recip,
+    pairs: &'a [f64],
+    stride: usize,
 }
 
 /// Reciprocals of run lengths for rows of unit weights (`w[j] = j`), read by contiguous loads
@@ -143,7 +154,7 @@ impl Recip {
     }
 }
 
-impl<const U: bool> Layer<'_, U> {
+impl<const U: bool, const P: bool> Layer<'_, U, P> {
     /// The best split of `j` in `lo..=hi` (rounding may break monotonicity by a hair: `lo` is
     /// clamped so the range is never empty).
     #[inline(always)]
@@ -177,9 +188,22 @@ impl<const U: bool> Layer<'_, U> {
             for i in imin..=imax {
                 let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
                 // Unit weights: lane `l` divides by `j0 + l - i` (at least `-6` on lanes outside their range).
-                let r: &[f64] = if U { &self.recip.fwd[PAD + j0 - i..][..L] } else { &[0.0; L] };
+                // Pair costs: lanes at or below `i` read stale entries, outside their range.
+                let r: &[f64] = if U {
+                    &self.recip.fwd[PAD + j0 - i..][..L]
+                } else if P {
+                    &self.pairs[i * self.stride + j0..][..L]
+                } else {
+                    &[0.0; L]
+                };
                 for l in 0..L {
-                    let v = if U { cost::<true>(ai, r[l], si, 0.0, sj[l]) } else { cost::<false>(ai, wi, si, wj[l], sj[l]) };
+                    let v = if U {
+                        cost::<true>(ai, r[l], si, 0.0, sj[l])
+                    } else if P {
+                        ai - r[l]
+                    } else {
+                        cost::<false>(ai, wi, si, wj[l], sj[l])
+                    };
                     let take = (v < best[l]) & (fi >= lo[l]) & (fi <= hi[l]);
                     best[l] = if take { v } else { best[l] };
                     idx[l] = if take { fi } else { idx[l] };
@@ -193,7 +217,7 @@ impl<const U: bool> Layer<'_, U> {
     }
 
     #[inline(always)]
-    fn solve(&mut self, stack: &mut Vec<[usize; 4]>, jlo: usize, jhi: usize, olo: usize, ohi: usize) {
+    fn solve(&mut self, stack: &mut Vec<[usize; 4]>, (jlo, jhi, olo, ohi): (usize, usize, usize, usize)) {
         stack.clear();
         stack.push([jlo, jhi, olo, ohi]);
         while let Some([jlo, jhi, olo, ohi]) = stack.pop() {
@@ -262,16 +286,24 @@ pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
     if unit {
         d.recip.reserve(g);
     }
+    let tabled = !unit && g < PAIRS_MAX;
+    let pstride = g + 1 + L;
+    if tabled {
+        pair_costs(d, g, pstride);
+    }
     for c in 1..kk {
         // `c + 1` runs cover points ..j for j in c+1 ..= g - (kk - c - 1); the last layer needs j = g only.
         let (jlo, jhi) = if c + 1 == kk { (g, g) } else { (c + 1, g - (kk - c - 1)) };
         let (done, rest) = d.opt.split_at_mut(c * stride);
         let (prev_opt, opt) = (&done[(c - 1) * stride..], &mut rest[..stride]);
-        let (w, s, q, a, cur, recip) = (&d.w[..], &d.s[..], &d.q[..], &d.a[..], &mut d.cur[..], &d.recip);
+        let (w, s, q, a, cur, recip, pairs) = (&d.w[..], &d.s[..], &d.q[..], &d.a[..], &mut d.cur[..], &d.recip, &d.pairs[..]);
+        let (stack, range) = (&mut d.stack, (jlo, jhi, c, jhi - 1));
         if unit {
-            Layer::<true> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
+            Layer::<true, false> { w, s, q, a, prev_opt, cur, opt, recip, pairs, stride }.solve(stack, range);
+        } else if tabled {
+            Layer::<false, true> { w, s, q, a, prev_opt, cur, opt, recip, pairs, stride: pstride }.solve(stack, range);
         } else {
-            Layer::<false> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
+            Layer::<false, false> { w, s, q, a, prev_opt, cur, opt, recip, pairs, stride }.solve(stack, range);
         }
         for ((a, cur), &q) in d.a.iter_mut().zip(d.cur.iter_mut()).zip(&d.q) {
             *a = *cur - q;
@@ -285,6 +317,22 @@ pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
     for c in (1..kk).rev() {
         j = d.opt[c * stride + j] as usize;
         s.bounds[c] = d.grid[j];
+    }
+}
+
+/// Fills `d.pairs` (row stride `stride >= g + 1 + L`) with the cost term of every pair of grid
+/// points `i < j <= g`, the expression of [`cost`].
+fn pair_costs(d: &mut Dp, g: usize, stride: usize) {
+    if d.pairs.len() < g * stride {
+        d.pairs.resize(g * stride, 0.0);
+    }
+    let (w, s) = (&d.w[..=g], &d.s[..=g]);
+    for (i, row) in d.pairs.chunks_exact_mut(stride).take(g).enumerate() {
+        let (wi, si) = (w[i], s[i]);
+        for ((r, &wj), &sj) in row[i + 1..=g].iter_mut().zip(&w[i + 1..]).zip(&s[i + 1..]) {
+            let ds = sj - si;
+            *r = ds * ds / (wj - wi);
+        }
     }
 }
 
