@@ -86,20 +86,30 @@ pub fn thresholds(cb: &[f32], lo: f32, hi: f32, thr: &mut Vec<f32>) -> bool {
     true
 }
 
-/// The codes of sixteen values: the number of thresholds at most each.
+/// Sixteen elements (`xs`, weights `ws` when `W`): their codes (the number of thresholds at
+/// most each) and their terms `w * (x - c)^2` added to `acc`. Few thresholds: compare with
+/// each, the centroid following by selection; many: a binary search.
 #[inline(always)]
-fn lane_codes(thr: &[f32], xs: &[f32; LANES]) -> [u32; LANES] {
+fn group<const W: bool>(cb: &[f32], thr: &[f32], xs: &[f32; LANES], ws: &[f32; LANES], acc: &mut [f64; LANES]) -> [u32; LANES] {
     let mut cnt = [0u32; LANES];
+    let mut cent = [cb[0]; LANES];
     if thr.len() <= COUNT_MAX {
-        for &t in thr {
+        for (&t, &up) in thr.iter().zip(&cb[1..]) {
             for l in 0..LANES {
-                cnt[l] += (xs[l] >= t) as u32;
+                let ge = xs[l] >= t;
+                cnt[l] += ge as u32;
+                cent[l] = if ge { up } else { cent[l] };
             }
         }
     } else {
         for l in 0..LANES {
             cnt[l] = thr.partition_point(|&t| t <= xs[l]) as u32;
+            cent[l] = cb[cnt[l] as usize];
         }
+    }
+    for l in 0..LANES {
+        let d = xs[l] as f64 - cent[l] as f64;
+        acc[l] += if W { ws[l] as f64 * d * d } else { d * d };
     }
     cnt
 }
@@ -110,19 +120,26 @@ fn lane_codes(thr: &[f32], xs: &[f32; LANES]) -> [u32; LANES] {
 fn assign_row<C: Code, const W: bool>(cb: &[f32], thr: &[f32], x: &[f32], w: &[f32], codes: &mut [C]) -> f64 {
     let mut acc = [0.0f64; LANES];
     let n = x.len();
-    for base in (0..n).step_by(LANES) {
-        let len = LANES.min(n - base);
-        let (mut xs, mut ws) = ([cb[0]; LANES], [0.0f32; LANES]);
-        xs[..len].copy_from_slice(&x[base..base + len]);
-        if W {
-            ws[..len].copy_from_slice(&w[base..base + len]);
-        }
-        let cnt = lane_codes(thr, &xs);
+    let full = n - n % LANES;
+    let zeros = [0.0f32; LANES];
+    for base in (0..full).step_by(LANES) {
+        let xs: &[f32; LANES] = x[base..base + LANES].try_into().expect("sixteen values");
+        let ws: &[f32; LANES] = if W { w[base..base + LANES].try_into().expect("sixteen weights") } else { &zeros };
+        let cnt = group::<W>(cb, thr, xs, ws, &mut acc);
+        let out: &mut [C; LANES] = (&mut codes[base..base + LANES]).try_into().expect("sixteen codes");
         for l in 0..LANES {
-            let d = xs[l] as f64 - cb[cnt[l] as usize] as f64;
-            acc[l] += if W { ws[l] as f64 * d * d } else { d * d };
+            out[l] = C::from_index(cnt[l] as usize);
         }
-        for (c, &v) in codes[base..base + len].iter_mut().zip(&cnt) {
+    }
+    if full < n {
+        let (mut xs, mut ws) = ([cb[0]; LANES], [0.0f32; LANES]);
+        xs[..n - full].copy_from_slice(&x[full..]);
+        if W {
+            ws[..n - full].copy_from_slice(&w[full..]);
+        }
+        // Padding lanes: x = cb[0] and weight zero (unit-weight rows: distance zero) add +0.
+        let cnt = group::<W>(cb, thr, &xs, &ws, &mut acc);
+        for (c, &v) in codes[full..].iter_mut().zip(&cnt) {
             *c = C::from_index(v as usize);
         }
     }

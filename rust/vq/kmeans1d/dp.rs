@@ -1,5 +1,6 @@
 //! The dynamic programme over the sorted distinct values (exact: every boundary; fast: a coarse
-//! grid of candidate boundaries) and the sorted Lloyd refinement of the fast fit.
+//! grid of candidate boundaries, then a finer grid within bands around the coarse boundaries)
+//! and the sorted Lloyd refinement of the fast fit.
 //!
 //! One layer per cluster: `D[c][j] = min_i D[c-1][i] + cost(i, j)`, with `cost` the weighted SSE
 //! of run `i..j` from prefix sums. The cost is a Monge array, so the first (smallest) optimal
@@ -23,8 +24,14 @@ use super::sort::Scratch;
 /// Lloyd iterations at most (`exact = false`).
 pub const MAX_ITER: usize = 100;
 
-/// Candidate boundaries of the coarse DP that starts Lloyd (`exact = false`).
-pub const COARSE_GRID: usize = 256;
+/// Candidate boundaries of the coarse DP (`exact = false`).
+pub const COARSE_GRID: usize = 64;
+
+/// Candidate boundaries of the banded DP that refines the coarse one ([`band_refine`]).
+pub const FINE_GRID: usize = 256;
+
+/// Fine-grid points on either side of a coarse boundary that the banded DP considers.
+pub const BAND: usize = 16;
 
 /// A block of the divide and conquer whose split range holds at most this many candidates is
 /// swept left to right instead of split further.
@@ -101,20 +108,14 @@ pub struct Dp {
     opt: Vec<u32>,
     stack: Vec<[usize; 4]>,
     recip: Recip,
-    /// `pairs[i * stride + j] = (s_j - s_i)^2 / (w_j - w_i)` for grid points `i < j` (coarse
-    /// grids of at most [`PAIRS_MAX`] points; other entries are stale or zero, never read).
-    pairs: Vec<f64>,
+    /// The windows of [`band_refine`].
+    lo: Vec<usize>,
+    hi: Vec<usize>,
 }
-
-/// The most grid points whose pair costs are tabled ([`Dp::pairs`], 8 * PAIRS_MAX^2 bytes).
-const PAIRS_MAX: usize = 320;
 
 /// One layer: `cur[j] = min_i a[i] - (s_j - s_i)^2 / (w_j - w_i) + q_j` and its first split
 /// `opt[j]`, for `j` in `jlo..=jhi`, split in `olo..j`, at least `prev_opt[j]`.
-///
-/// `U`: unit weights (reciprocals from `recip`); `P`: the block sweeps read the pair costs from
-/// `pairs` (row stride `stride`) instead of dividing, the same operations computed beforehand.
-struct Layer<'a, const U: bool, const P: bool> {
+struct Layer<'a, const U: bool> {
     w: &'a [f64],
     s: &'a [f64],
     q: &'a [f64],
@@ -123,8 +124,6 @@ struct Layer<'a, const U: bool, const P: bool> {
     cur: &'a mut [f64],
     opt: &'a mut [u32],
     recip: &'a Recip,
-    pairs: &'a [f64],
-    stride: usize,
 }
 
 /// Reciprocals of run lengths for rows of unit weights (`w[j] = j`), read by contiguous loads
@@ -154,7 +153,7 @@ impl Recip {
     }
 }
 
-impl<const U: bool, const P: bool> Layer<'_, U, P> {
+impl<const U: bool> Layer<'_, U> {
     /// The best split of `j` in `lo..=hi` (rounding may break monotonicity by a hair: `lo` is
     /// clamped so the range is never empty).
     #[inline(always)]
@@ -188,22 +187,9 @@ impl<const U: bool, const P: bool> Layer<'_, U, P> {
             for i in imin..=imax {
                 let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
                 // Unit weights: lane `l` divides by `j0 + l - i` (at least `-6` on lanes outside their range).
-                // Pair costs: lanes at or below `i` read stale entries, outside their range.
-                let r: &[f64] = if U {
-                    &self.recip.fwd[PAD + j0 - i..][..L]
-                } else if P {
-                    &self.pairs[i * self.stride + j0..][..L]
-                } else {
-                    &[0.0; L]
-                };
+                let r: &[f64] = if U { &self.recip.fwd[PAD + j0 - i..][..L] } else { &[0.0; L] };
                 for l in 0..L {
-                    let v = if U {
-                        cost::<true>(ai, r[l], si, 0.0, sj[l])
-                    } else if P {
-                        ai - r[l]
-                    } else {
-                        cost::<false>(ai, wi, si, wj[l], sj[l])
-                    };
+                    let v = if U { cost::<true>(ai, r[l], si, 0.0, sj[l]) } else { cost::<false>(ai, wi, si, wj[l], sj[l]) };
                     let take = (v < best[l]) & (fi >= lo[l]) & (fi <= hi[l]);
                     best[l] = if take { v } else { best[l] };
                     idx[l] = if take { fi } else { idx[l] };
@@ -217,7 +203,7 @@ impl<const U: bool, const P: bool> Layer<'_, U, P> {
     }
 
     #[inline(always)]
-    fn solve(&mut self, stack: &mut Vec<[usize; 4]>, (jlo, jhi, olo, ohi): (usize, usize, usize, usize)) {
+    fn solve(&mut self, stack: &mut Vec<[usize; 4]>, jlo: usize, jhi: usize, olo: usize, ohi: usize) {
         stack.clear();
         stack.push([jlo, jhi, olo, ohi]);
         while let Some([jlo, jhi, olo, ohi]) = stack.pop() {
@@ -242,16 +228,17 @@ impl<const U: bool, const P: bool> Layer<'_, U, P> {
     }
 }
 
-/// The candidate boundaries: every point (`exact`, or few points), else [`COARSE_GRID`] / 2
-/// equal-count positions (at least `kk`) and as many at equally spaced values (the tails).
-fn coarse_grid(s: &Scratch, grid: &mut Vec<usize>, kk: usize, exact: bool) {
+/// The candidate boundaries: every point (`exact`, or few points), else `size / 2` equal-count
+/// positions (at least `kk`) and as many at equally spaced values (the tails). (The equal-count
+/// and equally spaced points of a grid of `size` are among those of a grid of `4 * size`.)
+fn coarse_grid(s: &Scratch, grid: &mut Vec<usize>, kk: usize, exact: bool, size: usize) {
     let m = s.u.len();
     grid.clear();
-    if exact || m <= COARSE_GRID.max(kk) {
+    if exact || m <= size.max(kk) {
         grid.extend(0..=m);
         return;
     }
-    let (h1, h2) = ((COARSE_GRID / 2).max(kk), COARSE_GRID / 2);
+    let (h1, h2) = ((size / 2).max(kk), size / 2);
     let (lo, hi) = (s.u[0], s.u[m - 1]);
     grid.extend((0..=h1).map(|t| t * m / h1));
     grid.extend((1..h2).map(|t| s.u.partition_point(|&v| v < lo + (hi - lo) * t as f64 / h2 as f64)));
@@ -264,12 +251,9 @@ fn coarse_grid(s: &Scratch, grid: &mut Vec<usize>, kk: usize, exact: bool) {
 #[inline(always)]
 pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
     let m = s.u.len();
-    coarse_grid(s, &mut d.grid, kk, exact);
+    coarse_grid(s, &mut d.grid, kk, exact, COARSE_GRID);
     let g = d.grid.len() - 1;
-    for (dst, src) in [(&mut d.w, &s.pw), (&mut d.s, &s.ps), (&mut d.q, &s.pq)] {
-        dst.clear();
-        dst.extend(d.grid.iter().map(|&t| src[t]));
-    }
+    gather_grid(s, d);
     let stride = g + 1;
     d.opt.clear();
     d.opt.resize(kk * stride, 0);
@@ -286,24 +270,16 @@ pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
     if unit {
         d.recip.reserve(g);
     }
-    let tabled = !unit && g < PAIRS_MAX;
-    let pstride = g + 1 + L;
-    if tabled {
-        pair_costs(d, g, pstride);
-    }
     for c in 1..kk {
         // `c + 1` runs cover points ..j for j in c+1 ..= g - (kk - c - 1); the last layer needs j = g only.
         let (jlo, jhi) = if c + 1 == kk { (g, g) } else { (c + 1, g - (kk - c - 1)) };
         let (done, rest) = d.opt.split_at_mut(c * stride);
         let (prev_opt, opt) = (&done[(c - 1) * stride..], &mut rest[..stride]);
-        let (w, s, q, a, cur, recip, pairs) = (&d.w[..], &d.s[..], &d.q[..], &d.a[..], &mut d.cur[..], &d.recip, &d.pairs[..]);
-        let (stack, range) = (&mut d.stack, (jlo, jhi, c, jhi - 1));
+        let (w, s, q, a, cur, recip) = (&d.w[..], &d.s[..], &d.q[..], &d.a[..], &mut d.cur[..], &d.recip);
         if unit {
-            Layer::<true, false> { w, s, q, a, prev_opt, cur, opt, recip, pairs, stride }.solve(stack, range);
-        } else if tabled {
-            Layer::<false, true> { w, s, q, a, prev_opt, cur, opt, recip, pairs, stride: pstride }.solve(stack, range);
+            Layer::<true> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
         } else {
-            Layer::<false, false> { w, s, q, a, prev_opt, cur, opt, recip, pairs, stride }.solve(stack, range);
+            Layer::<false> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
         }
         for ((a, cur), &q) in d.a.iter_mut().zip(d.cur.iter_mut()).zip(&d.q) {
             *a = *cur - q;
@@ -320,19 +296,76 @@ pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
     }
 }
 
-/// Fills `d.pairs` (row stride `stride >= g + 1 + L`) with the cost term of every pair of grid
-/// points `i < j <= g`, the expression of [`cost`].
-fn pair_costs(d: &mut Dp, g: usize, stride: usize) {
-    if d.pairs.len() < g * stride {
-        d.pairs.resize(g * stride, 0.0);
+/// The prefix sums at the grid points.
+fn gather_grid(s: &Scratch, d: &mut Dp) {
+    for (dst, src) in [(&mut d.w, &s.pw), (&mut d.s, &s.ps), (&mut d.q, &s.pq)] {
+        dst.clear();
+        dst.extend(d.grid.iter().map(|&t| src[t]));
     }
-    let (w, s) = (&d.w[..=g], &d.s[..=g]);
-    for (i, row) in d.pairs.chunks_exact_mut(stride).take(g).enumerate() {
-        let (wi, si) = (w[i], s[i]);
-        for ((r, &wj), &sj) in row[i + 1..=g].iter_mut().zip(&w[i + 1..]).zip(&s[i + 1..]) {
-            let ds = sj - si;
-            *r = ds * ds / (wj - wi);
+}
+
+/// Refines the coarse DP's boundaries in `s.bounds` by the same DP on the [`FINE_GRID`], each
+/// boundary restricted to the [`BAND`] fine points either side of its coarse position (about
+/// `(2 BAND + 1)^2 / 2` candidates a layer, a point's search starting at the previous point's
+/// split). For `k <= COARSE_GRID / 2` the coarse grid is part of the fine one, so the coarse
+/// boundaries lie in the bands and the result is never worse than the coarse one (up to
+/// rounding); it is about as good as the full DP on the fine grid at a third of the cost.
+pub fn band_refine(s: &mut Scratch, d: &mut Dp, kk: usize) {
+    let m = s.u.len();
+    if kk < 2 || m <= COARSE_GRID.max(kk) {
+        return; // the coarse DP ran on every point: already the optimum
+    }
+    coarse_grid(s, &mut d.grid, kk, false, FINE_GRID);
+    let g = d.grid.len() - 1;
+    gather_grid(s, d);
+    // Each boundary's fine position, strictly increasing with room for the runs around it,
+    // and its window.
+    let (lo, hi) = (&mut d.lo, &mut d.hi);
+    lo.clear();
+    lo.resize(kk + 1, 0);
+    hi.clear();
+    hi.resize(kk + 1, 0);
+    (lo[kk], hi[kk]) = (g, g);
+    for c in 1..kk {
+        lo[c] = d.grid.partition_point(|&t| t < s.bounds[c]).max(lo[c - 1] + 1);
+    }
+    for c in (1..kk).rev() {
+        lo[c] = lo[c].min(lo[c + 1] - 1);
+    }
+    for c in 1..kk {
+        let f = lo[c];
+        (lo[c], hi[c]) = (f.saturating_sub(BAND).max(c), (f + BAND).min(g - (kk - c)));
+    }
+    let width = 2 * BAND + 1;
+    d.opt.clear();
+    d.opt.resize(kk * width, 0);
+    // a[j - lo[c]] = D[c][j] - q[j]; one run: -s_j^2 / w_j.
+    d.a.clear();
+    d.a.extend((lo[1]..=hi[1]).map(|j| -(d.s[j] * d.s[j] / d.w[j])));
+    for c in 2..=kk {
+        d.cur.clear();
+        // The first optimal split is monotone in `j`: the previous point's split bounds the next
+        // (on the rare rounding that breaks monotonicity this only restricts a heuristic).
+        let mut from = lo[c - 1];
+        for j in lo[c]..=hi[c] {
+            let r = from..hi[c - 1].min(j - 1) + 1;
+            let (best, arg) = if r.is_empty() {
+                (f64::INFINITY, 0)
+            } else {
+                argmin::<false>(&d.a[r.start - lo[c - 1]..r.end - lo[c - 1]], &d.w[r.clone()], &d.s[r.clone()], d.w[j], d.s[j])
+            };
+            d.cur.push(best);
+            if best < f64::INFINITY {
+                from = r.start + arg;
+            }
+            d.opt[(c - 1) * width + j - lo[c]] = (r.start + arg) as u32;
         }
+        std::mem::swap(&mut d.a, &mut d.cur);
+    }
+    let mut j = g;
+    for c in (1..kk).rev() {
+        j = d.opt[c * width + j - lo[c + 1]] as usize;
+        s.bounds[c] = d.grid[j];
     }
 }
 

@@ -402,3 +402,35 @@ fn every_simd_level_gives_the_same_bits_on_duplicates_and_zero_weights() {
         }
     }
 }
+
+/// The weighted SSE of the runs `s.bounds` of the loaded row, from its prefix sums.
+fn runs_sse(s: &sort::Scratch) -> f64 {
+    s.bounds.windows(2).map(|b| (s.pq[b[1]] - s.pq[b[0]]) - (s.ps[b[1]] - s.ps[b[0]]).powi(2) / (s.pw[b[1]] - s.pw[b[0]])).sum()
+}
+
+#[test]
+fn band_refinement_never_loses_to_the_coarse_dp() {
+    let mut rng = Rng(43);
+    let (mut s, mut d) = (sort::Scratch::default(), dp::Dp::default());
+    for trial in 0..24 {
+        let n = [100, 300, 1000, 3000][trial % 4];
+        let k = [2, 16, 32, 40, 100][trial % 5].min(n);
+        let x: Vec<f32> = (0..n).map(|_| heavy(&mut rng) * 0.02).collect();
+        let w: Vec<f32> = (0..n).map(|i| if i % 6 == 0 { 0.0 } else { rng.next() }).collect();
+        let m = s.load(&x, if trial % 2 == 0 { None } else { Some(&w) });
+        let kk = k.min(m);
+        dp::dp_bounds(&mut s, &mut d, kk, false);
+        let coarse = runs_sse(&s);
+        dp::band_refine(&mut s, &mut d, kk);
+        let band = runs_sse(&s);
+        assert!(s.bounds.len() == kk + 1 && s.bounds[0] == 0 && s.bounds[kk] == m);
+        assert!(s.bounds.windows(2).all(|b| b[0] < b[1]), "trial {trial}");
+        // The coarse grid lies in the fine one for k <= 32.
+        if k <= dp::COARSE_GRID / 2 {
+            assert!(band <= coarse * (1.0 + 1e-12) + 1e-18, "trial {trial}: {band} vs {coarse}");
+        }
+        dp::dp_bounds(&mut s, &mut d, kk, true);
+        let exact = runs_sse(&s);
+        assert!(band >= exact * (1.0 - 1e-12) - 1e-18, "trial {trial}");
+    }
+}
