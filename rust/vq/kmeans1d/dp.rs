@@ -31,7 +31,7 @@ pub const COARSE_GRID: usize = 64;
 pub const FINE_GRID: usize = 256;
 
 /// Fine-grid points on either side of a coarse boundary that the banded DP considers.
-pub const BAND: usize = 16;
+pub const BAND: usize = 24;
 
 /// A block of the divide and conquer whose split range holds at most this many candidates is
 /// swept left to right instead of split further.

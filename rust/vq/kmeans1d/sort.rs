@@ -154,21 +154,32 @@ impl Scratch {
         sort_items(&mut self.items, &mut self.tmp64, &mut self.hist);
     }
 
-    /// Distinct values of the sorted `keys` and their counts.
+    /// Distinct values of the sorted `keys` and their counts. Branch-free: every key is written
+    /// at the next free slot, which only advances on a new value; the counts are the distances
+    /// between the first positions of consecutive values (kept in `c` as they come).
     #[inline(always)]
     fn merge_unit(&mut self) {
-        let mut last = self.keys[0];
-        let mut count = 0.0f64;
-        for &k in &self.keys {
-            if k != last {
-                self.u.push(unkey(last) as f64);
-                self.c.push(count);
-                (last, count) = (k, 0.0);
-            }
-            count += 1.0;
+        let n = self.keys.len();
+        self.u.resize(n + 1, 0.0);
+        self.c.resize(n + 1, 0.0);
+        let (u, c) = (&mut self.u[..=n], &mut self.c[..=n]);
+        let mut m = 0;
+        let mut prev = !self.keys[0]; // differs from the first key: it is new
+        for (i, &k) in self.keys.iter().enumerate() {
+            let new = (k != prev) as usize;
+            u[m] = unkey(k) as f64;
+            c[m] = i as f64;
+            m += new;
+            prev = k;
         }
-        self.u.push(unkey(last) as f64);
-        self.c.push(count);
+        // `c[t]`: the first position of value `t`; the slot after the last value may hold a
+        // trailing duplicate's position and becomes the end of the row.
+        c[m] = n as f64;
+        for t in 0..m {
+            c[t] = c[t + 1] - c[t];
+        }
+        self.u.truncate(m);
+        self.c.truncate(m);
     }
 
     /// Distinct values of positive weight of the sorted `items` and their summed weights
