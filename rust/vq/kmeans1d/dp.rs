@@ -31,7 +31,10 @@ pub const COARSE_GRID: usize = 64;
 pub const FINE_GRID: usize = 256;
 
 /// Fine-grid points on either side of a coarse boundary that the banded DP considers.
-pub const BAND: usize = 24;
+pub const BAND: usize = 20;
+
+/// Runs of the banded DP at most, each centred on the previous one's boundaries.
+pub const BAND_PASSES: usize = 4;
 
 /// A block of the divide and conquer whose split range holds at most this many candidates is
 /// swept left to right instead of split further.
@@ -305,21 +308,32 @@ fn gather_grid(s: &Scratch, d: &mut Dp) {
 }
 
 /// Refines the coarse DP's boundaries in `s.bounds` by the same DP on the [`FINE_GRID`], each
-/// boundary restricted to the [`BAND`] fine points either side of its coarse position (about
+/// boundary restricted to the [`BAND`] fine points either side of its current position (about
 /// `(2 BAND + 1)^2 / 2` candidates a layer, a point's search starting at the previous point's
-/// split). For `k <= COARSE_GRID / 2` the coarse grid is part of the fine one, so the coarse
-/// boundaries lie in the bands and the result is never worse than the coarse one (up to
-/// rounding); it is about as good as the full DP on the fine grid at a third of the cost.
+/// split); while a boundary ends on the edge of its band, the bands move there and the DP runs
+/// again (at most [`BAND_PASSES`] times). For `k <= COARSE_GRID / 2` the coarse grid is part of
+/// the fine one, so the coarse boundaries lie in the first bands and the result is never worse
+/// than the coarse one (up to rounding); on Student-t rows it is as good as the full DP on the
+/// fine grid at a third of the cost.
 pub fn band_refine(s: &mut Scratch, d: &mut Dp, kk: usize) {
     let m = s.u.len();
     if kk < 2 || m <= COARSE_GRID.max(kk) {
         return; // the coarse DP ran on every point: already the optimum
     }
     coarse_grid(s, &mut d.grid, kk, false, FINE_GRID);
-    let g = d.grid.len() - 1;
     gather_grid(s, d);
-    // Each boundary's fine position, strictly increasing with room for the runs around it,
-    // and its window.
+    for _ in 0..BAND_PASSES {
+        band_windows(s, d, kk);
+        if !band_dp(s, d, kk) {
+            break;
+        }
+    }
+}
+
+/// The bands `d.lo[c]..=d.hi[c]` (fine-grid indices) around each boundary of `s.bounds`: its
+/// fine position, made strictly increasing with room for the runs around it, `BAND` either side.
+fn band_windows(s: &Scratch, d: &mut Dp, kk: usize) {
+    let g = d.grid.len() - 1;
     let (lo, hi) = (&mut d.lo, &mut d.hi);
     lo.clear();
     lo.resize(kk + 1, 0);
@@ -336,6 +350,13 @@ pub fn band_refine(s: &mut Scratch, d: &mut Dp, kk: usize) {
         let f = lo[c];
         (lo[c], hi[c]) = (f.saturating_sub(BAND).max(c), (f + BAND).min(g - (kk - c)));
     }
+}
+
+/// The DP within the bands; writes the boundaries into `s.bounds` and returns whether one of
+/// them lies on an edge of its band that `BAND` (not the row) imposed.
+fn band_dp(s: &mut Scratch, d: &mut Dp, kk: usize) -> bool {
+    let g = d.grid.len() - 1;
+    let (lo, hi) = (&d.lo, &d.hi);
     let width = 2 * BAND + 1;
     d.opt.clear();
     d.opt.resize(kk * width, 0);
@@ -363,10 +384,13 @@ pub fn band_refine(s: &mut Scratch, d: &mut Dp, kk: usize) {
         std::mem::swap(&mut d.a, &mut d.cur);
     }
     let mut j = g;
+    let mut edge = false;
     for c in (1..kk).rev() {
         j = d.opt[c * width + j - lo[c + 1]] as usize;
         s.bounds[c] = d.grid[j];
+        edge |= (j == lo[c] && lo[c] > c) || (j == hi[c] && hi[c] < g - (kk - c));
     }
+    edge
 }
 
 /// Sorted Lloyd from the boundaries in `s.bounds` (`kk <= m` runs), in place.

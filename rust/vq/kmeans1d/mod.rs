@@ -20,7 +20,8 @@
 //!    grid of candidate boundaries ([`COARSE_GRID`]: equal-count positions plus equally spaced
 //!    values, so the heavy tails of weight matrices get boundaries too), then on a four times
 //!    finer grid ([`FINE_GRID`]) with each boundary kept within [`BAND`] fine points of its
-//!    coarse position (as good as the full fine DP on Student-t rows, a third of its cost),
+//!    coarse position, the band moving while a boundary ends on its edge (as good as the full
+//!    fine DP on Student-t rows, a third of its cost),
 //!    then sorted Lloyd from
 //!    there: each iteration puts the boundaries at the midpoints between centroids (binary
 //!    search on the sorted values, a point on a midpoint goes to the lower cluster) and
@@ -52,7 +53,7 @@ mod sort;
 mod tests;
 
 use self::dp::{band_refine, dp_bounds, lloyd_refine, Dp};
-pub use self::dp::{BAND, COARSE_GRID, FINE_GRID, MAX_ITER};
+pub use self::dp::{BAND, BAND_PASSES, COARSE_GRID, FINE_GRID, MAX_ITER};
 use self::sort::Scratch;
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
