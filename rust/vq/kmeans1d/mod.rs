@@ -202,6 +202,19 @@ fn rows_per_job(row_len: usize) -> usize {
     (65_536 / row_len).max(1)
 }
 
+/// The index of the first NaN or infinity of `x`: blocks are checked whole (a loop without exit
+/// that vectorises), the first bad one searched.
+fn first_non_finite(x: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    x.chunks(BLOCK).enumerate().find_map(|(b, c)| {
+        if c.iter().fold(true, |ok, v| ok & v.is_finite()) {
+            None
+        } else {
+            c.iter().position(|v| !v.is_finite()).map(|i| b * BLOCK + i)
+        }
+    })
+}
+
 /// Checks shapes, parameters and values of a fit.
 fn validate<C: Code>(x: &[f32], row_len: usize, k: usize, weights: &Weights<'_>, exact: bool) -> Result<usize> {
     if row_len == 0 || !x.len().is_multiple_of(row_len) {
@@ -217,7 +230,7 @@ fn validate<C: Code>(x: &[f32], row_len: usize, k: usize, weights: &Weights<'_>,
         return Err(invalid!("an exact fit of k={k} on rows of {row_len} values needs too large a table; use exact=False"));
     }
     weights.validate(x.len())?;
-    if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+    if let Some(index) = first_non_finite(x) {
         return Err(Error::NonFinite { index });
     }
     Ok(x.len() / row_len)

@@ -125,8 +125,6 @@ impl Scratch {
     /// when `w` is `None` or all zero) and builds the prefix sums. Returns `m >= 1`.
     #[inline(always)]
     pub fn load(&mut self, x: &[f32], w: Option<&[f32]>) -> usize {
-        self.u.clear();
-        self.c.clear();
         match w.filter(|w| w.iter().any(|&v| v > 0.0)) {
             None => {
                 self.keys.clear();
@@ -139,6 +137,8 @@ impl Scratch {
             Some(w) => {
                 self.items.clear();
                 self.items.extend(x.iter().zip(w).map(|(&v, &wi)| (key(v + 0.0) as u64) << 32 | wi.to_bits() as u64));
+                self.u.clear();
+                self.c.clear();
                 sort_items(&mut self.items, &mut self.tmp64, &mut self.hist);
                 (self.lo, self.hi) = (unkey(self.items[0].key()), unkey(self.items[x.len() - 1].key()));
                 self.merge_weighted();
@@ -160,6 +160,7 @@ impl Scratch {
     #[inline(always)]
     fn merge_unit(&mut self) {
         let n = self.keys.len();
+        // Every slot up to the last value is written: only growing the buffers fills them.
         self.u.resize(n + 1, 0.0);
         self.c.resize(n + 1, 0.0);
         let (u, c) = (&mut self.u[..=n], &mut self.c[..=n]);
@@ -208,8 +209,8 @@ impl Scratch {
         let shift = self.shift;
         self.u.iter_mut().for_each(|v| *v -= shift);
         for p in [&mut self.pw, &mut self.ps, &mut self.pq] {
-            p.clear();
-            p.resize(m + 1, 0.0);
+            p.resize(m + 1, 0.0); // every entry is written below
+            p[0] = 0.0;
         }
         let (mut sw, mut ss, mut sq) = (0.0f64, 0.0f64, 0.0f64);
         for t in 0..m {
