@@ -98,8 +98,7 @@ pub fn sort_items<T: Item>(items: &mut Vec<T>, tmp: &mut Vec<T>, hist: &mut Vec<
         hist[(1 << 11) + (k >> 11 & 0x7ff)] += 1;
         hist[(2 << 11) + (k >> 22)] += 1;
     }
-    tmp.clear();
-    tmp.resize(n, T::default());
+    tmp.resize(n, T::default()); // every slot is written by a pass
     for (p, &(shift, bits)) in RADIX.iter().enumerate() {
         let h = &mut hist[p << 11..(p << 11) + (1 << bits)];
         if h.iter().any(|&c| c as usize == n) {
