@@ -309,8 +309,8 @@ fn gather_grid(s: &Scratch, d: &mut Dp) {
 
 /// Refines the coarse DP's boundaries in `s.bounds` by the same DP on the [`FINE_GRID`], each
 /// boundary restricted to the [`BAND`] fine points either side of its current position (about
-/// `(2 BAND + 1)^2 / 2` candidates a layer, a point's search starting at the previous point's
-/// split); while a boundary ends on the edge of its band, the bands move there and the DP runs
+/// `(2 BAND + 1)^2 / 2` candidates a layer, eight points searched at a time from the previous
+/// group's last split); while a boundary ends on the edge of its band, the bands move there and the DP runs
 /// again (at most [`BAND_PASSES`] times). For `k <= COARSE_GRID / 2` the coarse grid is part of
 /// the fine one, so the coarse boundaries lie in the first bands and the result is never worse
 /// than the coarse one (up to rounding); on Student-t rows it is as good as the full DP on the
@@ -365,21 +365,35 @@ fn band_dp(s: &mut Scratch, d: &mut Dp, kk: usize) -> bool {
     d.a.extend((lo[1]..=hi[1]).map(|j| -(d.s[j] * d.s[j] / d.w[j])));
     for c in 2..=kk {
         d.cur.clear();
-        // The first optimal split is monotone in `j`: the previous point's split bounds the next
-        // (on the rare rounding that breaks monotonicity this only restricts a heuristic).
-        let mut from = lo[c - 1];
-        for j in lo[c]..=hi[c] {
-            let r = from..hi[c - 1].min(j - 1) + 1;
-            let (best, arg) = if r.is_empty() {
-                (f64::INFINITY, 0)
-            } else {
-                argmin::<false>(&d.a[r.start - lo[c - 1]..r.end - lo[c - 1]], &d.w[r.clone()], &d.s[r.clone()], d.w[j], d.s[j])
-            };
-            d.cur.push(best);
-            if best < f64::INFINITY {
-                from = r.start + arg;
+        // Eight points at a time (lanes), one pass over their candidates. The first optimal
+        // split is monotone in `j`: the previous group's last split bounds the group's (on the
+        // rare rounding that breaks monotonicity this only restricts a heuristic).
+        let (plo, phi) = (lo[c - 1], hi[c - 1]);
+        let mut from = plo;
+        for j0 in (lo[c]..=hi[c]).step_by(L) {
+            let nl = L.min(hi[c] + 1 - j0);
+            let (mut wj, mut sj, mut top) = ([1.0f64; L], [0.0f64; L], [-1.0f64; L]); // empty lanes: no candidate
+            for l in 0..nl {
+                (wj[l], sj[l], top[l]) = (d.w[j0 + l], d.s[j0 + l], phi.min(j0 + l - 1) as f64);
             }
-            d.opt[(c - 1) * width + j - lo[c]] = (r.start + arg) as u32;
+            let (mut best, mut idx) = ([f64::INFINITY; L], [0.0f64; L]);
+            for i in from..=phi.min(j0 + nl - 2) {
+                let (ai, wi, si, fi) = (d.a[i - plo], d.w[i], d.s[i], i as f64);
+                for l in 0..L {
+                    let v = cost::<false>(ai, wi, si, wj[l], sj[l]);
+                    let take = (v < best[l]) & (fi <= top[l]);
+                    best[l] = if take { v } else { best[l] };
+                    idx[l] = if take { fi } else { idx[l] };
+                }
+            }
+            for l in 0..nl {
+                let arg = if best[l] < f64::INFINITY { idx[l] as usize } else { from };
+                d.cur.push(best[l]);
+                d.opt[(c - 1) * width + j0 + l - lo[c]] = arg as u32;
+            }
+            if let Some(l) = (0..nl).rev().find(|&l| best[l] < f64::INFINITY) {
+                from = idx[l] as usize;
+            }
         }
         std::mem::swap(&mut d.a, &mut d.cur);
     }
