@@ -17,7 +17,9 @@
 //! ulp, far inside the optimum's tolerance, and the same expression is used at every call site).
 //! (Tried and measured slower: the previous group's split as a floor inside a block, two
 //! accumulators per block, leaves of exactly eight points, skipping the range test in the
-//! middle of a block: the per-group bookkeeping costs more than the candidates it saves.)
+//! middle of a block: the per-group bookkeeping costs more than the candidates it saves. For the
+//! fast fit's coarse DP: a table of every grid pair's cost filled before the layers, and
+//! reciprocals of integer run weights gathered from a table instead of dividing: no faster.)
 
 use super::sort::Scratch;
 
@@ -27,7 +29,7 @@ pub const MAX_ITER: usize = 100;
 /// Candidate boundaries of the coarse DP (`exact = false`).
 pub const COARSE_GRID: usize = 64;
 
-/// Candidate boundaries of the banded DP that refines the coarse one ([`band_refine`]).
+/// Candidate boundaries of the banded DP that refines the coarse one (`band_refine`).
 pub const FINE_GRID: usize = 256;
 
 /// Fine-grid points on either side of a coarse boundary that the banded DP considers.

@@ -15,24 +15,23 @@
 //! 3. `exact`: the DP `D[c][j] = min_i D[c-1][i] + cost(i, j)` over the `m` distinct values, one
 //!    layer per cluster, each layer by divide and conquer on the monotone split point with the
 //!    previous layer's split as a lower bound (`dp.rs`: vectorised searches, one compiled copy
-//!    per SIMD level; unweighted rows read reciprocals of run lengths from a table): O(k * m log m) time, a `k * m` table of splits for backtracking (ties go
-//!    to the smallest split). Not exact: the same DP restricted to a coarse
-//!    grid of candidate boundaries ([`COARSE_GRID`]: equal-count positions plus equally spaced
-//!    values, so the heavy tails of weight matrices get boundaries too), then on a four times
-//!    finer grid ([`FINE_GRID`]) with each boundary kept within [`BAND`] fine points of its
-//!    coarse position, the band moving while a boundary ends on its edge (as good as the full
-//!    fine DP on Student-t rows, a third of its cost),
-//!    then sorted Lloyd from
-//!    there: each iteration puts the boundaries at the midpoints between centroids (binary
-//!    search on the sorted values, a point on a midpoint goes to the lower cluster) and
-//!    recomputes centroids from the prefix sums, O(k log m), until no boundary moves or after
-//!    [`MAX_ITER`] iterations. (Lloyd from the weighted quantiles alone stalls about 15% above
-//!    the optimum on Student-t rows.)
+//!    per SIMD level; unweighted rows read reciprocals of run lengths from a table):
+//!    O(k * m log m) time, a `k * m` table of splits for backtracking (ties go to the smallest
+//!    split). Not exact: the same DP restricted to a coarse grid of candidate boundaries
+//!    ([`COARSE_GRID`]: equal-count positions plus equally spaced values, so the heavy tails of
+//!    weight matrices get boundaries too), then on a four times finer grid ([`FINE_GRID`]) with
+//!    each boundary kept within [`BAND`] fine points of its coarse position, the band moving
+//!    while a boundary ends on its edge (as good as the full fine DP on Student-t rows, a third
+//!    of its cost), then sorted Lloyd from there: each iteration puts the boundaries at the
+//!    midpoints between centroids (binary search on the sorted values, a point on a midpoint
+//!    goes to the lower cluster) and recomputes centroids from the prefix sums, O(k log m),
+//!    until no boundary moves or after [`MAX_ITER`] iterations. (Lloyd from the weighted
+//!    quantiles alone stalls about 15% above the optimum on Student-t rows.)
 //! 4. Centroids are the weighted means of the runs (summed directly in four lanes), rounded to
-//!    f32, ascending. With fewer
-//!    distinct (positive-weight) values `m` than `k` (a constant row, duplicates), the first `m`
-//!    slots hold the distinct values and the rest repeat the last one. `k` above the row length
-//!    is an error (it would only repeat slots, and the codebook could outgrow the input).
+//!    f32, ascending. With fewer distinct (positive-weight) values `m` than `k` (a constant
+//!    row, duplicates), the first `m` slots hold the distinct values and the rest repeat the
+//!    last one. `k` above the row length is an error (it would only repeat slots, and the
+//!    codebook could outgrow the input).
 //! 5. Codes: each element (zero-weight ones included) gets its nearest centroid of the stored f32
 //!    codebook, distances `|x - c|` in f64, ties to the lowest index (`codes.rs`: one f32
 //!    threshold between neighbouring centroids, found by bisection with that exact predicate,

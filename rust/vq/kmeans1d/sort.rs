@@ -11,7 +11,8 @@
 /// Rows at most this long are sorted by `sort_unstable` (histograms would dominate).
 const SMALL: usize = 256;
 
-/// Bits a radix pass sorts on (shift within the 32-bit key, width): 11, 11 and 10.
+/// Bits a radix pass sorts on (shift within the 32-bit key, width): 11, 11 and 10 (four passes
+/// of 8 bits measured slower on rows of 4096).
 const RADIX: [(u32, usize); 3] = [(0, 11), (11, 11), (22, 10)];
 
 /// The order-preserving integer of a non-NaN `f32` (-0.0 must be turned into +0.0 before).
