@@ -204,7 +204,12 @@ def test_property_optimal_and_consistent(x, k, data):
     w = data.draw(st.none() | hnp.arrays(np.float32, len(x), elements=st.floats(0, 10, width=32)))
     r = qp.kmeans1d(x, k, weights=w)
     want, _ = ref.kmeans1d_optimal(x, k, w)
-    assert abs(float(r.inertia) - want) <= 1e-6 * want + 1e-9 * float(np.abs(x).max()) ** 2
+    # Rounding a centroid to float32 moves the SSE by (total weight) * delta^2 (the error of the
+    # mean is orthogonal to the residuals); among subnormals delta reaches 2^-150 however small
+    # the SSE, so that term is allowed on top of the relative tolerance (e.g. x = [1.05e-43, 0]).
+    total = len(x) if w is None else float(np.asarray(w, np.float64).sum())
+    tol = 1e-6 * want + 1e-9 * float(np.abs(x).max()) ** 2 + total * 2.0**-298
+    assert abs(float(r.inertia) - want) <= tol
     assert np.all(np.diff(r.codebook) >= 0)
     assert np.array_equal(r.codes, ref.kmeans1d_codes(x, r.codebook))
     fast = qp.kmeans1d(x, k, weights=w, exact=False)

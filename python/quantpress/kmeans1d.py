@@ -52,8 +52,9 @@ def kmeans1d(w: Any, k: int, weights: Any = None, axis: int = -1, exact: bool = 
     ``exact=True`` finds the optimum: in 1-D the best clusters are contiguous runs of the sorted
     values, found by dynamic programming (divide and conquer on the monotone split point,
     O(k * n log n) per row, n the row length). ``exact=False`` runs the same DP on a coarse grid
-    of candidate boundaries and refines it by sorted Lloyd (O(k log n) per iteration): much
-    faster and typically within a fraction of a percent of the optimum, never below it.
+    of candidate boundaries, again on a finer grid within bands around those boundaries, and
+    refines the result by sorted Lloyd (O(k log n) per iteration): much faster and typically
+    within a fraction of a percent of the optimum, never below it.
     Codes point to the nearest centroid of the stored float32 codebook (ties to the lower
     index). A row with fewer than ``k`` distinct values (say, constant) gets those values as
     centroids, the last one repeated to fill the codebook. Results are identical for any number

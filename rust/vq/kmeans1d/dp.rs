@@ -1,5 +1,6 @@
 //! The dynamic programme over the sorted distinct values (exact: every boundary; fast: a coarse
-//! grid of candidate boundaries) and the sorted Lloyd refinement of the fast fit.
+//! grid of candidate boundaries, then a finer grid within bands around the coarse boundaries)
+//! and the sorted Lloyd refinement of the fast fit.
 //!
 //! One layer per cluster: `D[c][j] = min_i D[c-1][i] + cost(i, j)`, with `cost` the weighted SSE
 //! of run `i..j` from prefix sums. The cost is a Monge array, so the first (smallest) optimal
@@ -16,15 +17,26 @@
 //! ulp, far inside the optimum's tolerance, and the same expression is used at every call site).
 //! (Tried and measured slower: the previous group's split as a floor inside a block, two
 //! accumulators per block, leaves of exactly eight points, skipping the range test in the
-//! middle of a block: the per-group bookkeeping costs more than the candidates it saves.)
+//! middle of a block: the per-group bookkeeping costs more than the candidates it saves. For the
+//! fast fit's coarse DP: a table of every grid pair's cost filled before the layers, and
+//! reciprocals of integer run weights gathered from a table instead of dividing: no faster.)
 
 use super::sort::Scratch;
 
 /// Lloyd iterations at most (`exact = false`).
 pub const MAX_ITER: usize = 100;
 
-/// Candidate boundaries of the coarse DP that starts Lloyd (`exact = false`).
-pub const COARSE_GRID: usize = 256;
+/// Candidate boundaries of the coarse DP (`exact = false`).
+pub const COARSE_GRID: usize = 64;
+
+/// Candidate boundaries of the banded DP that refines the coarse one (`band_refine`).
+pub const FINE_GRID: usize = 256;
+
+/// Fine-grid points on either side of a coarse boundary that the banded DP considers.
+pub const BAND: usize = 20;
+
+/// Runs of the banded DP at most, each centred on the previous one's boundaries.
+pub const BAND_PASSES: usize = 4;
 
 /// A block of the divide and conquer whose split range holds at most this many candidates is
 /// swept left to right instead of split further.
@@ -101,6 +113,9 @@ pub struct Dp {
     opt: Vec<u32>,
     stack: Vec<[usize; 4]>,
     recip: Recip,
+    /// The windows of [`band_refine`].
+    lo: Vec<usize>,
+    hi: Vec<usize>,
 }
 
 /// One layer: `cur[j] = min_i a[i] - (s_j - s_i)^2 / (w_j - w_i) + q_j` and its first split
@@ -218,20 +233,21 @@ impl<const U: bool> Layer<'_, U> {
     }
 }
 
-/// The candidate boundaries: every point (`exact`, or few points), else [`COARSE_GRID`] / 2
-/// equal-count positions (at least `kk`) and as many at equally spaced values (the tails).
-fn coarse_grid(s: &Scratch, grid: &mut Vec<usize>, kk: usize, exact: bool) {
+/// The candidate boundaries: every point (`exact`, or few points), else `size / 2` equal-count
+/// positions (at least `kk`) and as many at equally spaced values (the tails). (The equal-count
+/// and equally spaced points of a grid of `size` are among those of a grid of `4 * size`.)
+fn coarse_grid(s: &Scratch, grid: &mut Vec<usize>, kk: usize, exact: bool, size: usize) {
     let m = s.u.len();
     grid.clear();
-    if exact || m <= COARSE_GRID.max(kk) {
+    if exact || m <= size.max(kk) {
         grid.extend(0..=m);
         return;
     }
-    let (h1, h2) = ((COARSE_GRID / 2).max(kk), COARSE_GRID / 2);
+    let (h1, h2) = ((size / 2).max(kk), size / 2);
     let (lo, hi) = (s.u[0], s.u[m - 1]);
     grid.extend((0..=h1).map(|t| t * m / h1));
     grid.extend((1..h2).map(|t| s.u.partition_point(|&v| v < lo + (hi - lo) * t as f64 / h2 as f64)));
-    grid.sort_unstable();
+    grid.sort(); // two ascending runs: the stable sort merges them in one pass
     grid.dedup();
 }
 
@@ -240,12 +256,9 @@ fn coarse_grid(s: &Scratch, grid: &mut Vec<usize>, kk: usize, exact: bool) {
 #[inline(always)]
 pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
     let m = s.u.len();
-    coarse_grid(s, &mut d.grid, kk, exact);
+    coarse_grid(s, &mut d.grid, kk, exact, COARSE_GRID);
     let g = d.grid.len() - 1;
-    for (dst, src) in [(&mut d.w, &s.pw), (&mut d.s, &s.ps), (&mut d.q, &s.pq)] {
-        dst.clear();
-        dst.extend(d.grid.iter().map(|&t| src[t]));
-    }
+    gather_grid(s, d);
     let stride = g + 1;
     d.opt.clear();
     d.opt.resize(kk * stride, 0);
@@ -286,6 +299,114 @@ pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
         j = d.opt[c * stride + j] as usize;
         s.bounds[c] = d.grid[j];
     }
+}
+
+/// The prefix sums at the grid points.
+fn gather_grid(s: &Scratch, d: &mut Dp) {
+    for (dst, src) in [(&mut d.w, &s.pw), (&mut d.s, &s.ps), (&mut d.q, &s.pq)] {
+        dst.clear();
+        dst.extend(d.grid.iter().map(|&t| src[t]));
+    }
+}
+
+/// Refines the coarse DP's boundaries in `s.bounds` by the same DP on the [`FINE_GRID`], each
+/// boundary restricted to the [`BAND`] fine points either side of its current position (about
+/// `(2 BAND + 1)^2 / 2` candidates a layer, eight points searched at a time from the previous
+/// group's last split); while a boundary ends on the edge of its band, the bands move there and the DP runs
+/// again (at most [`BAND_PASSES`] times). For `k <= COARSE_GRID / 2` the coarse grid is part of
+/// the fine one, so the coarse boundaries lie in the first bands and the result is never worse
+/// than the coarse one (up to rounding); on Student-t rows it is as good as the full DP on the
+/// fine grid at a third of the cost.
+pub fn band_refine(s: &mut Scratch, d: &mut Dp, kk: usize) {
+    let m = s.u.len();
+    if kk < 2 || m <= COARSE_GRID.max(kk) {
+        return; // the coarse DP ran on every point: already the optimum
+    }
+    coarse_grid(s, &mut d.grid, kk, false, FINE_GRID);
+    gather_grid(s, d);
+    for _ in 0..BAND_PASSES {
+        band_windows(s, d, kk);
+        if !band_dp(s, d, kk) {
+            break;
+        }
+    }
+}
+
+/// The bands `d.lo[c]..=d.hi[c]` (fine-grid indices) around each boundary of `s.bounds`: its
+/// fine position, made strictly increasing with room for the runs around it, `BAND` either side.
+fn band_windows(s: &Scratch, d: &mut Dp, kk: usize) {
+    let g = d.grid.len() - 1;
+    let (lo, hi) = (&mut d.lo, &mut d.hi);
+    lo.clear();
+    lo.resize(kk + 1, 0);
+    hi.clear();
+    hi.resize(kk + 1, 0);
+    (lo[kk], hi[kk]) = (g, g);
+    for c in 1..kk {
+        lo[c] = d.grid.partition_point(|&t| t < s.bounds[c]).max(lo[c - 1] + 1);
+    }
+    for c in (1..kk).rev() {
+        lo[c] = lo[c].min(lo[c + 1] - 1);
+    }
+    for c in 1..kk {
+        let f = lo[c];
+        (lo[c], hi[c]) = (f.saturating_sub(BAND).max(c), (f + BAND).min(g - (kk - c)));
+    }
+}
+
+/// The DP within the bands; writes the boundaries into `s.bounds` and returns whether one of
+/// them lies on an edge of its band that `BAND` (not the row) imposed.
+fn band_dp(s: &mut Scratch, d: &mut Dp, kk: usize) -> bool {
+    let g = d.grid.len() - 1;
+    let (lo, hi) = (&d.lo, &d.hi);
+    let width = 2 * BAND + 1;
+    d.opt.clear();
+    d.opt.resize(kk * width, 0);
+    // a[j - lo[c]] = D[c][j] - q[j]; one run: -s_j^2 / w_j.
+    d.a.clear();
+    d.a.extend((lo[1]..=hi[1]).map(|j| -(d.s[j] * d.s[j] / d.w[j])));
+    for c in 2..=kk {
+        d.cur.clear();
+        // Eight points at a time (lanes), one pass over their candidates. The first optimal
+        // split is monotone in `j`: the previous group's last split bounds the group's (on the
+        // rare rounding that breaks monotonicity this only restricts a heuristic).
+        let (plo, phi) = (lo[c - 1], hi[c - 1]);
+        let mut from = plo;
+        for j0 in (lo[c]..=hi[c]).step_by(L) {
+            let nl = L.min(hi[c] + 1 - j0);
+            let (mut wj, mut sj, mut top) = ([1.0f64; L], [0.0f64; L], [-1.0f64; L]); // empty lanes: no candidate
+            for l in 0..nl {
+                (wj[l], sj[l], top[l]) = (d.w[j0 + l], d.s[j0 + l], phi.min(j0 + l - 1) as f64);
+            }
+            let (mut best, mut idx) = ([f64::INFINITY; L], [0.0f64; L]);
+            for i in from..=phi.min(j0 + nl - 2) {
+                let (ai, wi, si, fi) = (d.a[i - plo], d.w[i], d.s[i], i as f64);
+                for l in 0..L {
+                    let v = cost::<false>(ai, wi, si, wj[l], sj[l]);
+                    let take = (v < best[l]) & (fi <= top[l]);
+                    best[l] = if take { v } else { best[l] };
+                    idx[l] = if take { fi } else { idx[l] };
+                }
+            }
+            for l in 0..nl {
+                let arg = if best[l] < f64::INFINITY { idx[l] as usize } else { from };
+                d.cur.push(best[l]);
+                d.opt[(c - 1) * width + j0 + l - lo[c]] = arg as u32;
+            }
+            if let Some(l) = (0..nl).rev().find(|&l| best[l] < f64::INFINITY) {
+                from = idx[l] as usize;
+            }
+        }
+        std::mem::swap(&mut d.a, &mut d.cur);
+    }
+    let mut j = g;
+    let mut edge = false;
+    for c in (1..kk).rev() {
+        j = d.opt[c * width + j - lo[c + 1]] as usize;
+        s.bounds[c] = d.grid[j];
+        edge |= (j == lo[c] && lo[c] > c) || (j == hi[c] && hi[c] < g - (kk - c));
+    }
+    edge
 }
 
 /// Sorted Lloyd from the boundaries in `s.bounds` (`kk <= m` runs), in place.

@@ -6,8 +6,8 @@
 //! programming instead of the local search of a general k-means.
 //!
 //! Per row:
-//! 1. Values are sorted (`sort.rs`: a radix sort of order-preserving integer keys carrying the
-//!    element's position); equal values are merged (weights added), points of
+//! 1. Values are sorted (`sort.rs`: a radix sort of order-preserving integer keys, carrying
+//!    the weight's bits for a weighted row); equal values are merged (weights added), points of
 //!    weight zero are dropped (they do not change the weighted SSE). A row whose weights are all
 //!    zero is fitted with unit weights (its weighted SSE is zero whatever the codebook).
 //! 2. Prefix sums of `w`, `w*x`, `w*x^2` in f64 (values shifted by the row's middle sorted value
@@ -15,37 +15,45 @@
 //! 3. `exact`: the DP `D[c][j] = min_i D[c-1][i] + cost(i, j)` over the `m` distinct values, one
 //!    layer per cluster, each layer by divide and conquer on the monotone split point with the
 //!    previous layer's split as a lower bound (`dp.rs`: vectorised searches, one compiled copy
-//!    per SIMD level; unweighted rows read reciprocals of run lengths from a table): O(k * m log m) time, a `k * m` table of splits for backtracking (ties go
-//!    to the smallest split). Not exact: the same DP restricted to a coarse
-//!    grid of candidate boundaries ([`COARSE_GRID`]: equal-count positions plus equally spaced
-//!    values, so the heavy tails of weight matrices get boundaries too), then sorted Lloyd from
-//!    there: each iteration puts the boundaries at the midpoints between centroids (binary
-//!    search on the sorted values, a point on a midpoint goes to the lower cluster) and
-//!    recomputes centroids from the prefix sums, O(k log m), until no boundary moves or after
-//!    [`MAX_ITER`] iterations. (Lloyd from the weighted quantiles alone stalls about 15% above
-//!    the optimum on Student-t rows.)
-//! 4. Centroids are the weighted means of the runs, rounded to f32, ascending. With fewer
-//!    distinct (positive-weight) values `m` than `k` (a constant row, duplicates), the first `m`
-//!    slots hold the distinct values and the rest repeat the last one. `k` above the row length
-//!    is an error (it would only repeat slots, and the codebook could outgrow the input).
+//!    per SIMD level; unweighted rows read reciprocals of run lengths from a table):
+//!    O(k * m log m) time, a `k * m` table of splits for backtracking (ties go to the smallest
+//!    split). Not exact: the same DP restricted to a coarse grid of candidate boundaries
+//!    ([`COARSE_GRID`]: equal-count positions plus equally spaced values, so the heavy tails of
+//!    weight matrices get boundaries too), then on a four times finer grid ([`FINE_GRID`]) with
+//!    each boundary kept within [`BAND`] fine points of its coarse position, the band moving
+//!    while a boundary ends on its edge (as good as the full fine DP on Student-t rows, a third
+//!    of its cost), then sorted Lloyd from there: each iteration puts the boundaries at the
+//!    midpoints between centroids (binary search on the sorted values, a point on a midpoint
+//!    goes to the lower cluster) and recomputes centroids from the prefix sums, O(k log m),
+//!    until no boundary moves or after [`MAX_ITER`] iterations. (Lloyd from the weighted
+//!    quantiles alone stalls about 15% above the optimum on Student-t rows.)
+//! 4. Centroids are the weighted means of the runs (summed directly in four lanes), rounded to
+//!    f32, ascending. With fewer distinct (positive-weight) values `m` than `k` (a constant
+//!    row, duplicates), the first `m` slots hold the distinct values and the rest repeat the
+//!    last one. `k` above the row length is an error (it would only repeat slots, and the
+//!    codebook could outgrow the input).
 //! 5. Codes: each element (zero-weight ones included) gets its nearest centroid of the stored f32
-//!    codebook, distances `|x - c|` in f64, ties to the lowest index (found by one walk over the
-//!    sorted row, the code only moving up). This is the DP's partition
-//!    except where rounding the centroids to f32 moves an element that sat (almost) exactly
-//!    between two of them. `inertia` is the weighted SSE of those codes in f64: what
-//!    dequantizing the row costs (summed in sorted order).
+//!    codebook, distances `|x - c|` in f64, ties to the lowest index (`codes.rs`: one f32
+//!    threshold between neighbouring centroids, found by bisection with that exact predicate,
+//!    and every element counts the thresholds at most its value; a codebook whose rounded
+//!    distances could tie across a centroid falls back to one walk over the row sorted with its
+//!    positions). This is the DP's partition except where rounding the centroids to f32 moves an
+//!    element that sat (almost) exactly between two of them. `inertia` is the weighted SSE of
+//!    those codes in f64: what dequantizing the row costs (summed in sixteen lanes in row order,
+//!    lane = index mod 16, then the lanes in order; in sorted order in the fallback).
 //!
 //! Rows run in parallel in fixed chunks, each row on its own, so results never depend on the
 //! thread count.
 
+mod codes;
 mod dp;
 mod sort;
 #[cfg(test)]
 mod tests;
 
-use self::dp::{dp_bounds, lloyd_refine, Dp};
-pub use self::dp::{COARSE_GRID, MAX_ITER};
-use self::sort::{unkey, Scratch};
+use self::dp::{band_refine, dp_bounds, lloyd_refine, Dp};
+pub use self::dp::{BAND, BAND_PASSES, COARSE_GRID, FINE_GRID, MAX_ITER};
+use self::sort::Scratch;
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
 use crate::scalar::search::Weights;
@@ -78,10 +86,10 @@ code_impl!(u8);
 code_impl!(u16);
 code_impl!(u32);
 
-/// Fits one row (`x`, weights `w` of the same length) into `cb` (k values) and `codes`;
-/// returns the weighted SSE.
+/// Fits one row (`x`, weights `w` of the same length, none: unit) into `cb` (k values) and
+/// `codes`; returns the weighted SSE.
 #[inline(always)]
-fn fit_row<C: Code>(s: &mut Scratch, d: &mut Dp, x: &[f32], w: &[f32], exact: bool, cb: &mut [f32], codes: &mut [C]) -> f64 {
+fn fit_row<C: Code>(s: &mut Scratch, d: &mut Dp, x: &[f32], w: Option<&[f32]>, exact: bool, cb: &mut [f32], codes: &mut [C]) -> f64 {
     let k = cb.len();
     let m = s.load(x, w);
     let kk = k.min(m);
@@ -89,6 +97,7 @@ fn fit_row<C: Code>(s: &mut Scratch, d: &mut Dp, x: &[f32], w: &[f32], exact: bo
         dp_bounds(s, d, kk, true);
     } else {
         dp_bounds(s, d, kk, false);
+        band_refine(s, d, kk);
         lloyd_refine(s, kk);
     }
     let mut n_distinct = 0;
@@ -97,7 +106,7 @@ fn fit_row<C: Code>(s: &mut Scratch, d: &mut Dp, x: &[f32], w: &[f32], exact: bo
         if j == i {
             continue; // an empty Lloyd run: no centroid
         }
-        let (sw, su) = (i..j).fold((0.0f64, 0.0f64), |(a, b), t| (a + s.c[t], b + s.c[t] * s.u[t]));
+        let (sw, su) = run_sums(&s.c[i..j], &s.u[i..j]);
         let v = (su / sw + s.shift) as f32;
         if n_distinct == 0 || v > cb[n_distinct - 1] {
             cb[n_distinct] = v;
@@ -106,39 +115,27 @@ fn fit_row<C: Code>(s: &mut Scratch, d: &mut Dp, x: &[f32], w: &[f32], exact: bo
     }
     let last = cb[n_distinct - 1];
     cb[n_distinct..].iter_mut().for_each(|v| *v = last);
-    assign_sorted(&cb[..n_distinct], &s.keys, w, codes)
+    codes::assign(s, &cb[..n_distinct], x, w, codes)
 }
 
-/// Nearest centroid of the strictly ascending `cb` for every element (`keys`: the sorted row
-/// from [`Scratch::load`]), ties to the lower index; returns `sum w (x - cb[code])^2` in f64,
-/// summed in sorted order. Walking the sorted values, the code only moves up: `x` leaves
-/// centroid `c` for `c + 1` once `x - cb[c] > cb[c + 1] - x` (distances in f64), the rule of
-/// a binary search with ties to the lower index (and a tie of rounded distances with the
-/// centroids below goes down to the lowest of them).
+/// `sum c` and `sum c * u` over a run, in four lanes (index mod 4, then `(l0 + l1) + (l2 + l3)`):
+/// four independent chains instead of one.
 #[inline(always)]
-fn assign_sorted<C: Code>(cb: &[f32], keys: &[u64], w: &[f32], codes: &mut [C]) -> f64 {
-    let mut sse = 0.0f64;
-    let mut code = 0;
-    let (mut lo, mut hi) = (cb[0] as f64, cb.get(1).map_or(f64::INFINITY, |&v| v as f64));
-    for &kv in keys {
-        let xd = unkey((kv >> 32) as u32) as f64;
-        while xd - lo > hi - xd {
-            code += 1;
-            lo = hi;
-            hi = cb.get(code + 1).map_or(f64::INFINITY, |&v| v as f64);
+fn run_sums(c: &[f64], u: &[f64]) -> (f64, f64) {
+    let (mut sw, mut su) = ([0.0f64; 4], [0.0f64; 4]);
+    let (cc, uc) = (c.chunks_exact(4), u.chunks_exact(4));
+    let (cr, ur) = (cc.remainder(), uc.remainder());
+    for (c4, u4) in cc.zip(uc) {
+        for l in 0..4 {
+            sw[l] += c4[l];
+            su[l] += c4[l] * u4[l];
         }
-        // Past a centroid the rounded distances to it and to the one below can tie (`1 - 0` and
-        // `1 - 1e-30`): the lower index wins, while the walk stays where it is.
-        let mut c = code;
-        while c > 0 && xd - cb[c - 1] as f64 == (xd - cb[c] as f64).abs() {
-            c -= 1;
-        }
-        let i = kv as u32 as usize;
-        codes[i] = C::from_index(c);
-        let d = xd - lo;
-        sse += w[i] as f64 * d * d;
     }
-    sse
+    for l in 0..cr.len() {
+        sw[l] += cr[l];
+        su[l] += cr[l] * ur[l];
+    }
+    ((sw[0] + sw[1]) + (sw[2] + sw[3]), (su[0] + su[1]) + (su[2] + su[3]))
 }
 
 /// Fits the rows of a chunk, row after row (`x`, `cb`, `codes`, `inertia`: the chunk's part),
@@ -150,7 +147,10 @@ fn fit_chunk_body<C: Code>(job: Job<'_, C>) {
     let (k, row_len) = (job.k, job.row_len);
     for (r, ((cb, codes), e)) in job.cb.chunks_mut(k).zip(job.codes.chunks_mut(row_len)).zip(job.inertia.iter_mut()).enumerate() {
         let start = (job.row0 + r) * row_len;
-        let w = job.weights.group(start, row_len, &mut wbuf);
+        let w = match job.weights {
+            Weights::None => None,
+            weights => Some(weights.group(start, row_len, &mut wbuf)),
+        };
         *e = fit_row(&mut s, &mut d, &job.x[start..start + row_len], w, job.exact, cb, codes);
     }
 }
@@ -201,6 +201,19 @@ fn rows_per_job(row_len: usize) -> usize {
     (65_536 / row_len).max(1)
 }
 
+/// The index of the first NaN or infinity of `x`: blocks are checked whole (a loop without exit
+/// that vectorises), the first bad one searched.
+fn first_non_finite(x: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    x.chunks(BLOCK).enumerate().find_map(|(b, c)| {
+        if c.iter().fold(true, |ok, v| ok & v.is_finite()) {
+            None
+        } else {
+            c.iter().position(|v| !v.is_finite()).map(|i| b * BLOCK + i)
+        }
+    })
+}
+
 /// Checks shapes, parameters and values of a fit.
 fn validate<C: Code>(x: &[f32], row_len: usize, k: usize, weights: &Weights<'_>, exact: bool) -> Result<usize> {
     if row_len == 0 || !x.len().is_multiple_of(row_len) {
@@ -216,7 +229,7 @@ fn validate<C: Code>(x: &[f32], row_len: usize, k: usize, weights: &Weights<'_>,
         return Err(invalid!("an exact fit of k={k} on rows of {row_len} values needs too large a table; use exact=False"));
     }
     weights.validate(x.len())?;
-    if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+    if let Some(index) = first_non_finite(x) {
         return Err(Error::NonFinite { index });
     }
     Ok(x.len() / row_len)

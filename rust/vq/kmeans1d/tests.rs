@@ -129,15 +129,25 @@ fn radix_sort_orders_like_the_float_order() {
                 x[(i * 37) % n] = v;
             }
         }
-        let mut s = sort::Scratch::default();
-        let m = s.load(&x, &vec![1.0; n]);
-        let sorted: Vec<f32> = s.keys.iter().map(|&kv| sort::unkey((kv >> 32) as u32)).collect();
         let mut want: Vec<f32> = x.iter().map(|&v| v + 0.0).collect();
         want.sort_by(f32::total_cmp);
-        assert_eq!(sorted.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-        // Stable: equal values keep their positions in order; every position once.
-        assert!(s.keys.windows(2).all(|p| p[0] < p[1]));
-        let mut pos: Vec<u32> = s.keys.iter().map(|&kv| kv as u32).collect();
+        let mut s = sort::Scratch::default();
+        // Unweighted: bare keys.
+        let m = s.load(&x, None);
+        let sorted: Vec<f32> = s.keys.iter().map(|&k| sort::unkey(k)).collect();
+        assert_eq!(bits(&sorted), bits(&want));
+        assert_eq!((s.lo.to_bits(), s.hi.to_bits()), (want[0].to_bits(), want[n - 1].to_bits()));
+        // Weighted: the weights come along (a weight of 2 everywhere: the counts doubled).
+        assert_eq!(s.load(&x, Some(&vec![2.0; n])), m);
+        let sorted: Vec<f32> = s.items.iter().map(|&kv| sort::unkey((kv >> 32) as u32)).collect();
+        assert_eq!(bits(&sorted), bits(&want));
+        assert!(s.items.iter().all(|&kv| f32::from_bits(kv as u32) == 2.0));
+        // With positions: stable, every position once.
+        s.sort_positions(&x);
+        let sorted: Vec<f32> = s.items.iter().map(|&kv| sort::unkey((kv >> 32) as u32)).collect();
+        assert_eq!(bits(&sorted), bits(&want));
+        assert!(s.items.windows(2).all(|p| p[0] < p[1]));
+        let mut pos: Vec<u32> = s.items.iter().map(|&kv| kv as u32).collect();
         pos.sort_unstable();
         assert!(pos.iter().enumerate().all(|(i, &p)| p as usize == i));
         want.dedup();
@@ -263,4 +273,164 @@ fn rounded_distance_ties_go_to_the_lower_code() {
     let fit = kmeans1d(&[1e-30, 0.0, 1.0], 3, 2, Weights::PerValue(&[1.0, 1.0, 0.0]), true).unwrap();
     assert_eq!(bits(&fit.codebook), bits(&[0.0, 1e-30]));
     assert_eq!(fit.codes, [1, 0, 0]);
+}
+
+/// The nearest entry of `cb` to `x`: `|x - c|` in f64, ties to the lowest index (the oracle).
+fn nearest(x: f32, cb: &[f32]) -> usize {
+    let d = |j: usize| (x as f64 - cb[j] as f64).abs();
+    (0..cb.len()).fold(0, |b, j| if d(j) < d(b) { j } else { b })
+}
+
+/// Every code of `fit` (rows of `n`) is the oracle's nearest centroid of its row's codebook.
+fn assert_nearest_codes(x: &[f32], n: usize, k: usize, fit: &Fit) {
+    for (i, &v) in x.iter().enumerate() {
+        let r = i / n;
+        assert_eq!(fit.codes[i] as usize, nearest(v, &fit.codebook[r * k..(r + 1) * k]), "element {i} = {v:e}");
+    }
+}
+
+#[test]
+fn thresholds_count_like_the_nearest_rule() {
+    let mut rng = Rng(31);
+    for trial in 0..200 {
+        let k = 2 + trial % 40; // above 32 thresholds: the binary-search path
+        let scale = [1.0f32, 1e-3, 1e6, 1e-30][trial % 4];
+        let mut cb: Vec<f32> = (0..k).map(|_| (rng.next() - 0.5) * scale).collect();
+        if trial % 5 == 0 {
+            cb[0] = 0.0; // a centroid at zero: thresholds near subnormals
+        }
+        cb.sort_by(f32::total_cmp);
+        cb.dedup();
+        let (lo, hi) = (cb[0] - scale, cb[cb.len() - 1] + scale);
+        let mut thr = Vec::new();
+        assert!(codes::thresholds(&cb, lo, hi, &mut thr), "trial {trial}");
+        // Probe every threshold, its f32 neighbours, the exact midpoints and the centroids.
+        let mut probe = vec![lo, hi];
+        for (c, &t) in thr.iter().enumerate() {
+            probe.extend([t, t.next_down(), t.next_up(), t.next_down().next_down(), cb[c]]);
+            probe.push((0.5 * (cb[c] as f64 + cb[c + 1] as f64)) as f32);
+        }
+        for &x in &probe {
+            let code = thr.partition_point(|&t| t <= x);
+            assert_eq!(code, nearest(x, &cb), "trial {trial}: x = {x:e}");
+        }
+        // Each threshold is the first value that goes up.
+        for (c, &t) in thr.iter().enumerate() {
+            assert!(cb[c] < t && t <= cb[c + 1]);
+            assert_eq!((nearest(t, &cb), nearest(t.next_down(), &cb)), (c + 1, c), "trial {trial}");
+        }
+    }
+    // Centroids packed against the range: rounded distances can tie across a centroid.
+    assert!(!codes::thresholds(&[0.0, 1e-30], 0.0, 1.0, &mut Vec::new()));
+    assert!(codes::thresholds(&[0.0, 1e-30], 0.0, 1e-29, &mut Vec::new()));
+}
+
+#[test]
+fn values_on_midpoints_go_to_the_lower_code() {
+    // Centroids 0 and 1 (the weighted points), zero-weight probes at the midpoint 0.5 and its
+    // neighbours, and at the midpoint of 1 and 3 (the third centroid).
+    let probes = [0.5f32, 0.5f32.next_up(), 0.5f32.next_down(), 2.0, 2.0f32.next_up(), 2.0f32.next_down()];
+    let mut x = vec![0.0f32, 0.0, 1.0, 1.0, 3.0, 3.0];
+    let mut w = vec![1.0f32; 6];
+    x.extend(probes);
+    w.extend([0.0; 6]);
+    for exact in [true, false] {
+        let fit = kmeans1d(&x, x.len(), 3, Weights::PerValue(&w), exact).unwrap();
+        assert_eq!(fit.codebook, [0.0, 1.0, 3.0]);
+        assert_eq!(fit.codes[6..], [0, 1, 0, 1, 2, 1]);
+        assert_eq!(fit.inertia, [0.0]);
+    }
+}
+
+#[test]
+fn codes_are_nearest_on_duplicates_zero_weights_and_constant_rows() {
+    let mut rng = Rng(37);
+    let n = 700;
+    let mut x = Vec::new();
+    let mut w = Vec::new();
+    for r in 0..6 {
+        x.extend((0..n).map(|_| match r {
+            0 => ((rng.next() - 0.5) * 8.0).round() / 8.0, // few levels: duplicates
+            1 => 2.5,                                      // constant
+            _ => heavy(&mut rng) * 0.02,
+        }));
+        w.extend((0..n).map(|i| if r == 3 || i % 3 == 0 { 0.0 } else { rng.next() }));
+    }
+    for exact in [true, false] {
+        for k in [1, 5, 16, 40] {
+            let unweighted = kmeans1d(&x, n, k, Weights::None, exact).unwrap();
+            let weighted = kmeans1d(&x, n, k, Weights::PerValue(&w), exact).unwrap();
+            for (fit, wv) in [(&unweighted, None), (&weighted, Some(&w))] {
+                assert_nearest_codes(&x, n, k, fit);
+                for r in 0..6 {
+                    let cb = &fit.codebook[r * k..(r + 1) * k];
+                    let want: f64 = (r * n..(r + 1) * n)
+                        .map(|i| {
+                            let d = x[i] as f64 - cb[fit.codes[i] as usize] as f64;
+                            wv.map_or(1.0, |w| w[i] as f64) * d * d
+                        })
+                        .sum();
+                    assert!((fit.inertia[r] - want).abs() <= 1e-12 * want, "row {r} k={k}");
+                }
+            }
+            // The constant row and the all-zero-weight row.
+            assert!(unweighted.codebook[k..2 * k].iter().all(|&v| v == 2.5) && unweighted.inertia[1] == 0.0);
+            assert_eq!(weighted.inertia[3], 0.0);
+        }
+    }
+}
+
+#[test]
+fn every_simd_level_gives_the_same_bits_on_duplicates_and_zero_weights() {
+    let mut rng = Rng(41);
+    let (rows, n) = (4, 1003); // a partial last group of sixteen
+    let x: Vec<f32> = (0..rows * n).map(|i| if i % 2 == 0 { (heavy(&mut rng) * 4.0).round() / 4.0 } else { heavy(&mut rng) }).collect();
+    let w: Vec<f32> = (0..rows * n).map(|i| if i % 4 == 1 { 0.0 } else { rng.next() }).collect();
+    for exact in [true, false] {
+        for (k, weights) in [(16, Weights::None), (16, Weights::PerValue(&w)), (48, Weights::PerValue(&w))] {
+            let want = kmeans1d_at(Level::Scalar, &x, n, k, weights, exact);
+            assert_nearest_codes(&x, n, k, &want);
+            for level in crate::simd::available_levels() {
+                let got = kmeans1d_at(level, &x, n, k, weights, exact);
+                assert_eq!(bits(&got.codebook), bits(&want.codebook), "{level:?} exact={exact} k={k}");
+                assert_eq!(got.codes, want.codes, "{level:?} exact={exact} k={k}");
+                assert_eq!(
+                    got.inertia.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.inertia.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+}
+
+/// The weighted SSE of the runs `s.bounds` of the loaded row, from its prefix sums.
+fn runs_sse(s: &sort::Scratch) -> f64 {
+    s.bounds.windows(2).map(|b| (s.pq[b[1]] - s.pq[b[0]]) - (s.ps[b[1]] - s.ps[b[0]]).powi(2) / (s.pw[b[1]] - s.pw[b[0]])).sum()
+}
+
+#[test]
+fn band_refinement_never_loses_to_the_coarse_dp() {
+    let mut rng = Rng(43);
+    let (mut s, mut d) = (sort::Scratch::default(), dp::Dp::default());
+    for trial in 0..24 {
+        let n = [100, 300, 1000, 3000][trial % 4];
+        let k = [2, 16, 32, 40, 100][trial % 5].min(n);
+        let x: Vec<f32> = (0..n).map(|_| heavy(&mut rng) * 0.02).collect();
+        let w: Vec<f32> = (0..n).map(|i| if i % 6 == 0 { 0.0 } else { rng.next() }).collect();
+        let m = s.load(&x, if trial % 2 == 0 { None } else { Some(&w) });
+        let kk = k.min(m);
+        dp::dp_bounds(&mut s, &mut d, kk, false);
+        let coarse = runs_sse(&s);
+        dp::band_refine(&mut s, &mut d, kk);
+        let band = runs_sse(&s);
+        assert!(s.bounds.len() == kk + 1 && s.bounds[0] == 0 && s.bounds[kk] == m);
+        assert!(s.bounds.windows(2).all(|b| b[0] < b[1]), "trial {trial}");
+        // The coarse grid lies in the fine one for k <= 32.
+        if k <= dp::COARSE_GRID / 2 {
+            assert!(band <= coarse * (1.0 + 1e-12) + 1e-18, "trial {trial}: {band} vs {coarse}");
+        }
+        dp::dp_bounds(&mut s, &mut d, kk, true);
+        let exact = runs_sse(&s);
+        assert!(band >= exact * (1.0 - 1e-12) - 1e-18, "trial {trial}");
+    }
 }
