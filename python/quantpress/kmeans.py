@@ -217,8 +217,10 @@ class KMeans:
         c = self._initial(x, w, seed)
         stop = self.tol * float(np.mean(np.var(x, axis=0, dtype=np.float64))) if self.tol > 0 else 0.0
         reseeds, done = 0, 0
+        # Distance bounds carried between the iterations on this x (exact: the same result).
+        state = _core.LloydState()
         for it in range(self.n_iter):
-            new, _codes, inertia, _cw, reseeded, shift = _core.lloyd_iteration(x, d, c, self.metric, w)
+            new, _codes, inertia, _cw, reseeded, shift = _core.lloyd_iteration(x, d, c, self.metric, w, state)
             c = new.reshape(c.shape)
             reseeds += reseeded
             done = it + 1
@@ -227,7 +229,7 @@ class KMeans:
             if shift <= stop and reseeded == 0:
                 break
         # Labels and inertia of the final centroids (the update computed here is discarded).
-        _new, codes, inertia, _cw, _r, _s = _core.lloyd_iteration(x, d, c, self.metric, w)
+        _new, codes, inertia, _cw, _r, _s = _core.lloyd_iteration(x, d, c, self.metric, w, state)
         return c, inertia, codes, done, reseeds
 
     def partial_fit(self, x: Any, sample_weight: Any = None) -> "KMeans":
