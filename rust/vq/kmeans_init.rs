@@ -12,7 +12,7 @@
 use super::kmeans::check_weights;
 use super::rng::Rng;
 use super::seed_blocks::{spatial_order, BlockBalls};
-use super::seed_kernels::{self as kern, Panel, BLOCK, LANES, PREV};
+use super::seed_kernels::{self as kern, Panel, BLOCK, LANES};
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
 use crate::simd::{self, Level};
@@ -28,6 +28,8 @@ struct Seeder<'a> {
     w: Option<&'a [f32]>,
     level: Level,
     xn: Vec<f32>,
+    /// The points transposed in groups of 16 (`seed_kernels::transpose`), for AVX-512.
+    xt: Vec<f32>,
     /// Squared distance of every point to its nearest chosen centre, except `pending`.
     closest: Vec<f32>,
     /// The centre chosen last, not yet folded into `closest`.
@@ -53,11 +55,9 @@ impl Seeder<'_> {
     /// Per-block, per-lane potentials of up to 15 candidates (folding in `pending` first).
     /// A block no lane can reach keeps its sums (`block_pot`) for every lane.
     fn score(&mut self, cands: &[usize]) -> Result<Vec<[f64; LANES]>> {
-        let (x, d, level, w, xn) = (self.x, self.d, self.level, self.w, &self.xn);
+        let (x, d, level, w, xn, xt) = (self.x, self.d, self.level, self.w, &self.xn, &self.xt);
         let panel = Panel::new(x, d, cands, self.pending.take());
-        let lanes: Vec<usize> = (0..cands.len()).chain(panel.prev.then_some(PREV)).collect();
-        let centres: Vec<(Vec<f32>, f32)> = lanes.iter().map(|&l| (panel.rows.iter().map(|r| r[l]).collect(), panel.norms[l])).collect();
-        let centres: Vec<(&[f32], f32)> = centres.iter().map(|(c, n)| (c.as_slice(), *n)).collect();
+        let centres: Vec<(&[f32], f32)> = (0..panel.lanes()).map(|l| (panel.col(l), panel.norms[l])).collect();
         let skip: Vec<bool> = (0..self.block_pot.len()).map(|b| self.balls.unreachable(b, self.radius[b], &centres)).collect();
         self.skipped += skip.iter().filter(|&&s| s).count();
         let mut sums = vec![[0f64; LANES]; self.block_pot.len()];
@@ -74,7 +74,8 @@ impl Seeder<'_> {
                 let r = b * BLOCK..(b * BLOCK + BLOCK).min(ci * CHUNK + closest.len());
                 let cl = &mut closest[r.start - ci * CHUNK..r.end - ci * CHUNK];
                 let xs = &x[r.start * d..r.end * d];
-                kern::score(level, xs, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, std::slice::from_mut(s));
+                let xt = if xt.is_empty() { &xt[..] } else { &xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d] };
+                kern::score(level, xs, xt, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, std::slice::from_mut(s));
                 *rad = cl.iter().fold(0f32, |a, &v| a.max(v));
             }
             Ok(())
@@ -242,6 +243,7 @@ fn seeder<'a>(x: &'a [f32], d: usize, w: Option<&'a [f32]>, level: Level) -> See
         w,
         level,
         xn,
+        xt: if level == Level::Avx512 { kern::transpose(x, d) } else { Vec::new() },
         closest: vec![f32::INFINITY; n],
         pending: None,
         block_pot: vec![0.0; nb],
