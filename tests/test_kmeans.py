@@ -41,12 +41,14 @@ def test_lloyd_matches_the_numpy_reference(simd, rng, weighted):
     assert km.n_iter_ == 8
 
 
-@pytest.mark.parametrize("kind", ["blobs", "ties", "duplicates"])
+@pytest.mark.parametrize("kind", ["blobs", "wide", "ties", "duplicates"])
 def test_distance_bounds_change_nothing(simd, rng, kind):
     # fit() carries Hamerly-style bounds between iterations (rust/vq/kmeans_bounds.rs); every
     # iteration must equal the brute-force one bit for bit, and the result the NumPy oracle.
     if kind == "blobs":
         x = blobs(rng, 4000, 3, 10)
+    elif kind == "wide":  # fit() itself uses the bounds from d = 32
+        x = blobs(rng, 2000, 40, 10)
     elif kind == "ties":
         x = rng.integers(-2, 3, (3000, 2)).astype(np.float32)
     else:
