@@ -58,8 +58,11 @@ impl Seeder<'_> {
         let (x, d, level, w, xn, xt) = (self.x, self.d, self.level, self.w, &self.xn, &self.xt);
         let panel = Panel::new(x, d, cands, self.pending.take());
         let centres: Vec<(&[f32], f32)> = (0..panel.lanes()).map(|l| (panel.col(l), panel.norms[l])).collect();
-        let skip: Vec<bool> = (0..self.block_pot.len()).map(|b| self.balls.unreachable(b, self.radius[b], &centres)).collect();
-        self.skipped += skip.iter().filter(|&&s| s).count();
+        // Per block, the lanes that may lower some point's distance; the others' sums are the
+        // block's potential as it stands.
+        let reach: Vec<u32> = (0..self.block_pot.len()).map(|b| self.balls.reachable(b, self.radius[b], &centres)).collect();
+        self.skipped += reach.iter().filter(|&&m| m == 0).count();
+        let prev_lane = panel.prev.then_some(panel.cands);
         let mut sums = vec![[0f64; LANES]; self.block_pot.len()];
         let per = CHUNK / BLOCK;
         let (block_pot, radius) = (&self.block_pot, &mut self.radius);
@@ -67,16 +70,18 @@ impl Seeder<'_> {
         parallel::try_for_each(jobs, |(ci, ((closest, sums), radius))| {
             for (o, (s, rad)) in sums.iter_mut().zip(radius.iter_mut()).enumerate() {
                 let b = ci * per + o;
-                if skip[b] {
-                    *s = [block_pot[b]; LANES];
+                *s = [block_pot[b]; LANES];
+                if reach[b] == 0 {
                     continue;
                 }
                 let r = b * BLOCK..(b * BLOCK + BLOCK).min(ci * CHUNK + closest.len());
                 let cl = &mut closest[r.start - ci * CHUNK..r.end - ci * CHUNK];
                 let xs = &x[r.start * d..r.end * d];
                 let xt = if xt.is_empty() { &xt[..] } else { &xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d] };
-                kern::score(level, xs, xt, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, std::slice::from_mut(s));
-                *rad = cl.iter().fold(0f32, |a, &v| a.max(v));
+                kern::score(level, xs, xt, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, reach[b], std::slice::from_mut(s));
+                if prev_lane.is_some_and(|l| reach[b] >> l & 1 == 1) {
+                    *rad = cl.iter().fold(0f32, |a, &v| a.max(v));
+                }
             }
             Ok(())
         })?;

@@ -81,29 +81,31 @@ pub fn l2(dot: f32, cn: f32, xn: f32) -> f32 {
     }
 }
 
-/// Scores a panel over one chunk of points (a whole number of blocks, except at the end):
-/// `sums[b][l]` gets block `b`'s sum of `w * min(closest, dist_l)` for every candidate `l`, after
-/// `closest` is lowered with the pending centre (lanes past the candidates stay 0).
+/// Scores the lanes of a panel set in `active` (bit `l` for lane `l`; the pending centre's lane
+/// is `p.cands`) over one chunk of points (a whole number of blocks, except at the end):
+/// `sums[b][l]` gets block `b`'s sum of `w * min(closest, dist_l)` for every active candidate
+/// `l`, after `closest` is lowered with the pending centre if its lane is active. Other lanes
+/// are left as they are (the caller knows them: no point of the block can come nearer).
 #[inline(always)]
-fn score_body(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, sums: &mut [[f64; LANES]]) {
+fn score_body(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+    let on = |l: usize| active >> l & 1 == 1;
     for (b, s) in sums.iter_mut().enumerate() {
         let mut parts = [[0f64; PART]; LANES];
         for i in b * BLOCK..closest.len().min((b + 1) * BLOCK) {
             let xi = &x[i * d..(i + 1) * d];
-            if p.prev {
+            if p.prev && on(p.cands) {
                 let dist = l2(dot(xi, p.col(p.cands)), p.norms[p.cands], xn[i]);
                 if dist < closest[i] {
                     closest[i] = dist;
                 }
             }
             let (c, wi) = (closest[i], w.map_or(1.0, |w| w[i] as f64));
-            for l in 0..p.cands {
+            for l in (0..p.cands).filter(|&l| on(l)) {
                 let dist = l2(dot(xi, p.col(l)), p.norms[l], xn[i]);
                 parts[l][(i - b * BLOCK) % PART] += wi * (if dist < c { dist } else { c }) as f64;
             }
         }
-        *s = [0.0; LANES];
-        for l in 0..p.cands {
+        for l in (0..p.cands).filter(|&l| on(l)) {
             s[l] = fold_parts(&parts[l]);
         }
     }
@@ -201,7 +203,11 @@ pub fn transpose(x: &[f32], d: usize) -> Vec<f32> {
 /// Scores a panel for one chunk of points at `level` (see [`score_body`]); `xt` is the chunk
 /// transposed by [`transpose`] (read by the AVX-512 kernel only).
 #[allow(clippy::too_many_arguments)]
-pub fn score(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, sums: &mut [[f64; LANES]]) {
+pub fn score(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+    let active = active & ((1u32 << p.lanes()) - 1);
+    if active == 0 {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
         let n = closest.len();
@@ -209,20 +215,20 @@ pub fn score(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closest:
         assert!(p.d == d && p.cols.len() == p.lanes() * d && p.norms.len() == p.lanes() && sums.len() >= n.div_ceil(BLOCK));
         // SAFETY: a level is only in force when the CPU supports it (simd::level); the asserts
         // give every bound the kernel reads and writes within.
-        return unsafe { avx512::score(xt, d, xn, closest, w, p, sums) };
+        return unsafe { avx512::score(xt, d, xn, closest, w, p, active, sums) };
     }
     // AVX2 runs the plain body compiled for AVX2 (commit's macro path).
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx2 {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, sums: &mut [[f64; LANES]]) {
-            score_body(x, d, xn, closest, w, p, sums)
+        unsafe fn avx2(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+            score_body(x, d, xn, closest, w, p, active, sums)
         }
         // SAFETY: as above.
-        return unsafe { avx2(x, d, xn, closest, w, p, sums) };
+        return unsafe { avx2(x, d, xn, closest, w, p, active, sums) };
     }
     let _ = (level, xt); // no other level has kernels of its own
-    score_body(x, d, xn, closest, w, p, sums)
+    score_body(x, d, xn, closest, w, p, active, sums)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -238,11 +244,18 @@ mod avx512 {
     /// # Safety
     /// AVX-512 F/DQ must be available and the bounds asserted by `score` must hold.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn score(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, sums: &mut [[f64; LANES]]) {
+    pub(super) unsafe fn score(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+        // The active lanes in order: candidates first, the pending centre (lane `p.cands`) last.
+        let mut idx = [0usize; LANES];
+        let mut m = 0;
+        for l in (0..p.lanes()).filter(|&l| active >> l & 1 == 1) {
+            idx[m] = l;
+            m += 1;
+        }
         macro_rules! by_lanes {
             ($($n:literal)*) => {
-                match p.lanes() {
-                    $($n => body::<$n>(xt, d, xn, closest, w, p, sums),)*
+                match m {
+                    $($n => body::<$n>(xt, d, xn, closest, w, p, &idx, sums),)*
                     _ => unreachable!("a panel holds 1 to 16 lanes"),
                 }
             };
@@ -252,10 +265,14 @@ mod avx512 {
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn body<const L: usize>(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, sums: &mut [[f64; LANES]]) {
+    unsafe fn body<const L: usize>(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, idx: &[usize; LANES], sums: &mut [[f64; LANES]]) {
         let n = closest.len();
+        // Slot `L - 1` is the pending centre's if its lane is active; the others are candidates.
+        let fold = p.prev && idx[L - 1] == p.cands;
+        let cands = if fold { L - 1 } else { L };
+        let col: [*const f32; L] = std::array::from_fn(|l| p.cols.as_ptr().add(idx[l] * d));
+        let norm: [f32; L] = std::array::from_fn(|l| p.norms[idx[l]]);
         let (m2, zero) = (_mm512_set1_ps(-2.0), _mm512_setzero_ps());
-        let cols = p.cols.as_ptr();
         for (b, s) in sums.iter_mut().enumerate().take(n.div_ceil(BLOCK)) {
             let mut parts = [[_mm512_setzero_pd(); 2]; LANES];
             let (start, end) = (b * BLOCK, n.min((b + 1) * BLOCK));
@@ -267,14 +284,14 @@ mod avx512 {
                 for t in 0..d {
                     let xv = _mm512_loadu_ps(xg.add(t * PART));
                     for l in 0..L {
-                        acc[l] = _mm512_fmadd_ps(xv, _mm512_set1_ps(*cols.add(l * d + t)), acc[l]);
+                        acc[l] = _mm512_fmadd_ps(xv, _mm512_set1_ps(*col[l].add(t)), acc[l]);
                     }
                 }
                 let xnv = _mm512_maskz_loadu_ps(mask, xn.as_ptr().add(g0));
                 let cptr = closest.as_mut_ptr().add(g0);
                 let mut c = _mm512_maskz_loadu_ps(mask, cptr);
-                if p.prev {
-                    c = _mm512_min_ps(dist(m2, acc[p.cands], p.norms[p.cands], xnv, zero), c);
+                if fold {
+                    c = _mm512_min_ps(dist(m2, acc[L - 1], norm[L - 1], xnv, zero), c);
                     _mm512_mask_storeu_ps(cptr, mask, c);
                 }
                 let (wlo, whi) = match w {
@@ -284,21 +301,20 @@ mod avx512 {
                     }
                     None => (_mm512_set1_pd(1.0), _mm512_set1_pd(1.0)),
                 };
-                for l in 0..p.cands.min(L) {
+                for l in 0..cands {
                     // Padding lanes add w * 0 = +0 (w is 0 there too): the partial is unchanged.
-                    let m = _mm512_maskz_mov_ps(mask, _mm512_min_ps(dist(m2, acc[l], p.norms[l], xnv, zero), c));
+                    let m = _mm512_maskz_mov_ps(mask, _mm512_min_ps(dist(m2, acc[l], norm[l], xnv, zero), c));
                     let lo = _mm512_mul_pd(wlo, _mm512_cvtps_pd(_mm512_castps512_ps256(m)));
                     let hi = _mm512_mul_pd(whi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1)));
                     parts[l][0] = _mm512_add_pd(parts[l][0], lo);
                     parts[l][1] = _mm512_add_pd(parts[l][1], hi);
                 }
             }
-            *s = [0.0; LANES];
-            for l in 0..p.cands {
+            for l in 0..cands {
                 let mut v = [0f64; PART];
                 _mm512_storeu_pd(v.as_mut_ptr(), parts[l][0]);
                 _mm512_storeu_pd(v.as_mut_ptr().add(8), parts[l][1]);
-                s[l] = super::fold_parts(&v);
+                s[idx[l]] = super::fold_parts(&v);
             }
         }
     }
