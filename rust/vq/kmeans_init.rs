@@ -351,6 +351,28 @@ mod tests {
     }
 
     #[test]
+    fn every_level_seeds_clustered_data_alike() {
+        // Clustered data: blocks are reached by some lanes only, so every level's kernel runs
+        // on partial lane sets; weights exercise the weighted path.
+        let mut rng = Rng::new(8);
+        let (n, d, k) = (6000, 3, 60);
+        let centres: Vec<f32> = (0..30 * d).map(|_| (rng.uniform() * 100.0) as f32).collect();
+        let raw: Vec<f32> =
+            (0..n).flat_map(|i| (0..d).map(|t| centres[(i % 30) * d + t] + rng.uniform() as f32).collect::<Vec<_>>()).collect();
+        let order = spatial_order(&raw, d);
+        let x: Vec<f32> = order.iter().flat_map(|&i| raw[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
+        let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32).collect();
+        let mut want = None;
+        for level in simd::available_levels() {
+            let mut s = seeder(&x, d, Some(&w), level);
+            let chosen = seed_loop(&mut s, k, 5, 4, w.iter().map(|&v| v as f64).sum()).unwrap();
+            let got = (chosen, s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert!(s.skipped > 0);
+            assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}");
+        }
+    }
+
+    #[test]
     fn pending_centre_is_folded_exactly_as_an_immediate_commit() {
         let mut rng = Rng::new(5);
         let (n, d) = (3000, 5);
