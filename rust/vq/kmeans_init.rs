@@ -7,7 +7,8 @@
 //! sums are kept per block of points and added in block order, and every SIMD level performs the
 //! same float operations, so the centres depend only on the data and the seed, never on the SIMD
 //! level or the number of threads. The points are first reordered into spatially compact blocks
-//! (`seed_blocks`), so that blocks no candidate can reach are skipped, exactly.
+//! (`seed_blocks`), so that, per block, the candidates that cannot lower any of its points'
+//! distances are skipped, exactly.
 
 use super::kmeans::check_weights;
 use super::rng::Rng;

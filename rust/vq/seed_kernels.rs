@@ -1,14 +1,18 @@
 //! The per-point kernels of k-means++ seeding (`kmeans_init`).
 //!
-//! Up to 15 candidate centres sit in the lanes of a [`Panel`]; lane 15 may hold the centre chosen
-//! at the previous step, whose distances lower `closest` in the same pass (the "commit" of that
-//! centre is folded into the next step's scoring). A distance is `max(0, (|c|^2 - 2 x.c) + |x|^2)`
-//! with `x.c` a sequential `mul_add` chain, exactly as `assign` ranks. Per-lane float64 sums of
-//! `w_i * min(closest_i, dist)` are kept per block of [`BLOCK`] points, points in order.
+//! Up to 15 candidate centres are the lanes of a [`Panel`]; one more lane may hold the centre
+//! chosen at the previous step, whose distances lower `closest` in the same pass (the "commit" of
+//! that centre is folded into the next step's scoring). Only the lanes a block's ball test leaves
+//! (`seed_blocks`) are scored. A distance is `max(0, (|c|^2 - 2 x.c) + |x|^2)` with `x.c` a
+//! sequential `mul_add` chain, exactly as `assign` ranks. Per-lane float64 sums of
+//! `w_i * min(closest_i, dist)` are kept per block of [`BLOCK`] points, in a fixed order: point
+//! `i` of a block adds to partial `i % 16`, and the 16 partials are added in order.
 //!
-//! The plain versions are the oracle; the AVX2 and AVX-512 versions perform the same IEEE
-//! operations per lane in the same order (`vminps`/`vmaxps` return their second operand unless
-//! the first is smaller/greater, as the plain `if` does), so every level gives the same bits.
+//! The plain versions are the oracle. The AVX-512 score kernel keeps 16 points in the lanes of a
+//! register (one FMA chain per candidate, so no lane is wasted whatever the number of candidates)
+//! and one float64 partial per lane, which is the plain order; it performs the same IEEE
+//! operations per point (`vminps`/`vmaxps` return their second operand unless the first is
+//! smaller/greater, as the plain `if` does), so every level gives the same bits.
 
 // Lane loops index several same-length arrays at once (the shape the vectoriser wants), and the
 // kernels take a chunk's slices one by one.
@@ -18,7 +22,7 @@ use crate::simd::Level;
 
 /// Points per block of the sampling sums.
 pub const BLOCK: usize = 256;
-/// Lanes of a panel; the last one is reserved for the pending centre.
+/// Lanes of a panel at most: up to [`PREV`] candidates and the pending centre.
 pub const LANES: usize = 16;
 pub const PREV: usize = LANES - 1;
 
