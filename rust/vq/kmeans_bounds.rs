@@ -315,11 +315,15 @@ fn own_scores(cb: &Codebook, xs: &[f32], codes: &[u32], out: &mut [f32; OWN]) {
         return;
     }
     let xs = &xs[..OWN * d];
-    let rows: [&[f32]; OWN] = std::array::from_fn(|q| cb.row(codes[q] as usize));
+    // Row offsets rather than slices, so that the chains' operands stay in registers.
+    let rows: [usize; OWN] = std::array::from_fn(|q| codes[q] as usize * d);
+    assert!(rows.iter().all(|&r| r + d <= cb.data.len()));
     let mut acc = [0f32; OWN];
     for t in 0..d {
         for q in 0..OWN {
-            acc[q] = xs[q * d + t].mul_add(rows[q][t], acc[q]);
+            // SAFETY: `q * d + t < OWN * d = xs.len()`, and `rows[q] + t < cb.data.len()`
+            // (asserted above).
+            acc[q] = unsafe { xs.get_unchecked(q * d + t).mul_add(*cb.data.get_unchecked(rows[q] + t), acc[q]) };
         }
     }
     for q in 0..OWN {
