@@ -80,8 +80,9 @@ def test_empty_clusters_are_reseeded_on_the_farthest_points(rng):
     assert np.abs(km.centroids).max() < 100
 
 
-def test_same_seed_same_centroids_on_any_thread_count(restore_threads, rng):
-    x = blobs(rng, 40_000, 8, 30)  # several accumulation chunks and sampling blocks
+@pytest.mark.parametrize("d", [8, 40])  # d = 40: Lloyd with distance bounds
+def test_same_seed_same_centroids_on_any_thread_count(restore_threads, rng, d):
+    x = blobs(rng, 40_000 if d == 8 else 12_000, d, 30)  # several accumulation chunks and sampling blocks
     results = []
     for n in (1, 2, 5):
         qp.set_num_threads(n)
