@@ -59,33 +59,36 @@ impl Seeder<'_> {
         let (x, d, level, w, xn, xt) = (self.x, self.d, self.level, self.w, &self.xn, &self.xt);
         let panel = Panel::new(x, d, cands, self.pending.take());
         let centres: Vec<(&[f32], f32)> = (0..panel.lanes()).map(|l| (panel.col(l), panel.norms[l])).collect();
-        // Per block, the lanes that may lower some point's distance; the others' sums are the
-        // block's potential as it stands.
-        let reach: Vec<u32> = (0..self.block_pot.len()).map(|b| self.balls.reachable(b, self.radius[b], &centres)).collect();
-        self.skipped += reach.iter().filter(|&&m| m == 0).count();
         let prev_lane = panel.prev.then_some(panel.cands);
         let mut sums = vec![[0f64; LANES]; self.block_pot.len()];
         let per = CHUNK / BLOCK;
-        let (block_pot, radius) = (&self.block_pot, &mut self.radius);
-        let jobs: Vec<_> = self.closest.chunks_mut(CHUNK).zip(sums.chunks_mut(per)).zip(radius.chunks_mut(per)).enumerate().collect();
-        parallel::try_for_each(jobs, |(ci, ((closest, sums), radius))| {
+        let (block_pot, radius, balls) = (&self.block_pot, &mut self.radius, &self.balls);
+        let mut skipped = vec![0usize; self.closest.len().div_ceil(CHUNK)];
+        let jobs: Vec<_> =
+            self.closest.chunks_mut(CHUNK).zip(sums.chunks_mut(per)).zip(radius.chunks_mut(per)).zip(skipped.iter_mut()).enumerate().collect();
+        parallel::try_for_each(jobs, |(ci, (((closest, sums), radius), skipped))| {
             for (o, (s, rad)) in sums.iter_mut().zip(radius.iter_mut()).enumerate() {
                 let b = ci * per + o;
                 *s = [block_pot[b]; LANES];
-                if reach[b] == 0 {
+                // The lanes that may lower some point's distance; the others' sums are the
+                // block's potential as it stands.
+                let reach = balls.reachable(b, *rad, &centres);
+                if reach == 0 {
+                    *skipped += 1;
                     continue;
                 }
                 let r = b * BLOCK..(b * BLOCK + BLOCK).min(ci * CHUNK + closest.len());
                 let cl = &mut closest[r.start - ci * CHUNK..r.end - ci * CHUNK];
                 let xs = &x[r.start * d..r.end * d];
                 let xt = if xt.is_empty() { &xt[..] } else { &xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d] };
-                kern::score(level, xs, xt, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, reach[b], std::slice::from_mut(s));
-                if prev_lane.is_some_and(|l| reach[b] >> l & 1 == 1) {
+                kern::score(level, xs, xt, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, reach, std::slice::from_mut(s));
+                if prev_lane.is_some_and(|l| reach >> l & 1 == 1) {
                     *rad = cl.iter().fold(0f32, |a, &v| a.max(v));
                 }
             }
             Ok(())
         })?;
+        self.skipped += skipped.iter().sum::<usize>();
         Ok(sums)
     }
 
