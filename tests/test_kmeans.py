@@ -41,6 +41,35 @@ def test_lloyd_matches_the_numpy_reference(simd, rng, weighted):
     assert km.n_iter_ == 8
 
 
+@pytest.mark.parametrize("kind", ["blobs", "wide", "ties", "duplicates"])
+def test_distance_bounds_change_nothing(simd, rng, kind):
+    # fit() carries Hamerly-style bounds between iterations (rust/vq/kmeans_bounds.rs); every
+    # iteration must equal the brute-force one bit for bit, and the result the NumPy oracle.
+    if kind == "blobs":
+        x = blobs(rng, 4000, 3, 10)
+    elif kind == "wide":  # fit() itself uses the bounds from d = 32
+        x = blobs(rng, 2000, 40, 10)
+    elif kind == "ties":
+        x = rng.integers(-2, 3, (3000, 2)).astype(np.float32)
+    else:
+        x = np.repeat(blobs(rng, 60, 4, 5), 40, axis=0)
+    init = np.concatenate([x[:12], x[:4]])  # duplicate centroids: tied scores, empty clusters
+    k, d = init.shape
+    state, c, c_plain = _core.LloydState(), init.copy(), init.copy()
+    for _ in range(10):
+        fast = _core.lloyd_iteration(x, d, c, "l2", None, state)
+        plain = _core.lloyd_iteration(x, d, c_plain, "l2", None)
+        np.testing.assert_array_equal(fast[0], plain[0])
+        np.testing.assert_array_equal(fast[1], plain[1])
+        assert fast[2] == plain[2] and fast[4] == plain[4]
+        c, c_plain = fast[0].reshape(k, d), plain[0].reshape(k, d)
+    km = qp.KMeans(k, n_iter=10, init=init).fit(x)
+    np.testing.assert_array_equal(km.centroids, c)
+    want, _, _ = ref.kmeans_lloyd(x, init, 10)
+    # float32 assignment scores vs the oracle's float64 distances: only ties may break apart.
+    np.testing.assert_allclose(km.centroids, want, rtol=1e-5, atol=1e-5)
+
+
 def test_empty_clusters_are_reseeded_on_the_farthest_points(rng):
     x = blobs(rng, 500, 3, 4)
     init = np.concatenate([x[:3], np.full((2, 3), 1e4, np.float32)])  # two centroids nobody picks
@@ -51,8 +80,9 @@ def test_empty_clusters_are_reseeded_on_the_farthest_points(rng):
     assert np.abs(km.centroids).max() < 100
 
 
-def test_same_seed_same_centroids_on_any_thread_count(restore_threads, rng):
-    x = blobs(rng, 40_000, 8, 30)  # several accumulation chunks and sampling blocks
+@pytest.mark.parametrize("d", [8, 40])  # d = 40: Lloyd with distance bounds
+def test_same_seed_same_centroids_on_any_thread_count(restore_threads, rng, d):
+    x = blobs(rng, 40_000 if d == 8 else 12_000, d, 30)  # several accumulation chunks and sampling blocks
     results = []
     for n in (1, 2, 5):
         qp.set_num_threads(n)

@@ -1,6 +1,6 @@
 """Type stubs for the compiled core (``quantpress._core``). Users import from ``quantpress``."""
 
-from typing import Optional
+from typing import Optional, final
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,7 @@ __all__ = [
     "gguf_dequantize_into",
     "hqq_quantize",
     "kmeans_plusplus",
+    "LloydState",
     "lloyd_iteration",
     "kmeans_chunk_rows",
     "lloyd_partial",
@@ -106,12 +107,17 @@ def kmeans_plusplus(
     weights: npt.NDArray[np.float32] | None = None,
     trials: int | None = None,
 ) -> npt.NDArray[np.float32]: ...
+@final
+class LloydState:
+    def __init__(self) -> None: ...
+
 def lloyd_iteration(
     x: npt.NDArray[np.float32],
     d: int,
     centroids: npt.NDArray[np.float32],
     metric: str,
     weights: npt.NDArray[np.float32] | None = None,
+    state: LloydState | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], float, npt.NDArray[np.float64], int, float]: ...
 def kmeans_chunk_rows(n: int, k: int, d: int) -> int: ...
 def lloyd_partial(

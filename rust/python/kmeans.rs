@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 
 use super::arrays::slice;
 use super::errors::{run, to_py};
-use crate::vq::{kmeans, kmeans_init, Metric};
+use crate::vq::{kmeans, kmeans_bounds, kmeans_init, Metric};
 
 /// `k * d` initial centres chosen among the rows of `x` (`n * d` values) by greedy k-means++.
 #[pyfunction]
@@ -26,9 +26,26 @@ fn kmeans_plusplus<'py>(
 
 type IterationParts<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<u32>>, f64, Bound<'py, PyArray1<f64>>, usize, f64);
 
+/// Distance bounds kept between the Lloyd iterations of one fit on one `x`
+/// (`vq::kmeans_bounds`): the iterations give the same result, faster.
+#[pyclass(module = "quantpress._core")]
+#[derive(Default)]
+struct LloydState {
+    bounds: kmeans_bounds::Bounds,
+}
+
+#[pymethods]
+impl LloydState {
+    #[new]
+    fn new() -> Self {
+        LloydState::default()
+    }
+}
+
 /// One Lloyd iteration: `(centroids, codes, inertia, cluster_weight, reseeded, shift)`.
 #[pyfunction]
-#[pyo3(signature = (x, d, centroids, metric, weights=None))]
+#[pyo3(signature = (x, d, centroids, metric, weights=None, state=None))]
+#[allow(clippy::too_many_arguments)]
 fn lloyd_iteration<'py>(
     py: Python<'py>,
     x: PyReadonlyArrayDyn<'py, f32>,
@@ -36,11 +53,14 @@ fn lloyd_iteration<'py>(
     centroids: PyReadonlyArrayDyn<'py, f32>,
     metric: &str,
     weights: Option<PyReadonlyArrayDyn<'py, f32>>,
+    state: Option<PyRefMut<'py, LloydState>>,
 ) -> PyResult<IterationParts<'py>> {
     let metric = Metric::from_name(metric).map_err(to_py)?;
     let (src, c) = (slice(&x, "x")?, slice(&centroids, "centroids")?);
     let w = weights.as_ref().map(|w| slice(w, "sample_weight")).transpose()?;
-    let it = run(py, || kmeans::lloyd_iteration(src, d, w, c, metric))?;
+    let mut state = state;
+    let bounds = state.as_mut().map(|s| &mut s.bounds);
+    let it = run(py, || kmeans::lloyd_iteration_with(src, d, w, c, metric, bounds))?;
     Ok((it.centroids.into_pyarray(py), it.codes.into_pyarray(py), it.inertia, it.cluster_weight.into_pyarray(py), it.reseeded, it.shift))
 }
 
@@ -129,6 +149,7 @@ fn lloyd_finish<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kmeans_plusplus, m)?)?;
+    m.add_class::<LloydState>()?;
     m.add_function(wrap_pyfunction!(lloyd_iteration, m)?)?;
     m.add_function(wrap_pyfunction!(kmeans_chunk_rows, m)?)?;
     m.add_function(wrap_pyfunction!(lloyd_partial, m)?)?;

@@ -8,6 +8,7 @@
 //! in chunk order, so the result is bit-identical on any number of threads.
 
 use super::assign::{assign_into, Codebook};
+use super::kmeans_bounds::{assign_bounded, Bounds};
 use super::Metric;
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
@@ -82,10 +83,26 @@ fn point_cost(metric: Metric, reported: f32) -> f64 {
 /// The same as [`lloyd_partial`] over all points with `chunk_rows(n, k, d)` rows per chunk,
 /// the chunk sums added in order, then [`lloyd_finish`].
 pub fn lloyd_iteration(x: &[f32], d: usize, weights: Option<&[f32]>, centroids: &[f32], metric: Metric) -> Result<Iteration> {
+    lloyd_iteration_with(x, d, weights, centroids, metric, None)
+}
+
+/// [`lloyd_iteration`], with the L2 assignment accelerated by the distance `bounds` kept from
+/// the previous call on the same `x` (`kmeans_bounds`): the same result, bit for bit.
+pub fn lloyd_iteration_with(
+    x: &[f32],
+    d: usize,
+    weights: Option<&[f32]>,
+    centroids: &[f32],
+    metric: Metric,
+    bounds: Option<&mut Bounds>,
+) -> Result<Iteration> {
     let cb = prepare(centroids, d, metric)?;
     let (n, k) = (x.len() / d, cb.k);
     check_weights(weights, n)?;
-    let (codes, dists) = assign_all(&cb, x)?;
+    let (codes, dists) = match bounds {
+        Some(b) if metric == Metric::L2 => assign_bounded(&cb, x, b)?,
+        _ => assign_all(&cb, x)?,
+    };
     let parts = chunk_sums(x, d, weights, &codes, &dists, metric, k, chunk_rows(n, k, d))?;
     let mut total = Sums { coords: vec![0.0; k * d], weight: vec![0.0; k], inertia: 0.0 };
     for p in &parts {

@@ -7,12 +7,13 @@
 //! sums are kept per block of points and added in block order, and every SIMD level performs the
 //! same float operations, so the centres depend only on the data and the seed, never on the SIMD
 //! level or the number of threads. The points are first reordered into spatially compact blocks
-//! (`seed_blocks`), so that blocks no candidate can reach are skipped, exactly.
+//! (`seed_blocks`), so that, per block, the candidates that cannot lower any of its points'
+//! distances are skipped, exactly.
 
 use super::kmeans::check_weights;
 use super::rng::Rng;
 use super::seed_blocks::{spatial_order, BlockBalls};
-use super::seed_kernels::{self as kern, Panel, BLOCK, LANES, PREV};
+use super::seed_kernels::{self as kern, Panel, BLOCK, LANES};
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
 use crate::simd::{self, Level};
@@ -28,6 +29,8 @@ struct Seeder<'a> {
     w: Option<&'a [f32]>,
     level: Level,
     xn: Vec<f32>,
+    /// The points transposed in groups of 16 (`seed_kernels::transpose`), for AVX-512.
+    xt: Vec<f32>,
     /// Squared distance of every point to its nearest chosen centre, except `pending`.
     closest: Vec<f32>,
     /// The centre chosen last, not yet folded into `closest`.
@@ -53,32 +56,39 @@ impl Seeder<'_> {
     /// Per-block, per-lane potentials of up to 15 candidates (folding in `pending` first).
     /// A block no lane can reach keeps its sums (`block_pot`) for every lane.
     fn score(&mut self, cands: &[usize]) -> Result<Vec<[f64; LANES]>> {
-        let (x, d, level, w, xn) = (self.x, self.d, self.level, self.w, &self.xn);
+        let (x, d, level, w, xn, xt) = (self.x, self.d, self.level, self.w, &self.xn, &self.xt);
         let panel = Panel::new(x, d, cands, self.pending.take());
-        let lanes: Vec<usize> = (0..cands.len()).chain(panel.prev.then_some(PREV)).collect();
-        let centres: Vec<(Vec<f32>, f32)> = lanes.iter().map(|&l| (panel.rows.iter().map(|r| r[l]).collect(), panel.norms[l])).collect();
-        let centres: Vec<(&[f32], f32)> = centres.iter().map(|(c, n)| (c.as_slice(), *n)).collect();
-        let skip: Vec<bool> = (0..self.block_pot.len()).map(|b| self.balls.unreachable(b, self.radius[b], &centres)).collect();
-        self.skipped += skip.iter().filter(|&&s| s).count();
+        let centres: Vec<(&[f32], f32)> = (0..panel.lanes()).map(|l| (panel.col(l), panel.norms[l])).collect();
+        let prev_lane = panel.prev.then_some(panel.cands);
         let mut sums = vec![[0f64; LANES]; self.block_pot.len()];
         let per = CHUNK / BLOCK;
-        let (block_pot, radius) = (&self.block_pot, &mut self.radius);
-        let jobs: Vec<_> = self.closest.chunks_mut(CHUNK).zip(sums.chunks_mut(per)).zip(radius.chunks_mut(per)).enumerate().collect();
-        parallel::try_for_each(jobs, |(ci, ((closest, sums), radius))| {
+        let (block_pot, radius, balls) = (&self.block_pot, &mut self.radius, &self.balls);
+        let mut skipped = vec![0usize; self.closest.len().div_ceil(CHUNK)];
+        let jobs: Vec<_> =
+            self.closest.chunks_mut(CHUNK).zip(sums.chunks_mut(per)).zip(radius.chunks_mut(per)).zip(skipped.iter_mut()).enumerate().collect();
+        parallel::try_for_each(jobs, |(ci, (((closest, sums), radius), skipped))| {
             for (o, (s, rad)) in sums.iter_mut().zip(radius.iter_mut()).enumerate() {
                 let b = ci * per + o;
-                if skip[b] {
-                    *s = [block_pot[b]; LANES];
+                *s = [block_pot[b]; LANES];
+                // The lanes that may lower some point's distance; the others' sums are the
+                // block's potential as it stands.
+                let reach = balls.reachable(b, *rad, &centres);
+                if reach == 0 {
+                    *skipped += 1;
                     continue;
                 }
                 let r = b * BLOCK..(b * BLOCK + BLOCK).min(ci * CHUNK + closest.len());
                 let cl = &mut closest[r.start - ci * CHUNK..r.end - ci * CHUNK];
                 let xs = &x[r.start * d..r.end * d];
-                kern::score(level, xs, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, std::slice::from_mut(s));
-                *rad = cl.iter().fold(0f32, |a, &v| a.max(v));
+                let xt = if xt.is_empty() { &xt[..] } else { &xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d] };
+                kern::score(level, xs, xt, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, reach, std::slice::from_mut(s));
+                if prev_lane.is_some_and(|l| reach >> l & 1 == 1) {
+                    *rad = cl.iter().fold(0f32, |a, &v| a.max(v));
+                }
             }
             Ok(())
         })?;
+        self.skipped += skipped.iter().sum::<usize>();
         Ok(sums)
     }
 
@@ -242,6 +252,7 @@ fn seeder<'a>(x: &'a [f32], d: usize, w: Option<&'a [f32]>, level: Level) -> See
         w,
         level,
         xn,
+        xt: if level == Level::Avx512 { kern::transpose(x, d) } else { Vec::new() },
         closest: vec![f32::INFINITY; n],
         pending: None,
         block_pot: vec![0.0; nb],
@@ -341,6 +352,28 @@ mod tests {
         assert_eq!(full.skipped, 0);
         assert_eq!(pruned.closest, full.closest);
         assert_eq!(pruned.block_pot, full.block_pot);
+    }
+
+    #[test]
+    fn every_level_seeds_clustered_data_alike() {
+        // Clustered data: blocks are reached by some lanes only, so every level's kernel runs
+        // on partial lane sets; weights exercise the weighted path.
+        let mut rng = Rng::new(8);
+        let (n, d, k) = (6000, 3, 60);
+        let centres: Vec<f32> = (0..30 * d).map(|_| (rng.uniform() * 100.0) as f32).collect();
+        let raw: Vec<f32> =
+            (0..n).flat_map(|i| (0..d).map(|t| centres[(i % 30) * d + t] + rng.uniform() as f32).collect::<Vec<_>>()).collect();
+        let order = spatial_order(&raw, d);
+        let x: Vec<f32> = order.iter().flat_map(|&i| raw[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
+        let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32).collect();
+        let mut want = None;
+        for level in simd::available_levels() {
+            let mut s = seeder(&x, d, Some(&w), level);
+            let chosen = seed_loop(&mut s, k, 5, 4, w.iter().map(|&v| v as f64).sum()).unwrap();
+            let got = (chosen, s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert!(s.skipped > 0);
+            assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub mod assign;
 mod assign_tests;
 pub mod kmeans;
 pub mod kmeans1d;
+pub mod kmeans_bounds;
+#[cfg(test)]
+mod kmeans_bounds_tests;
 pub mod kmeans_init;
 pub mod metric;
 pub mod pq_tables;

@@ -87,13 +87,24 @@ impl BlockBalls {
 
     /// Whether no point of block `b` (largest `closest` = `radius`) can come nearer to any of
     /// the `centres` (coordinates and squared norm).
+    #[cfg(test)]
     pub fn unreachable(&self, b: usize, radius: f32, centres: &[(&[f32], f32)]) -> bool {
+        self.reachable(b, radius, centres) == 0
+    }
+
+    /// Bit `l` set unless no point of block `b` (largest `closest` = `radius`) can come nearer to
+    /// centre `l` (coordinates and squared norm; at most 32 centres).
+    pub fn reachable(&self, b: usize, radius: f32, centres: &[(&[f32], f32)]) -> u32 {
         let m = &self.mean[b * self.d..(b + 1) * self.d];
-        centres.iter().all(|&(c, cn)| {
+        let mut mask = 0;
+        for (l, &(c, cn)) in centres.iter().enumerate() {
             let gap = sq(c.iter().zip(m).map(|(&v, &mv)| v as f64 - mv)).sqrt() - self.spread[b];
             let err = self.rel_err * (self.max_xn + cn as f64);
-            gap > 0.0 && gap * gap * (1.0 - 1e-9) > radius as f64 + err
-        })
+            if !(gap > 0.0 && gap * gap * (1.0 - 1e-9) > radius as f64 + err) {
+                mask |= 1 << l;
+            }
+        }
+        mask
     }
 }
 

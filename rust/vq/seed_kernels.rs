@@ -1,14 +1,18 @@
 //! The per-point kernels of k-means++ seeding (`kmeans_init`).
 //!
-//! Up to 15 candidate centres sit in the lanes of a [`Panel`]; lane 15 may hold the centre chosen
-//! at the previous step, whose distances lower `closest` in the same pass (the "commit" of that
-//! centre is folded into the next step's scoring). A distance is `max(0, (|c|^2 - 2 x.c) + |x|^2)`
-//! with `x.c` a sequential `mul_add` chain, exactly as `assign` ranks. Per-lane float64 sums of
-//! `w_i * min(closest_i, dist)` are kept per block of [`BLOCK`] points, points in order.
+//! Up to 15 candidate centres are the lanes of a [`Panel`]; one more lane may hold the centre
+//! chosen at the previous step, whose distances lower `closest` in the same pass (the "commit" of
+//! that centre is folded into the next step's scoring). Only the lanes a block's ball test leaves
+//! (`seed_blocks`) are scored. A distance is `max(0, (|c|^2 - 2 x.c) + |x|^2)` with `x.c` a
+//! sequential `mul_add` chain, exactly as `assign` ranks. Per-lane float64 sums of
+//! `w_i * min(closest_i, dist)` are kept per block of [`BLOCK`] points, in a fixed order: point
+//! `i` of a block adds to partial `i % 16`, and the 16 partials are added in order.
 //!
-//! The plain versions are the oracle; the AVX2 and AVX-512 versions perform the same IEEE
-//! operations per lane in the same order (`vminps`/`vmaxps` return their second operand unless
-//! the first is smaller/greater, as the plain `if` does), so every level gives the same bits.
+//! The plain versions are the oracle. The AVX-512 score kernel keeps 16 points in the lanes of a
+//! register (one FMA chain per candidate, so no lane is wasted whatever the number of candidates)
+//! and one float64 partial per lane, which is the plain order; it performs the same IEEE
+//! operations per point (`vminps`/`vmaxps` return their second operand unless the first is
+//! smaller/greater, as the plain `if` does), so every level gives the same bits.
 
 // Lane loops index several same-length arrays at once (the shape the vectoriser wants), and the
 // kernels take a chunk's slices one by one.
@@ -18,33 +22,51 @@ use crate::simd::Level;
 
 /// Points per block of the sampling sums.
 pub const BLOCK: usize = 256;
-/// Lanes of a panel; the last one is reserved for the pending centre.
+/// Lanes of a panel at most: up to [`PREV`] candidates and the pending centre.
 pub const LANES: usize = 16;
 pub const PREV: usize = LANES - 1;
 
-/// Candidate centres, dimension-major (`rows[t][l]` = coordinate `t` of lane `l`).
+/// Candidate centres, one lane each, row-major (`cols[l * d..(l + 1) * d]`); the pending centre,
+/// if any, in the last lane.
 pub struct Panel {
-    pub rows: Vec<[f32; LANES]>,
-    pub norms: [f32; LANES],
-    /// Lane [`PREV`] holds the pending centre: lower `closest` with it first.
+    pub d: usize,
+    pub cols: Vec<f32>,
+    pub norms: Vec<f32>,
+    /// Number of candidates (lanes `0..cands`); at most [`PREV`].
+    pub cands: usize,
+    /// Lane `cands` holds the pending centre: lower `closest` with it first.
     pub prev: bool,
 }
 
 impl Panel {
-    /// `cands` (at most 15) in lanes 0.., and `prev` in lane 15.
+    /// `cands` (at most 15) in lanes 0.., and `prev` after them.
     pub fn new(x: &[f32], d: usize, cands: &[usize], prev: Option<usize>) -> Panel {
-        let mut rows = vec![[0f32; LANES]; d];
-        let mut norms = [0f32; LANES];
-        let lanes = cands.iter().copied().enumerate().chain(prev.map(|p| (PREV, p)));
-        for (l, c) in lanes {
-            let p = &x[c * d..(c + 1) * d];
-            for t in 0..d {
-                rows[t][l] = p[t];
-            }
-            norms[l] = dot(p, p);
-        }
-        Panel { rows, norms, prev: prev.is_some() }
+        assert!(cands.len() <= PREV);
+        let all: Vec<usize> = cands.iter().copied().chain(prev).collect();
+        let cols: Vec<f32> = all.iter().flat_map(|&c| x[c * d..(c + 1) * d].iter().copied()).collect();
+        let norms = cols.chunks_exact(d).map(|c| dot(c, c)).collect();
+        Panel { d, cols, norms, cands: cands.len(), prev: prev.is_some() }
     }
+
+    /// Number of lanes (candidates and pending centre).
+    pub fn lanes(&self) -> usize {
+        self.cands + self.prev as usize
+    }
+
+    /// Lane `l`'s coordinates.
+    pub fn col(&self, l: usize) -> &[f32] {
+        &self.cols[l * self.d..(l + 1) * self.d]
+    }
+}
+
+/// The sum of a block's float64 terms in the order every kernel follows: term `i` (counted from
+/// the block's start) goes to partial `i % PART`, and the partials are added in order. (The
+/// AVX-512 kernel keeps points in lanes: one partial per lane.)
+pub const PART: usize = 16;
+
+#[inline(always)]
+fn fold_parts(parts: &[f64; PART]) -> f64 {
+    parts.iter().fold(0.0, |a, &p| a + p)
 }
 
 #[inline(always)]
@@ -63,43 +85,32 @@ pub fn l2(dot: f32, cn: f32, xn: f32) -> f32 {
     }
 }
 
-/// The 16 lanes' dot products of one point with the panel (sequential `mul_add` over `t`).
+/// Scores the lanes of a panel set in `active` (bit `l` for lane `l`; the pending centre's lane
+/// is `p.cands`) over one chunk of points (a whole number of blocks, except at the end):
+/// `sums[b][l]` gets block `b`'s sum of `w * min(closest, dist_l)` for every active candidate
+/// `l`, after `closest` is lowered with the pending centre if its lane is active. Other lanes
+/// are left as they are (the caller knows them: no point of the block can come nearer).
 #[inline(always)]
-fn lanes(xi: &[f32], p: &Panel) -> [f32; LANES] {
-    let mut acc = [0f32; LANES];
-    for (t, &v) in xi.iter().enumerate() {
-        for l in 0..LANES {
-            acc[l] = v.mul_add(p.rows[t][l], acc[l]);
-        }
-    }
-    acc
-}
-
-/// One point's lanes: update `closest` from lane 15 if the panel has a pending centre, then add
-/// `w * min(closest, dist)` per lane.
-#[inline(always)]
-fn score_point(acc: &[f32; LANES], p: &Panel, xn: f32, closest: &mut f32, wi: f64, sums: &mut [f64; LANES]) {
-    let mut dist = [0f32; LANES];
-    for l in 0..LANES {
-        dist[l] = l2(acc[l], p.norms[l], xn);
-    }
-    if p.prev && dist[PREV] < *closest {
-        *closest = dist[PREV];
-    }
-    let c = *closest;
-    for l in 0..LANES {
-        sums[l] += wi * (if dist[l] < c { dist[l] } else { c }) as f64;
-    }
-}
-
-/// Scores a panel over one chunk of points (a whole number of blocks, except at the end):
-/// `sums[b]` gets block `b`'s per-lane sums.
-#[inline(always)]
-fn score_body(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, sums: &mut [[f64; LANES]]) {
+fn score_body(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+    let on = |l: usize| active >> l & 1 == 1;
     for (b, s) in sums.iter_mut().enumerate() {
-        *s = [0.0; LANES];
+        let mut parts = [[0f64; PART]; LANES];
         for i in b * BLOCK..closest.len().min((b + 1) * BLOCK) {
-            score_point(&lanes(&x[i * d..(i + 1) * d], p), p, xn[i], &mut closest[i], w.map_or(1.0, |w| w[i] as f64), s);
+            let xi = &x[i * d..(i + 1) * d];
+            if p.prev && on(p.cands) {
+                let dist = l2(dot(xi, p.col(p.cands)), p.norms[p.cands], xn[i]);
+                if dist < closest[i] {
+                    closest[i] = dist;
+                }
+            }
+            let (c, wi) = (closest[i], w.map_or(1.0, |w| w[i] as f64));
+            for l in (0..p.cands).filter(|&l| on(l)) {
+                let dist = l2(dot(xi, p.col(l)), p.norms[l], xn[i]);
+                parts[l][(i - b * BLOCK) % PART] += wi * (if dist < c { dist } else { c }) as f64;
+            }
+        }
+        for l in (0..p.cands).filter(|&l| on(l)) {
+            s[l] = fold_parts(&parts[l]);
         }
     }
 }
@@ -114,8 +125,11 @@ fn commit_body(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&
         }
     }
     for (b, s) in blocks.iter_mut().enumerate() {
-        let r = b * BLOCK..closest.len().min((b + 1) * BLOCK);
-        *s = r.map(|i| w.map_or(1.0, |w| w[i] as f64) * closest[i] as f64).sum();
+        let mut parts = [0f64; PART];
+        for i in b * BLOCK..closest.len().min((b + 1) * BLOCK) {
+            parts[(i - b * BLOCK) % PART] += w.map_or(1.0, |w| w[i] as f64) * closest[i] as f64;
+        }
+        *s = fold_parts(&parts);
     }
 }
 
@@ -176,88 +190,143 @@ levels!(
     /// Squared norms of the rows.
     norms, norms_body, (x: &[f32], d: usize, xn: &mut [f32]));
 
-/// Scores a panel for one chunk of points at `level` (see [`score_body`]).
+/// Points of a chunk transposed in groups of 16 (`xt[(g * d + t) * 16 + q]` = coordinate `t` of
+/// point `16 g + q`), the tail padded with zeros: what the AVX-512 kernel streams.
+pub fn transpose(x: &[f32], d: usize) -> Vec<f32> {
+    let n = x.len() / d;
+    let mut xt = vec![0f32; n.div_ceil(PART) * PART * d];
+    for (i, xi) in x.chunks_exact(d).enumerate() {
+        let (g, q) = (i / PART, i % PART);
+        for (t, &v) in xi.iter().enumerate() {
+            xt[(g * d + t) * PART + q] = v;
+        }
+    }
+    xt
+}
+
+/// Scores a panel for one chunk of points at `level` (see [`score_body`]); `xt` is the chunk
+/// transposed by [`transpose`] (read by the AVX-512 kernel only).
 #[allow(clippy::too_many_arguments)]
-pub fn score(level: Level, x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, sums: &mut [[f64; LANES]]) {
+pub fn score(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+    let active = active & ((1u32 << p.lanes()) - 1);
+    if active == 0 {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
-        // SAFETY: a level is only in force when the CPU supports it (simd::level).
-        return unsafe { avx512::score(x, d, xn, closest, w, p, sums) };
+        let n = closest.len();
+        assert!(xt.len() >= n.div_ceil(PART) * PART * d && xn.len() >= n && w.is_none_or(|w| w.len() >= n));
+        assert!(p.d == d && p.cols.len() == p.lanes() * d && p.norms.len() == p.lanes() && sums.len() >= n.div_ceil(BLOCK));
+        // SAFETY: a level is only in force when the CPU supports it (simd::level); the asserts
+        // give every bound the kernel reads and writes within.
+        return unsafe { avx512::score(xt, d, xn, closest, w, p, active, sums) };
     }
-    // AVX2 runs the plain body compiled for AVX2 (commit's macro path); explicit 8-wide code
-    // gained nothing measurable over it.
+    // AVX2 runs the plain body compiled for AVX2 (commit's macro path).
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx2 {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, sums: &mut [[f64; LANES]]) {
-            score_body(x, d, xn, closest, w, p, sums)
+        unsafe fn avx2(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+            score_body(x, d, xn, closest, w, p, active, sums)
         }
         // SAFETY: as above.
-        return unsafe { avx2(x, d, xn, closest, w, p, sums) };
+        return unsafe { avx2(x, d, xn, closest, w, p, active, sums) };
     }
-    let _ = level; // no other level has kernels of its own
-    score_body(x, d, xn, closest, w, p, sums)
+    let _ = (level, xt); // no other level has kernels of its own
+    score_body(x, d, xn, closest, w, p, active, sums)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{lanes, score_point, Panel, BLOCK, LANES, PREV};
+    use super::{Panel, BLOCK, LANES, PART};
     use std::arch::x86_64::*;
 
-    /// Eight points at a time, one 16-lane register each: eight independent FMA chains.
+    /// Points in lanes: 16 points per register, one FMA chain per candidate (so no lane is
+    /// wasted whatever the number of candidates), each point's `dot` the same sequential
+    /// `mul_add` chain over `t` as the plain body. The float64 terms go to per-lane partials,
+    /// lane `q` holding the points `i % 16 == q`: the plain body's order.
+    ///
+    /// # Safety
+    /// AVX-512 F/DQ must be available and the bounds asserted by `score` must hold.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn score(
-        x: &[f32],
-        d: usize,
-        xn: &[f32],
-        closest: &mut [f32],
-        w: Option<&[f32]>,
-        p: &Panel,
-        sums: &mut [[f64; LANES]],
-    ) {
-        const P: usize = 8;
+    pub(super) unsafe fn score(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+        // The active lanes in order: candidates first, the pending centre (lane `p.cands`) last.
+        let mut idx = [0usize; LANES];
+        let mut m = 0;
+        for l in (0..p.lanes()).filter(|&l| active >> l & 1 == 1) {
+            idx[m] = l;
+            m += 1;
+        }
+        macro_rules! by_lanes {
+            ($($n:literal)*) => {
+                match m {
+                    $($n => body::<$n>(xt, d, xn, closest, w, p, &idx, sums),)*
+                    _ => unreachable!("a panel holds 1 to 16 lanes"),
+                }
+            };
+        }
+        by_lanes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    unsafe fn body<const L: usize>(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, idx: &[usize; LANES], sums: &mut [[f64; LANES]]) {
         let n = closest.len();
-        assert!(x.len() >= n * d && xn.len() >= n && p.rows.len() >= d && w.is_none_or(|w| w.len() >= n));
-        let (m2, zero, lane15) = (_mm512_set1_ps(-2.0), _mm512_setzero_ps(), _mm512_set1_epi32(PREV as i32));
-        // SAFETY: the panel norms hold 16 floats.
-        let cn = unsafe { _mm512_loadu_ps(p.norms.as_ptr()) };
-        for (b, s) in sums.iter_mut().enumerate() {
+        // Slot `L - 1` is the pending centre's if its lane is active; the others are candidates.
+        let fold = p.prev && idx[L - 1] == p.cands;
+        let cands = if fold { L - 1 } else { L };
+        let col: [*const f32; L] = std::array::from_fn(|l| p.cols.as_ptr().add(idx[l] * d));
+        let norm: [f32; L] = std::array::from_fn(|l| p.norms[idx[l]]);
+        let (m2, zero) = (_mm512_set1_ps(-2.0), _mm512_setzero_ps());
+        for (b, s) in sums.iter_mut().enumerate().take(n.div_ceil(BLOCK)) {
+            let mut parts = [[_mm512_setzero_pd(); 2]; LANES];
             let (start, end) = (b * BLOCK, n.min((b + 1) * BLOCK));
-            let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-            let mut i = start;
-            while i + P <= end {
-                let mut acc = [_mm512_setzero_ps(); P];
+            for g0 in (start..end).step_by(PART) {
+                let valid = (end - g0).min(PART);
+                let mask: __mmask16 = if valid == PART { 0xffff } else { (1u16 << valid) - 1 };
+                let xg = xt.as_ptr().add(g0 * d);
+                let mut acc = [zero; L];
                 for t in 0..d {
-                    // SAFETY: rows has d rows of 16 floats and x holds n * d values (asserted).
-                    unsafe {
-                        let r = _mm512_loadu_ps(p.rows.get_unchecked(t).as_ptr());
-                        for (q, a) in acc.iter_mut().enumerate() {
-                            *a = _mm512_fmadd_ps(_mm512_set1_ps(*x.get_unchecked((i + q) * d + t)), r, *a);
-                        }
+                    let xv = _mm512_loadu_ps(xg.add(t * PART));
+                    for l in 0..L {
+                        acc[l] = _mm512_fmadd_ps(xv, _mm512_set1_ps(*col[l].add(t)), acc[l]);
                     }
                 }
-                for (q, a) in acc.iter().enumerate() {
-                    let dist = _mm512_max_ps(_mm512_add_ps(_mm512_fmadd_ps(m2, *a, cn), _mm512_set1_ps(xn[i + q])), zero);
-                    let mut c = _mm512_set1_ps(closest[i + q]);
-                    if p.prev {
-                        c = _mm512_min_ps(_mm512_permutexvar_ps(lane15, dist), c);
-                        closest[i + q] = _mm512_cvtss_f32(c);
-                    }
-                    let m = _mm512_min_ps(dist, c);
-                    let wi = _mm512_set1_pd(w.map_or(1.0, |w| w[i + q] as f64));
-                    lo = _mm512_add_pd(lo, _mm512_mul_pd(wi, _mm512_cvtps_pd(_mm512_castps512_ps256(m))));
-                    hi = _mm512_add_pd(hi, _mm512_mul_pd(wi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1))));
+                let xnv = _mm512_maskz_loadu_ps(mask, xn.as_ptr().add(g0));
+                let cptr = closest.as_mut_ptr().add(g0);
+                let mut c = _mm512_maskz_loadu_ps(mask, cptr);
+                if fold {
+                    c = _mm512_min_ps(dist(m2, acc[L - 1], norm[L - 1], xnv, zero), c);
+                    _mm512_mask_storeu_ps(cptr, mask, c);
                 }
-                i += P;
+                let (wlo, whi) = match w {
+                    Some(w) => {
+                        let wv = _mm512_maskz_loadu_ps(mask, w.as_ptr().add(g0));
+                        (_mm512_cvtps_pd(_mm512_castps512_ps256(wv)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(wv, 1)))
+                    }
+                    None => (_mm512_set1_pd(1.0), _mm512_set1_pd(1.0)),
+                };
+                for l in 0..cands {
+                    // Padding lanes add w * 0 = +0 (w is 0 there too): the partial is unchanged.
+                    let m = _mm512_maskz_mov_ps(mask, _mm512_min_ps(dist(m2, acc[l], norm[l], xnv, zero), c));
+                    let lo = _mm512_mul_pd(wlo, _mm512_cvtps_pd(_mm512_castps512_ps256(m)));
+                    let hi = _mm512_mul_pd(whi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1)));
+                    parts[l][0] = _mm512_add_pd(parts[l][0], lo);
+                    parts[l][1] = _mm512_add_pd(parts[l][1], hi);
+                }
             }
-            // SAFETY: `s` holds 16 float64s.
-            unsafe {
-                _mm512_storeu_pd(s.as_mut_ptr(), lo);
-                _mm512_storeu_pd(s.as_mut_ptr().add(8), hi);
-            }
-            for i in i..end {
-                score_point(&lanes(&x[i * d..(i + 1) * d], p), p, xn[i], &mut closest[i], w.map_or(1.0, |w| w[i] as f64), s);
+            for l in 0..cands {
+                let mut v = [0f64; PART];
+                _mm512_storeu_pd(v.as_mut_ptr(), parts[l][0]);
+                _mm512_storeu_pd(v.as_mut_ptr().add(8), parts[l][1]);
+                s[idx[l]] = super::fold_parts(&v);
             }
         }
+    }
+
+    /// `max(0, fma(-2, dot, |c|^2) + |x|^2)`, as `l2` (`vmaxps` returns 0 unless `v > 0`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    unsafe fn dist(m2: __m512, acc: __m512, cn: f32, xnv: __m512, zero: __m512) -> __m512 {
+        _mm512_max_ps(_mm512_add_ps(_mm512_fmadd_ps(m2, acc, _mm512_set1_ps(cn)), xnv), zero)
     }
 }
