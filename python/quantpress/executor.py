@@ -76,19 +76,10 @@ def units(listing: list[tuple[str, tuple[int, ...], str]], unit_bytes: int = UNI
         >>> units([("a", (4,), "float32"), ("b", (4,), "float32"), ("c", (8,), "float32")], 32)
         [['a', 'b'], ['c']]
     """
-    from .sharded_container import dtype_bytes
+    from .sharded_container import dtype_bytes, plan_layout
 
-    out: list[list[str]] = []
-    size = 0
-    for name, shape, dtype in listing:
-        n = int(np.prod(shape, dtype=np.int64)) * dtype_bytes(dtype)
-        if out and size + n <= unit_bytes:
-            out[-1].append(name)
-            size += n
-        else:
-            out.append([name])
-            size = n
-    return out
+    return plan_layout([(name, int(np.prod(shape, dtype=np.int64)) * dtype_bytes(dtype)) for name, shape, dtype in listing],
+                       unit_bytes)
 
 
 class _Collector:
