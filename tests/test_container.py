@@ -422,3 +422,36 @@ def test_cli_compress_inspect_eval(model, tmp_path, capsys):
     assert "unknown recipe" in capsys.readouterr().out
     assert cli.main(["inspect", str(tmp_path / "missing")]) == 1
     assert "no such file" in capsys.readouterr().out
+
+
+def test_data_placed_by_another_writer_gives_the_same_file(tmp_path, rng):
+    """What a Ray task does (write_parts_at into the temporary file, from another descriptor)
+    then the shard's writer (place) gives the bytes ContainerWriter.add gives."""
+    from quantpress.container import ContainerWriter, write_parts_at
+
+    w = rng.standard_normal((64, 256)).astype(np.float32)
+    entries = [("a", qp.quantize(w, bits=4, group_size=64), None), ("b", w[:3].copy(), None),
+               ("c", qp.prune(w, 0.5, quantize={"bits": 8, "group_size": 64}), None)]
+    with ContainerWriter(tmp_path / "added.safetensors", reserve=4096) as cw:
+        for e in entries:
+            cw.add(*e)
+    with ContainerWriter(tmp_path / "placed.safetensors", reserve=4096) as cw:
+        path, pos = cw.data_start
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            placed = []
+            for name, entry, dtype in entries:
+                record, parts, pos = write_parts_at(fd, pos, name, entry, dtype)
+                placed.append((name, record, parts))
+        finally:
+            os.close(fd)
+        for name, record, parts in placed:
+            cw.place(name, record, parts)
+        assert cw.data_start == (path, pos)
+    assert (tmp_path / "placed.safetensors").read_bytes() == (tmp_path / "added.safetensors").read_bytes()
+    with ContainerWriter(tmp_path / "dup.safetensors") as cw:
+        cw.place("a", {}, [("a.q", "U8", [4], 4)])
+        with pytest.raises(qp.QuantpressError, match="given twice"):
+            cw.place("a", {}, [])
+        with pytest.raises(qp.QuantpressError, match="already taken"):
+            cw.place("b", {}, [("a.q", "U8", [4], 4)])

@@ -213,21 +213,33 @@ class ContainerWriter(AtomicWriter):
 
     def add(self, name: str, entry: Entry, dtype: Optional[str] = None) -> int:
         """Appends one source tensor; returns the bytes it stores."""
-        if not isinstance(name, str) or not name:
-            raise QuantpressError(f"tensor names must be non-empty strings, got {name!r}")
+        _check_name(name)
+        parts, record = _encode(name, entry, dtype)
+        arrays = [(pname, np.ascontiguousarray(a)) for pname, a in parts.items()]
+        size = self.place(name, record, [(pname, _ST_NAMES[a.dtype], list(a.shape), a.nbytes) for pname, a in arrays])
+        for _, a in arrays:
+            self._body.write(a.reshape(-1).view(np.uint8).data)
+        return size
+
+    @property
+    def data_start(self) -> tuple[str, int]:
+        """The temporary file and the byte where the next tensor's data goes: another process
+        may write it there (:func:`write_parts_at`), then the tensor is :meth:`place`\ d."""
+        return self._body_path, self._reserve + self._offset
+
+    def place(self, name: str, record: dict[str, Any], parts: list[tuple[str, str, list[int], int]]) -> int:
+        """Records one source tensor whose stored parts ``(stored name, safetensors dtype,
+        shape, bytes)`` are (or are about to be) in the file, in order, from :attr:`data_start`
+        on; returns the bytes they take."""
+        _check_name(name)
         if name in self._records:
             raise QuantpressError(f"tensor {name!r} is given twice")
-        parts, record = _encode(name, entry, dtype)
-        clash = [p for p in parts if p in self._header or p == "__metadata__"]
+        clash = [pname for pname, *_ in parts if pname in self._header or pname == "__metadata__"]
         if clash:
             raise QuantpressError(f"tensor {name!r}: stored name {clash[0]!r} is already taken by another tensor")
         size = 0
-        for pname, arr in parts.items():
-            a = np.ascontiguousarray(arr)
-            n = a.nbytes
-            self._header[pname] = {"dtype": _ST_NAMES[a.dtype], "shape": list(a.shape),
-                                   "data_offsets": [self._offset, self._offset + n]}
-            self._body.write(a.reshape(-1).view(np.uint8).data)
+        for pname, st_dtype, shape, n in parts:
+            self._header[pname] = {"dtype": st_dtype, "shape": list(shape), "data_offsets": [self._offset, self._offset + n]}
             self._offset += n
             size += n
         self._records[name] = record
@@ -268,6 +280,30 @@ class ContainerWriter(AtomicWriter):
     def abort(self) -> None:
         """Drops everything written so far."""
         _discard(self._body, self._body_path)
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise QuantpressError(f"tensor names must be non-empty strings, got {name!r}")
+
+
+def write_parts_at(fd: int, pos: int, name: str, entry: Entry,
+                   dtype: Optional[str]) -> tuple[dict[str, Any], list[tuple[str, str, list[int], int]], int]:
+    """Writes the stored parts of one source tensor into the open file ``fd`` from byte ``pos``
+    on, contiguously and in order (what :meth:`ContainerWriter.add` would write there); returns
+    its record, its parts for :meth:`ContainerWriter.place` and the byte after them."""
+    _check_name(name)
+    parts, record = _encode(name, entry, dtype)
+    placed = []
+    for pname, arr in parts.items():
+        a = np.ascontiguousarray(arr)
+        buf = memoryview(a.reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(buf):  # pwrite may write less than asked
+            done += os.pwrite(fd, buf[done:], pos + done)
+        pos += len(buf)
+        placed.append((pname, _ST_NAMES[a.dtype], list(a.shape), a.nbytes))
+    return record, placed, pos
 
 
 def _discard(f: Any, *paths: Optional[str]) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -97,9 +97,9 @@ class _Collector:
         return sum(int(np.asarray(a).nbytes) for a in parts.values())
 
 
-def compress_unit(src: str, names: list[str], plans: dict[str, Any], fault_marker: Optional[str] = None) -> list[tuple[Any, Any, Any]]:
-    """One task: compresses ``names`` of ``src`` (opened here, memory-mapped) with their plans;
-    returns ``[(TensorReport, entry, dtype)]`` in the order of ``names``.
+def _compressed(src: str, names: list[str], plans: dict[str, Any], fault_marker: Optional[str]) -> Iterator[tuple[Any, Any, Any]]:
+    """``(TensorReport, entry, dtype)`` of each of ``names`` of ``src`` (opened here,
+    memory-mapped), in order, one at a time.
 
     ``fault_marker`` (tests only): if that file does not exist yet, create it and kill this
     worker process mid-task, to exercise Ray's retry."""
@@ -107,7 +107,6 @@ def compress_unit(src: str, names: list[str], plans: dict[str, Any], fault_marke
     from .pipeline import _compress_one
 
     _use_task_cpus()
-    out = []
     with open_model(src) as model:
         for i, name in enumerate(names):
             if fault_marker is not None and i == len(names) - 1 and not os.path.exists(fault_marker):
@@ -116,7 +115,32 @@ def compress_unit(src: str, names: list[str], plans: dict[str, Any], fault_marke
             sink = _Collector()
             row = _compress_one(sink, name, model[name].numpy(), plans[name])
             _, entry, dtype = sink.entries[0]
-            out.append((row, entry, dtype))
+            yield row, entry, dtype
+
+
+def compress_unit(src: str, names: list[str], plans: dict[str, Any], fault_marker: Optional[str] = None) -> list[tuple[Any, Any, Any]]:
+    """One task: compresses ``names`` of ``src`` with their plans; returns ``[(TensorReport,
+    entry, dtype)]`` in the order of ``names`` (see :func:`_compressed`)."""
+    return list(_compressed(src, names, plans, fault_marker))
+
+
+def compress_unit_at(src: str, names: list[str], plans: dict[str, Any], path: str, pos: int,
+                     fault_marker: Optional[str] = None) -> list[tuple[Any, str, Any, Any]]:
+    """One task that writes its own output: compresses ``names`` of ``src`` and writes their
+    stored parts into the shard file ``path`` from byte ``pos`` on (where the shard's writer
+    planned them); returns ``[(TensorReport, name, record, parts)]`` for
+    :meth:`~quantpress.container.ContainerWriter.place`, no tensor data. A retried task
+    rewrites the same bytes."""
+    from .container import write_parts_at
+
+    out = []
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for row, entry, dtype in _compressed(src, names, plans, fault_marker):
+            record, parts, pos = write_parts_at(fd, pos, row.name, entry, dtype)
+            out.append((row, row.name, record, parts))
+    finally:
+        os.close(fd)
     return out
 
 
@@ -136,16 +160,25 @@ def _use_task_cpus() -> None:
 
 
 def write_output_shard(src: str, path: str, units: list[list[str]], plans: dict[str, Any], reserve: int,
-                       window: int, fault_marker: Optional[str] = None) -> tuple[list[Any], list[str], int]:
+                       window: int, fault_marker: Optional[str] = None,
+                       unit_bytes: Optional[list[int]] = None) -> tuple[list[Any], list[str], int]:
     """The writer of one shard of a sharded run (a pool actor, no CPU of its own): compresses the
-    ``units`` of its shard as Ray tasks (:func:`compress_unit`, at most ``window`` in flight, so the finished but
-    unwritten entries stay few) and writes their entries, in order, as the container shard
-    ``path`` (atomically; the same writer and header room as the local run); returns
-    ``(reports, stored names, bytes)``."""
+    ``units`` of its shard as Ray tasks and writes the container shard ``path`` (atomically;
+    the same writer and header room as the local run); returns ``(reports, stored names,
+    bytes)``.
+
+    With ``unit_bytes`` (each unit's stored bytes, known exactly from the shapes and plans) the
+    tasks write their data into the shard themselves (:func:`compress_unit_at`, each at its
+    planned offset, all in flight at once) and return only metadata, which the writer places
+    in order; the header is the same as the local run's, so the file is too. Without it the
+    tasks return their entries (:func:`compress_unit`, at most ``window`` in flight, so the
+    finished but unwritten entries stay few) and the writer writes them."""
     import ray
 
     from .sharded_container import write_shard
 
+    if unit_bytes is not None:
+        return _write_placed_shard(ray, src, path, units, plans, reserve, unit_bytes, fault_marker)
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(compress_unit)
     plans_ref = ray.put(plans)
     rows: list[Any] = []
@@ -163,6 +196,37 @@ def write_output_shard(src: str, path: str, units: list[list[str]], plans: dict[
 
     try:
         stored, size = write_shard(path, entries(), reserve)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+    return rows, stored, size
+
+
+def _write_placed_shard(ray: Any, src: str, path: str, units: list[list[str]], plans: dict[str, Any], reserve: int,
+                        unit_bytes: list[int], fault_marker: Optional[str]) -> tuple[list[Any], list[str], int]:
+    """:func:`write_output_shard` with tasks that write their own data (see there)."""
+    from .container import ContainerWriter
+
+    task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(compress_unit_at)
+    plans_ref = ray.put(plans)
+    rows: list[Any] = []
+    stored: list[str] = []
+    pending: deque[Any] = deque()
+    try:
+        with ContainerWriter(path, reserve=reserve) as w:
+            body, pos = w.data_start
+            for names, n in zip(units, unit_bytes):
+                pending.append(task.remote(src, names, plans_ref, body, pos, fault_marker))
+                pos += n
+            for n in unit_bytes:
+                got = 0
+                for row, name, record, parts in ray_get(ray, pending.popleft()):
+                    rows.append(row)
+                    got += w.place(name, record, parts)
+                    stored += [p[0] for p in parts]
+                if got != n:
+                    raise QuantpressError(f"{path}: a unit stored {got} bytes where {n} were planned")
+            size = w.data_start[1] - reserve
     finally:
         for ref in pending:
             ray.cancel(ref)
@@ -237,6 +301,8 @@ def run_ray_shards(src: str, listing: list[tuple[str, tuple[int, ...], str]], pl
     :class:`~quantpress.sharded_container.ShardedWriter` with a layout) adopts the shards, in any
     order, and its ``close`` names them and writes the index. Returns the per-tensor reports in
     file order; progress is reported per tensor as shards finish."""
+    from .sharded_container import predicted_bytes, size_is_exact
+
     ray = ensure_ray(address)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     free = pool(ray, cpus)
@@ -252,9 +318,12 @@ def run_ray_shards(src: str, listing: list[tuple[str, tuple[int, ...], str]], pl
                 k, names = jobs.pop(0)
                 parts = units([(n, *sizes[n]) for n in names], UNIT_BYTES)
                 sub = {n: plans[n] for n in names}
+                placed = None  # each unit's stored bytes, where the shapes and plans fix them
+                if all(size_is_exact(plans[n]) for n in names):
+                    placed = [sum(predicted_bytes(*sizes[n], plans[n]) for n in unit) for unit in parts]
                 actor = free.pop()
                 ref = actor.call.remote(actor_write_shard, src, writer.part_path(k), parts, sub, writer.reserves[k - 1], window,
-                                        fault_marker)
+                                        fault_marker, placed)
                 pending[ref] = (k, actor)
             ready, _ = ray.wait(list(pending), num_returns=1)
             k, actor = pending.pop(ready[0])

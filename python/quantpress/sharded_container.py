@@ -101,6 +101,12 @@ def predicted_bytes(shape: tuple[int, ...], dtype: str, plan: Any) -> int:
     return _sparse_bytes(n, shape, p)
 
 
+def size_is_exact(plan: Any) -> bool:
+    """Whether :func:`predicted_bytes` is exact for ``plan`` (everything but row/column pruning,
+    whose kept count depends on the data)."""
+    return plan.method != "sparse" or plan.params["prune"] in ("magnitude", "nm")
+
+
 def _sparse_bytes(n: int, shape: tuple[int, ...], p: Any) -> int:
     """A pruned tensor: the kept count is fixed by the shape for ``magnitude`` and ``nm`` (exact);
     for row/column pruning every value is counted (an upper bound)."""
