@@ -185,7 +185,23 @@ levels!(
     commit, commit_body, (x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, centre: &[f32], cn: f32, blocks: &mut [f64]));
 levels!(
     /// See [`lowered_body`].
-    lowered, lowered_body, (x: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]));
+    lowered_plain, lowered_body, (x: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]));
+
+/// `out[i] = min(closest[i], |x_i - centre|^2)` for the points of one block (see
+/// [`lowered_body`]); `xt` is the block transposed by [`transpose`] (read at AVX-512 only, where
+/// 16 points share a register: the sampling that needs this runs on one thread).
+pub fn lowered(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 {
+        let n = out.len();
+        assert!(xt.len() >= n.div_ceil(PART) * PART * d && xn.len() >= n && closest.len() >= n && centre.len() == d);
+        // SAFETY: a level is only in force when the CPU supports it (simd::level); the assert
+        // gives every bound the kernel reads within.
+        return unsafe { avx512::lowered(xt, d, xn, closest, centre, cn, out) };
+    }
+    let _ = xt;
+    lowered_plain(level, x, d, xn, closest, centre, cn, out)
+}
 levels!(
     /// Squared norms of the rows.
     norms, norms_body, (x: &[f32], d: usize, xn: &mut [f32]));
@@ -298,6 +314,16 @@ mod avx512 {
                     c = _mm512_min_ps(dist(m2, acc[L - 1], norm[L - 1], xnv, zero), c);
                     _mm512_mask_storeu_ps(cptr, mask, c);
                 }
+                if w.is_none() && valid == PART {
+                    // No weights and no padding lane: `w * m` is `m` exactly (w = 1), so the
+                    // terms are added as they are, the same bits with fewer instructions.
+                    for l in 0..cands {
+                        let m = _mm512_min_ps(dist(m2, acc[l], norm[l], xnv, zero), c);
+                        parts[l][0] = _mm512_add_pd(parts[l][0], _mm512_cvtps_pd(_mm512_castps512_ps256(m)));
+                        parts[l][1] = _mm512_add_pd(parts[l][1], _mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1)));
+                    }
+                    continue;
+                }
                 let (wlo, whi) = match w {
                     Some(w) => {
                         let wv = _mm512_maskz_loadu_ps(mask, w.as_ptr().add(g0));
@@ -320,6 +346,29 @@ mod avx512 {
                 _mm512_storeu_pd(v.as_mut_ptr().add(8), parts[l][1]);
                 s[idx[l]] = super::fold_parts(&v);
             }
+        }
+    }
+
+    /// `out[i] = min(closest[i], dist_i)` with the points 16 to a register, each `dot` the plain
+    /// sequential `mul_add` chain over `t`.
+    ///
+    /// # Safety
+    /// AVX-512 F/DQ must be available and the bounds asserted by `lowered` must hold.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn lowered(xt: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]) {
+        let n = out.len();
+        let (m2, zero) = (_mm512_set1_ps(-2.0), _mm512_setzero_ps());
+        for g0 in (0..n).step_by(PART) {
+            let valid = (n - g0).min(PART);
+            let mask: __mmask16 = if valid == PART { 0xffff } else { (1u16 << valid) - 1 };
+            let xg = xt.as_ptr().add(g0 * d);
+            let mut acc = zero;
+            for t in 0..d {
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(xg.add(t * PART)), _mm512_set1_ps(*centre.get_unchecked(t)), acc);
+            }
+            let xnv = _mm512_maskz_loadu_ps(mask, xn.as_ptr().add(g0));
+            let c = _mm512_maskz_loadu_ps(mask, closest.as_ptr().add(g0));
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(g0), mask, _mm512_min_ps(dist(m2, acc, cn, xnv, zero), c));
         }
     }
 
