@@ -199,7 +199,9 @@ pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, s
         return Err(invalid!("k={k} must be between 1 and the number of points ({n})"));
     }
     check_weights(weights, n)?;
-    if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+    // A vectorisable test first; the position only when it fails.
+    if !x.chunks(4096).all(|c| c.iter().fold(true, |a, v| a & v.is_finite())) {
+        let index = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
         return Err(Error::NonFinite { index });
     }
     let total_w: f64 = weights.map_or(n as f64, |w| w.iter().map(|&v| v as f64).sum());
@@ -209,10 +211,10 @@ pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, s
     let trials = trials.unwrap_or(2 + (k as f64).ln() as usize).max(1);
     // Work on the points in block order; report the chosen ones from the caller's `x`.
     let order = spatial_order(x, d)?;
-    let xp: Vec<f32> = order.iter().flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].iter().copied()).collect();
+    let xp = gather_rows(x, d, &order)?;
     let wp: Option<Vec<f32>> = weights.map(|w| order.iter().map(|&i| w[i as usize]).collect());
     let weights = wp.as_deref();
-    let mut s = seeder(&xp, d, weights, simd::level());
+    let mut s = seeder(&xp, d, weights, simd::level())?;
     let chosen = seed_loop(&mut s, k, trials, seed, total_w)?;
     Ok(chosen.iter().flat_map(|&i| xp[i * d..(i + 1) * d].iter().copied()).collect())
 }
@@ -241,26 +243,50 @@ fn seed_loop(s: &mut Seeder, k: usize, trials: usize, seed: u64, total_w: f64) -
     Ok(chosen)
 }
 
-fn seeder<'a>(x: &'a [f32], d: usize, w: Option<&'a [f32]>, level: Level) -> Seeder<'a> {
+fn seeder<'a>(x: &'a [f32], d: usize, w: Option<&'a [f32]>, level: Level) -> Result<Seeder<'a>> {
     let n = x.len() / d;
     let mut xn = vec![0f32; n];
-    kern::norms(level, x, d, &mut xn);
+    let mut xt = if level == Level::Avx512 { vec![0f32; n.div_ceil(kern::PART) * kern::PART * d] } else { Vec::new() };
+    // Norms and the transposed copy, per chunk of points in parallel (CHUNK is a multiple of 16).
+    let mut xt_chunks: Vec<&mut [f32]> = xt.chunks_mut(CHUNK * d).collect();
+    xt_chunks.resize_with(n.div_ceil(CHUNK), Default::default);
+    let jobs: Vec<_> = x.chunks(CHUNK * d).zip(xn.chunks_mut(CHUNK)).zip(xt_chunks).collect();
+    parallel::try_for_each(jobs, |((xc, xnc), xtc)| {
+        kern::norms(level, xc, d, xnc);
+        if !xtc.is_empty() {
+            kern::transpose_into(xc, d, xtc);
+        }
+        Ok(())
+    })?;
     let nb = n.div_ceil(BLOCK);
-    let balls = BlockBalls::new(x, d, &xn);
-    Seeder {
+    let balls = BlockBalls::new(x, d, &xn)?;
+    Ok(Seeder {
         x,
         d,
         w,
         level,
         xn,
-        xt: if level == Level::Avx512 { kern::transpose(x, d) } else { Vec::new() },
+        xt,
         closest: vec![f32::INFINITY; n],
         pending: None,
         block_pot: vec![0.0; nb],
         radius: vec![f32::INFINITY; nb],
         balls,
         skipped: 0,
-    }
+    })
+}
+
+/// The rows of `x` in `order`, copied in parallel (fixed chunks).
+fn gather_rows(x: &[f32], d: usize, order: &[u32]) -> Result<Vec<f32>> {
+    let mut xp = vec![0f32; order.len() * d];
+    let jobs: Vec<_> = xp.chunks_mut(CHUNK * d).zip(order.chunks(CHUNK)).collect();
+    parallel::try_for_each(jobs, |(dst, idx)| {
+        for (row, &i) in dst.chunks_exact_mut(d).zip(idx) {
+            row.copy_from_slice(&x[i as usize * d..(i as usize + 1) * d]);
+        }
+        Ok(())
+    })?;
+    Ok(xp)
 }
 
 /// The largest of `v` (all >= 0; 0 if empty), over 16 running maxima: the compiler vectorises
@@ -335,7 +361,7 @@ mod tests {
             let w: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5).collect();
             let mut want = None;
             for level in simd::available_levels() {
-                let mut s = seeder(&x, d, weighted.then_some(&w[..]), level);
+                let mut s = seeder(&x, d, weighted.then_some(&w[..]), level).unwrap();
                 s.commit_now(3).unwrap();
                 let first = s.score(&[5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59]).unwrap();
                 s.pending = Some(61);
@@ -359,8 +385,8 @@ mod tests {
             (0..n).flat_map(|i| (0..d).map(|t| centres[(i % 50) * d + t] + rng.uniform() as f32).collect::<Vec<_>>()).collect();
         let order = spatial_order(&raw, d).unwrap();
         let x: Vec<f32> = order.iter().flat_map(|&i| raw[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
-        let mut pruned = seeder(&x, d, None, simd::level());
-        let mut full = seeder(&x, d, None, simd::level());
+        let mut pruned = seeder(&x, d, None, simd::level()).unwrap();
+        let mut full = seeder(&x, d, None, simd::level()).unwrap();
         full.balls = BlockBalls::never_skip(n, d);
         let a = seed_loop(&mut pruned, k, 7, 9, n as f64).unwrap();
         let b = seed_loop(&mut full, k, 7, 9, n as f64).unwrap();
@@ -385,7 +411,7 @@ mod tests {
         let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32).collect();
         let mut want = None;
         for level in simd::available_levels() {
-            let mut s = seeder(&x, d, Some(&w), level);
+            let mut s = seeder(&x, d, Some(&w), level).unwrap();
             let chosen = seed_loop(&mut s, k, 5, 4, w.iter().map(|&v| v as f64).sum()).unwrap();
             let got = (chosen, s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             assert!(s.skipped > 0);
@@ -398,8 +424,8 @@ mod tests {
         let mut rng = Rng::new(5);
         let (n, d) = (3000, 5);
         let x: Vec<f32> = (0..n * d).map(|_| rng.uniform() as f32).collect();
-        let mut lazy = seeder(&x, d, None, simd::level());
-        let mut eager = seeder(&x, d, None, simd::level());
+        let mut lazy = seeder(&x, d, None, simd::level()).unwrap();
+        let mut eager = seeder(&x, d, None, simd::level()).unwrap();
         lazy.commit_now(0).unwrap();
         eager.commit_now(0).unwrap();
         lazy.pending = Some(9);

@@ -84,24 +84,27 @@ pub struct BlockBalls {
 }
 
 impl BlockBalls {
-    pub fn new(x: &[f32], d: usize, xn: &[f32]) -> BlockBalls {
+    pub fn new(x: &[f32], d: usize, xn: &[f32]) -> Result<BlockBalls> {
         let n = x.len() / d;
         let nb = n.div_ceil(BLOCK);
         let (mut mean, mut spread) = (vec![0f64; nb * d], vec![0f64; nb]);
-        for b in 0..nb {
-            let pts = &x[b * BLOCK * d..n.min((b + 1) * BLOCK) * d];
-            let m = &mut mean[b * d..(b + 1) * d];
-            for p in pts.chunks_exact(d) {
-                m.iter_mut().zip(p).for_each(|(a, &v)| *a += v as f64);
+        // Blocks in parallel, 16 per job: each ball depends on its own block only.
+        let jobs: Vec<_> = x.chunks(16 * BLOCK * d).zip(mean.chunks_mut(16 * d)).zip(spread.chunks_mut(16)).collect();
+        parallel::try_for_each(jobs, |((xc, mc), sc)| {
+            for ((pts, m), s) in xc.chunks(BLOCK * d).zip(mc.chunks_exact_mut(d)).zip(sc) {
+                for p in pts.chunks_exact(d) {
+                    m.iter_mut().zip(p).for_each(|(a, &v)| *a += v as f64);
+                }
+                let count = (pts.len() / d) as f64;
+                m.iter_mut().for_each(|a| *a /= count);
+                let far = pts.chunks_exact(d).map(|p| dist2(p, m)).fold(0.0, f64::max);
+                *s = far.sqrt() * (1.0 + 1e-9);
             }
-            let count = (pts.len() / d) as f64;
-            m.iter_mut().for_each(|a| *a /= count);
-            let far = pts.chunks_exact(d).map(|p| dist2(p, m)).fold(0.0, f64::max);
-            spread[b] = far.sqrt() * (1.0 + 1e-9);
-        }
+            Ok(())
+        })?;
         let rel_err = 2.0 * (2 * d + 8) as f64 * (-24f64).exp2();
         let max_xn = xn.iter().fold(0f32, |a, &v| a.max(v)) as f64;
-        BlockBalls { d, mean, spread, rel_err, max_xn }
+        Ok(BlockBalls { d, mean, spread, rel_err, max_xn })
     }
 
     /// Balls that never exclude anything (tests compare skipping with not skipping).
@@ -228,7 +231,7 @@ mod tests {
     fn far_centres_are_unreachable_near_ones_are_not() {
         let x: Vec<f32> = (0..BLOCK).flat_map(|i| [i as f32 * 0.01, 0.0]).collect();
         let xn: Vec<f32> = x.chunks(2).map(|p| p[0] * p[0]).collect();
-        let balls = BlockBalls::new(&x, 2, &xn);
+        let balls = BlockBalls::new(&x, 2, &xn).unwrap();
         assert!(balls.unreachable(0, 1.0, &[(&[100.0, 0.0], 1e4)]));
         assert!(!balls.unreachable(0, 1.0, &[(&[100.0, 0.0], 1e4), (&[1.0, 0.5], 1.25)]));
         assert!(!balls.unreachable(0, 1e6, &[(&[100.0, 0.0], 1e4)]));

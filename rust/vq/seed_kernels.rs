@@ -208,16 +208,14 @@ levels!(
 
 /// Points of a chunk transposed in groups of 16 (`xt[(g * d + t) * 16 + q]` = coordinate `t` of
 /// point `16 g + q`), the tail padded with zeros: what the AVX-512 kernel streams.
-pub fn transpose(x: &[f32], d: usize) -> Vec<f32> {
-    let n = x.len() / d;
-    let mut xt = vec![0f32; n.div_ceil(PART) * PART * d];
+/// `xt` must hold `n.div_ceil(16) * 16 * d` zeros.
+pub fn transpose_into(x: &[f32], d: usize, xt: &mut [f32]) {
     for (i, xi) in x.chunks_exact(d).enumerate() {
         let (g, q) = (i / PART, i % PART);
         for (t, &v) in xi.iter().enumerate() {
             xt[(g * d + t) * PART + q] = v;
         }
     }
-    xt
 }
 
 /// Scores a panel for one chunk of points at `level` (see [`score_body`]); `xt` is the chunk
