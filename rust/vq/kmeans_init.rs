@@ -400,7 +400,8 @@ mod tests {
     #[test]
     fn every_level_seeds_clustered_data_alike() {
         // Clustered data: blocks are reached by some lanes only, so every level's kernel runs
-        // on partial lane sets; weights exercise the weighted path.
+        // on partial lane sets (the AVX-512 one batching groups of points when few lanes are
+        // left), with weights and without.
         let mut rng = Rng::new(8);
         let (n, d, k) = (6000, 3, 60);
         let centres: Vec<f32> = (0..30 * d).map(|_| (rng.uniform() * 100.0) as f32).collect();
@@ -409,13 +410,16 @@ mod tests {
         let order = spatial_order(&raw, d).unwrap();
         let x: Vec<f32> = order.iter().flat_map(|&i| raw[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
         let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32).collect();
-        let mut want = None;
-        for level in simd::available_levels() {
-            let mut s = seeder(&x, d, Some(&w), level).unwrap();
-            let chosen = seed_loop(&mut s, k, 5, 4, w.iter().map(|&v| v as f64).sum()).unwrap();
-            let got = (chosen, s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            assert!(s.skipped > 0);
-            assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}");
+        for weights in [Some(&w[..]), None] {
+            let total = weights.map_or(n as f64, |w| w.iter().map(|&v| v as f64).sum());
+            let mut want = None;
+            for level in simd::available_levels() {
+                let mut s = seeder(&x, d, weights, level).unwrap();
+                let chosen = seed_loop(&mut s, k, 5, 4, total).unwrap();
+                let got = (chosen, s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                assert!(s.skipped > 0);
+                assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}, weighted {}", weights.is_some());
+            }
         }
     }
 
