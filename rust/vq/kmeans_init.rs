@@ -83,7 +83,7 @@ impl Seeder<'_> {
                 let xt = if xt.is_empty() { &xt[..] } else { &xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d] };
                 kern::score(level, xs, xt, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, reach, std::slice::from_mut(s));
                 if prev_lane.is_some_and(|l| reach >> l & 1 == 1) {
-                    *rad = cl.iter().fold(0f32, |a, &v| a.max(v));
+                    *rad = largest(cl);
                 }
             }
             Ok(())
@@ -107,7 +107,7 @@ impl Seeder<'_> {
             Ok(())
         })?;
         for (rad, block) in self.radius.iter_mut().zip(self.closest.chunks(BLOCK)) {
-            *rad = block.iter().fold(0f32, |a, &v| a.max(v));
+            *rad = largest(block);
         }
         Ok(())
     }
@@ -119,7 +119,8 @@ impl Seeder<'_> {
         let centre = self.point(p);
         let mut out = vec![0f32; r.len()];
         let (d, x) = (self.d, &self.x[r.start * self.d..r.end * self.d]);
-        kern::lowered(self.level, x, d, &self.xn[r.clone()], &self.closest[r], centre, kern::dot(centre, centre), &mut out);
+        let xt = if self.xt.is_empty() { &self.xt[..] } else { &self.xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d] };
+        kern::lowered(self.level, x, xt, d, &self.xn[r.clone()], &self.closest[r], centre, kern::dot(centre, centre), &mut out);
         out
     }
 
@@ -198,7 +199,9 @@ pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, s
         return Err(invalid!("k={k} must be between 1 and the number of points ({n})"));
     }
     check_weights(weights, n)?;
-    if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+    // A vectorisable test first; the position only when it fails.
+    if !x.chunks(4096).all(|c| c.iter().fold(true, |a, v| a & v.is_finite())) {
+        let index = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
         return Err(Error::NonFinite { index });
     }
     let total_w: f64 = weights.map_or(n as f64, |w| w.iter().map(|&v| v as f64).sum());
@@ -207,11 +210,11 @@ pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, s
     }
     let trials = trials.unwrap_or(2 + (k as f64).ln() as usize).max(1);
     // Work on the points in block order; report the chosen ones from the caller's `x`.
-    let order = spatial_order(x, d);
-    let xp: Vec<f32> = order.iter().flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].iter().copied()).collect();
+    let order = spatial_order(x, d)?;
+    let xp = gather_rows(x, d, &order)?;
     let wp: Option<Vec<f32>> = weights.map(|w| order.iter().map(|&i| w[i as usize]).collect());
     let weights = wp.as_deref();
-    let mut s = seeder(&xp, d, weights, simd::level());
+    let mut s = seeder(&xp, d, weights, simd::level())?;
     let chosen = seed_loop(&mut s, k, trials, seed, total_w)?;
     Ok(chosen.iter().flat_map(|&i| xp[i * d..(i + 1) * d].iter().copied()).collect())
 }
@@ -240,26 +243,64 @@ fn seed_loop(s: &mut Seeder, k: usize, trials: usize, seed: u64, total_w: f64) -
     Ok(chosen)
 }
 
-fn seeder<'a>(x: &'a [f32], d: usize, w: Option<&'a [f32]>, level: Level) -> Seeder<'a> {
+fn seeder<'a>(x: &'a [f32], d: usize, w: Option<&'a [f32]>, level: Level) -> Result<Seeder<'a>> {
     let n = x.len() / d;
     let mut xn = vec![0f32; n];
-    kern::norms(level, x, d, &mut xn);
+    let mut xt = if level == Level::Avx512 { vec![0f32; n.div_ceil(kern::PART) * kern::PART * d] } else { Vec::new() };
+    // Norms and the transposed copy, per chunk of points in parallel (CHUNK is a multiple of 16).
+    let mut xt_chunks: Vec<&mut [f32]> = xt.chunks_mut(CHUNK * d).collect();
+    xt_chunks.resize_with(n.div_ceil(CHUNK), Default::default);
+    let jobs: Vec<_> = x.chunks(CHUNK * d).zip(xn.chunks_mut(CHUNK)).zip(xt_chunks).collect();
+    parallel::try_for_each(jobs, |((xc, xnc), xtc)| {
+        kern::norms(level, xc, d, xnc);
+        if !xtc.is_empty() {
+            kern::transpose_into(xc, d, xtc);
+        }
+        Ok(())
+    })?;
     let nb = n.div_ceil(BLOCK);
-    let balls = BlockBalls::new(x, d, &xn);
-    Seeder {
+    let balls = BlockBalls::new(x, d, &xn)?;
+    Ok(Seeder {
         x,
         d,
         w,
         level,
         xn,
-        xt: if level == Level::Avx512 { kern::transpose(x, d) } else { Vec::new() },
+        xt,
         closest: vec![f32::INFINITY; n],
         pending: None,
         block_pot: vec![0.0; nb],
         radius: vec![f32::INFINITY; nb],
         balls,
         skipped: 0,
+    })
+}
+
+/// The rows of `x` in `order`, copied in parallel (fixed chunks).
+fn gather_rows(x: &[f32], d: usize, order: &[u32]) -> Result<Vec<f32>> {
+    let mut xp = vec![0f32; order.len() * d];
+    let jobs: Vec<_> = xp.chunks_mut(CHUNK * d).zip(order.chunks(CHUNK)).collect();
+    parallel::try_for_each(jobs, |(dst, idx)| {
+        for (row, &i) in dst.chunks_exact_mut(d).zip(idx) {
+            row.copy_from_slice(&x[i as usize * d..(i as usize + 1) * d]);
+        }
+        Ok(())
+    })?;
+    Ok(xp)
+}
+
+/// The largest of `v` (all >= 0; 0 if empty), over 16 running maxima: the compiler vectorises
+/// it, and the maximum of non-NaN values does not depend on the order.
+fn largest(v: &[f32]) -> f32 {
+    let mut m = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(0f32, |a, &x| if x > a { x } else { a });
+    for c in chunks {
+        for (mj, &x) in m.iter_mut().zip(c) {
+            *mj = if x > *mj { x } else { *mj };
+        }
     }
+    m.iter().fold(tail, |a, &x| if x > a { x } else { a })
 }
 
 fn draw_by_weight(weights: Option<&[f32]>, n: usize, total: f64, u: f64) -> usize {
@@ -314,19 +355,21 @@ mod tests {
     #[test]
     fn every_level_scores_and_folds_the_same_bits() {
         let mut rng = Rng::new(11);
-        for (n, d) in [(9000, 8), (5000, 3), (700, 33), (300, 1), (1000, 64)] {
+        // Weighted and unweighted (the AVX-512 kernel has a path of its own for the latter).
+        for (n, d, weighted) in [(9000, 8, true), (5000, 3, true), (700, 33, true), (300, 1, true), (1000, 64, true), (9000, 8, false), (1000, 64, false)] {
             let x: Vec<f32> = (0..n * d).map(|_| (rng.uniform() * 10.0 - 5.0) as f32).collect();
             let w: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5).collect();
             let mut want = None;
             for level in simd::available_levels() {
-                let mut s = seeder(&x, d, Some(&w), level);
+                let mut s = seeder(&x, d, weighted.then_some(&w[..]), level).unwrap();
                 s.commit_now(3).unwrap();
                 let first = s.score(&[5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59]).unwrap();
                 s.pending = Some(61);
                 let sample = s.sample(0.37 * s.block_pot.iter().sum::<f64>());
+                let lowered: Vec<u32> = (0..s.block_pot.len()).flat_map(|b| s.block_closest(b)).map(f32::to_bits).collect();
                 let second = s.score(&[2, 4, 6]).unwrap();
                 let bits = |v: &[[f64; LANES]]| v.iter().flatten().map(|f| f.to_bits()).collect::<Vec<_>>();
-                let got = (s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), bits(&first), bits(&second), sample);
+                let got = (s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), bits(&first), bits(&second), sample, lowered);
                 assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}, n={n} d={d}");
             }
         }
@@ -340,10 +383,10 @@ mod tests {
         let centres: Vec<f32> = (0..50 * d).map(|_| (rng.uniform() * 100.0) as f32).collect();
         let raw: Vec<f32> =
             (0..n).flat_map(|i| (0..d).map(|t| centres[(i % 50) * d + t] + rng.uniform() as f32).collect::<Vec<_>>()).collect();
-        let order = spatial_order(&raw, d);
+        let order = spatial_order(&raw, d).unwrap();
         let x: Vec<f32> = order.iter().flat_map(|&i| raw[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
-        let mut pruned = seeder(&x, d, None, simd::level());
-        let mut full = seeder(&x, d, None, simd::level());
+        let mut pruned = seeder(&x, d, None, simd::level()).unwrap();
+        let mut full = seeder(&x, d, None, simd::level()).unwrap();
         full.balls = BlockBalls::never_skip(n, d);
         let a = seed_loop(&mut pruned, k, 7, 9, n as f64).unwrap();
         let b = seed_loop(&mut full, k, 7, 9, n as f64).unwrap();
@@ -357,22 +400,26 @@ mod tests {
     #[test]
     fn every_level_seeds_clustered_data_alike() {
         // Clustered data: blocks are reached by some lanes only, so every level's kernel runs
-        // on partial lane sets; weights exercise the weighted path.
+        // on partial lane sets (the AVX-512 one batching groups of points when few lanes are
+        // left), with weights and without.
         let mut rng = Rng::new(8);
         let (n, d, k) = (6000, 3, 60);
         let centres: Vec<f32> = (0..30 * d).map(|_| (rng.uniform() * 100.0) as f32).collect();
         let raw: Vec<f32> =
             (0..n).flat_map(|i| (0..d).map(|t| centres[(i % 30) * d + t] + rng.uniform() as f32).collect::<Vec<_>>()).collect();
-        let order = spatial_order(&raw, d);
+        let order = spatial_order(&raw, d).unwrap();
         let x: Vec<f32> = order.iter().flat_map(|&i| raw[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
         let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32).collect();
-        let mut want = None;
-        for level in simd::available_levels() {
-            let mut s = seeder(&x, d, Some(&w), level);
-            let chosen = seed_loop(&mut s, k, 5, 4, w.iter().map(|&v| v as f64).sum()).unwrap();
-            let got = (chosen, s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            assert!(s.skipped > 0);
-            assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}");
+        for weights in [Some(&w[..]), None] {
+            let total = weights.map_or(n as f64, |w| w.iter().map(|&v| v as f64).sum());
+            let mut want = None;
+            for level in simd::available_levels() {
+                let mut s = seeder(&x, d, weights, level).unwrap();
+                let chosen = seed_loop(&mut s, k, 5, 4, total).unwrap();
+                let got = (chosen, s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                assert!(s.skipped > 0);
+                assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}, weighted {}", weights.is_some());
+            }
         }
     }
 
@@ -381,8 +428,8 @@ mod tests {
         let mut rng = Rng::new(5);
         let (n, d) = (3000, 5);
         let x: Vec<f32> = (0..n * d).map(|_| rng.uniform() as f32).collect();
-        let mut lazy = seeder(&x, d, None, simd::level());
-        let mut eager = seeder(&x, d, None, simd::level());
+        let mut lazy = seeder(&x, d, None, simd::level()).unwrap();
+        let mut eager = seeder(&x, d, None, simd::level()).unwrap();
         lazy.commit_now(0).unwrap();
         eager.commit_now(0).unwrap();
         lazy.pending = Some(9);

@@ -185,23 +185,37 @@ levels!(
     commit, commit_body, (x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, centre: &[f32], cn: f32, blocks: &mut [f64]));
 levels!(
     /// See [`lowered_body`].
-    lowered, lowered_body, (x: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]));
+    lowered_plain, lowered_body, (x: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]));
+
+/// `out[i] = min(closest[i], |x_i - centre|^2)` for the points of one block (see
+/// [`lowered_body`]); `xt` is the block transposed by [`transpose`] (read at AVX-512 only, where
+/// 16 points share a register: the sampling that needs this runs on one thread).
+pub fn lowered(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 {
+        let n = out.len();
+        assert!(xt.len() >= n.div_ceil(PART) * PART * d && xn.len() >= n && closest.len() >= n && centre.len() == d);
+        // SAFETY: a level is only in force when the CPU supports it (simd::level); the assert
+        // gives every bound the kernel reads within.
+        return unsafe { avx512::lowered(xt, d, xn, closest, centre, cn, out) };
+    }
+    let _ = xt;
+    lowered_plain(level, x, d, xn, closest, centre, cn, out)
+}
 levels!(
     /// Squared norms of the rows.
     norms, norms_body, (x: &[f32], d: usize, xn: &mut [f32]));
 
 /// Points of a chunk transposed in groups of 16 (`xt[(g * d + t) * 16 + q]` = coordinate `t` of
 /// point `16 g + q`), the tail padded with zeros: what the AVX-512 kernel streams.
-pub fn transpose(x: &[f32], d: usize) -> Vec<f32> {
-    let n = x.len() / d;
-    let mut xt = vec![0f32; n.div_ceil(PART) * PART * d];
+/// `xt` must hold `n.div_ceil(16) * 16 * d` zeros.
+pub fn transpose_into(x: &[f32], d: usize, xt: &mut [f32]) {
     for (i, xi) in x.chunks_exact(d).enumerate() {
         let (g, q) = (i / PART, i % PART);
         for (t, &v) in xi.iter().enumerate() {
             xt[(g * d + t) * PART + q] = v;
         }
     }
-    xt
 }
 
 /// Scores a panel for one chunk of points at `level` (see [`score_body`]); `xt` is the chunk
@@ -267,59 +281,148 @@ mod avx512 {
         by_lanes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
     }
 
+    /// Few lanes make short FMA chains: run that many more groups of 16 points at once, so
+    /// that about 8 chains are in flight (the per-point operations are unchanged).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
     unsafe fn body<const L: usize>(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, idx: &[usize; LANES], sums: &mut [[f64; LANES]]) {
+        match L {
+            1 => groups::<L, 8>(xt, d, xn, closest, w, p, idx, sums),
+            2 => groups::<L, 4>(xt, d, xn, closest, w, p, idx, sums),
+            3 | 4 => groups::<L, 2>(xt, d, xn, closest, w, p, idx, sums),
+            _ => groups::<L, 1>(xt, d, xn, closest, w, p, idx, sums),
+        }
+    }
+
+    /// The candidates' state over one call: active lanes' columns and norms, and the constants.
+    struct Lanes<const L: usize> {
+        col: [*const f32; L],
+        norm: [f32; L],
+        cands: usize,
+        fold: bool,
+        m2: __m512,
+        zero: __m512,
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    unsafe fn groups<const L: usize, const G: usize>(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, idx: &[usize; LANES], sums: &mut [[f64; LANES]]) {
         let n = closest.len();
         // Slot `L - 1` is the pending centre's if its lane is active; the others are candidates.
         let fold = p.prev && idx[L - 1] == p.cands;
-        let cands = if fold { L - 1 } else { L };
-        let col: [*const f32; L] = std::array::from_fn(|l| p.cols.as_ptr().add(idx[l] * d));
-        let norm: [f32; L] = std::array::from_fn(|l| p.norms[idx[l]]);
-        let (m2, zero) = (_mm512_set1_ps(-2.0), _mm512_setzero_ps());
+        let ln = Lanes::<L> {
+            col: std::array::from_fn(|l| p.cols.as_ptr().add(idx[l] * d)),
+            norm: std::array::from_fn(|l| p.norms[idx[l]]),
+            cands: if fold { L - 1 } else { L },
+            fold,
+            m2: _mm512_set1_ps(-2.0),
+            zero: _mm512_setzero_ps(),
+        };
         for (b, s) in sums.iter_mut().enumerate().take(n.div_ceil(BLOCK)) {
             let mut parts = [[_mm512_setzero_pd(); 2]; LANES];
             let (start, end) = (b * BLOCK, n.min((b + 1) * BLOCK));
-            for g0 in (start..end).step_by(PART) {
-                let valid = (end - g0).min(PART);
-                let mask: __mmask16 = if valid == PART { 0xffff } else { (1u16 << valid) - 1 };
-                let xg = xt.as_ptr().add(g0 * d);
-                let mut acc = [zero; L];
-                for t in 0..d {
-                    let xv = _mm512_loadu_ps(xg.add(t * PART));
-                    for l in 0..L {
-                        acc[l] = _mm512_fmadd_ps(xv, _mm512_set1_ps(*col[l].add(t)), acc[l]);
+            let mut g0 = start;
+            while g0 < end {
+                if end - g0 >= G * PART {
+                    // G whole groups; their terms are added in group order, as one by one.
+                    let acc = dots::<L, G>(xt.as_ptr().add(g0 * d), d, &ln);
+                    for (j, a) in acc.iter().enumerate() {
+                        group(g0 + j * PART, PART, a, xn, closest, w, &ln, &mut parts);
                     }
-                }
-                let xnv = _mm512_maskz_loadu_ps(mask, xn.as_ptr().add(g0));
-                let cptr = closest.as_mut_ptr().add(g0);
-                let mut c = _mm512_maskz_loadu_ps(mask, cptr);
-                if fold {
-                    c = _mm512_min_ps(dist(m2, acc[L - 1], norm[L - 1], xnv, zero), c);
-                    _mm512_mask_storeu_ps(cptr, mask, c);
-                }
-                let (wlo, whi) = match w {
-                    Some(w) => {
-                        let wv = _mm512_maskz_loadu_ps(mask, w.as_ptr().add(g0));
-                        (_mm512_cvtps_pd(_mm512_castps512_ps256(wv)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(wv, 1)))
-                    }
-                    None => (_mm512_set1_pd(1.0), _mm512_set1_pd(1.0)),
-                };
-                for l in 0..cands {
-                    // Padding lanes add w * 0 = +0 (w is 0 there too): the partial is unchanged.
-                    let m = _mm512_maskz_mov_ps(mask, _mm512_min_ps(dist(m2, acc[l], norm[l], xnv, zero), c));
-                    let lo = _mm512_mul_pd(wlo, _mm512_cvtps_pd(_mm512_castps512_ps256(m)));
-                    let hi = _mm512_mul_pd(whi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1)));
-                    parts[l][0] = _mm512_add_pd(parts[l][0], lo);
-                    parts[l][1] = _mm512_add_pd(parts[l][1], hi);
+                    g0 += G * PART;
+                } else {
+                    let acc = dots::<L, 1>(xt.as_ptr().add(g0 * d), d, &ln);
+                    group(g0, (end - g0).min(PART), &acc[0], xn, closest, w, &ln, &mut parts);
+                    g0 += PART;
                 }
             }
-            for l in 0..cands {
+            for l in 0..ln.cands {
                 let mut v = [0f64; PART];
                 _mm512_storeu_pd(v.as_mut_ptr(), parts[l][0]);
                 _mm512_storeu_pd(v.as_mut_ptr().add(8), parts[l][1]);
                 s[idx[l]] = super::fold_parts(&v);
             }
+        }
+    }
+
+    /// The dot products of `G` consecutive groups of 16 points (from `xg`) with every lane: per
+    /// point, the sequential `mul_add` chain over `t`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    unsafe fn dots<const L: usize, const G: usize>(xg: *const f32, d: usize, ln: &Lanes<L>) -> [[__m512; L]; G] {
+        let mut acc = [[ln.zero; L]; G];
+        for t in 0..d {
+            for (g, a) in acc.iter_mut().enumerate() {
+                let xv = _mm512_loadu_ps(xg.add((g * d + t) * PART));
+                for l in 0..L {
+                    a[l] = _mm512_fmadd_ps(xv, _mm512_set1_ps(*ln.col[l].add(t)), a[l]);
+                }
+            }
+        }
+        acc
+    }
+
+    /// One group of 16 points at `g0` (`valid` of them real): folds the pending centre into
+    /// `closest`, then adds the candidates' terms `w * min(closest, dist)` to the partials.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    unsafe fn group<const L: usize>(g0: usize, valid: usize, acc: &[__m512; L], xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, ln: &Lanes<L>, parts: &mut [[__m512d; 2]; LANES]) {
+        let (m2, zero) = (ln.m2, ln.zero);
+        let mask: __mmask16 = if valid == PART { 0xffff } else { (1u16 << valid) - 1 };
+        let xnv = _mm512_maskz_loadu_ps(mask, xn.as_ptr().add(g0));
+        let cptr = closest.as_mut_ptr().add(g0);
+        let mut c = _mm512_maskz_loadu_ps(mask, cptr);
+        if ln.fold {
+            c = _mm512_min_ps(dist(m2, acc[L - 1], ln.norm[L - 1], xnv, zero), c);
+            _mm512_mask_storeu_ps(cptr, mask, c);
+        }
+        if w.is_none() && valid == PART {
+            // No weights and no padding lane: `w * m` is `m` exactly (w = 1), so the terms are
+            // added as they are, the same bits with fewer instructions.
+            for l in 0..ln.cands {
+                let m = _mm512_min_ps(dist(m2, acc[l], ln.norm[l], xnv, zero), c);
+                parts[l][0] = _mm512_add_pd(parts[l][0], _mm512_cvtps_pd(_mm512_castps512_ps256(m)));
+                parts[l][1] = _mm512_add_pd(parts[l][1], _mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1)));
+            }
+            return;
+        }
+        let (wlo, whi) = match w {
+            Some(w) => {
+                let wv = _mm512_maskz_loadu_ps(mask, w.as_ptr().add(g0));
+                (_mm512_cvtps_pd(_mm512_castps512_ps256(wv)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(wv, 1)))
+            }
+            None => (_mm512_set1_pd(1.0), _mm512_set1_pd(1.0)),
+        };
+        for l in 0..ln.cands {
+            // Padding lanes add w * 0 = +0 (w is 0 there too): the partial is unchanged.
+            let m = _mm512_maskz_mov_ps(mask, _mm512_min_ps(dist(m2, acc[l], ln.norm[l], xnv, zero), c));
+            let lo = _mm512_mul_pd(wlo, _mm512_cvtps_pd(_mm512_castps512_ps256(m)));
+            let hi = _mm512_mul_pd(whi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1)));
+            parts[l][0] = _mm512_add_pd(parts[l][0], lo);
+            parts[l][1] = _mm512_add_pd(parts[l][1], hi);
+        }
+    }
+
+    /// `out[i] = min(closest[i], dist_i)` with the points 16 to a register, each `dot` the plain
+    /// sequential `mul_add` chain over `t`.
+    ///
+    /// # Safety
+    /// AVX-512 F/DQ must be available and the bounds asserted by `lowered` must hold.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn lowered(xt: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]) {
+        let n = out.len();
+        let (m2, zero) = (_mm512_set1_ps(-2.0), _mm512_setzero_ps());
+        for g0 in (0..n).step_by(PART) {
+            let valid = (n - g0).min(PART);
+            let mask: __mmask16 = if valid == PART { 0xffff } else { (1u16 << valid) - 1 };
+            let xg = xt.as_ptr().add(g0 * d);
+            let mut acc = zero;
+            for t in 0..d {
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(xg.add(t * PART)), _mm512_set1_ps(*centre.get_unchecked(t)), acc);
+            }
+            let xnv = _mm512_maskz_loadu_ps(mask, xn.as_ptr().add(g0));
+            let c = _mm512_maskz_loadu_ps(mask, closest.as_ptr().add(g0));
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(g0), mask, _mm512_min_ps(dist(m2, acc, cn, xnv, zero), c));
         }
     }
 
