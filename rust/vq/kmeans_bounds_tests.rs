@@ -56,7 +56,9 @@ fn check_sequence(x: &[f32], d: usize, c0: &[f32], steps: usize, rng: &mut Rng, 
 fn bounded_assignment_equals_brute_force() {
     let mut rng = Rng::new(17);
     // k = 600 and 1030: groups of 2 and 3 panels, the last one shorter.
-    for (n, d, k) in [(3000, 8, 40), (2500, 3, 17), (1000, 64, 33), (700, 1, 5), (600, 17, 1), (5000, 2, 256), (3000, 3, 600), (4000, 2, 1030)] {
+    for (n, d, k) in
+        [(3000, 8, 40), (2500, 3, 17), (1000, 64, 33), (700, 1, 5), (600, 17, 1), (5000, 2, 256), (3000, 3, 600), (4000, 2, 1030)]
+    {
         let x = clustered(&mut rng, n, d, 20, 1.0);
         let c0: Vec<f32> = x[..k * d].to_vec();
         check_sequence(&x, d, &c0, 8, &mut rng, &format!("clustered n={n} d={d} k={k}"));
@@ -95,7 +97,10 @@ fn bounded_lloyd_equals_plain_lloyd_and_skips_most_points() {
             let plain = lloyd_iteration(&x, d, weights, &c, Metric::L2).unwrap();
             let fast = lloyd_iteration_with(&x, d, weights, &c, Metric::L2, Some(&mut b)).unwrap();
             assert_eq!(plain.codes, fast.codes, "iteration {it}");
-            assert_eq!(plain.centroids.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), fast.centroids.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert_eq!(
+                plain.centroids.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                fast.centroids.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
             assert_eq!(plain.inertia.to_bits(), fast.inertia.to_bits());
             assert_eq!((plain.reseeded, plain.cluster_weight), (fast.reseeded, fast.cluster_weight));
             reseeded += fast.reseeded;

@@ -64,8 +64,14 @@ impl Seeder<'_> {
         let per = CHUNK / BLOCK;
         let (block_pot, radius, balls) = (&self.block_pot, &mut self.radius, &self.balls);
         let mut skipped = vec![0usize; self.closest.len().div_ceil(CHUNK)];
-        let jobs: Vec<_> =
-            self.closest.chunks_mut(CHUNK).zip(sums.chunks_mut(per)).zip(radius.chunks_mut(per)).zip(skipped.iter_mut()).enumerate().collect();
+        let jobs: Vec<_> = self
+            .closest
+            .chunks_mut(CHUNK)
+            .zip(sums.chunks_mut(per))
+            .zip(radius.chunks_mut(per))
+            .zip(skipped.iter_mut())
+            .enumerate()
+            .collect();
         parallel::try_for_each(jobs, |(ci, (((closest, sums), radius), skipped))| {
             for (o, (s, rad)) in sums.iter_mut().zip(radius.iter_mut()).enumerate() {
                 let b = ci * per + o;
@@ -119,7 +125,11 @@ impl Seeder<'_> {
         let centre = self.point(p);
         let mut out = vec![0f32; r.len()];
         let (d, x) = (self.d, &self.x[r.start * self.d..r.end * self.d]);
-        let xt = if self.xt.is_empty() { &self.xt[..] } else { &self.xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d] };
+        let xt = if self.xt.is_empty() {
+            &self.xt[..]
+        } else {
+            &self.xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d]
+        };
         kern::lowered(self.level, x, xt, d, &self.xn[r.clone()], &self.closest[r], centre, kern::dot(centre, centre), &mut out);
         out
     }
@@ -356,7 +366,9 @@ mod tests {
     fn every_level_scores_and_folds_the_same_bits() {
         let mut rng = Rng::new(11);
         // Weighted and unweighted (the AVX-512 kernel has a path of its own for the latter).
-        for (n, d, weighted) in [(9000, 8, true), (5000, 3, true), (700, 33, true), (300, 1, true), (1000, 64, true), (9000, 8, false), (1000, 64, false)] {
+        for (n, d, weighted) in
+            [(9000, 8, true), (5000, 3, true), (700, 33, true), (300, 1, true), (1000, 64, true), (9000, 8, false), (1000, 64, false)]
+        {
             let x: Vec<f32> = (0..n * d).map(|_| (rng.uniform() * 10.0 - 5.0) as f32).collect();
             let w: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5).collect();
             let mut want = None;
@@ -416,7 +428,11 @@ mod tests {
             for level in simd::available_levels() {
                 let mut s = seeder(&x, d, weights, level).unwrap();
                 let chosen = seed_loop(&mut s, k, 5, 4, total).unwrap();
-                let got = (chosen, s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                let got = (
+                    chosen,
+                    s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                );
                 assert!(s.skipped > 0);
                 assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}, weighted {}", weights.is_some());
             }

@@ -221,7 +221,18 @@ pub fn transpose_into(x: &[f32], d: usize, xt: &mut [f32]) {
 /// Scores a panel for one chunk of points at `level` (see [`score_body`]); `xt` is the chunk
 /// transposed by [`transpose`] (read by the AVX-512 kernel only).
 #[allow(clippy::too_many_arguments)]
-pub fn score(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+pub fn score(
+    level: Level,
+    x: &[f32],
+    xt: &[f32],
+    d: usize,
+    xn: &[f32],
+    closest: &mut [f32],
+    w: Option<&[f32]>,
+    p: &Panel,
+    active: u32,
+    sums: &mut [[f64; LANES]],
+) {
     let active = active & ((1u32 << p.lanes()) - 1);
     if active == 0 {
         return;
@@ -239,7 +250,16 @@ pub fn score(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closest:
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx2 {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+        unsafe fn avx2(
+            x: &[f32],
+            d: usize,
+            xn: &[f32],
+            closest: &mut [f32],
+            w: Option<&[f32]>,
+            p: &Panel,
+            active: u32,
+            sums: &mut [[f64; LANES]],
+        ) {
             score_body(x, d, xn, closest, w, p, active, sums)
         }
         // SAFETY: as above.
@@ -262,7 +282,16 @@ mod avx512 {
     /// # Safety
     /// AVX-512 F/DQ must be available and the bounds asserted by `score` must hold.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn score(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
+    pub(super) unsafe fn score(
+        xt: &[f32],
+        d: usize,
+        xn: &[f32],
+        closest: &mut [f32],
+        w: Option<&[f32]>,
+        p: &Panel,
+        active: u32,
+        sums: &mut [[f64; LANES]],
+    ) {
         // The active lanes in order: candidates first, the pending centre (lane `p.cands`) last.
         let mut idx = [0usize; LANES];
         let mut m = 0;
@@ -285,7 +314,16 @@ mod avx512 {
     /// that about 8 chains are in flight (the per-point operations are unchanged).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn body<const L: usize>(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, idx: &[usize; LANES], sums: &mut [[f64; LANES]]) {
+    unsafe fn body<const L: usize>(
+        xt: &[f32],
+        d: usize,
+        xn: &[f32],
+        closest: &mut [f32],
+        w: Option<&[f32]>,
+        p: &Panel,
+        idx: &[usize; LANES],
+        sums: &mut [[f64; LANES]],
+    ) {
         match L {
             1 => groups::<L, 8>(xt, d, xn, closest, w, p, idx, sums),
             2 => groups::<L, 4>(xt, d, xn, closest, w, p, idx, sums),
@@ -306,7 +344,16 @@ mod avx512 {
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn groups<const L: usize, const G: usize>(xt: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, idx: &[usize; LANES], sums: &mut [[f64; LANES]]) {
+    unsafe fn groups<const L: usize, const G: usize>(
+        xt: &[f32],
+        d: usize,
+        xn: &[f32],
+        closest: &mut [f32],
+        w: Option<&[f32]>,
+        p: &Panel,
+        idx: &[usize; LANES],
+        sums: &mut [[f64; LANES]],
+    ) {
         let n = closest.len();
         // Slot `L - 1` is the pending centre's if its lane is active; the others are candidates.
         let fold = p.prev && idx[L - 1] == p.cands;
@@ -366,7 +413,16 @@ mod avx512 {
     /// `closest`, then adds the candidates' terms `w * min(closest, dist)` to the partials.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn group<const L: usize>(g0: usize, valid: usize, acc: &[__m512; L], xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, ln: &Lanes<L>, parts: &mut [[__m512d; 2]; LANES]) {
+    unsafe fn group<const L: usize>(
+        g0: usize,
+        valid: usize,
+        acc: &[__m512; L],
+        xn: &[f32],
+        closest: &mut [f32],
+        w: Option<&[f32]>,
+        ln: &Lanes<L>,
+        parts: &mut [[__m512d; 2]; LANES],
+    ) {
         let (m2, zero) = (ln.m2, ln.zero);
         let mask: __mmask16 = if valid == PART { 0xffff } else { (1u16 << valid) - 1 };
         let xnv = _mm512_maskz_loadu_ps(mask, xn.as_ptr().add(g0));
