@@ -224,3 +224,37 @@ pub fn force_level(l: Level) -> Result<()> {
 pub fn available_levels() -> Vec<Level> {
     [Level::Scalar, Level::Avx2, Level::Neon, Level::Avx512].into_iter().filter(|l| supported(*l)).collect()
 }
+
+/// Defines `fn $name(at: Level, args...)` running `$body(args...)` compiled for the level `at`:
+/// plain (the oracle, and non-x86), AVX2+FMA, AVX-512. The same code, so the same IEEE
+/// operations (`mul_add` is one fused instruction when FMA is enabled): bit-identical results
+/// at every level, with the compiler's vectorisation of each instruction set.
+macro_rules! per_level {
+    ($(#[$doc:meta])* $vis:vis $name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name(at: $crate::simd::Level, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match at {
+                    // SAFETY: a level is only in force when the CPU supports it (simd::level).
+                    $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    _ => {}
+                }
+            }
+            let _ = at;
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use per_level;

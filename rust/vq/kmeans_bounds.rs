@@ -24,6 +24,7 @@
 #![allow(clippy::needless_range_loop)] // lane loops index several same-shape arrays
 
 use super::assign::{Codebook, PANEL};
+use super::seed_kernels::{dot, norms};
 use super::Metric;
 use crate::error::{Error, Result};
 use crate::parallel;
@@ -697,46 +698,4 @@ mod avx512 {
     }
 }
 
-#[inline(always)]
-fn dot(x: &[f32], y: &[f32]) -> f32 {
-    x.iter().zip(y).fold(0.0f32, |acc, (a, b)| a.mul_add(*b, acc))
-}
-
-#[inline(always)]
-fn norms_body(x: &[f32], d: usize, out: &mut [f32]) {
-    for (o, xi) in out.iter_mut().zip(x.chunks_exact(d)) {
-        *o = dot(xi, xi);
-    }
-}
-
-/// A body compiled for each level: plain (the oracle, and non-x86), AVX2+FMA, AVX-512; the same
-/// code, so the same IEEE operations (`mul_add` is one fused instruction when FMA is enabled).
-macro_rules! levels {
-    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $name(at: Level, $($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                match at {
-                    // SAFETY: a level is only in force when the CPU supports it (simd::level).
-                    Level::Avx512 => return unsafe { avx512($($arg),*) },
-                    // SAFETY: as above.
-                    Level::Avx2 => return unsafe { avx2($($arg),*) },
-                    _ => {}
-                }
-            }
-            let _ = at;
-            $body($($arg),*)
-        }
-    };
-}
-
-levels!(run_job, job_body, (level: Level, j: &mut Job));
-levels!(norms, norms_body, (x: &[f32], d: usize, out: &mut [f32]));
+simd::per_level!(run_job, job_body, (level: Level, j: &mut Job));

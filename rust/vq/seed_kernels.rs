@@ -18,7 +18,7 @@
 // kernels take a chunk's slices one by one.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-use crate::simd::Level;
+use crate::simd::{per_level, Level};
 
 /// Points per block of the sampling sums.
 pub const BLOCK: usize = 256;
@@ -149,43 +149,12 @@ fn norms_body(x: &[f32], d: usize, xn: &mut [f32]) {
     }
 }
 
-/// A body compiled for each level: plain (the oracle, and non-x86), AVX2+FMA, AVX-512; the same
-/// code, so the same IEEE operations (`mul_add` is one fused instruction when FMA is enabled).
-macro_rules! levels {
-    ($(#[$doc:meta])* $name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        $(#[$doc])*
-        #[allow(clippy::too_many_arguments)]
-        pub fn $name(level: Level, $($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                match level {
-                    // SAFETY: a level is only in force when the CPU supports it (simd::level).
-                    Level::Avx512 => return unsafe { avx512($($arg),*) },
-                    // SAFETY: as above.
-                    Level::Avx2 => return unsafe { avx2($($arg),*) },
-                    _ => {}
-                }
-            }
-            let _ = level;
-            $body($($arg),*)
-        }
-    };
-}
-
-levels!(
+per_level!(
     /// See [`commit_body`].
-    commit, commit_body, (x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, centre: &[f32], cn: f32, blocks: &mut [f64]));
-levels!(
+    pub commit, commit_body, (x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, centre: &[f32], cn: f32, blocks: &mut [f64]));
+per_level!(
     /// See [`lowered_body`].
-    lowered_plain, lowered_body, (x: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]));
+    pub lowered_plain, lowered_body, (x: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]));
 
 /// `out[i] = min(closest[i], |x_i - centre|^2)` for the points of one block (see
 /// [`lowered_body`]); `xt` is the block transposed by [`transpose`] (read at AVX-512 only, where
@@ -202,9 +171,9 @@ pub fn lowered(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closes
     let _ = xt;
     lowered_plain(level, x, d, xn, closest, centre, cn, out)
 }
-levels!(
+per_level!(
     /// Squared norms of the rows.
-    norms, norms_body, (x: &[f32], d: usize, xn: &mut [f32]));
+    pub norms, norms_body, (x: &[f32], d: usize, xn: &mut [f32]));
 
 /// Points of a chunk transposed in groups of 16 (`xt[(g * d + t) * 16 + q]` = coordinate `t` of
 /// point `16 g + q`), the tail padded with zeros: what the AVX-512 kernel streams.
