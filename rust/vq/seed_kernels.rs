@@ -215,28 +215,12 @@ pub fn score(
         // give every bound the kernel reads and writes within.
         return unsafe { avx512::score(xt, d, xn, closest, w, p, active, sums) };
     }
-    // AVX2 runs the plain body compiled for AVX2 (commit's macro path).
-    #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx2 {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(
-            x: &[f32],
-            d: usize,
-            xn: &[f32],
-            closest: &mut [f32],
-            w: Option<&[f32]>,
-            p: &Panel,
-            active: u32,
-            sums: &mut [[f64; LANES]],
-        ) {
-            score_body(x, d, xn, closest, w, p, active, sums)
-        }
-        // SAFETY: as above.
-        return unsafe { avx2(x, d, xn, closest, w, p, active, sums) };
-    }
-    let _ = (level, xt); // no other level has kernels of its own
-    score_body(x, d, xn, closest, w, p, active, sums)
+    let _ = xt; // read by the AVX-512 kernel only
+    score_plain(level, x, d, xn, closest, w, p, active, sums)
 }
+per_level!(
+    /// See [`score_body`]: every level but AVX-512, which has a kernel of its own.
+    score_plain, score_body, (x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]));
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
