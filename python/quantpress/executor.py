@@ -125,10 +125,10 @@ def compress_unit(src: str, names: list[str], plans: dict[str, Any], fault_marke
 
 
 def compress_unit_at(src: str, names: list[str], plans: dict[str, Any], path: str, pos: int,
-                     fault_marker: Optional[str] = None) -> list[tuple[Any, str, Any, Any]]:
+                     fault_marker: Optional[str] = None) -> list[tuple[Any, Any, Any]]:
     """One task that writes its own output: compresses ``names`` of ``src`` and writes their
     stored parts into the shard file ``path`` from byte ``pos`` on (where the shard's writer
-    planned them); returns ``[(TensorReport, name, record, parts)]`` for
+    planned them); returns ``[(TensorReport, record, parts)]`` for
     :meth:`~quantpress.container.ContainerWriter.place`, no tensor data. A retried task
     rewrites the same bytes."""
     from .container import write_parts_at
@@ -138,7 +138,7 @@ def compress_unit_at(src: str, names: list[str], plans: dict[str, Any], path: st
     try:
         for row, entry, dtype in _compressed(src, names, plans, fault_marker):
             record, parts, pos = write_parts_at(fd, pos, row.name, entry, dtype)
-            out.append((row, row.name, record, parts))
+            out.append((row, record, parts))
     finally:
         os.close(fd)
     return out
@@ -220,9 +220,9 @@ def _write_placed_shard(ray: Any, src: str, path: str, units: list[list[str]], p
                 pos += n
             for n in unit_bytes:
                 got = 0
-                for row, name, record, parts in ray_get(ray, pending.popleft()):
+                for row, record, parts in ray_get(ray, pending.popleft()):
                     rows.append(row)
-                    got += w.place(name, record, parts)
+                    got += w.place(row.name, record, parts)
                     stored += [p[0] for p in parts]
                 if got != n:
                     raise QuantpressError(f"{path}: a unit stored {got} bytes where {n} were planned")
