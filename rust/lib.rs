@@ -16,6 +16,7 @@ pub mod pack;
 pub mod parallel;
 pub mod prune;
 pub mod scalar;
+mod scratch;
 pub mod simd;
 pub mod vq;
 

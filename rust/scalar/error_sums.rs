@@ -89,25 +89,12 @@ pub fn error_sums(x: &[f32], y: &[f32]) -> Result<Sums> {
     in_order(x.chunks(CHUNK_VALUES).zip(y.chunks(CHUNK_VALUES)).collect(), |(a, b)| Ok(sums(a, b)))
 }
 
-/// Runs `f` on a per-thread scratch buffer of `n` floats (reused across calls).
+/// Runs `f` on a per-thread scratch buffer of `n` floats (see [`crate::scratch`]).
 fn with_value_buffer<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    // A chunk larger than this (huge per-channel groups) gets a buffer of its own.
-    const KEEP: usize = 1 << 20;
-    if n > KEEP {
-        return f(&mut vec![0f32; n]);
-    }
-    BUF.with(|b| {
-        let mut buf = b.take();
-        if buf.len() < n {
-            buf.resize(n, 0.0);
-        }
-        let r = f(&mut buf[..n]);
-        b.replace(buf);
-        r
-    })
+    crate::scratch::with_scratch(&BUF, n, f)
 }
 
 /// The sums of an RTN-quantized tensor (`codes`, float32 `scales`, `zeros` for affine) decoded

@@ -98,27 +98,12 @@ impl RtnSpec {
     }
 }
 
-/// Runs `f` on a per-thread scratch buffer of `n` unpacked codes (reused across calls: a
-/// fresh zeroed allocation per chunk costs about a tenth of the chunk's work).
+/// Runs `f` on a per-thread scratch buffer of `n` unpacked codes (see [`crate::scratch`]).
 pub(crate) fn with_code_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    // Per-tensor or per-channel groups of huge rows make chunks as large as the group: those
-    // get a buffer of their own rather than one that every thread would keep for good.
-    const KEEP: usize = 1 << 20;
-    if n > KEEP {
-        return f(&mut vec![0u8; n]);
-    }
-    BUF.with(|b| {
-        let mut buf = b.take();
-        if buf.len() < n {
-            buf.resize(n, 0);
-        }
-        let r = f(&mut buf[..n]);
-        b.replace(buf);
-        r
-    })
+    crate::scratch::with_scratch(&BUF, n, f)
 }
 
 /// Groups a parallel chunk holds: a multiple of the groups that end on a byte boundary.
