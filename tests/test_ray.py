@@ -121,6 +121,30 @@ def test_a_bad_tensor_fails_with_its_name(ray_local, tmp_path, shard):
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
+@pytest.mark.parametrize("placed", [False, True])
+def test_a_shard_writer_stops_when_the_run_has_failed(ray_local, model, tmp_path, placed):
+    # A failed sharded run drops a stop file in its staging folder (instead of ray.cancel,
+    # which can abort the driver when it races a finishing task); every writer then stops after
+    # its current unit and leaves no shard behind.
+    from quantpress.pipeline import _choose_plans, _list_tensors
+    from quantpress.sharded_container import predicted_bytes
+
+    listing = _list_tensors(model)
+    plans, _ = _choose_plans(model, listing, "int4", None, None, None)
+    units = [[name] for name, _, _ in listing]
+    sizes = [predicted_bytes(shape, dtype, plans[name]) for name, shape, dtype in listing] if placed else None
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    path = str(staging / "part.safetensors")
+    rows, _, _ = executor.write_output_shard(model, path, units, plans, 0, 2, None, sizes)
+    assert [r.name for r in rows] == [u[0] for u in units]  # not stopped: the whole shard
+    os.unlink(path)
+    (staging / executor.STOP_NAME).touch()
+    with pytest.raises(qp.QuantpressError, match="another shard of this run failed"):
+        executor.write_output_shard(model, path, units, plans, 0, 2, None, sizes)
+    assert os.listdir(staging) == [executor.STOP_NAME]
+
+
 def test_without_ray_the_error_says_what_to_install(monkeypatch, model, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(qp.QuantpressError, match=r"pip install 'quantpress\[ray\]'"):

@@ -43,6 +43,9 @@ MAX_RETRIES = 3
 
 EXECUTORS = ("local", "ray")
 
+STOP_NAME = ".stop"
+"""In the staging folder of a sharded run: the run failed, shard writers stop (:func:`stop_path`)."""
+
 
 def require_ray() -> Any:
     """The ``ray`` module, or a :class:`QuantpressError` saying what to install."""
@@ -169,7 +172,7 @@ def write_output_shard(src: str, path: str, units: list[list[str]], plans: dict[
 
     With ``unit_bytes`` (each unit's stored bytes, known exactly from the shapes and plans) the
     tasks write their data into the shard themselves (:func:`compress_unit_at`, each at its
-    planned offset, all in flight at once) and return only metadata, which the writer places
+    planned offset, at most ``window`` in flight) and return only metadata, which the writer places
     in order; the header is the same as the local run's, so the file is too. Without it the
     tasks return their entries (:func:`compress_unit`, at most ``window`` in flight, so the
     finished but unwritten entries stay few) and the writer writes them."""
@@ -178,9 +181,10 @@ def write_output_shard(src: str, path: str, units: list[list[str]], plans: dict[
     from .sharded_container import write_shard
 
     if unit_bytes is not None:
-        return _write_placed_shard(ray, src, path, units, plans, reserve, unit_bytes, fault_marker)
+        return _write_placed_shard(ray, src, path, units, plans, reserve, window, unit_bytes, fault_marker)
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(compress_unit)
     plans_ref = ray.put(plans)
+    stop = stop_path(path)
     rows: list[Any] = []
     pending: deque[Any] = deque()
 
@@ -193,32 +197,35 @@ def write_output_shard(src: str, path: str, units: list[list[str]], plans: dict[
             for row, entry, dtype in ray_get(ray, pending.popleft()):
                 rows.append(row)
                 yield row.name, entry, dtype
+            check_not_stopped(stop)
 
     try:
         stored, size = write_shard(path, entries(), reserve)
     finally:
-        for ref in pending:
-            ray.cancel(ref)
+        drain(ray, pending)
     return rows, stored, size
 
 
 def _write_placed_shard(ray: Any, src: str, path: str, units: list[list[str]], plans: dict[str, Any], reserve: int,
-                        unit_bytes: list[int], fault_marker: Optional[str]) -> tuple[list[Any], list[str], int]:
+                        window: int, unit_bytes: list[int], fault_marker: Optional[str]) -> tuple[list[Any], list[str], int]:
     """:func:`write_output_shard` with tasks that write their own data (see there)."""
     from .container import ContainerWriter
 
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(compress_unit_at)
     plans_ref = ray.put(plans)
+    stop = stop_path(path)
     rows: list[Any] = []
     stored: list[str] = []
     pending: deque[Any] = deque()
     try:
         with ContainerWriter(path, reserve=reserve) as w:
             body, pos = w.data_start
-            for names, n in zip(units, unit_bytes):
-                pending.append(task.remote(src, names, plans_ref, body, pos, fault_marker))
-                pos += n
+            submitted = 0
             for n in unit_bytes:
+                while submitted < len(units) and len(pending) < window:
+                    pending.append(task.remote(src, units[submitted], plans_ref, body, pos, fault_marker))
+                    pos += unit_bytes[submitted]
+                    submitted += 1
                 got = 0
                 for row, record, parts in ray_get(ray, pending.popleft()):
                     rows.append(row)
@@ -226,11 +233,34 @@ def _write_placed_shard(ray: Any, src: str, path: str, units: list[list[str]], p
                     stored += [p[0] for p in parts]
                 if got != n:
                     raise QuantpressError(f"{path}: a unit stored {got} bytes where {n} were planned")
+                check_not_stopped(stop)
             size = w.data_start[1] - reserve
     finally:
-        for ref in pending:
-            ray.cancel(ref)
+        drain(ray, pending)
     return rows, stored, size
+
+
+def drain(ray: Any, refs: Any) -> None:
+    """Waits until each of ``refs`` has ended, however it ended, without fetching results.
+
+    Used where a failed run has work in flight, instead of ``ray.cancel``: cancelling a task
+    that is finishing at that moment can abort the driver process (a Ray bug, "Check failed:
+    it != submissible_tasks_.end()", ray-project/ray#54846, seen here with Ray 2.60). In-flight
+    work is bounded (a window of units per writer, writers told to stop), so this is short."""
+    refs = list(refs)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), fetch_local=False)
+
+
+def stop_path(shard_path: str) -> str:
+    """The file whose existence tells the shard writers of a run (whose shards are staged in
+    the same folder) to stop: another shard failed."""
+    return os.path.join(os.path.dirname(shard_path), STOP_NAME)
+
+
+def check_not_stopped(stop: str) -> None:
+    if os.path.exists(stop):
+        raise QuantpressError("stopped: another shard of this run failed")
 
 
 def ray_get(ray: Any, ref: Any) -> Any:
@@ -336,8 +366,9 @@ def run_ray_shards(src: str, listing: list[tuple[str, tuple[int, ...], str]], pl
                 if progress is not None:
                     progress(offset + count, offset + len(listing), row.name)
     finally:
-        for ref in pending:
-            ray.cancel(ref)
+        if pending:  # failed: the other writers stop after their current unit
+            open(stop_path(writer.part_path(1)), "w").close()
+            drain(ray, pending)
     return [row for k in sorted(done_rows) for row in done_rows[k]]
 
 
@@ -373,8 +404,7 @@ def run_ray(src: str, listing: list[tuple[str, tuple[int, ...], str]], plans: di
                         progress(offset + len(rows), offset + len(listing), row.name)
                 written += 1
     finally:
-        for ref in pending:
-            ray.cancel(ref)
+        drain(ray, pending)
     return rows
 
 
