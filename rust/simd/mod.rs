@@ -21,6 +21,8 @@ pub mod aarch64_neon;
 mod avx2_tests;
 #[cfg(test)]
 mod level_tests;
+#[cfg(target_arch = "aarch64")]
+pub mod neon_assign;
 #[cfg(all(test, target_arch = "aarch64"))]
 mod neon_tests;
 pub mod scalar;

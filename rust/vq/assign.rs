@@ -2,7 +2,8 @@
 //!
 //! A [`Codebook`] is prepared once (validated, cosine rows scaled to unit length, squared norms
 //! for L2, codewords packed into transposed panels for the SIMD kernels) and then searched by
-//! many batches. The SIMD kernels (`simd::x86_avx2::assign`, `simd::x86_avx512::assign`) return
+//! many batches. The SIMD kernels (`simd::x86_avx2::assign`, `simd::x86_avx512::assign`,
+//! `simd::neon_assign`) return
 //! each row's code and best ranking score; the reported distance follows from that score in
 //! scalar code, as in the oracle. Memory is O(batch): no `n x k` matrix is ever formed. Every level computes each (vector, codeword) score
 //! with the same float operations in the same order as [`score_scalar`], so codes and distances
@@ -180,6 +181,8 @@ pub fn assign_batch_at(level: Level, cb: &Codebook, x: &[f32], codes: &mut [u32]
         Level::Avx2 => Some(simd::x86_avx2::assign::search),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => Some(simd::x86_avx512::assign::search),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => Some(simd::neon_assign::search),
         _ => None,
     };
     let Some(search) = search else {

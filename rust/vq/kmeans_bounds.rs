@@ -298,6 +298,7 @@ fn group_tops(level: Level, cb: &Codebook, xs: &[f32], g: Groups, pairs: &[(usiz
 }
 
 /// (point, group) searches run together by the AVX-512 kernel (independent FMA chains).
+#[cfg(target_arch = "x86_64")]
 const PAIRS: usize = 4;
 
 /// Points whose own scores are computed together (independent `mul_add` chains).
