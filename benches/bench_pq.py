@@ -106,6 +106,29 @@ def main() -> None:
     row(f"OPQ rotation+PQ ({o_iter} it)", t_opq, None if f_opq is None else f_opq + (f_train or 0))
     err = lambda p: float(((p.decode(p.encode(x)) - x) ** 2).mean())  # noqa: E731
     print(f"# reconstruction MSE: PQ {err(pq):.5f}, OPQ {err(opq):.5f}")
+    residual(faiss, args.quick, it, runs)
+
+
+def residual(faiss, quick: bool, it: int, runs: int) -> None:
+    """Residual quantization, beam 5 (faiss's default ``max_beam_size``): training time and the
+    training vectors' reconstruction MSE, quantpress without and with codebook refinement."""
+    n, d, stages, bits, beam = (4000, 16, 2, 6, 5) if quick else (20_000, 32, 4, 8, 5)
+    x = data(n, d, seed=2)
+    print(f"# RQ n={n} d={d} stages={stages} bits={bits} iters={it} beam={beam}: train time, MSE of encode+decode")
+    print(f"{'variant':<22} {'train s':>9} {'MSE':>9}")
+    mse = lambda rec: float(((rec - x) ** 2).sum(1).mean())  # noqa: E731
+    for refine in (0, 3):
+        t, rq = timed(lambda: qp.ResidualQuantizer(stages, bits, n_iter=it, beam=beam, refine=refine).train(x), runs)
+        print(f"{f'quantpress refine={refine}':<22} {t:9.3f} {mse(rq.decode(rq.encode(x))):9.4f}")
+    if faiss is not None:
+        def ftrain():
+            frq = faiss.ResidualQuantizer(d, stages, bits)
+            frq.max_beam_size = beam
+            frq.cp.niter = it
+            frq.train(x)
+            return frq
+        t, frq = timed(ftrain, runs)
+        print(f"{'faiss':<22} {t:9.3f} {mse(frq.decode(frq.compute_codes(x))):9.4f}")
 
 
 if __name__ == "__main__":

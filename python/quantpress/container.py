@@ -224,7 +224,7 @@ class ContainerWriter(AtomicWriter):
     @property
     def data_start(self) -> tuple[str, int]:
         """The temporary file and the byte where the next tensor's data goes: another process
-        may write it there (:func:`write_parts_at`), then the tensor is :meth:`place`\ d."""
+        may write it there (:func:`write_parts_at`), then :meth:`place` records the tensor."""
         return self._body_path, self._reserve + self._offset
 
     def place(self, name: str, record: dict[str, Any], parts: list[tuple[str, str, list[int], int]]) -> int:

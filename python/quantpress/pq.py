@@ -66,6 +66,35 @@ def _code_dtype(bits: int) -> np.dtype:
     return np.dtype(np.uint8 if bits <= 8 else np.uint16)
 
 
+def _smallest(v: np.ndarray, keep: int) -> np.ndarray:
+    """Per row of ``v`` (finite), the columns of its ``keep`` smallest values, smallest first, ties
+    to the lower column: ``np.argsort(v, axis=1, kind="stable")[:, :keep]``, from a partition
+    (linear time) and a sort of the ``keep`` kept only."""
+    if keep >= v.shape[1]:
+        return np.argsort(v, axis=1, kind="stable")
+    kth = np.partition(v, keep - 1, axis=1)[:, keep - 1 : keep]
+    below = v < kth
+    at = v == kth
+    take = below | at
+    # Rows where more columns hold the keep-th value than places are left: the lowest fill them.
+    tied = np.nonzero(take.sum(1) > keep)[0]
+    if len(tied):
+        left = keep - below[tied].sum(1, keepdims=True)
+        take[tied] = below[tied] | (at[tied] & (np.cumsum(at[tied], axis=1) <= left))
+    cols = np.nonzero(take)[1].reshape(len(v), keep)  # ascending columns per row
+    picked = np.take_along_axis(v, cols, 1)
+    return np.take_along_axis(cols, np.argsort(picked, axis=1, kind="stable"), 1)
+
+
+def _stage_sum(cb: np.ndarray, codes: np.ndarray, skip: int = -1) -> np.ndarray:
+    """The float64 sum, over every stage of ``cb`` but ``skip``, of the codewords of ``codes``."""
+    out = np.zeros((len(codes), cb.shape[2]))
+    for st in range(cb.shape[0]):
+        if st != skip:
+            out += cb[st][codes[:, st]]
+    return out
+
+
 def _kmeans(k: int, n_iter: int, seed: int, x: np.ndarray, init: Any = "k-means++") -> np.ndarray:
     c = KMeans(k, n_iter=n_iter, seed=seed, init=init).fit(x).centroids
     assert c is not None
@@ -315,9 +344,18 @@ class ResidualQuantizer:
             kernel). Above 1, each stage extends each of the ``beam`` best partial encodings by
             every codeword and keeps the ``beam`` with the smallest squared error (float64; ties
             to the lower ``(beam, code)``); the best final one wins. With
-            ``beam >= 2**(bits * (stages - 1))`` the search is exhaustive. Training stays greedy.
+            ``beam >= 2**(bits * (stages - 1))`` the search is exhaustive.
+        refine: rounds of codebook refinement after the greedy stage-wise training (``0``: none).
+            Each round encodes the training vectors with the beam (a vector keeps its previous
+            codes where they were better) and then refits the codebooks one stage after the
+            other, each codeword the mean of what the other stages leave of its vectors: the
+            exact least-squares codebook for those codes (an empty codeword stays). Neither
+            step can raise the training error, so it never increases; with ``beam > 1`` the
+            codebooks learn to work with the encoder that will use them (faiss trains its
+            residual quantizer with beam search too).
 
-    After :meth:`train`: ``codebooks``, float32 ``(stages, 2**bits, d)``.
+    After :meth:`train`: ``codebooks``, float32 ``(stages, 2**bits, d)``; ``train_errors``, the
+    training mean squared error after the greedy stages and after each refinement round.
 
     Example:
         >>> import numpy as np, quantpress as qp
@@ -335,8 +373,11 @@ class ResidualQuantizer:
         True
     """
 
-    def __init__(self, stages: int, bits: int = 8, n_iter: int = 25, seed: int = 0, beam: int = 1) -> None:
+    def __init__(self, stages: int, bits: int = 8, n_iter: int = 25, seed: int = 0, beam: int = 1,
+                 refine: int = 0) -> None:
         self.beam = _check_int("beam", beam, 1)
+        self.refine = _check_int("refine", refine, 0)
+        self.train_errors: list[float] = []
         self.stages = _check_int("stages", stages, 1)
         self.bits = _check_bits(bits)
         self.n_iter = _check_int("n_iter", n_iter, 0)
@@ -363,13 +404,42 @@ class ResidualQuantizer:
         r = _finite32(_matrix(x, "x"), "x").copy()
         if len(r) < self.k:
             raise QuantpressError(f"training needs at least 2**bits = {self.k} vectors, got {len(r)}")
-        cbs = []
+        x32 = r.copy()
+        cbs, codes = [], np.empty((len(r), self.stages), dtype=np.int64)
         for s in range(self.stages):
             c = _kmeans(self.k, self.n_iter, self.seed + s, r)
-            r -= c[assign(r, c)]
+            codes[:, s] = assign(r, c)
+            r -= c[codes[:, s]]
             cbs.append(c)
         self.codebooks = np.ascontiguousarray(np.stack(cbs), dtype=np.float32)
+        err = self._row_errors(x32, codes)
+        self.train_errors = [float(err.mean())]
+        for _ in range(self.refine):
+            new = self.encode(x32).astype(np.int64)
+            new_err = self._row_errors(x32, new)
+            better = new_err < err
+            codes[better] = new[better]
+            self._refit(x32, codes)
+            err = self._row_errors(x32, codes)
+            self.train_errors.append(float(err.mean()))
         return self
+
+    def _row_errors(self, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Squared reconstruction error of every row (float64)."""
+        return ((x.astype(np.float64) - _stage_sum(self._trained(), codes)) ** 2).sum(1)
+
+    def _refit(self, x: np.ndarray, codes: np.ndarray) -> None:
+        """Refits each stage's codebook in turn, given every stage's codes (float64 means; the
+        stages before it already refitted)."""
+        cb = self._trained().copy()
+        for st in range(self.stages):
+            target = x.astype(np.float64) - _stage_sum(cb, codes, skip=st)
+            count = np.bincount(codes[:, st], minlength=self.k)
+            sums = np.zeros((self.k, target.shape[1]))
+            np.add.at(sums, codes[:, st], target)
+            used = count > 0
+            cb[st][used] = (sums[used] / count[used, None]).astype(np.float32)
+        self.codebooks = np.ascontiguousarray(cb)
 
     def encode(self, x: Any) -> np.ndarray:
         """Codes ``(n, stages)`` (uint8 for ``bits <= 8``, else uint16), chosen greedily or by beam
@@ -401,8 +471,7 @@ class ResidualQuantizer:
         codes = np.zeros((n, 1, 0), dtype=np.int64)
         for st in range(self.stages):
             cand = (err[:, :, None] - 2 * (r @ cb[st].T) + norms[st]).reshape(n, -1)  # (n, beams * k)
-            keep = min(self.beam, cand.shape[1])
-            order = np.argsort(cand, axis=1, kind="stable")[:, :keep]  # ties: lower (beam, code)
+            order = _smallest(cand, min(self.beam, cand.shape[1]))  # ties: lower (beam, code)
             src, code = np.divmod(order, self.k)
             r = np.take_along_axis(r, src[:, :, None], 1) - cb[st][code]
             err = (r**2).sum(-1)  # exact errors of the kept encodings
@@ -425,7 +494,8 @@ class ResidualQuantizer:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the codebooks and parameters to a small safetensors file (atomically)."""
-        params = {"stages": self.stages, "bits": self.bits, "n_iter": self.n_iter, "seed": self.seed, "beam": self.beam}
+        params = {"stages": self.stages, "bits": self.bits, "n_iter": self.n_iter, "seed": self.seed, "beam": self.beam,
+                  "refine": self.refine}
         _codebook_io.save(path, "ResidualQuantizer", {"codebooks": self._trained()}, params)
 
     @classmethod
@@ -435,7 +505,7 @@ class ResidualQuantizer:
         cb = _codebook_io.require(arrays, "codebooks", np.float32, 3, path)
         rq = _codebook_io.build(path, "ResidualQuantizer", lambda: cls(
             int(params["stages"]), bits=int(params["bits"]), n_iter=int(params["n_iter"]), seed=int(params["seed"]),
-            beam=int(params.get("beam", 1))))
+            beam=int(params.get("beam", 1)), refine=int(params.get("refine", 0))))
         if cb.shape[:2] != (rq.stages, rq.k) or cb.shape[2] == 0:
             raise QuantpressError(f"{os.fspath(path)}: codebooks of shape {cb.shape} do not match stages={rq.stages}, bits={rq.bits}")
         rq.codebooks = np.ascontiguousarray(cb)
@@ -443,4 +513,5 @@ class ResidualQuantizer:
 
     def __repr__(self) -> str:
         state = "untrained" if self.codebooks is None else f"d={self.d}"
-        return f"ResidualQuantizer(stages={self.stages}, bits={self.bits}, beam={self.beam}, {state})"
+        refine = f"refine={self.refine}, " if self.refine else ""
+        return f"ResidualQuantizer(stages={self.stages}, bits={self.bits}, beam={self.beam}, {refine}{state})"
