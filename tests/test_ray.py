@@ -218,6 +218,39 @@ def test_ray_fit_equals_local_sharded_fit(ray_local, points, tmp_path):
     _same(aligned, single)
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_many_points_are_seeded_from_a_uniform_sample_read_shard_by_shard(monkeypatch, tmp_path, metric):
+    from quantpress import kmeans as km_mod
+    from quantpress.kmeans_shards import Shards
+
+    monkeypatch.setattr(km_mod, "SEED_POINTS_MIN", 3000)
+    monkeypatch.setattr(km_mod, "SEED_POINTS_PER_CENTROID", 10)
+    rng = np.random.default_rng(3)
+    x = (rng.normal(0, 5, (12, 4))[rng.integers(0, 12, 9000)] + rng.normal(0, 1, (9000, 4))).astype(np.float32)
+    paths = []
+    for i, part in enumerate(np.split(x, [2500, 6000])):
+        paths.append(str(tmp_path / f"s{i}.npy"))
+        np.save(paths[-1], part)
+    with pytest.warns(UserWarning, match="uniform sample of 3000 of the 9000 points"):
+        km = qp.KMeans(8, n_iter=4, seed=5, metric=metric, tol=1e-3).fit(paths)
+    assert km.seed_sample_ == 3000
+    # The seeds are k-means++ of exactly the sample the docs name, then the usual sharded Lloyd.
+    sample = x[np.sort(np.random.default_rng(5).choice(9000, 3000, replace=False))]
+    if metric == "cosine":
+        sample = km_mod.unit_rows(sample)
+    init = _core.kmeans_plusplus(sample, 4, 8, 5).reshape(8, 4)
+    want = qp.KMeans(8, n_iter=4, init=init, metric=metric, tol=1e-3).fit(paths)
+    np.testing.assert_array_equal(km.centroids, want.centroids)
+    assert want.seed_sample_ is None
+    # The tolerance's variance, computed shard by shard, is the whole data's.
+    unit = km_mod.unit_rows(x) if metric == "cosine" else x
+    np.testing.assert_allclose(Shards(paths).mean_variance(metric == "cosine"), np.var(unit, axis=0, dtype=np.float64).mean(),
+                               rtol=1e-12)
+    # At most the bound: every point, as the single fit.
+    monkeypatch.setattr(km_mod, "SEED_POINTS_MIN", 9000)
+    assert qp.KMeans(8, n_iter=4, seed=5, metric=metric).fit(paths).seed_sample_ is None
+
+
 def test_shards_are_checked():
     km = qp.KMeans(2)
     with pytest.raises(qp.QuantpressError, match="columns"):

@@ -36,6 +36,12 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / np.where(n > 0, n, 1)[:, None], dtype=np.float32)
 
 
+SEED_POINTS_PER_CENTROID = 256
+"""A fit over shards seeds from all points up to ``max(this * k, SEED_POINTS_MIN)``, else from a
+uniform sample of that many (faiss samples 256 points per centroid for its whole training)."""
+SEED_POINTS_MIN = 1 << 18
+
+
 def _sample_weight(sample_weight: Any, n: int) -> Optional[np.ndarray]:
     if sample_weight is None:
         return None
@@ -72,7 +78,10 @@ class KMeans:
 
     After ``fit``: ``centroids`` ``(k, d)`` float32, ``inertia_`` (weighted cost of the final
     centroids on the training points), ``labels_``, ``n_iter_``, ``reseeds_`` (empty clusters
-    re-seeded on far points, over all iterations) and ``subsampled_``.
+    re-seeded on far points, over all iterations) and ``subsampled_``. A fit over shards seeds
+    from every point up to ``max(256 k, 2**18)`` of them and from a uniform sample of that many
+    beyond (a ``UserWarning`` says so; ``seed_sample_`` holds the sample size), so the driver never
+    holds all the shards at once.
 
     Example:
         >>> import numpy as np, quantpress as qp
@@ -120,6 +129,7 @@ class KMeans:
         self.n_iter_ = 0
         self.reseeds_ = 0
         self.subsampled_: Optional[int] = None
+        self.seed_sample_: Optional[int] = None
         self._counts: Optional[np.ndarray] = None
 
     # -- training ---------------------------------------------------------------------------
@@ -176,11 +186,28 @@ class KMeans:
             s = Shards(shards, sample_weight)
         if self.k > s.n:
             raise QuantpressError(f"k={self.k} is larger than the number of points ({s.n})")
-        needs_all = isinstance(self.init, str) or self.tol > 0
-        full, w = s.concat() if needs_all else (None, None)
+        full, w = (None, None)
+        self.seed_sample_ = None
+        if isinstance(self.init, str):
+            # Seeding reads the points in this process: all of them up to a bound, else a
+            # uniform sample (the shards may not fit in memory together).
+            cap = max(SEED_POINTS_PER_CENTROID * self.k, SEED_POINTS_MIN)
+            if s.n > cap:
+                full, w = s.sample(cap, self.seed)
+                self.seed_sample_ = cap
+                warnings.warn(f"KMeans: seeding on a uniform sample of {cap} of the {s.n} points across the shards",
+                              stacklevel=3)
+            else:
+                full, w = s.concat()
         if full is not None and self.metric == "cosine":
             full = unit_rows(full)
-        stop = self.tol * float(np.mean(np.var(full, axis=0, dtype=np.float64))) if self.tol > 0 else 0.0
+        stop = 0.0
+        if self.tol > 0:
+            # The single fit's rule on every point: from the points held when they all are,
+            # else shard by shard.
+            exact = full is not None and self.seed_sample_ is None
+            var = float(np.mean(np.var(full, axis=0, dtype=np.float64))) if exact else s.mean_variance(self.metric == "cosine")
+            stop = self.tol * var
         backend = RayBackend(s, self.metric, address) if executor == "ray" else LocalBackend(s, self.metric)
         best = None
         try:

@@ -163,10 +163,45 @@ class Shards:
         return out
 
     def concat(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Every point (and weight) in one array, for seeding."""
+        """Every point (and weight) in one array."""
         x = np.concatenate([_load(s) for s in self.sources])
         w: Optional[np.ndarray] = None if self.weights[0] is None else np.concatenate(self.weights)  # type: ignore[arg-type]
         return x, w
+
+    def sample(self, m: int, seed: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """``m`` of the points (and their weights), drawn uniformly without replacement over all
+        shards (``np.random.default_rng(seed).choice(n, m, replace=False)``, sorted), read shard
+        by shard: only the drawn rows of a memory-mapped shard are read."""
+        idx = np.sort(np.random.default_rng(seed).choice(self.n, m, replace=False))
+        xs, ws = [], []
+        for src, off, size, w in zip(self.sources, self.offsets, self.sizes, self.weights):
+            lo, hi = np.searchsorted(idx, [off, off + size])
+            if hi > lo:
+                rows = idx[lo:hi] - off
+                xs.append(np.ascontiguousarray(_load(src)[rows]))
+                if w is not None:
+                    ws.append(w[rows])
+        return np.concatenate(xs), (np.concatenate(ws) if ws else None)
+
+    def mean_variance(self, unit: bool = False) -> float:
+        """The mean over dimensions of the points' variance (``np.var(concat, axis=0).mean()``;
+        ``unit``: of the points scaled to unit length), one shard at a time (float64; shards
+        merged by Chan's pairwise rule)."""
+        from .kmeans import unit_rows
+
+        n, mean, m2 = 0, np.zeros(self.d), np.zeros(self.d)
+        for src in self.sources:
+            x = _load(src)
+            x = (unit_rows(x) if unit else x).astype(np.float64)
+            k = len(x)
+            if k == 0:
+                continue
+            mu = x.mean(0)
+            delta = mu - mean
+            m2 += ((x - mu) ** 2).sum(0) + delta**2 * n * k / (n + k)
+            mean += delta * k / (n + k)
+            n += k
+        return float(np.mean(m2 / max(n, 1)))
 
 
 def reduce_partials(parts: list[Partial], offsets: list[int], k: int, d: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, Any]:
