@@ -1,0 +1,339 @@
+//! Exact acceleration of Lloyd's assignment step at low dimension: the points are cut once into
+//! a tree of boxes, and each box keeps only the centroids that can be nearest to one of its
+//! points (the filtering algorithm of Kanungo et al. 2002, on a fixed tree), L2 only.
+//!
+//! The points never move between iterations, so the first call orders them along a kd-tree
+//! (median splits along the widest dimension) whose nodes are aligned runs of [`LEVELS`] points,
+//! and keeps each node's bounding box. Every call then walks the tree: a node's candidates are
+//! its parent's (all centroids at the top) minus those its pivot (the candidate nearest the
+//! box's centre) beats everywhere in the box; a leaf's points are scored against the leaf's
+//! candidates only, with the brute-force arithmetic. The state is O(n d): no n x k matrix.
+//!
+//! Exactness. Brute force ranks `s_j = fma(-2, x.c_j, |c_j|^2)` (float32, `x.c` and `|c|^2`
+//! sequential `mul_add` chains); each is within `e_j <= (2d + 4) u (|x|^2 + |c_j|^2)` of the
+//! true `S_j = |c_j|^2 - 2 x.c_j` (`u = 2^-24`). Candidate `j` is dropped against pivot `z` when
+//! `g = min over the box of (S_j - S_z) = |c_j|^2 - |z|^2 - 2 sum_t max(lo_t w_t, hi_t w_t)`
+//! (`w = c_j - z`, a linear function's minimum at a corner) exceeds `e_j + e_z`: then
+//! `s_j > s_z` for every point of the box, so `j` can neither win nor tie there. `g` is computed
+//! in float32 from the computed norms; with `M_t = max(|lo_t|, |hi_t|)` (so `|x|^2 <= |M|^2` in
+//! the box) its error is at most `(4d + 8) u (|M|^2 + 2 C)`, `C` the largest squared centroid
+//! norm, and `e_j + e_z <= (4d + 8) u (|M|^2 + C)`; the margin used is
+//! `(16d + 64) u (|M|^2 + 2 C)` (twice their sum) plus the smallest normal float (underflow).
+//! Being beaten (a strictly lower computed score) is transitive, so the brute-force winner (the
+//! lowest index among the lowest scores) is never dropped at any level of the tree. Candidates
+//! stay in ascending index order, and a leaf's points are scored exactly as
+//! `assign::score_scalar` with ties to the lowest index, so codes and distances are those of
+//! `assign_into`, bit for bit. Norms past 2^80 (where products could overflow) fall back to
+//! brute force. The per-leaf work is the same code at every SIMD level and the jobs are fixed
+//! runs of the tree, so nothing depends on the level or the thread count.
+
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)] // lane loops, kernel args
+
+use super::assign::{assign_batch_at, Codebook};
+use super::kmeans_filter_kernels::{filter, pivot, score, Set, View};
+use super::Metric;
+use crate::error::{invalid, Error, Result};
+use crate::parallel;
+use crate::simd::{self, Level};
+
+/// Node sizes of the tree, largest first; every size divides the one before.
+pub const LEVELS: [usize; 3] = [1024, 128, 16];
+/// Points per leaf: scored together against the leaf's candidates.
+pub const LEAF: usize = LEVELS[LEVELS.len() - 1];
+/// Top nodes per parallel job.
+const JOB_NODES: usize = 4;
+/// Squared norms from which brute force is used (every product stays far from overflow).
+const LIMIT: f32 = 1.2089258e24; // 2^80
+
+/// The tree of one set of points (built on the first call, kept for the next ones).
+#[derive(Default, Debug)]
+pub struct Filter {
+    /// `(address, n, d)` of the points the tree belongs to.
+    key: (usize, usize, usize),
+    /// Original index of the point at each position of the tree order.
+    order: Vec<u32>,
+    /// The points in tree order (also checked against the caller's at every call).
+    xs: Vec<f32>,
+    /// `dot(x, x)` in tree order (the bits `assign` adds to a score).
+    xn: Vec<f32>,
+    /// Per level of [`LEVELS`]: the nodes' boxes.
+    boxes: Vec<Boxes>,
+    max_xn: f32,
+    /// (point, candidate) pairs scored at the last call (for tests and tuning).
+    pub scored: u64,
+}
+
+/// Bounding boxes of the aligned runs of one node size.
+#[derive(Default, Debug)]
+struct Boxes {
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    /// The box's centre (where the pivot is chosen).
+    mid: Vec<f32>,
+    /// `sum_t max(lo_t^2, hi_t^2)` (float64): no point of the box has a larger squared norm.
+    reach: Vec<f64>,
+}
+
+impl Filter {
+    pub fn new() -> Filter {
+        Filter::default()
+    }
+
+    /// Whether the tree belongs to `x` (same address and shape, same values).
+    fn holds(&self, x: &[f32], d: usize) -> bool {
+        self.key == (x.as_ptr() as usize, x.len() / d, d) && self.order.len() == x.len() / d
+    }
+
+    fn build(x: &[f32], d: usize) -> Result<Filter> {
+        if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { index });
+        }
+        let n = x.len() / d;
+        let order = tree_order(x, d)?;
+        let xs: Vec<f32> = order.iter().flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].iter().copied()).collect();
+        let xn: Vec<f32> = xs.chunks_exact(d).map(|p| super::assign::dot(p, p)).collect();
+        let boxes = LEVELS.iter().map(|&size| Boxes::new(&xs, d, size)).collect::<Result<_>>()?;
+        let max_xn = xn.iter().fold(0f32, |m, &v| m.max(v));
+        Ok(Filter { key: (x.as_ptr() as usize, n, d), order, xs, xn, boxes, max_xn, scored: 0 })
+    }
+}
+
+impl Boxes {
+    fn new(xs: &[f32], d: usize, size: usize) -> Result<Boxes> {
+        let nodes = (xs.len() / d).div_ceil(size);
+        let mut b = Boxes { lo: vec![0.0; nodes * d], hi: vec![0.0; nodes * d], mid: vec![0.0; nodes * d], reach: vec![0.0; nodes] };
+        let per = 64; // nodes per job
+        let jobs: Vec<_> = xs
+            .chunks(per * size * d)
+            .zip(b.lo.chunks_mut(per * d))
+            .zip(b.hi.chunks_mut(per * d))
+            .zip(b.mid.chunks_mut(per * d).zip(b.reach.chunks_mut(per)))
+            .collect();
+        parallel::try_for_each(jobs, |(((pts, lo), hi), (mid, reach))| {
+            for (q, node) in pts.chunks(size * d).enumerate() {
+                let (lo, hi) = (&mut lo[q * d..(q + 1) * d], &mut hi[q * d..(q + 1) * d]);
+                lo.fill(f32::INFINITY);
+                hi.fill(f32::NEG_INFINITY);
+                for p in node.chunks_exact(d) {
+                    for t in 0..d {
+                        lo[t] = lo[t].min(p[t]);
+                        hi[t] = hi[t].max(p[t]);
+                    }
+                }
+                for t in 0..d {
+                    mid[q * d + t] = 0.5 * lo[t] + 0.5 * hi[t];
+                }
+                reach[q] = lo.iter().zip(hi.iter()).map(|(&a, &b)| (a as f64 * a as f64).max(b as f64 * b as f64)).sum();
+            }
+            Ok(())
+        })?;
+        Ok(b)
+    }
+}
+
+/// Orders the points along a kd-tree: a range longer than a node size is split along its
+/// widest dimension (ties by index) with a left part that is a whole number of nodes of the
+/// largest size below the range's length, so every aligned run of each size in [`LEVELS`] is
+/// one subtree. The ranges of one depth are disjoint and split in parallel, each depending on
+/// its own points only: the order is the same for any thread count.
+fn tree_order(x: &[f32], d: usize) -> Result<Vec<u32>> {
+    let n = x.len() / d;
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    let mut ranges: Vec<(usize, usize)> = if n > LEAF { vec![(0, n)] } else { Vec::new() };
+    while !ranges.is_empty() {
+        let mut lefts = vec![0usize; ranges.len()];
+        let mut jobs = Vec::with_capacity(ranges.len());
+        let (mut rest, mut at) = (&mut idx[..], 0);
+        for (&(lo, hi), left) in ranges.iter().zip(lefts.iter_mut()) {
+            let (part, tail) = std::mem::take(&mut rest)[lo - at..].split_at_mut(hi - lo);
+            (rest, at) = (tail, hi);
+            jobs.push((part, left));
+        }
+        parallel::try_for_each(jobs, |(part, left)| {
+            *left = split(x, d, part);
+            Ok(())
+        })?;
+        ranges = ranges.iter().zip(&lefts).flat_map(|(&(lo, hi), &l)| [(lo, lo + l), (lo + l, hi)]).filter(|r| r.1 - r.0 > LEAF).collect();
+    }
+    Ok(idx)
+}
+
+/// Splits `part` (more than [`LEAF`] points); returns the size of the left part.
+fn split(x: &[f32], d: usize, part: &mut [u32]) -> usize {
+    let unit = LEVELS.iter().copied().find(|&s| s < part.len()).unwrap_or(LEAF);
+    let left = (part.len() / 2 / unit).max(1) * unit;
+    let (mut lo, mut hi) = (vec![f32::INFINITY; d], vec![f32::NEG_INFINITY; d]);
+    for &i in part.iter() {
+        for (t, &v) in x[i as usize * d..(i as usize + 1) * d].iter().enumerate() {
+            lo[t] = lo[t].min(v);
+            hi[t] = hi[t].max(v);
+        }
+    }
+    let t = (0..d).fold(0, |b, t| if hi[t] - lo[t] > hi[b] - lo[b] { t } else { b });
+    let mut keyed: Vec<(f32, u32)> = part.iter().map(|&i| (x[i as usize * d + t], i)).collect();
+    keyed.select_nth_unstable_by(left, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    for (o, k) in part.iter_mut().zip(&keyed) {
+        *o = k.1;
+    }
+    left
+}
+
+/// The margin of a box with `reach = |M|^2` (see the module doc), rounded up.
+fn margin(d: usize, reach: f64, cmax: f64) -> f32 {
+    let m = (16 * d + 64) as f64 * (-24f64).exp2() * (reach + 2.0 * cmax) * (1.0 + 1e-9);
+    (m as f32).next_up() + f32::MIN_POSITIVE
+}
+
+/// Per-call inputs shared by every job.
+struct Walk<'a> {
+    level: Level,
+    cb: &'a Codebook,
+    f: &'a Filter,
+    cmax: f64,
+    /// Every centroid, the root's candidates.
+    all: Set,
+}
+
+/// One job's scratch: a candidate set per level, a leaf's padded rows.
+struct Scratch {
+    sets: Vec<Set>,
+    rows: Vec<f32>,
+    scored: u64,
+}
+
+/// The nearest centroid of every point and its distance, exactly as
+/// `assign_into(cb, x, codes, Some(dists))` reports them, using (and building on the first
+/// call, or when `x` is not the points it was built for) the tree `f`. `cb` must be L2.
+pub fn assign_filtered(cb: &Codebook, x: &[f32], f: &mut Filter) -> Result<(Vec<u32>, Vec<f32>)> {
+    assign_filtered_at(simd::level(), cb, x, f)
+}
+
+/// [`assign_filtered`] at a given SIMD level (one this CPU supports).
+pub fn assign_filtered_at(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter) -> Result<(Vec<u32>, Vec<f32>)> {
+    if cb.metric != Metric::L2 {
+        return Err(invalid!("filtered assignment needs the L2 metric"));
+    }
+    let d = cb.d;
+    if !x.len().is_multiple_of(d) {
+        return Err(Error::Shape(format!("x holds {} values, not a multiple of d={d}", x.len())));
+    }
+    if !f.holds(x, d) {
+        *f = Filter::build(x, d)?;
+    }
+    let cmax = cb.norms.iter().fold(0f32, |m, &v| m.max(v));
+    if cmax >= LIMIT || f.max_xn >= LIMIT {
+        return brute(level, cb, x, f);
+    }
+    let all = || Set::all(&cb.data, &cb.norms, d);
+    match walk(&Walk { level, cb, f, cmax: cmax as f64, all: all() }, x)? {
+        Some(got) => Ok(got),
+        None => {
+            // The values at x changed since the tree was built: build it again.
+            *f = Filter::build(x, d)?;
+            walk(&Walk { level, cb, f, cmax: cmax as f64, all: all() }, x).map(|r| r.expect("the tree was just built from x"))
+        }
+    }
+    .map(|(codes, dists, scored)| {
+        f.scored = scored;
+        (codes, dists)
+    })
+}
+
+/// Brute force at `level` (huge norms), in fixed chunks.
+fn brute(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter) -> Result<(Vec<u32>, Vec<f32>)> {
+    let n = x.len() / cb.d;
+    let (mut codes, mut dists) = (vec![0u32; n], vec![0f32; n]);
+    let jobs: Vec<_> = x.chunks(4096 * cb.d).zip(codes.chunks_mut(4096)).zip(dists.chunks_mut(4096)).collect();
+    parallel::try_for_each(jobs, |((x, c), d)| {
+        assign_batch_at(level, cb, x, c, Some(d));
+        Ok(())
+    })?;
+    f.scored = (n * cb.k) as u64;
+    Ok((codes, dists))
+}
+
+type Walked = Option<(Vec<u32>, Vec<f32>, u64)>;
+
+/// Every job of the tree; `None` if `x` no longer holds the points of the tree.
+fn walk(w: &Walk, x: &[f32]) -> Result<Walked> {
+    let (f, d) = (w.f, w.cb.d);
+    let n = f.order.len();
+    let (mut codes, mut dists) = (vec![0u32; n], vec![0f32; n]);
+    let per = JOB_NODES * LEVELS[0];
+    let mut stats = vec![(true, 0u64); n.div_ceil(per)];
+    let jobs: Vec<_> = codes.chunks_mut(per).zip(dists.chunks_mut(per)).zip(stats.iter_mut()).enumerate().collect();
+    parallel::try_for_each(jobs, |(j, ((codes, dists), stat))| {
+        let start = j * per;
+        let same = f.order[start..start + codes.len()].iter().enumerate().all(|(q, &i)| {
+            let (a, b) = (&x[i as usize * d..(i as usize + 1) * d], &f.xs[(start + q) * d..(start + q + 1) * d]);
+            a.iter().zip(b).all(|(u, v)| u.to_bits() == v.to_bits())
+        });
+        if !same {
+            stat.0 = false;
+            return Ok(());
+        }
+        let mut s = Scratch { sets: (0..LEVELS.len()).map(|_| Set::default()).collect(), rows: vec![0.0; LEAF * d], scored: 0 };
+        let all = w.all.view();
+        for node in 0..codes.len().div_ceil(LEVELS[0]) {
+            descend(w, &mut s, 0, start / LEVELS[0] + node, all, start, codes, dists);
+        }
+        stat.1 = s.scored;
+        Ok(())
+    })?;
+    if stats.iter().any(|s| !s.0) {
+        return Ok(None);
+    }
+    let (mut out_codes, mut out_dists) = (vec![0u32; n], vec![0f32; n]);
+    for ((&i, &c), &v) in f.order.iter().zip(&codes).zip(&dists) {
+        out_codes[i as usize] = c;
+        out_dists[i as usize] = v;
+    }
+    Ok(Some((out_codes, out_dists, stats.iter().map(|s| s.1).sum())))
+}
+
+/// Node `node` of level `lvl`: its candidates filtered from `parent`, then its children (or its
+/// points, at a leaf). `codes`/`dists` are the job's, whose first point is `start`.
+fn descend(w: &Walk, s: &mut Scratch, lvl: usize, node: usize, parent: View, start: usize, codes: &mut [u32], dists: &mut [f32]) {
+    let (d, f) = (w.cb.d, w.f);
+    let b = &f.boxes[lvl];
+    let (lo, hi, mid) = (&b.lo[node * d..(node + 1) * d], &b.hi[node * d..(node + 1) * d], &b.mid[node * d..(node + 1) * d]);
+    let mut at = 0;
+    pivot(w.level, parent, d, mid, &mut at);
+    let z = Set::point(parent, at, d);
+    let mut set = std::mem::take(&mut s.sets[lvl]);
+    filter(w.level, parent, d, lo, hi, &z, parent.norms[at], margin(d, b.reach[node], w.cmax), &mut set);
+    let size = LEVELS[lvl];
+    let (p0, p1) = (node * size, ((node + 1) * size).min(f.order.len()));
+    if lvl + 1 < LEVELS.len() {
+        for child in p0.div_ceil(LEVELS[lvl + 1])..p1.div_ceil(LEVELS[lvl + 1]) {
+            descend(w, s, lvl + 1, child, set.view(), start, codes, dists);
+        }
+    } else {
+        leaf(w, s, &set, p0, p1, &mut codes[p0 - start..p1 - start], &mut dists[p0 - start..p1 - start]);
+    }
+    s.sets[lvl] = set;
+}
+
+/// Scores the points `p0..p1` (tree order) against the leaf's candidates `set`.
+fn leaf(w: &Walk, s: &mut Scratch, set: &Set, p0: usize, p1: usize, codes: &mut [u32], dists: &mut [f32]) {
+    let (d, f) = (w.cb.d, w.f);
+    let m = p1 - p0;
+    let rows: &[f32] = if m == LEAF {
+        &f.xs[p0 * d..p1 * d]
+    } else {
+        // A short last leaf: its rows padded with copies of its first.
+        for r in 0..LEAF {
+            let q = p0 + if r < m { r } else { 0 };
+            s.rows[r * d..(r + 1) * d].copy_from_slice(&f.xs[q * d..(q + 1) * d]);
+        }
+        &s.rows
+    };
+    let (mut best, mut code) = ([0f32; LEAF], [0u32; LEAF]);
+    score(w.level, rows, d, set.view(), &mut best, &mut code);
+    for r in 0..m {
+        codes[r] = set.idx[code[r] as usize];
+        // `assign::reported` for L2, with the same `dot(x, x)`.
+        dists[r] = (best[r] + f.xn[p0 + r]).max(0.0);
+    }
+    s.scored += (m * set.len) as u64;
+}
