@@ -30,7 +30,7 @@
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)] // lane loops, kernel args
 
 use super::assign::{assign_batch_at, Codebook};
-use super::kmeans_filter_kernels::{filter, pivot, score, Set, View};
+use super::kmeans_filter_kernels::{filter, near, score, Set, View};
 use super::Metric;
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
@@ -63,23 +63,13 @@ pub struct Filter {
     pub scored: u64,
 }
 
-/// Bounding boxes of the aligned runs of one node size.
-#[derive(Default, Debug)]
-struct Boxes {
-    lo: Vec<f32>,
-    hi: Vec<f32>,
-    /// The box's centre (where the pivot is chosen).
-    mid: Vec<f32>,
-    /// `sum_t max(lo_t^2, hi_t^2)` (float64): no point of the box has a larger squared norm.
-    reach: Vec<f64>,
-}
-
 impl Filter {
     pub fn new() -> Filter {
         Filter::default()
     }
 
-    /// Whether the tree belongs to `x` (same address and shape, same values).
+    /// Whether the tree was built for `x` (same address and shape; the values are checked by
+    /// the walk).
     fn holds(&self, x: &[f32], d: usize) -> bool {
         self.key == (x.as_ptr() as usize, x.len() / d, d) && self.order.len() == x.len() / d
     }
@@ -98,20 +88,26 @@ impl Filter {
     }
 }
 
+/// Bounding boxes of the aligned runs of one node size, as a centre and half-widths.
+#[derive(Default, Debug)]
+struct Boxes {
+    mid: Vec<f32>,
+    /// Half-widths, rounded up: every point of the node lies in `mid +- half`.
+    half: Vec<f32>,
+    /// `sum_t max(lo_t^2, hi_t^2)` (float64): no point of the box has a larger squared norm.
+    reach: Vec<f64>,
+}
+
 impl Boxes {
     fn new(xs: &[f32], d: usize, size: usize) -> Result<Boxes> {
         let nodes = (xs.len() / d).div_ceil(size);
-        let mut b = Boxes { lo: vec![0.0; nodes * d], hi: vec![0.0; nodes * d], mid: vec![0.0; nodes * d], reach: vec![0.0; nodes] };
+        let mut b = Boxes { mid: vec![0.0; nodes * d], half: vec![0.0; nodes * d], reach: vec![0.0; nodes] };
         let per = 64; // nodes per job
-        let jobs: Vec<_> = xs
-            .chunks(per * size * d)
-            .zip(b.lo.chunks_mut(per * d))
-            .zip(b.hi.chunks_mut(per * d))
-            .zip(b.mid.chunks_mut(per * d).zip(b.reach.chunks_mut(per)))
-            .collect();
-        parallel::try_for_each(jobs, |(((pts, lo), hi), (mid, reach))| {
+        let jobs: Vec<_> =
+            xs.chunks(per * size * d).zip(b.mid.chunks_mut(per * d)).zip(b.half.chunks_mut(per * d).zip(b.reach.chunks_mut(per))).collect();
+        parallel::try_for_each(jobs, |((pts, mid), (half, reach))| {
+            let (mut lo, mut hi) = (vec![0f32; d], vec![0f32; d]);
             for (q, node) in pts.chunks(size * d).enumerate() {
-                let (lo, hi) = (&mut lo[q * d..(q + 1) * d], &mut hi[q * d..(q + 1) * d]);
                 lo.fill(f32::INFINITY);
                 hi.fill(f32::NEG_INFINITY);
                 for p in node.chunks_exact(d) {
@@ -121,13 +117,25 @@ impl Boxes {
                     }
                 }
                 for t in 0..d {
-                    mid[q * d + t] = 0.5 * lo[t] + 0.5 * hi[t];
+                    let m = 0.5 * lo[t] + 0.5 * hi[t];
+                    let h = (m as f64 - lo[t] as f64).max(hi[t] as f64 - m as f64) * (1.0 + 1e-15);
+                    (mid[q * d + t], half[q * d + t]) = (m, up(h));
                 }
-                reach[q] = lo.iter().zip(hi.iter()).map(|(&a, &b)| (a as f64 * a as f64).max(b as f64 * b as f64)).sum();
+                reach[q] = lo.iter().zip(&hi).map(|(&a, &b)| (a as f64 * a as f64).max(b as f64 * b as f64)).sum();
             }
             Ok(())
         })?;
         Ok(b)
+    }
+}
+
+/// `v` rounded up to float32.
+fn up(v: f64) -> f32 {
+    let f = v as f32;
+    if (f as f64) < v {
+        f.next_up()
+    } else {
+        f
     }
 }
 
@@ -194,9 +202,11 @@ struct Walk<'a> {
     all: Set,
 }
 
-/// One job's scratch: a candidate set per level, a leaf's padded rows.
+/// One job's scratch: a candidate set per level, the distances to a box's centre, a leaf's
+/// padded rows.
 struct Scratch {
     sets: Vec<Set>,
+    dist: Vec<f32>,
     rows: Vec<f32>,
     scored: u64,
 }
@@ -272,7 +282,7 @@ fn walk(w: &Walk, x: &[f32]) -> Result<Walked> {
             stat.0 = false;
             return Ok(());
         }
-        let mut s = Scratch { sets: (0..LEVELS.len()).map(|_| Set::default()).collect(), rows: vec![0.0; LEAF * d], scored: 0 };
+        let mut s = Scratch { sets: (0..LEVELS.len()).map(|_| Set::default()).collect(), dist: Vec::new(), rows: vec![0.0; LEAF * d], scored: 0 };
         let all = w.all.view();
         for node in 0..codes.len().div_ceil(LEVELS[0]) {
             descend(w, &mut s, 0, start / LEVELS[0] + node, all, start, codes, dists);
@@ -296,12 +306,12 @@ fn walk(w: &Walk, x: &[f32]) -> Result<Walked> {
 fn descend(w: &Walk, s: &mut Scratch, lvl: usize, node: usize, parent: View, start: usize, codes: &mut [u32], dists: &mut [f32]) {
     let (d, f) = (w.cb.d, w.f);
     let b = &f.boxes[lvl];
-    let (lo, hi, mid) = (&b.lo[node * d..(node + 1) * d], &b.hi[node * d..(node + 1) * d], &b.mid[node * d..(node + 1) * d]);
+    let (mid, half) = (&b.mid[node * d..(node + 1) * d], &b.half[node * d..(node + 1) * d]);
     let mut at = 0;
-    pivot(w.level, parent, d, mid, &mut at);
+    near(w.level, parent, d, mid, &mut s.dist, &mut at);
     let z = Set::point(parent, at, d);
     let mut set = std::mem::take(&mut s.sets[lvl]);
-    filter(w.level, parent, d, lo, hi, &z, parent.norms[at], margin(d, b.reach[node], w.cmax), &mut set);
+    filter(w.level, parent, d, &z, s.dist[at], half, &s.dist, margin(d, b.reach[node], w.cmax), &mut set);
     let size = LEVELS[lvl];
     let (p0, p1) = (node * size, ((node + 1) * size).min(f.order.len()));
     if lvl + 1 < LEVELS.len() {

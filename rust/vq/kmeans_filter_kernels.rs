@@ -92,20 +92,22 @@ fn valid(len: usize, p: usize) -> u32 {
     ((1u64 << m) - 1) as u32
 }
 
-/// `out` = the position in `v` of the candidate nearest `mid` (lowest position on ties): the
-/// pivot of a box (any rounding would do: only speed depends on it).
+/// `dist[j] = sum_t (c_jt - mid_t)^2` (a `mul_add` chain) for every candidate of `v` (whole
+/// vectors: padding lanes get a value too), and `out` = the position of the smallest (the
+/// lowest on ties): the pivot of a box.
 #[inline(always)]
-fn pivot_body(v: View, d: usize, mid: &[f32], out: &mut usize) {
+fn near_body(v: View, d: usize, mid: &[f32], dist: &mut [f32], out: &mut usize) {
     let (mut best, mut at) = (f32::INFINITY, 0);
     for p in 0..v.len.div_ceil(LANES) {
         let mut s = [0f32; LANES];
         for t in 0..d {
             let c = &v.coords[t * v.stride + p * LANES..][..LANES];
             for l in 0..LANES {
-                let w = c[l] - mid[t];
-                s[l] += w * w;
+                let e = c[l] - mid[t];
+                s[l] = e.mul_add(e, s[l]);
             }
         }
+        dist[p * LANES..(p + 1) * LANES].copy_from_slice(&s);
         for l in 0..LANES.min(v.len - p * LANES) {
             if s[l] < best {
                 (best, at) = (s[l], p * LANES + l);
@@ -115,29 +117,25 @@ fn pivot_body(v: View, d: usize, mid: &[f32], out: &mut usize) {
     *out = at;
 }
 
-/// `out` = the candidates of `v` (in order) that the pivot (coordinates `z`, computed norm
-/// `zn`) does not beat everywhere in the box `lo..hi` by more than `margin`:
-/// `g = (|c|^2 - zn) - sum_t 2 max(lo_t w_t, hi_t w_t)` with `w = c - z`, kept unless
+/// `out` = the candidates of `v` (in order) that the pivot (coordinates `z`, `dist` entry `dz`)
+/// does not beat everywhere in the box `mid +- h` by more than `margin`: with `w = c - z`,
+/// `g = (dist_j - dz) - 2 sum_t h_t |w_t|` (a `mul_add` chain, then one more), kept unless
 /// `g > margin` (see `kmeans_filter` for why this is exact).
 #[inline(always)]
-fn filter_body(v: View, d: usize, lo: &[f32], hi: &[f32], z: &[f32], zn: f32, margin: f32, out: &mut Set) {
+fn filter_body(v: View, d: usize, z: &[f32], dz: f32, h: &[f32], dist: &[f32], margin: f32, out: &mut Set) {
     let mut m = 0;
     for p in 0..v.len.div_ceil(LANES) {
-        let mut g = [0f32; LANES];
-        for l in 0..LANES {
-            g[l] = v.norms[p * LANES + l] - zn;
-        }
+        let mut a = [0f32; LANES];
         for t in 0..d {
             let c = &v.coords[t * v.stride + p * LANES..][..LANES];
             for l in 0..LANES {
-                let w = c[l] - z[t];
-                let (a, b) = (lo[t] * w, hi[t] * w);
-                g[l] -= 2.0 * if a > b { a } else { b };
+                a[l] = h[t].mul_add((c[l] - z[t]).abs(), a[l]);
             }
         }
         let mut keep = 0u32;
         for l in 0..LANES {
-            keep |= (!(g[l] > margin) as u32) << l;
+            let g = (-2.0f32).mul_add(a[l], dist[p * LANES + l] - dz);
+            keep |= (!(g > margin) as u32) << l;
         }
         keep &= valid(v.len, p);
         while keep != 0 {
@@ -196,38 +194,39 @@ fn merge(b: &[f32; LANES], i: &[u32; LANES]) -> (f32, u32) {
     (m, (0..LANES).filter(|&l| b[l] == m).map(|l| i[l]).min().unwrap_or(0))
 }
 
-per_level!(pivot_plain, pivot_body, (v: View, d: usize, mid: &[f32], out: &mut usize));
-per_level!(filter_plain, filter_body, (v: View, d: usize, lo: &[f32], hi: &[f32], z: &[f32], zn: f32, margin: f32, out: &mut Set));
+per_level!(near_plain, near_body, (v: View, d: usize, mid: &[f32], dist: &mut [f32], out: &mut usize));
+per_level!(filter_plain, filter_body, (v: View, d: usize, z: &[f32], dz: f32, h: &[f32], dist: &[f32], margin: f32, out: &mut Set));
 per_level!(score_plain, score_body, (xs: &[f32], d: usize, v: View, best: &mut [f32; ROWS], code: &mut [u32; ROWS]));
 
-/// See [`pivot_body`].
-pub fn pivot(level: Level, v: View, d: usize, mid: &[f32], out: &mut usize) {
+/// See [`near_body`]; `dist` is resized to the whole vectors of `v`.
+pub fn near(level: Level, v: View, d: usize, mid: &[f32], dist: &mut Vec<f32>, out: &mut usize) {
     v.check(d);
     assert!(mid.len() == d);
+    dist.resize(v.len.div_ceil(LANES) * LANES, 0.0);
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
         // SAFETY: the level is only in force when the CPU supports AVX-512 (simd::level); the
-        // checks give every bound the kernel reads within.
-        return unsafe { avx512::pivot(v, d, mid, out) };
+        // checks give every bound the kernel reads and writes within.
+        return unsafe { avx512::near(v, d, mid, dist, out) };
     }
-    pivot_plain(level, v, d, mid, out)
+    near_plain(level, v, d, mid, dist, out)
 }
 
 /// See [`filter_body`]; `out` is resized to hold every candidate of `v`.
-pub fn filter(level: Level, v: View, d: usize, lo: &[f32], hi: &[f32], z: &[f32], zn: f32, margin: f32, out: &mut Set) {
+pub fn filter(level: Level, v: View, d: usize, z: &[f32], dz: f32, h: &[f32], dist: &[f32], margin: f32, out: &mut Set) {
     v.check(d);
-    assert!(lo.len() == d && hi.len() == d && z.len() == d);
+    assert!(z.len() == d && h.len() == d && dist.len() >= v.len.div_ceil(LANES) * LANES);
     out.reserve(v.len, d);
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
-        // SAFETY: as in `pivot`; `reserve` leaves room for a whole vector past `v.len` in
-        // every output column, which bounds the kernel's stores.
-        unsafe { avx512::filter(v, d, lo, hi, z, zn, margin, out) };
+        // SAFETY: as in `near`; `reserve` leaves room for a whole vector past `v.len` in every
+        // output column, which bounds the kernel's stores.
+        unsafe { avx512::filter(v, d, z, dz, h, dist, margin, out) };
     } else {
-        filter_plain(level, v, d, lo, hi, z, zn, margin, out);
+        filter_plain(level, v, d, z, dz, h, dist, margin, out);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    filter_plain(level, v, d, lo, hi, z, zn, margin, out);
+    filter_plain(level, v, d, z, dz, h, dist, margin, out);
     let end = out.len.div_ceil(LANES) * LANES;
     out.norms[out.len..end].fill(f32::NAN);
 }
@@ -238,7 +237,7 @@ pub fn score(level: Level, xs: &[f32], d: usize, v: View, best: &mut [f32; ROWS]
     assert!(xs.len() >= ROWS * d);
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
-        // SAFETY: as in `pivot`.
+        // SAFETY: as in `near`.
         return unsafe { avx512::score(xs, d, v, best, code) };
     }
     score_plain(level, xs, d, v, best, code)
@@ -277,17 +276,19 @@ mod avx512 {
     }
 
     /// # Safety
-    /// AVX-512 F/BW/VL/DQ must be available; `v` must pass `View::check` and `mid` hold `d`.
+    /// AVX-512 F/BW/VL/DQ must be available; `v` must pass `View::check`, `mid` hold `d`
+    /// values and `dist` the whole vectors of `v`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn pivot(v: View, d: usize, mid: &[f32], out: &mut usize) {
+    pub(super) unsafe fn near(v: View, d: usize, mid: &[f32], dist: &mut [f32], out: &mut usize) {
         let (mut best, mut idx) = (_mm512_set1_ps(f32::INFINITY), _mm512_setzero_si512());
         let c = v.coords.as_ptr();
         for p in 0..v.len.div_ceil(LANES) {
             let mut s = _mm512_setzero_ps();
             for t in 0..d {
-                let w = _mm512_sub_ps(_mm512_loadu_ps(c.add(t * v.stride + p * LANES)), _mm512_set1_ps(mid[t]));
-                s = _mm512_add_ps(s, _mm512_mul_ps(w, w));
+                let e = _mm512_sub_ps(_mm512_loadu_ps(c.add(t * v.stride + p * LANES)), _mm512_set1_ps(mid[t]));
+                s = _mm512_fmadd_ps(e, e, s);
             }
+            _mm512_storeu_ps(dist.as_mut_ptr().add(p * LANES), s);
             // Lanes past the end never count.
             s = _mm512_mask_blend_ps(valid(v.len, p) as u16, _mm512_set1_ps(f32::INFINITY), s);
             update(&mut best, &mut idx, s, iota(p));
@@ -296,21 +297,21 @@ mod avx512 {
     }
 
     /// # Safety
-    /// As [`pivot`], with `lo`, `hi`, `z` holding `d` values and `out` reserved for `v.len`.
+    /// As [`near`], with `z`, `h` holding `d` values and `out` reserved for `v.len`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn filter(v: View, d: usize, lo: &[f32], hi: &[f32], z: &[f32], zn: f32, margin: f32, out: &mut Set) {
+    pub(super) unsafe fn filter(v: View, d: usize, z: &[f32], dz: f32, h: &[f32], dist: &[f32], margin: f32, out: &mut Set) {
         let (c, n) = (v.coords.as_ptr(), v.norms.as_ptr());
         let (oc, on, oi) = (out.coords.as_mut_ptr(), out.norms.as_mut_ptr(), out.idx.as_mut_ptr());
-        let (two, mg) = (_mm512_set1_ps(2.0), _mm512_set1_ps(margin));
+        let (m2, mg, abs) = (_mm512_set1_ps(-2.0), _mm512_set1_ps(margin), _mm512_set1_epi32(0x7fff_ffff));
         let mut m = 0;
         for p in 0..v.len.div_ceil(LANES) {
-            let norms = _mm512_loadu_ps(n.add(p * LANES));
-            let mut g = _mm512_sub_ps(norms, _mm512_set1_ps(zn));
+            let mut a = _mm512_setzero_ps();
             for t in 0..d {
                 let w = _mm512_sub_ps(_mm512_loadu_ps(c.add(t * v.stride + p * LANES)), _mm512_set1_ps(z[t]));
-                let (a, b) = (_mm512_mul_ps(_mm512_set1_ps(lo[t]), w), _mm512_mul_ps(_mm512_set1_ps(hi[t]), w));
-                g = _mm512_sub_ps(g, _mm512_mul_ps(two, _mm512_max_ps(a, b)));
+                let w = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(w), abs));
+                a = _mm512_fmadd_ps(_mm512_set1_ps(h[t]), w, a);
             }
+            let g = _mm512_fmadd_ps(m2, a, _mm512_sub_ps(_mm512_loadu_ps(dist.as_ptr().add(p * LANES)), _mm512_set1_ps(dz)));
             let keep = _mm512_cmp_ps_mask::<_CMP_NGT_UQ>(g, mg) & valid(v.len, p) as u16;
             if keep == 0 {
                 continue;
@@ -320,7 +321,7 @@ mod avx512 {
                 None => iota(p),
             };
             _mm512_storeu_si512(oi.add(m).cast(), _mm512_maskz_compress_epi32(keep, ids));
-            _mm512_storeu_ps(on.add(m), _mm512_maskz_compress_ps(keep, norms));
+            _mm512_storeu_ps(on.add(m), _mm512_maskz_compress_ps(keep, _mm512_loadu_ps(n.add(p * LANES))));
             for t in 0..d {
                 let col = _mm512_loadu_ps(c.add(t * v.stride + p * LANES));
                 _mm512_storeu_ps(oc.add(t * out.stride + m), _mm512_maskz_compress_ps(keep, col));
@@ -331,7 +332,7 @@ mod avx512 {
     }
 
     /// # Safety
-    /// As [`pivot`], with `xs` holding `ROWS * d` values.
+    /// As [`near`], with `xs` holding `ROWS * d` values.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
     pub(super) unsafe fn score(xs: &[f32], d: usize, v: View, best: &mut [f32; ROWS], code: &mut [u32; ROWS]) {
         let (c, n) = (v.coords.as_ptr(), v.norms.as_ptr());
