@@ -37,7 +37,7 @@ use crate::parallel;
 use crate::simd::{self, Level};
 
 /// Node sizes of the tree, largest first; every size divides the one before.
-pub const LEVELS: [usize; 3] = [1024, 128, 16];
+pub const LEVELS: [usize; 4] = [1024, 256, 64, 16];
 /// Points per leaf: scored together against the leaf's candidates.
 pub const LEAF: usize = LEVELS[LEVELS.len() - 1];
 /// Top nodes per parallel job.
@@ -59,6 +59,9 @@ pub struct Filter {
     /// Per level of [`LEVELS`]: the nodes' boxes.
     boxes: Vec<Boxes>,
     max_xn: f32,
+    /// The codes of the last call, in tree order (empty before the first): a node's pivot is
+    /// the last code of its representative point.
+    codes: Vec<u32>,
     /// (point, candidate) pairs scored at the last call (for tests and tuning).
     pub scored: u64,
 }
@@ -84,7 +87,7 @@ impl Filter {
         let xn: Vec<f32> = xs.chunks_exact(d).map(|p| super::assign::dot(p, p)).collect();
         let boxes = LEVELS.iter().map(|&size| Boxes::new(&xs, d, size)).collect::<Result<_>>()?;
         let max_xn = xn.iter().fold(0f32, |m, &v| m.max(v));
-        Ok(Filter { key: (x.as_ptr() as usize, n, d), order, xs, xn, boxes, max_xn, scored: 0 })
+        Ok(Filter { key: (x.as_ptr() as usize, n, d), order, xs, xn, boxes, max_xn, codes: Vec::new(), scored: 0 })
     }
 }
 
@@ -96,16 +99,23 @@ struct Boxes {
     half: Vec<f32>,
     /// `sum_t max(lo_t^2, hi_t^2)` (float64): no point of the box has a larger squared norm.
     reach: Vec<f64>,
+    /// The tree position of the node's point nearest its centre (the first on ties).
+    rep: Vec<u32>,
 }
 
 impl Boxes {
     fn new(xs: &[f32], d: usize, size: usize) -> Result<Boxes> {
         let nodes = (xs.len() / d).div_ceil(size);
-        let mut b = Boxes { mid: vec![0.0; nodes * d], half: vec![0.0; nodes * d], reach: vec![0.0; nodes] };
+        let mut b = Boxes { mid: vec![0.0; nodes * d], half: vec![0.0; nodes * d], reach: vec![0.0; nodes], rep: vec![0; nodes] };
         let per = 64; // nodes per job
-        let jobs: Vec<_> =
-            xs.chunks(per * size * d).zip(b.mid.chunks_mut(per * d)).zip(b.half.chunks_mut(per * d).zip(b.reach.chunks_mut(per))).collect();
-        parallel::try_for_each(jobs, |((pts, mid), (half, reach))| {
+        let jobs: Vec<_> = xs
+            .chunks(per * size * d)
+            .zip(b.mid.chunks_mut(per * d))
+            .zip(b.half.chunks_mut(per * d).zip(b.reach.chunks_mut(per)))
+            .zip(b.rep.chunks_mut(per))
+            .enumerate()
+            .collect();
+        parallel::try_for_each(jobs, |(job, (((pts, mid), (half, reach)), rep))| {
             let (mut lo, mut hi) = (vec![0f32; d], vec![0f32; d]);
             for (q, node) in pts.chunks(size * d).enumerate() {
                 lo.fill(f32::INFINITY);
@@ -122,6 +132,10 @@ impl Boxes {
                     (mid[q * d + t], half[q * d + t]) = (m, up(h));
                 }
                 reach[q] = lo.iter().zip(&hi).map(|(&a, &b)| (a as f64 * a as f64).max(b as f64 * b as f64)).sum();
+                let m = &mid[q * d..(q + 1) * d];
+                let gap = |p: &[f32]| p.iter().zip(m).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>();
+                let near = node.chunks_exact(d).enumerate().fold((f64::INFINITY, 0), |b, (i, p)| if gap(p) < b.0 { (gap(p), i) } else { b });
+                rep[q] = ((job * per + q) * size + near.1) as u32;
             }
             Ok(())
         })?;
@@ -202,11 +216,9 @@ struct Walk<'a> {
     all: Set,
 }
 
-/// One job's scratch: a candidate set per level, the distances to a box's centre, a leaf's
-/// padded rows.
+/// One job's scratch: a candidate set per level, a leaf's padded rows.
 struct Scratch {
     sets: Vec<Set>,
-    dist: Vec<f32>,
     rows: Vec<f32>,
     scored: u64,
 }
@@ -243,7 +255,12 @@ pub fn assign_filtered_at(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter
             walk(&Walk { level, cb, f, cmax: cmax as f64, all: all() }, x).map(|r| r.expect("the tree was just built from x"))
         }
     }
-    .map(|(codes, dists, scored)| {
+    .map(|(codes, dists, scored, tree_codes)| {
+        f.codes = tree_codes;
+        if std::env::var("QP_DBG").is_ok() {
+            let v: Vec<u64> = DBG.iter().map(|a| a.swap(0, std::sync::atomic::Ordering::Relaxed)).collect();
+            eprintln!("tests {:?} kept {:?} nodes {:x} scored/pt {}", [v[0], v[2], v[4]].map(|a| a as f64 / f.order.len() as f64), [v[1], v[3], v[5]], v[7], scored as f64 / f.order.len() as f64);
+        }
         f.scored = scored;
         (codes, dists)
     })
@@ -262,7 +279,9 @@ fn brute(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter) -> Result<(Vec<
     Ok((codes, dists))
 }
 
-type Walked = Option<(Vec<u32>, Vec<f32>, u64)>;
+static DBG: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
+/// Codes and distances in the caller's order, pairs scored, codes in tree order.
+type Walked = Option<(Vec<u32>, Vec<f32>, u64, Vec<u32>)>;
 
 /// Every job of the tree; `None` if `x` no longer holds the points of the tree.
 fn walk(w: &Walk, x: &[f32]) -> Result<Walked> {
@@ -282,7 +301,7 @@ fn walk(w: &Walk, x: &[f32]) -> Result<Walked> {
             stat.0 = false;
             return Ok(());
         }
-        let mut s = Scratch { sets: (0..LEVELS.len()).map(|_| Set::default()).collect(), dist: Vec::new(), rows: vec![0.0; LEAF * d], scored: 0 };
+        let mut s = Scratch { sets: (0..LEVELS.len()).map(|_| Set::default()).collect(), rows: vec![0.0; LEAF * d], scored: 0 };
         let all = w.all.view();
         for node in 0..codes.len().div_ceil(LEVELS[0]) {
             descend(w, &mut s, 0, start / LEVELS[0] + node, all, start, codes, dists);
@@ -298,7 +317,7 @@ fn walk(w: &Walk, x: &[f32]) -> Result<Walked> {
         out_codes[i as usize] = c;
         out_dists[i as usize] = v;
     }
-    Ok(Some((out_codes, out_dists, stats.iter().map(|s| s.1).sum())))
+    Ok(Some((out_codes, out_dists, stats.iter().map(|s| s.1).sum(), codes)))
 }
 
 /// Node `node` of level `lvl`: its candidates filtered from `parent`, then its children (or its
@@ -307,11 +326,20 @@ fn descend(w: &Walk, s: &mut Scratch, lvl: usize, node: usize, parent: View, sta
     let (d, f) = (w.cb.d, w.f);
     let b = &f.boxes[lvl];
     let (mid, half) = (&b.mid[node * d..(node + 1) * d], &b.half[node * d..(node + 1) * d]);
-    let mut at = 0;
-    near(w.level, parent, d, mid, &mut s.dist, &mut at);
-    let z = Set::point(parent, at, d);
+    // The pivot: the last code of the node's representative point, else the candidate nearest
+    // the centre (any centroid keeps the filter exact; a near one makes it prune).
+    let zi = match f.codes.get(b.rep[node] as usize) {
+        Some(&c) if (c as usize) < w.cb.k => c as usize,
+        _ => {
+            let mut at = 0;
+            near(w.level, parent, d, mid, &mut at);
+            parent.idx.map_or(at, |i| i[at] as usize)
+        }
+    };
+    let z = w.cb.row(zi);
+    let dz = z.iter().zip(mid).fold(0f32, |s, (&a, &b)| (a - b).mul_add(a - b, s));
     let mut set = std::mem::take(&mut s.sets[lvl]);
-    filter(w.level, parent, d, &z, s.dist[at], half, &s.dist, margin(d, b.reach[node], w.cmax), &mut set);
+    filter(w.level, parent, d, mid, z, dz, half, margin(d, b.reach[node], w.cmax), &mut set);
     let size = LEVELS[lvl];
     let (p0, p1) = (node * size, ((node + 1) * size).min(f.order.len()));
     if lvl + 1 < LEVELS.len() {
@@ -319,13 +347,13 @@ fn descend(w: &Walk, s: &mut Scratch, lvl: usize, node: usize, parent: View, sta
             descend(w, s, lvl + 1, child, set.view(), start, codes, dists);
         }
     } else {
-        leaf(w, s, &set, p0, p1, &mut codes[p0 - start..p1 - start], &mut dists[p0 - start..p1 - start]);
+        leaf(w, s, &mut set, p0, p1, &mut codes[p0 - start..p1 - start], &mut dists[p0 - start..p1 - start]);
     }
     s.sets[lvl] = set;
 }
 
 /// Scores the points `p0..p1` (tree order) against the leaf's candidates `set`.
-fn leaf(w: &Walk, s: &mut Scratch, set: &Set, p0: usize, p1: usize, codes: &mut [u32], dists: &mut [f32]) {
+fn leaf(w: &Walk, s: &mut Scratch, set: &mut Set, p0: usize, p1: usize, codes: &mut [u32], dists: &mut [f32]) {
     let (d, f) = (w.cb.d, w.f);
     let m = p1 - p0;
     let rows: &[f32] = if m == LEAF {
@@ -339,6 +367,7 @@ fn leaf(w: &Walk, s: &mut Scratch, set: &Set, p0: usize, p1: usize, codes: &mut 
         &s.rows
     };
     let (mut best, mut code) = ([0f32; LEAF], [0u32; LEAF]);
+    set.fill_norms(&w.cb.norms);
     score(w.level, rows, d, set.view(), &mut best, &mut code);
     for r in 0..m {
         codes[r] = set.idx[code[r] as usize];

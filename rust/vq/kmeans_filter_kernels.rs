@@ -19,8 +19,8 @@ pub const ROWS: usize = super::kmeans_filter::LEAF;
 
 /// Candidate centroids in ascending index order, column-major with `stride` (a multiple of
 /// [`LANES`], at least `len` rounded up plus [`LANES`]: room for a whole vector store past the
-/// end). `norms` (the computed `|c|^2`) are NaN past `len` up to the next multiple of
-/// [`LANES`], so that padding lanes score NaN and never win.
+/// end). `norms` (the computed `|c|^2`, set for scoring only) are NaN past `len` up to the next
+/// multiple of [`LANES`], so that padding lanes score NaN and never win.
 #[derive(Default, Debug)]
 pub struct Set {
     pub len: usize,
@@ -57,22 +57,25 @@ impl Set {
         s
     }
 
-    /// Room for up to `n` candidates of dimension `d` (contents unspecified, norms NaN).
+    /// Room for up to `n` candidates of dimension `d` (contents unspecified).
     pub fn reserve(&mut self, n: usize, d: usize) {
         self.stride = n.div_ceil(LANES) * LANES + LANES;
         self.idx.resize(self.stride, 0);
-        self.norms.clear();
         self.norms.resize(self.stride, f32::NAN);
         self.coords.resize(d * self.stride, 0.0);
     }
 
-    pub fn view(&self) -> View<'_> {
-        View { len: self.len, stride: self.stride, idx: Some(&self.idx), norms: &self.norms, coords: &self.coords }
+    /// Sets the norms of the candidates from every centroid's (`all`), NaN past the end.
+    pub fn fill_norms(&mut self, all: &[f32]) {
+        for (n, &j) in self.norms.iter_mut().zip(&self.idx[..self.len]) {
+            *n = all[j as usize];
+        }
+        let end = self.len.div_ceil(LANES) * LANES;
+        self.norms[self.len..end].fill(f32::NAN);
     }
 
-    /// Candidate `j`'s coordinates.
-    pub fn point(v: View, j: usize, d: usize) -> Vec<f32> {
-        (0..d).map(|t| v.coords[t * v.stride + j]).collect()
+    pub fn view(&self) -> View<'_> {
+        View { len: self.len, stride: self.stride, idx: Some(&self.idx), norms: &self.norms, coords: &self.coords }
     }
 }
 
@@ -92,11 +95,11 @@ fn valid(len: usize, p: usize) -> u32 {
     ((1u64 << m) - 1) as u32
 }
 
-/// `dist[j] = sum_t (c_jt - mid_t)^2` (a `mul_add` chain) for every candidate of `v` (whole
-/// vectors: padding lanes get a value too), and `out` = the position of the smallest (the
-/// lowest on ties): the pivot of a box.
+/// `out` = the position in `v` of the candidate nearest `mid` (`sum_t (c_t - mid_t)^2`, a
+/// `mul_add` chain; the lowest position on ties): a pivot for a box when no better guess is
+/// known (any candidate would do: only speed depends on it).
 #[inline(always)]
-fn near_body(v: View, d: usize, mid: &[f32], dist: &mut [f32], out: &mut usize) {
+fn near_body(v: View, d: usize, mid: &[f32], out: &mut usize) {
     let (mut best, mut at) = (f32::INFINITY, 0);
     for p in 0..v.len.div_ceil(LANES) {
         let mut s = [0f32; LANES];
@@ -107,7 +110,6 @@ fn near_body(v: View, d: usize, mid: &[f32], dist: &mut [f32], out: &mut usize) 
                 s[l] = e.mul_add(e, s[l]);
             }
         }
-        dist[p * LANES..(p + 1) * LANES].copy_from_slice(&s);
         for l in 0..LANES.min(v.len - p * LANES) {
             if s[l] < best {
                 (best, at) = (s[l], p * LANES + l);
@@ -117,24 +119,27 @@ fn near_body(v: View, d: usize, mid: &[f32], dist: &mut [f32], out: &mut usize) 
     *out = at;
 }
 
-/// `out` = the candidates of `v` (in order) that the pivot (coordinates `z`, `dist` entry `dz`)
-/// does not beat everywhere in the box `mid +- h` by more than `margin`: with `w = c - z`,
-/// `g = (dist_j - dz) - 2 sum_t h_t |w_t|` (a `mul_add` chain, then one more), kept unless
+/// `out` = the candidates of `v` (in order; indices and coordinates, not norms) that the pivot
+/// `z` (any centroid, `dz` its value of the first sum) does not beat everywhere in the box
+/// `mid +- h` by more than `margin`: with `e = c - mid` and `w = c - z`,
+/// `g = (sum_t e_t^2 - dz) - 2 sum_t h_t |w_t|` (the sums `mul_add` chains), kept unless
 /// `g > margin` (see `kmeans_filter` for why this is exact).
 #[inline(always)]
-fn filter_body(v: View, d: usize, z: &[f32], dz: f32, h: &[f32], dist: &[f32], margin: f32, out: &mut Set) {
+fn filter_body(v: View, d: usize, mid: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set) {
     let mut m = 0;
     for p in 0..v.len.div_ceil(LANES) {
-        let mut a = [0f32; LANES];
+        let (mut q, mut a) = ([0f32; LANES], [0f32; LANES]);
         for t in 0..d {
             let c = &v.coords[t * v.stride + p * LANES..][..LANES];
             for l in 0..LANES {
+                let e = c[l] - mid[t];
+                q[l] = e.mul_add(e, q[l]);
                 a[l] = h[t].mul_add((c[l] - z[t]).abs(), a[l]);
             }
         }
         let mut keep = 0u32;
         for l in 0..LANES {
-            let g = (-2.0f32).mul_add(a[l], dist[p * LANES + l] - dz);
+            let g = (-2.0f32).mul_add(a[l], q[l] - dz);
             keep |= (!(g > margin) as u32) << l;
         }
         keep &= valid(v.len, p);
@@ -143,7 +148,6 @@ fn filter_body(v: View, d: usize, z: &[f32], dz: f32, h: &[f32], dist: &[f32], m
             keep &= keep - 1;
             let j = p * LANES + l;
             out.idx[m] = v.idx.map_or(j as u32, |i| i[j]);
-            out.norms[m] = v.norms[j];
             for t in 0..d {
                 out.coords[t * out.stride + m] = v.coords[t * v.stride + j];
             }
@@ -194,41 +198,35 @@ fn merge(b: &[f32; LANES], i: &[u32; LANES]) -> (f32, u32) {
     (m, (0..LANES).filter(|&l| b[l] == m).map(|l| i[l]).min().unwrap_or(0))
 }
 
-per_level!(near_plain, near_body, (v: View, d: usize, mid: &[f32], dist: &mut [f32], out: &mut usize));
-per_level!(filter_plain, filter_body, (v: View, d: usize, z: &[f32], dz: f32, h: &[f32], dist: &[f32], margin: f32, out: &mut Set));
+per_level!(near_plain, near_body, (v: View, d: usize, mid: &[f32], out: &mut usize));
+per_level!(filter_plain, filter_body, (v: View, d: usize, mid: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set));
 per_level!(score_plain, score_body, (xs: &[f32], d: usize, v: View, best: &mut [f32; ROWS], code: &mut [u32; ROWS]));
 
-/// See [`near_body`]; `dist` is resized to the whole vectors of `v`.
-pub fn near(level: Level, v: View, d: usize, mid: &[f32], dist: &mut Vec<f32>, out: &mut usize) {
+/// See [`near_body`].
+pub fn near(level: Level, v: View, d: usize, mid: &[f32], out: &mut usize) {
     v.check(d);
     assert!(mid.len() == d);
-    dist.resize(v.len.div_ceil(LANES) * LANES, 0.0);
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
         // SAFETY: the level is only in force when the CPU supports AVX-512 (simd::level); the
-        // checks give every bound the kernel reads and writes within.
-        return unsafe { avx512::near(v, d, mid, dist, out) };
+        // checks give every bound the kernel reads within.
+        return unsafe { avx512::near(v, d, mid, out) };
     }
-    near_plain(level, v, d, mid, dist, out)
+    near_plain(level, v, d, mid, out)
 }
 
-/// See [`filter_body`]; `out` is resized to hold every candidate of `v`.
-pub fn filter(level: Level, v: View, d: usize, z: &[f32], dz: f32, h: &[f32], dist: &[f32], margin: f32, out: &mut Set) {
+/// See [`filter_body`]; `out` is resized to hold every candidate of `v`, its norms left NaN.
+pub fn filter(level: Level, v: View, d: usize, mid: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set) {
     v.check(d);
-    assert!(z.len() == d && h.len() == d && dist.len() >= v.len.div_ceil(LANES) * LANES);
+    assert!(mid.len() == d && z.len() == d && h.len() == d);
     out.reserve(v.len, d);
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
         // SAFETY: as in `near`; `reserve` leaves room for a whole vector past `v.len` in every
         // output column, which bounds the kernel's stores.
-        unsafe { avx512::filter(v, d, z, dz, h, dist, margin, out) };
-    } else {
-        filter_plain(level, v, d, z, dz, h, dist, margin, out);
+        return unsafe { avx512::filter(v, d, mid, z, dz, h, margin, out) };
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    filter_plain(level, v, d, z, dz, h, dist, margin, out);
-    let end = out.len.div_ceil(LANES) * LANES;
-    out.norms[out.len..end].fill(f32::NAN);
+    filter_plain(level, v, d, mid, z, dz, h, margin, out)
 }
 
 /// See [`score_body`].
@@ -276,10 +274,9 @@ mod avx512 {
     }
 
     /// # Safety
-    /// AVX-512 F/BW/VL/DQ must be available; `v` must pass `View::check`, `mid` hold `d`
-    /// values and `dist` the whole vectors of `v`.
+    /// AVX-512 F/BW/VL/DQ must be available; `v` must pass `View::check` and `mid` hold `d`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn near(v: View, d: usize, mid: &[f32], dist: &mut [f32], out: &mut usize) {
+    pub(super) unsafe fn near(v: View, d: usize, mid: &[f32], out: &mut usize) {
         let (mut best, mut idx) = (_mm512_set1_ps(f32::INFINITY), _mm512_setzero_si512());
         let c = v.coords.as_ptr();
         for p in 0..v.len.div_ceil(LANES) {
@@ -288,7 +285,6 @@ mod avx512 {
                 let e = _mm512_sub_ps(_mm512_loadu_ps(c.add(t * v.stride + p * LANES)), _mm512_set1_ps(mid[t]));
                 s = _mm512_fmadd_ps(e, e, s);
             }
-            _mm512_storeu_ps(dist.as_mut_ptr().add(p * LANES), s);
             // Lanes past the end never count.
             s = _mm512_mask_blend_ps(valid(v.len, p) as u16, _mm512_set1_ps(f32::INFINITY), s);
             update(&mut best, &mut idx, s, iota(p));
@@ -299,29 +295,29 @@ mod avx512 {
     /// # Safety
     /// As [`near`], with `z`, `h` holding `d` values and `out` reserved for `v.len`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn filter(v: View, d: usize, z: &[f32], dz: f32, h: &[f32], dist: &[f32], margin: f32, out: &mut Set) {
-        let (c, n) = (v.coords.as_ptr(), v.norms.as_ptr());
-        let (oc, on, oi) = (out.coords.as_mut_ptr(), out.norms.as_mut_ptr(), out.idx.as_mut_ptr());
-        let (m2, mg, abs) = (_mm512_set1_ps(-2.0), _mm512_set1_ps(margin), _mm512_set1_epi32(0x7fff_ffff));
+    pub(super) unsafe fn filter(v: View, d: usize, mid: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set) {
+        let c = v.coords.as_ptr();
+        let (oc, oi) = (out.coords.as_mut_ptr(), out.idx.as_mut_ptr());
+        let (m2, mg, abs, dz) = (_mm512_set1_ps(-2.0), _mm512_set1_ps(margin), _mm512_set1_epi32(0x7fff_ffff), _mm512_set1_ps(dz));
         let mut m = 0;
         for p in 0..v.len.div_ceil(LANES) {
-            let mut a = _mm512_setzero_ps();
+            let (mut q, mut a) = (_mm512_setzero_ps(), _mm512_setzero_ps());
             for t in 0..d {
-                let w = _mm512_sub_ps(_mm512_loadu_ps(c.add(t * v.stride + p * LANES)), _mm512_set1_ps(z[t]));
+                let col = _mm512_loadu_ps(c.add(t * v.stride + p * LANES));
+                let e = _mm512_sub_ps(col, _mm512_set1_ps(mid[t]));
+                q = _mm512_fmadd_ps(e, e, q);
+                let w = _mm512_sub_ps(col, _mm512_set1_ps(z[t]));
                 let w = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(w), abs));
                 a = _mm512_fmadd_ps(_mm512_set1_ps(h[t]), w, a);
             }
-            let g = _mm512_fmadd_ps(m2, a, _mm512_sub_ps(_mm512_loadu_ps(dist.as_ptr().add(p * LANES)), _mm512_set1_ps(dz)));
+            let g = _mm512_fmadd_ps(m2, a, _mm512_sub_ps(q, dz));
             let keep = _mm512_cmp_ps_mask::<_CMP_NGT_UQ>(g, mg) & valid(v.len, p) as u16;
-            if keep == 0 {
-                continue;
-            }
+            // No branch on `keep` (unpredictable): an empty mask stores zeros past the end.
             let ids = match v.idx {
                 Some(i) => _mm512_loadu_si512(i.as_ptr().add(p * LANES).cast()),
                 None => iota(p),
             };
             _mm512_storeu_si512(oi.add(m).cast(), _mm512_maskz_compress_epi32(keep, ids));
-            _mm512_storeu_ps(on.add(m), _mm512_maskz_compress_ps(keep, _mm512_loadu_ps(n.add(p * LANES))));
             for t in 0..d {
                 let col = _mm512_loadu_ps(c.add(t * v.stride + p * LANES));
                 _mm512_storeu_ps(oc.add(t * out.stride + m), _mm512_maskz_compress_ps(keep, col));
