@@ -82,8 +82,7 @@ impl Filter {
             return Err(Error::NonFinite { index });
         }
         let n = x.len() / d;
-        let order = tree_order(x, d)?;
-        let xs: Vec<f32> = order.iter().flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].iter().copied()).collect();
+        let (order, xs) = tree_order(x, d)?;
         let xn: Vec<f32> = xs.chunks_exact(d).map(|p| super::assign::dot(p, p)).collect();
         let boxes = LEVELS.iter().map(|&size| Boxes::new(&xs, d, size)).collect::<Result<_>>()?;
         let max_xn = xn.iter().fold(0f32, |m, &v| m.max(v));
@@ -153,49 +152,89 @@ fn up(v: f64) -> f32 {
     }
 }
 
-/// Orders the points along a kd-tree: a range longer than a node size is split along its
-/// widest dimension (ties by index) with a left part that is a whole number of nodes of the
-/// largest size below the range's length, so every aligned run of each size in [`LEVELS`] is
-/// one subtree. The ranges of one depth are disjoint and split in parallel, each depending on
-/// its own points only: the order is the same for any thread count.
-fn tree_order(x: &[f32], d: usize) -> Result<Vec<u32>> {
+/// Orders the points along a kd-tree: a range longer than a leaf is split along its widest
+/// dimension (ties by index) with a left part that is a whole number of nodes of the largest
+/// size in [`LEVELS`] below the range's length, so every aligned run of each size is one
+/// subtree. Returns the order and the points in it. The rows travel with their indices (every
+/// split reads contiguous memory). Ranges are split in parallel, each depending on its own
+/// points only (the top ones depth by depth, then whole subtrees of at most [`SUBTREE`]
+/// points per job): the order is the same for any thread count.
+fn tree_order(x: &[f32], d: usize) -> Result<(Vec<u32>, Vec<f32>)> {
     let n = x.len() / d;
-    let mut idx: Vec<u32> = (0..n as u32).collect();
-    let mut ranges: Vec<(usize, usize)> = if n > LEAF { vec![(0, n)] } else { Vec::new() };
-    while !ranges.is_empty() {
+    let (mut idx, mut xs): (Vec<u32>, Vec<f32>) = ((0..n as u32).collect(), x.to_vec());
+    let mut ranges = vec![(0, n)];
+    // Depth by depth while the ranges are large.
+    while ranges.iter().any(|r| r.1 - r.0 > SUBTREE) {
         let mut lefts = vec![0usize; ranges.len()];
-        let mut jobs = Vec::with_capacity(ranges.len());
-        let (mut rest, mut at) = (&mut idx[..], 0);
-        for (&(lo, hi), left) in ranges.iter().zip(lefts.iter_mut()) {
-            let (part, tail) = std::mem::take(&mut rest)[lo - at..].split_at_mut(hi - lo);
-            (rest, at) = (tail, hi);
-            jobs.push((part, left));
-        }
-        parallel::try_for_each(jobs, |(part, left)| {
-            *left = split(x, d, part);
+        let jobs: Vec<_> = cut(&mut idx, &mut xs, d, &ranges).into_iter().zip(lefts.iter_mut()).collect();
+        parallel::try_for_each(jobs, |((ids, rows), left)| {
+            if ids.len() > SUBTREE {
+                *left = split(ids, rows, d, &mut Vec::new(), &mut Vec::new());
+            }
             Ok(())
         })?;
-        ranges = ranges.iter().zip(&lefts).flat_map(|(&(lo, hi), &l)| [(lo, lo + l), (lo + l, hi)]).filter(|r| r.1 - r.0 > LEAF).collect();
+        ranges = ranges.iter().zip(&lefts).flat_map(|(&(lo, hi), &l)| if l == 0 { vec![(lo, hi)] } else { vec![(lo, lo + l), (lo + l, hi)] }).collect();
     }
-    Ok(idx)
+    parallel::try_for_each(cut(&mut idx, &mut xs, d, &ranges), |(ids, rows)| {
+        subtree(ids, rows, d, &mut Vec::new(), &mut Vec::new());
+        Ok(())
+    })?;
+    Ok((idx, xs))
 }
 
-/// Splits `part` (more than [`LEAF`] points); returns the size of the left part.
-fn split(x: &[f32], d: usize, part: &mut [u32]) -> usize {
-    let unit = LEVELS.iter().copied().find(|&s| s < part.len()).unwrap_or(LEAF);
-    let left = (part.len() / 2 / unit).max(1) * unit;
+/// Points per job below which a range is ordered whole, serially.
+const SUBTREE: usize = 4096;
+
+type Part<'a> = (&'a mut [u32], &'a mut [f32]);
+
+/// The disjoint ranges (in order, covering everything) as slices of indices and rows.
+fn cut<'a>(idx: &'a mut [u32], xs: &'a mut [f32], d: usize, ranges: &[(usize, usize)]) -> Vec<Part<'a>> {
+    let (mut ri, mut rx) = (idx, xs);
+    ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            let (a, b) = std::mem::take(&mut ri).split_at_mut(hi - lo);
+            let (c, e) = std::mem::take(&mut rx).split_at_mut((hi - lo) * d);
+            (ri, rx) = (b, e);
+            (a, c)
+        })
+        .collect()
+}
+
+/// Orders one range whole (see [`tree_order`]).
+fn subtree(ids: &mut [u32], rows: &mut [f32], d: usize, keys: &mut Vec<(f32, u32, u32)>, tmp: &mut Vec<f32>) {
+    if ids.len() <= LEAF {
+        return;
+    }
+    let left = split(ids, rows, d, keys, tmp);
+    let (li, ri) = ids.split_at_mut(left);
+    let (lr, rr) = rows.split_at_mut(left * d);
+    subtree(li, lr, d, keys, tmp);
+    subtree(ri, rr, d, keys, tmp);
+}
+
+/// Splits a range of more than [`LEAF`] points (see [`tree_order`]); returns the size of the
+/// left part.
+fn split(ids: &mut [u32], rows: &mut [f32], d: usize, keys: &mut Vec<(f32, u32, u32)>, tmp: &mut Vec<f32>) -> usize {
+    let len = ids.len();
+    let unit = LEVELS.iter().copied().find(|&s| s < len).unwrap_or(LEAF);
+    let left = (len / 2 / unit).max(1) * unit;
     let (mut lo, mut hi) = (vec![f32::INFINITY; d], vec![f32::NEG_INFINITY; d]);
-    for &i in part.iter() {
-        for (t, &v) in x[i as usize * d..(i as usize + 1) * d].iter().enumerate() {
-            lo[t] = lo[t].min(v);
-            hi[t] = hi[t].max(v);
+    for p in rows.chunks_exact(d) {
+        for t in 0..d {
+            lo[t] = lo[t].min(p[t]);
+            hi[t] = hi[t].max(p[t]);
         }
     }
     let t = (0..d).fold(0, |b, t| if hi[t] - lo[t] > hi[b] - lo[b] { t } else { b });
-    let mut keyed: Vec<(f32, u32)> = part.iter().map(|&i| (x[i as usize * d + t], i)).collect();
-    keyed.select_nth_unstable_by(left, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    for (o, k) in part.iter_mut().zip(&keyed) {
-        *o = k.1;
+    keys.clear();
+    keys.extend(ids.iter().enumerate().map(|(q, &i)| (rows[q * d + t], i, q as u32)));
+    keys.select_nth_unstable_by(left, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    tmp.clear();
+    tmp.extend_from_slice(rows);
+    for (q, k) in keys.iter().enumerate() {
+        ids[q] = k.1;
+        rows[q * d..(q + 1) * d].copy_from_slice(&tmp[k.2 as usize * d..(k.2 as usize + 1) * d]);
     }
     left
 }
