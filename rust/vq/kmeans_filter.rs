@@ -31,6 +31,7 @@
 
 use super::assign::{assign_batch_at, Codebook};
 use super::kmeans_filter_kernels::{filter, near, score, Set, View};
+use super::seed_kernels::norms;
 use super::Metric;
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
@@ -82,9 +83,17 @@ impl Filter {
             return Err(Error::NonFinite { index });
         }
         let n = x.len() / d;
+        let t0 = std::time::Instant::now();
         let (order, xs) = tree_order(x, d)?;
-        let xn: Vec<f32> = xs.chunks_exact(d).map(|p| super::assign::dot(p, p)).collect();
+        let t1 = t0.elapsed();
+        // `dot(x, x)` (a `mul_add` chain, the same bits at every level).
+        let mut xn = vec![0f32; n];
+        norms(simd::level(), &xs, d, &mut xn);
+        let t2 = t0.elapsed();
         let boxes = LEVELS.iter().map(|&size| Boxes::new(&xs, d, size)).collect::<Result<_>>()?;
+        if std::env::var("QP_DBG").is_ok() {
+            eprintln!("order {t1:?} xn {t2:?} boxes {:?}", t0.elapsed());
+        }
         let max_xn = xn.iter().fold(0f32, |m, &v| m.max(v));
         Ok(Filter { key: (x.as_ptr() as usize, n, d), order, xs, xn, boxes, max_xn, codes: Vec::new(), scored: 0 })
     }
@@ -132,8 +141,8 @@ impl Boxes {
                 }
                 reach[q] = lo.iter().zip(&hi).map(|(&a, &b)| (a as f64 * a as f64).max(b as f64 * b as f64)).sum();
                 let m = &mid[q * d..(q + 1) * d];
-                let gap = |p: &[f32]| p.iter().zip(m).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>();
-                let near = node.chunks_exact(d).enumerate().fold((f64::INFINITY, 0), |b, (i, p)| if gap(p) < b.0 { (gap(p), i) } else { b });
+                let gap = |p: &[f32]| p.iter().zip(m).map(|(&a, &b)| (a as f64 - b as f64) * (a as f64 - b as f64)).sum::<f64>();
+                let near = node.chunks_exact(d).map(gap).enumerate().fold((f64::INFINITY, 0), |b, (i, g)| if g < b.0 { (g, i) } else { b });
                 rep[q] = ((job * per + q) * size + near.1) as u32;
             }
             Ok(())
@@ -153,7 +162,7 @@ fn up(v: f64) -> f32 {
 }
 
 /// Orders the points along a kd-tree: a range longer than a leaf is split along its widest
-/// dimension (ties by index) with a left part that is a whole number of nodes of the largest
+/// dimension (ties by position in the range) with a left part that is a whole number of nodes of the largest
 /// size in [`LEVELS`] below the range's length, so every aligned run of each size is one
 /// subtree. Returns the order and the points in it. The rows travel with their indices (every
 /// split reads contiguous memory). Ranges are split in parallel, each depending on its own
@@ -169,17 +178,27 @@ fn tree_order(x: &[f32], d: usize) -> Result<(Vec<u32>, Vec<f32>)> {
         let jobs: Vec<_> = cut(&mut idx, &mut xs, d, &ranges).into_iter().zip(lefts.iter_mut()).collect();
         parallel::try_for_each(jobs, |((ids, rows), left)| {
             if ids.len() > SUBTREE {
-                *left = split(ids, rows, d, &mut Vec::new(), &mut Vec::new());
+                *left = split(ids, rows, d, &mut Bufs::default());
             }
             Ok(())
         })?;
         ranges = ranges.iter().zip(&lefts).flat_map(|(&(lo, hi), &l)| if l == 0 { vec![(lo, hi)] } else { vec![(lo, lo + l), (lo + l, hi)] }).collect();
     }
     parallel::try_for_each(cut(&mut idx, &mut xs, d, &ranges), |(ids, rows)| {
-        subtree(ids, rows, d, &mut Vec::new(), &mut Vec::new());
+        subtree(ids, rows, d, &mut Bufs::default());
         Ok(())
     })?;
     Ok((idx, xs))
+}
+
+/// Reused buffers of the splits.
+#[derive(Default)]
+struct Bufs {
+    keys: Vec<u64>,
+    rows: Vec<f32>,
+    ids: Vec<u32>,
+    lo: Vec<f32>,
+    hi: Vec<f32>,
 }
 
 /// Points per job below which a range is ordered whole, serially.
@@ -202,39 +221,51 @@ fn cut<'a>(idx: &'a mut [u32], xs: &'a mut [f32], d: usize, ranges: &[(usize, us
 }
 
 /// Orders one range whole (see [`tree_order`]).
-fn subtree(ids: &mut [u32], rows: &mut [f32], d: usize, keys: &mut Vec<(f32, u32, u32)>, tmp: &mut Vec<f32>) {
+fn subtree(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut Bufs) {
     if ids.len() <= LEAF {
         return;
     }
-    let left = split(ids, rows, d, keys, tmp);
+    let left = split(ids, rows, d, b);
     let (li, ri) = ids.split_at_mut(left);
     let (lr, rr) = rows.split_at_mut(left * d);
-    subtree(li, lr, d, keys, tmp);
-    subtree(ri, rr, d, keys, tmp);
+    subtree(li, lr, d, b);
+    subtree(ri, rr, d, b);
 }
 
 /// Splits a range of more than [`LEAF`] points (see [`tree_order`]); returns the size of the
 /// left part.
-fn split(ids: &mut [u32], rows: &mut [f32], d: usize, keys: &mut Vec<(f32, u32, u32)>, tmp: &mut Vec<f32>) -> usize {
+fn split(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut Bufs) -> usize {
     let len = ids.len();
     let unit = LEVELS.iter().copied().find(|&s| s < len).unwrap_or(LEAF);
     let left = (len / 2 / unit).max(1) * unit;
-    let (mut lo, mut hi) = (vec![f32::INFINITY; d], vec![f32::NEG_INFINITY; d]);
+    b.lo.clear();
+    b.lo.resize(d, f32::INFINITY);
+    b.hi.clear();
+    b.hi.resize(d, f32::NEG_INFINITY);
+    let (lo, hi) = (&mut b.lo, &mut b.hi);
     for p in rows.chunks_exact(d) {
         for t in 0..d {
-            lo[t] = lo[t].min(p[t]);
-            hi[t] = hi[t].max(p[t]);
+            lo[t] = if p[t] < lo[t] { p[t] } else { lo[t] };
+            hi[t] = if p[t] > hi[t] { p[t] } else { hi[t] };
         }
     }
-    let t = (0..d).fold(0, |b, t| if hi[t] - lo[t] > hi[b] - lo[b] { t } else { b });
-    keys.clear();
-    keys.extend(ids.iter().enumerate().map(|(q, &i)| (rows[q * d + t], i, q as u32)));
-    keys.select_nth_unstable_by(left, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    tmp.clear();
-    tmp.extend_from_slice(rows);
-    for (q, k) in keys.iter().enumerate() {
-        ids[q] = k.1;
-        rows[q * d..(q + 1) * d].copy_from_slice(&tmp[k.2 as usize * d..(k.2 as usize + 1) * d]);
+    let t = (0..d).fold(0, |w, t| if hi[t] - lo[t] > hi[w] - lo[w] { t } else { w });
+    // (coordinate in an order-preserving integer form, position): plain integer compares.
+    b.keys.clear();
+    b.keys.extend((0..len).map(|q| {
+        let v = rows[q * d + t].to_bits();
+        let ordered = if v >> 31 == 1 { !v } else { v | 1 << 31 };
+        (ordered as u64) << 32 | q as u64
+    }));
+    b.keys.select_nth_unstable(left);
+    b.rows.clear();
+    b.rows.extend_from_slice(rows);
+    b.ids.clear();
+    b.ids.extend_from_slice(ids);
+    for (q, &k) in b.keys.iter().enumerate() {
+        let from = k as u32 as usize;
+        ids[q] = b.ids[from];
+        rows[q * d..(q + 1) * d].copy_from_slice(&b.rows[from * d..(from + 1) * d]);
     }
     left
 }
@@ -279,7 +310,11 @@ pub fn assign_filtered_at(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter
         return Err(Error::Shape(format!("x holds {} values, not a multiple of d={d}", x.len())));
     }
     if !f.holds(x, d) {
+        let t0 = std::time::Instant::now();
         *f = Filter::build(x, d)?;
+        if std::env::var("QP_DBG").is_ok() {
+            eprintln!("build {:?}", t0.elapsed());
+        }
     }
     let cmax = cb.norms.iter().fold(0f32, |m, &v| m.max(v));
     if cmax >= LIMIT || f.max_xn >= LIMIT {
