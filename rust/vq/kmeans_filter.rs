@@ -411,9 +411,10 @@ fn descend(w: &Walk, s: &mut Scratch, lvl: usize, node: usize, parent: View, sta
         }
     };
     let z = w.cb.row(zi);
-    let dz = z.iter().zip(mid).fold(0f32, |s, (&a, &b)| (a - b).mul_add(a - b, s));
+    let m2: Vec<f32> = mid.iter().map(|&v| -2.0 * v).collect();
+    let dz = z.iter().zip(&m2).fold(w.cb.norms[zi], |s, (&a, &b)| a.mul_add(b, s));
     let mut set = std::mem::take(&mut s.sets[lvl]);
-    filter(w.level, parent, d, mid, z, dz, half, margin(d, b.reach[node], w.cmax), &mut set);
+    filter(w.level, parent, d, &m2, z, dz, half, margin(d, b.reach[node], w.cmax), &mut set);
     let size = LEVELS[lvl];
     let (p0, p1) = (node * size, ((node + 1) * size).min(f.order.len()));
     if lvl + 1 < LEVELS.len() {
@@ -441,7 +442,6 @@ fn leaf(w: &Walk, s: &mut Scratch, set: &mut Set, p0: usize, p1: usize, codes: &
         &s.rows
     };
     let (mut best, mut code) = ([0f32; LEAF], [0u32; LEAF]);
-    set.fill_norms(&w.cb.norms);
     score(w.level, rows, d, set.view(), &mut best, &mut code);
     for r in 0..m {
         codes[r] = set.idx[code[r] as usize];

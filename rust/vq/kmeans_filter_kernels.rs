@@ -19,7 +19,7 @@ pub const ROWS: usize = super::kmeans_filter::LEAF;
 
 /// Candidate centroids in ascending index order, column-major with `stride` (a multiple of
 /// [`LANES`], at least `len` rounded up plus [`LANES`]: room for a whole vector store past the
-/// end). `norms` (the computed `|c|^2`, set for scoring only) are NaN past `len` up to the next
+/// end). `norms` (the computed `|c|^2`) are NaN past `len` up to the next
 /// multiple of [`LANES`], so that padding lanes score NaN and never win.
 #[derive(Default, Debug)]
 pub struct Set {
@@ -63,15 +63,6 @@ impl Set {
         self.idx.resize(self.stride, 0);
         self.norms.resize(self.stride, f32::NAN);
         self.coords.resize(d * self.stride, 0.0);
-    }
-
-    /// Sets the norms of the candidates from every centroid's (`all`), NaN past the end.
-    pub fn fill_norms(&mut self, all: &[f32]) {
-        for (n, &j) in self.norms.iter_mut().zip(&self.idx[..self.len]) {
-            *n = all[j as usize];
-        }
-        let end = self.len.div_ceil(LANES) * LANES;
-        self.norms[self.len..end].fill(f32::NAN);
     }
 
     pub fn view(&self) -> View<'_> {
@@ -119,21 +110,21 @@ fn near_body(v: View, d: usize, mid: &[f32], out: &mut usize) {
     *out = at;
 }
 
-/// `out` = the candidates of `v` (in order; indices and coordinates, not norms) that the pivot
-/// `z` (any centroid, `dz` its value of the first sum) does not beat everywhere in the box
-/// `mid +- h` by more than `margin`: with `e = c - mid` and `w = c - z`,
-/// `g = (sum_t e_t^2 - dz) - 2 sum_t h_t |w_t|` (the sums `mul_add` chains), kept unless
-/// `g > margin` (see `kmeans_filter` for why this is exact).
+/// `out` = the candidates of `v` (in order) that the pivot `z` (any centroid, `dz` its value
+/// of the first sum) does not beat everywhere in the box `mid +- h` by more than `margin`: with
+/// `w = c - z`, `g = (|c|^2 + sum_t c_t m_t - dz) - 2 sum_t h_t |w_t|` where `m = -2 mid` and
+/// `|c|^2` is the computed norm (the sums `mul_add` chains), kept unless `g > margin` (see
+/// `kmeans_filter` for why this is exact).
 #[inline(always)]
-fn filter_body(v: View, d: usize, mid: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set) {
+fn filter_body(v: View, d: usize, m2: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set) {
     let mut m = 0;
     for p in 0..v.len.div_ceil(LANES) {
-        let (mut q, mut a) = ([0f32; LANES], [0f32; LANES]);
+        let mut q: [f32; LANES] = v.norms[p * LANES..(p + 1) * LANES].try_into().unwrap();
+        let mut a = [0f32; LANES];
         for t in 0..d {
             let c = &v.coords[t * v.stride + p * LANES..][..LANES];
             for l in 0..LANES {
-                let e = c[l] - mid[t];
-                q[l] = e.mul_add(e, q[l]);
+                q[l] = c[l].mul_add(m2[t], q[l]);
                 a[l] = h[t].mul_add((c[l] - z[t]).abs(), a[l]);
             }
         }
@@ -148,6 +139,7 @@ fn filter_body(v: View, d: usize, mid: &[f32], z: &[f32], dz: f32, h: &[f32], ma
             keep &= keep - 1;
             let j = p * LANES + l;
             out.idx[m] = v.idx.map_or(j as u32, |i| i[j]);
+            out.norms[m] = v.norms[j];
             for t in 0..d {
                 out.coords[t * out.stride + m] = v.coords[t * v.stride + j];
             }
@@ -199,7 +191,7 @@ fn merge(b: &[f32; LANES], i: &[u32; LANES]) -> (f32, u32) {
 }
 
 per_level!(near_plain, near_body, (v: View, d: usize, mid: &[f32], out: &mut usize));
-per_level!(filter_plain, filter_body, (v: View, d: usize, mid: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set));
+per_level!(filter_plain, filter_body, (v: View, d: usize, m2: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set));
 per_level!(score_plain, score_body, (xs: &[f32], d: usize, v: View, best: &mut [f32; ROWS], code: &mut [u32; ROWS]));
 
 /// See [`near_body`].
@@ -215,18 +207,23 @@ pub fn near(level: Level, v: View, d: usize, mid: &[f32], out: &mut usize) {
     near_plain(level, v, d, mid, out)
 }
 
-/// See [`filter_body`]; `out` is resized to hold every candidate of `v`, its norms left NaN.
-pub fn filter(level: Level, v: View, d: usize, mid: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set) {
+/// See [`filter_body`] (`m2 = -2 mid`); `out` is resized to hold every candidate of `v`.
+pub fn filter(level: Level, v: View, d: usize, m2: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set) {
     v.check(d);
-    assert!(mid.len() == d && z.len() == d && h.len() == d);
+    assert!(m2.len() == d && z.len() == d && h.len() == d);
     out.reserve(v.len, d);
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
         // SAFETY: as in `near`; `reserve` leaves room for a whole vector past `v.len` in every
         // output column, which bounds the kernel's stores.
-        return unsafe { avx512::filter(v, d, mid, z, dz, h, margin, out) };
+        unsafe { avx512::filter(v, d, m2, z, dz, h, margin, out) };
+    } else {
+        filter_plain(level, v, d, m2, z, dz, h, margin, out);
     }
-    filter_plain(level, v, d, mid, z, dz, h, margin, out)
+    #[cfg(not(target_arch = "x86_64"))]
+    filter_plain(level, v, d, m2, z, dz, h, margin, out);
+    let end = out.len.div_ceil(LANES) * LANES;
+    out.norms[out.len..end].fill(f32::NAN);
 }
 
 /// See [`score_body`].
@@ -295,22 +292,22 @@ mod avx512 {
     /// # Safety
     /// As [`near`], with `z`, `h` holding `d` values and `out` reserved for `v.len`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn filter(v: View, d: usize, mid: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set) {
-        let c = v.coords.as_ptr();
-        let (oc, oi) = (out.coords.as_mut_ptr(), out.idx.as_mut_ptr());
-        let (m2, mg, abs, dz) = (_mm512_set1_ps(-2.0), _mm512_set1_ps(margin), _mm512_set1_epi32(0x7fff_ffff), _mm512_set1_ps(dz));
+    pub(super) unsafe fn filter(v: View, d: usize, m2: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set) {
+        let (c, n) = (v.coords.as_ptr(), v.norms.as_ptr());
+        let (oc, on, oi) = (out.coords.as_mut_ptr(), out.norms.as_mut_ptr(), out.idx.as_mut_ptr());
+        let (mg, abs, dz) = (_mm512_set1_ps(margin), _mm512_set1_epi32(0x7fff_ffff), _mm512_set1_ps(dz));
         let mut m = 0;
         for p in 0..v.len.div_ceil(LANES) {
-            let (mut q, mut a) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let norms = _mm512_loadu_ps(n.add(p * LANES));
+            let (mut q, mut a) = (norms, _mm512_setzero_ps());
             for t in 0..d {
                 let col = _mm512_loadu_ps(c.add(t * v.stride + p * LANES));
-                let e = _mm512_sub_ps(col, _mm512_set1_ps(mid[t]));
-                q = _mm512_fmadd_ps(e, e, q);
+                q = _mm512_fmadd_ps(col, _mm512_set1_ps(m2[t]), q);
                 let w = _mm512_sub_ps(col, _mm512_set1_ps(z[t]));
                 let w = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(w), abs));
                 a = _mm512_fmadd_ps(_mm512_set1_ps(h[t]), w, a);
             }
-            let g = _mm512_fmadd_ps(m2, a, _mm512_sub_ps(q, dz));
+            let g = _mm512_fmadd_ps(_mm512_set1_ps(-2.0), a, _mm512_sub_ps(q, dz));
             let keep = _mm512_cmp_ps_mask::<_CMP_NGT_UQ>(g, mg) & valid(v.len, p) as u16;
             // No branch on `keep` (unpredictable): an empty mask stores zeros past the end.
             let ids = match v.idx {
@@ -318,6 +315,7 @@ mod avx512 {
                 None => iota(p),
             };
             _mm512_storeu_si512(oi.add(m).cast(), _mm512_maskz_compress_epi32(keep, ids));
+            _mm512_storeu_ps(on.add(m), _mm512_maskz_compress_ps(keep, norms));
             for t in 0..d {
                 let col = _mm512_loadu_ps(c.add(t * v.stride + p * LANES));
                 _mm512_storeu_ps(oc.add(t * out.stride + m), _mm512_maskz_compress_ps(keep, col));
