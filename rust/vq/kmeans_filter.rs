@@ -4,28 +4,31 @@
 //!
 //! The points never move between iterations, so the first call orders them along a kd-tree
 //! (median splits along the widest dimension) whose nodes are aligned runs of [`LEVELS`] points,
-//! and keeps each node's bounding box. Every call then walks the tree: a node's candidates are
-//! its parent's (all centroids at the top) minus those its pivot (the candidate nearest the
-//! box's centre) beats everywhere in the box; a leaf's points are scored against the leaf's
-//! candidates only, with the brute-force arithmetic. The state is O(n d): no n x k matrix.
+//! and keeps each node's bounding box (centre `m`, half-widths `h`). Every call then walks the
+//! tree: a node's candidates are its parent's (all centroids at the top) minus those a pivot
+//! centroid `z` beats everywhere in the box; a leaf's points are scored against the leaf's
+//! candidates only, with the brute-force arithmetic. The pivot is the last call's code of the
+//! node's point nearest its centre (at the first call: the parent's candidate nearest the
+//! centre). The state is O(n d): no n x k matrix.
 //!
 //! Exactness. Brute force ranks `s_j = fma(-2, x.c_j, |c_j|^2)` (float32, `x.c` and `|c|^2`
 //! sequential `mul_add` chains); each is within `e_j <= (2d + 4) u (|x|^2 + |c_j|^2)` of the
-//! true `S_j = |c_j|^2 - 2 x.c_j` (`u = 2^-24`). Candidate `j` is dropped against pivot `z` when
-//! `g = min over the box of (S_j - S_z) = |c_j|^2 - |z|^2 - 2 sum_t max(lo_t w_t, hi_t w_t)`
-//! (`w = c_j - z`, a linear function's minimum at a corner) exceeds `e_j + e_z`: then
-//! `s_j > s_z` for every point of the box, so `j` can neither win nor tie there. `g` is computed
-//! in float32 from the computed norms; with `M_t = max(|lo_t|, |hi_t|)` (so `|x|^2 <= |M|^2` in
-//! the box) its error is at most `(4d + 8) u (|M|^2 + 2 C)`, `C` the largest squared centroid
-//! norm, and `e_j + e_z <= (4d + 8) u (|M|^2 + C)`; the margin used is
-//! `(16d + 64) u (|M|^2 + 2 C)` (twice their sum) plus the smallest normal float (underflow).
-//! Being beaten (a strictly lower computed score) is transitive, so the brute-force winner (the
-//! lowest index among the lowest scores) is never dropped at any level of the tree. Candidates
-//! stay in ascending index order, and a leaf's points are scored exactly as
+//! true `S_j = |c_j|^2 - 2 x.c_j` (`u = 2^-24`). For `x` in the box and `w = c_j - z`,
+//! `S_j - S_z = Q_j - Q_z - 2 (x - m).w >= G_j = Q_j - Q_z - 2 sum_t h_t |w_t|` with
+//! `Q = |c|^2 - 2 m.c`. Candidate `j` is dropped when `G_j` exceeds `e_j + e_z` plus the
+//! rounding of its float32 computation: then `s_j > s_z` at every point of the box, so `j` can
+//! neither win nor tie there. With `M_t = max(|lo_t|, |hi_t|)` (so `|x|^2, |m|^2 <= |M|^2` and
+//! `|h| <= |M|`) and `C` the largest squared centroid norm, `Q` is within `2d u (2C + |M|^2)`,
+//! `sum h |w| <= |M|^2 + C` within `(d + 1) u` of that, so the computed `G_j` is within
+//! `(10d + 12) u (|M|^2 + C)`, and `e_j + e_z <= (4d + 8) u (|M|^2 + C)`; the margin used is
+//! `(16d + 64) u (|M|^2 + 2C)` plus the smallest normal float (underflow). Any centroid may
+//! serve as the pivot, and being beaten (a strictly lower computed score) is transitive, so the
+//! brute-force winner (the lowest index among the lowest scores) is never dropped at any level.
+//! Candidates stay in ascending index order, and a leaf's points are scored exactly as
 //! `assign::score_scalar` with ties to the lowest index, so codes and distances are those of
 //! `assign_into`, bit for bit. Norms past 2^80 (where products could overflow) fall back to
-//! brute force. The per-leaf work is the same code at every SIMD level and the jobs are fixed
-//! runs of the tree, so nothing depends on the level or the thread count.
+//! brute force. The kernels perform the same operations at every SIMD level and the jobs are
+//! fixed runs of the tree, so nothing depends on the level or the thread count.
 
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)] // lane loops, kernel args
 
@@ -83,17 +86,11 @@ impl Filter {
             return Err(Error::NonFinite { index });
         }
         let n = x.len() / d;
-        let t0 = std::time::Instant::now();
         let (order, xs) = tree_order(x, d)?;
-        let t1 = t0.elapsed();
         // `dot(x, x)` (a `mul_add` chain, the same bits at every level).
         let mut xn = vec![0f32; n];
         norms(simd::level(), &xs, d, &mut xn);
-        let t2 = t0.elapsed();
         let boxes = LEVELS.iter().map(|&size| Boxes::new(&xs, d, size)).collect::<Result<_>>()?;
-        if std::env::var("QP_DBG").is_ok() {
-            eprintln!("order {t1:?} xn {t2:?} boxes {:?}", t0.elapsed());
-        }
         let max_xn = xn.iter().fold(0f32, |m, &v| m.max(v));
         Ok(Filter { key: (x.as_ptr() as usize, n, d), order, xs, xn, boxes, max_xn, codes: Vec::new(), scored: 0 })
     }
@@ -310,11 +307,7 @@ pub fn assign_filtered_at(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter
         return Err(Error::Shape(format!("x holds {} values, not a multiple of d={d}", x.len())));
     }
     if !f.holds(x, d) {
-        let t0 = std::time::Instant::now();
         *f = Filter::build(x, d)?;
-        if std::env::var("QP_DBG").is_ok() {
-            eprintln!("build {:?}", t0.elapsed());
-        }
     }
     let cmax = cb.norms.iter().fold(0f32, |m, &v| m.max(v));
     if cmax >= LIMIT || f.max_xn >= LIMIT {
@@ -331,10 +324,6 @@ pub fn assign_filtered_at(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter
     }
     .map(|(codes, dists, scored, tree_codes)| {
         f.codes = tree_codes;
-        if std::env::var("QP_DBG").is_ok() {
-            let v: Vec<u64> = DBG.iter().map(|a| a.swap(0, std::sync::atomic::Ordering::Relaxed)).collect();
-            eprintln!("tests {:?} kept {:?} nodes {:x} scored/pt {}", [v[0], v[2], v[4]].map(|a| a as f64 / f.order.len() as f64), [v[1], v[3], v[5]], v[7], scored as f64 / f.order.len() as f64);
-        }
         f.scored = scored;
         (codes, dists)
     })
@@ -353,7 +342,6 @@ fn brute(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter) -> Result<(Vec<
     Ok((codes, dists))
 }
 
-static DBG: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
 /// Codes and distances in the caller's order, pairs scored, codes in tree order.
 type Walked = Option<(Vec<u32>, Vec<f32>, u64, Vec<u32>)>;
 

@@ -130,12 +130,17 @@ fn changed_points_rebuild_the_tree_and_bad_input_is_an_error() {
     assert!(assign_filtered_at(level, &cb, &x[..5], &mut f).is_err());
     let cos = Codebook::new(&x[..30], 3, Metric::Cosine).unwrap();
     assert!(assign_filtered_at(level, &cos, &x, &mut f).is_err());
+    // Fewer centroids than the last call's codes reach: the pivots must not use them.
+    for k in [30, 4, 1] {
+        let cb = Codebook::new(&x[..k * 3], 3, Metric::L2).unwrap();
+        assert_eq!(assign_filtered_at(level, &cb, &x, &mut f).unwrap().0, brute(&cb, &x).0, "k={k}");
+    }
 }
 
 #[test]
 fn accelerated_lloyd_equals_plain_lloyd() {
     let mut rng = Rng::new(5);
-    for (n, d, k) in [(6000, 4, 100), (3000, 8, 300), (2000, 40, 50), (2000, 20, 50)] {
+    for (n, d, k) in [(6000, 4, 600), (3000, 8, 900), (2000, 40, 50), (2000, 20, 50), (2000, 3, 60)] {
         let x = clustered(&mut rng, n, d, 12, 2.0);
         let w: Vec<f32> = (0..n).map(|i| (i % 4) as f32 * 0.5).collect();
         for weights in [None, Some(w.as_slice())] {
@@ -157,5 +162,6 @@ fn accelerated_lloyd_equals_plain_lloyd() {
         }
     }
     assert!(matches!(Accel::choose(65536, 8, 4096, Metric::L2), AccelKind::Filter(_)));
+    assert!(matches!(Accel::choose(65536, 64, 256, Metric::L2), AccelKind::Bounds(_)));
     assert!(matches!(Accel::choose(65536, 8, 4096, Metric::Cosine), AccelKind::Plain));
 }
