@@ -179,7 +179,11 @@ fn tree_order(x: &[f32], d: usize) -> Result<(Vec<u32>, Vec<f32>)> {
             }
             Ok(())
         })?;
-        ranges = ranges.iter().zip(&lefts).flat_map(|(&(lo, hi), &l)| if l == 0 { vec![(lo, hi)] } else { vec![(lo, lo + l), (lo + l, hi)] }).collect();
+        ranges = ranges
+            .iter()
+            .zip(&lefts)
+            .flat_map(|(&(lo, hi), &l)| if l == 0 { vec![(lo, hi)] } else { vec![(lo, lo + l), (lo + l, hi)] })
+            .collect();
     }
     parallel::try_for_each(cut(&mut idx, &mut xs, d, &ranges), |(ids, rows)| {
         subtree(ids, rows, d, &mut Bufs::default());

@@ -131,7 +131,8 @@ fn filter_body(v: View, d: usize, m2: &[f32], z: &[f32], dz: f32, h: &[f32], mar
         let mut keep = 0u32;
         for l in 0..LANES {
             let g = (-2.0f32).mul_add(a[l], q[l] - dz);
-            keep |= (!(g > margin) as u32) << l;
+            // `vcmpngtps`: NaN keeps the candidate.
+            keep |= ((g <= margin || g.is_nan()) as u32) << l;
         }
         keep &= valid(v.len, p);
         while keep != 0 {

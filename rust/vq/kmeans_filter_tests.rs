@@ -57,7 +57,9 @@ fn check_sequence(x: &[f32], d: usize, c0: &[f32], steps: usize, what: &str) {
 fn filtered_assignment_equals_brute_force() {
     let mut rng = Rng::new(17);
     let big = LEVELS[0] * 2 + 3 * LEAF + 5; // ragged nodes at every level
-    for (n, d, k) in [(big, 8, 40), (3000, 3, 17), (2000, 16, 300), (700, 1, 5), (600, 5, 1), (5000, 2, 256), (1500, 8, 1400), (900, 40, 33)] {
+    for (n, d, k) in
+        [(big, 8, 40), (3000, 3, 17), (2000, 16, 300), (700, 1, 5), (600, 5, 1), (5000, 2, 256), (1500, 8, 1400), (900, 40, 33)]
+    {
         let x = clustered(&mut rng, n, d, 20, 1.0);
         check_sequence(&x, d, &x[..k * d], 4, &format!("clustered n={n} d={d} k={k}"));
         let u = uniform(&mut rng, n * d, 3.0);
