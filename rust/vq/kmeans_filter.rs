@@ -52,11 +52,12 @@ const LIMIT: f32 = 1.2089258e24; // 2^80
 /// The tree of one set of points (built on the first call, kept for the next ones).
 #[derive(Default, Debug)]
 pub struct Filter {
-    /// `(address, n, d)` of the points the tree belongs to.
-    key: (usize, usize, usize),
+    /// `(n, d)` of the points the tree belongs to.
+    key: (usize, usize),
     /// Original index of the point at each position of the tree order.
     order: Vec<u32>,
-    /// The points in tree order (also checked against the caller's at every call).
+    /// The points, in the caller's order (checked at every call) and in tree order.
+    x0: Vec<f32>,
     xs: Vec<f32>,
     /// `dot(x, x)` in tree order (the bits `assign` adds to a score).
     xn: Vec<f32>,
@@ -75,10 +76,12 @@ impl Filter {
         Filter::default()
     }
 
-    /// Whether the tree was built for `x` (same address and shape; the values are checked by
-    /// the walk).
+    /// Whether the tree was built for `x` (same shape and values, bit for bit).
     fn holds(&self, x: &[f32], d: usize) -> bool {
-        self.key == (x.as_ptr() as usize, x.len() / d, d) && self.order.len() == x.len() / d
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0, |m, (u, v)| m | (u.to_bits() ^ v.to_bits())) == 0;
+        self.key == (x.len() / d, d)
+            && self.x0.len() == x.len()
+            && x.chunks(4096).zip(self.x0.chunks(4096)).all(|(a, b)| same(a, b))
     }
 
     fn build(x: &[f32], d: usize) -> Result<Filter> {
@@ -92,7 +95,7 @@ impl Filter {
         norms(simd::level(), &xs, d, &mut xn);
         let boxes = LEVELS.iter().map(|&size| Boxes::new(&xs, d, size)).collect::<Result<_>>()?;
         let max_xn = xn.iter().fold(0f32, |m, &v| m.max(v));
-        Ok(Filter { key: (x.as_ptr() as usize, n, d), order, xs, xn, boxes, max_xn, codes: Vec::new(), scored: 0 })
+        Ok(Filter { key: (n, d), order, x0: x.to_vec(), xs, xn, boxes, max_xn, codes: Vec::new(), scored: 0 })
     }
 }
 
@@ -296,7 +299,8 @@ struct Scratch {
 
 /// The nearest centroid of every point and its distance, exactly as
 /// `assign_into(cb, x, codes, Some(dists))` reports them, using (and building on the first
-/// call, or when `x` is not the points it was built for) the tree `f`. `cb` must be L2.
+/// call, or when `x` does not hold the points it was built for) the tree `f`. `cb` must be
+/// L2.
 pub fn assign_filtered(cb: &Codebook, x: &[f32], f: &mut Filter) -> Result<(Vec<u32>, Vec<f32>)> {
     assign_filtered_at(simd::level(), cb, x, f)
 }
@@ -317,20 +321,9 @@ pub fn assign_filtered_at(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter
     if cmax >= LIMIT || f.max_xn >= LIMIT {
         return brute(level, cb, x, f);
     }
-    let all = || Set::all(&cb.data, &cb.norms, d);
-    match walk(&Walk { level, cb, f, cmax: cmax as f64, all: all() }, x)? {
-        Some(got) => Ok(got),
-        None => {
-            // The values at x changed since the tree was built: build it again.
-            *f = Filter::build(x, d)?;
-            walk(&Walk { level, cb, f, cmax: cmax as f64, all: all() }, x).map(|r| r.expect("the tree was just built from x"))
-        }
-    }
-    .map(|(codes, dists, scored, tree_codes)| {
-        f.codes = tree_codes;
-        f.scored = scored;
-        (codes, dists)
-    })
+    let (codes, dists, scored, tree_codes) = walk(&Walk { level, cb, f, cmax: cmax as f64, all: Set::all(&cb.data, &cb.norms, d) })?;
+    (f.codes, f.scored) = (tree_codes, scored);
+    Ok((codes, dists))
 }
 
 /// Brute force at `level` (huge norms), in fixed chunks.
@@ -347,43 +340,40 @@ fn brute(level: Level, cb: &Codebook, x: &[f32], f: &mut Filter) -> Result<(Vec<
 }
 
 /// Codes and distances in the caller's order, pairs scored, codes in tree order.
-type Walked = Option<(Vec<u32>, Vec<f32>, u64, Vec<u32>)>;
+type Walked = (Vec<u32>, Vec<f32>, u64, Vec<u32>);
 
-/// Every job of the tree; `None` if `x` no longer holds the points of the tree.
-fn walk(w: &Walk, x: &[f32]) -> Result<Walked> {
+thread_local! {
+    static SETS: std::cell::RefCell<Vec<Set>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Every job of the tree.
+fn walk(w: &Walk) -> Result<Walked> {
     let (f, d) = (w.f, w.cb.d);
     let n = f.order.len();
     let (mut codes, mut dists) = (vec![0u32; n], vec![0f32; n]);
     let per = JOB_NODES * LEVELS[0];
-    let mut stats = vec![(true, 0u64); n.div_ceil(per)];
+    let mut stats = vec![0u64; n.div_ceil(per)];
     let jobs: Vec<_> = codes.chunks_mut(per).zip(dists.chunks_mut(per)).zip(stats.iter_mut()).enumerate().collect();
     parallel::try_for_each(jobs, |(j, ((codes, dists), stat))| {
         let start = j * per;
-        let same = f.order[start..start + codes.len()].iter().enumerate().all(|(q, &i)| {
-            let (a, b) = (&x[i as usize * d..(i as usize + 1) * d], &f.xs[(start + q) * d..(start + q + 1) * d]);
-            a.iter().zip(b).all(|(u, v)| u.to_bits() == v.to_bits())
-        });
-        if !same {
-            stat.0 = false;
-            return Ok(());
-        }
-        let mut s = Scratch { sets: (0..LEVELS.len()).map(|_| Set::default()).collect(), rows: vec![0.0; LEAF * d], scored: 0 };
+        // The candidate sets of the last call on this thread (their contents never matter).
+        let sets = SETS.with(|c| c.take());
+        let mut s = Scratch { sets, rows: vec![0.0; LEAF * d], scored: 0 };
+        s.sets.resize_with(LEVELS.len(), Set::default);
         let all = w.all.view();
         for node in 0..codes.len().div_ceil(LEVELS[0]) {
             descend(w, &mut s, 0, start / LEVELS[0] + node, all, start, codes, dists);
         }
-        stat.1 = s.scored;
+        *stat = s.scored;
+        SETS.with(|c| c.replace(s.sets));
         Ok(())
     })?;
-    if stats.iter().any(|s| !s.0) {
-        return Ok(None);
-    }
     let (mut out_codes, mut out_dists) = (vec![0u32; n], vec![0f32; n]);
     for ((&i, &c), &v) in f.order.iter().zip(&codes).zip(&dists) {
         out_codes[i as usize] = c;
         out_dists[i as usize] = v;
     }
-    Ok(Some((out_codes, out_dists, stats.iter().map(|s| s.1).sum(), codes)))
+    Ok((out_codes, out_dists, stats.iter().sum(), codes))
 }
 
 /// Node `node` of level `lvl`: its candidates filtered from `parent`, then its children (or its
