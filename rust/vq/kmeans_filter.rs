@@ -103,6 +103,8 @@ impl Filter {
 #[derive(Default, Debug)]
 struct Boxes {
     mid: Vec<f32>,
+    /// `-2 mid` (what the filter multiplies by).
+    m2: Vec<f32>,
     /// Half-widths, rounded up: every point of the node lies in `mid +- half`.
     half: Vec<f32>,
     /// `sum_t max(lo_t^2, hi_t^2)` (float64): no point of the box has a larger squared norm.
@@ -114,7 +116,7 @@ struct Boxes {
 impl Boxes {
     fn new(xs: &[f32], d: usize, size: usize) -> Result<Boxes> {
         let nodes = (xs.len() / d).div_ceil(size);
-        let mut b = Boxes { mid: vec![0.0; nodes * d], half: vec![0.0; nodes * d], reach: vec![0.0; nodes], rep: vec![0; nodes] };
+        let mut b = Boxes { mid: vec![0.0; nodes * d], m2: Vec::new(), half: vec![0.0; nodes * d], reach: vec![0.0; nodes], rep: vec![0; nodes] };
         let per = 64; // nodes per job
         let jobs: Vec<_> = xs
             .chunks(per * size * d)
@@ -147,6 +149,7 @@ impl Boxes {
             }
             Ok(())
         })?;
+        b.m2 = b.mid.iter().map(|&v| -2.0 * v).collect();
         Ok(b)
     }
 }
@@ -393,10 +396,10 @@ fn descend(w: &Walk, s: &mut Scratch, lvl: usize, node: usize, parent: View, sta
         }
     };
     let z = w.cb.row(zi);
-    let m2: Vec<f32> = mid.iter().map(|&v| -2.0 * v).collect();
-    let dz = z.iter().zip(&m2).fold(w.cb.norms[zi], |s, (&a, &b)| a.mul_add(b, s));
+    let m2 = &b.m2[node * d..(node + 1) * d];
+    let dz = z.iter().zip(m2).fold(w.cb.norms[zi], |s, (&a, &b)| a.mul_add(b, s));
     let mut set = std::mem::take(&mut s.sets[lvl]);
-    filter(w.level, parent, d, &m2, z, dz, half, margin(d, b.reach[node], w.cmax), &mut set);
+    filter(w.level, parent, d, m2, z, dz, half, margin(d, b.reach[node], w.cmax), &mut set);
     let size = LEVELS[lvl];
     let (p0, p1) = (node * size, ((node + 1) * size).min(f.order.len()));
     if lvl + 1 < LEVELS.len() {
