@@ -132,8 +132,8 @@ impl Boxes {
                 hi.fill(f32::NEG_INFINITY);
                 for p in node.chunks_exact(d) {
                     for t in 0..d {
-                        lo[t] = lo[t].min(p[t]);
-                        hi[t] = hi[t].max(p[t]);
+                        lo[t] = if p[t] < lo[t] { p[t] } else { lo[t] };
+                        hi[t] = if p[t] > hi[t] { p[t] } else { hi[t] };
                     }
                 }
                 for t in 0..d {
@@ -143,8 +143,9 @@ impl Boxes {
                 }
                 reach[q] = lo.iter().zip(&hi).map(|(&a, &b)| (a as f64 * a as f64).max(b as f64 * b as f64)).sum();
                 let m = &mid[q * d..(q + 1) * d];
-                let gap = |p: &[f32]| p.iter().zip(m).map(|(&a, &b)| (a as f64 - b as f64) * (a as f64 - b as f64)).sum::<f64>();
-                let near = node.chunks_exact(d).map(gap).enumerate().fold((f64::INFINITY, 0), |b, (i, g)| if g < b.0 { (g, i) } else { b });
+                // Any rounding will do (only speed depends on the choice).
+                let gap = |p: &[f32]| p.iter().zip(m).fold(0f32, |s, (&a, &b)| s + (a - b) * (a - b));
+                let near = node.chunks_exact(d).map(gap).enumerate().fold((f32::INFINITY, 0), |b, (i, g)| if g < b.0 { (g, i) } else { b });
                 rep[q] = ((job * per + q) * size + near.1) as u32;
             }
             Ok(())
@@ -242,6 +243,20 @@ fn subtree(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut Bufs) {
 /// Splits a range of more than [`LEAF`] points (see [`tree_order`]); returns the size of the
 /// left part.
 fn split(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut Bufs) -> usize {
+    match d {
+        2 => split_d::<2>(ids, rows, d, b),
+        3 => split_d::<3>(ids, rows, d, b),
+        4 => split_d::<4>(ids, rows, d, b),
+        8 => split_d::<8>(ids, rows, d, b),
+        16 => split_d::<16>(ids, rows, d, b),
+        _ => split_d::<0>(ids, rows, d, b),
+    }
+}
+
+/// [`split`] with the dimension `D` known at compile time (0: `d`), so that the row loops
+/// unroll and vectorise.
+fn split_d<const D: usize>(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut Bufs) -> usize {
+    let d = if D > 0 { D } else { d };
     let len = ids.len();
     let unit = LEVELS.iter().copied().find(|&s| s < len).unwrap_or(LEAF);
     let left = (len / 2 / unit).max(1) * unit;
@@ -249,7 +264,7 @@ fn split(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut Bufs) -> usize {
     b.lo.resize(d, f32::INFINITY);
     b.hi.clear();
     b.hi.resize(d, f32::NEG_INFINITY);
-    let (lo, hi) = (&mut b.lo, &mut b.hi);
+    let (lo, hi) = (&mut b.lo[..d], &mut b.hi[..d]);
     for p in rows.chunks_exact(d) {
         for t in 0..d {
             lo[t] = if p[t] < lo[t] { p[t] } else { lo[t] };
@@ -259,8 +274,8 @@ fn split(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut Bufs) -> usize {
     let t = (0..d).fold(0, |w, t| if hi[t] - lo[t] > hi[w] - lo[w] { t } else { w });
     // (coordinate in an order-preserving integer form, position): plain integer compares.
     b.keys.clear();
-    b.keys.extend((0..len).map(|q| {
-        let v = rows[q * d + t].to_bits();
+    b.keys.extend(rows.chunks_exact(d).enumerate().map(|(q, p)| {
+        let v = p[t].to_bits();
         let ordered = if v >> 31 == 1 { !v } else { v | 1 << 31 };
         (ordered as u64) << 32 | q as u64
     }));
@@ -269,10 +284,10 @@ fn split(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut Bufs) -> usize {
     b.rows.extend_from_slice(rows);
     b.ids.clear();
     b.ids.extend_from_slice(ids);
-    for (q, &k) in b.keys.iter().enumerate() {
+    for ((id, row), &k) in ids.iter_mut().zip(rows.chunks_exact_mut(d)).zip(&b.keys) {
         let from = k as u32 as usize;
-        ids[q] = b.ids[from];
-        rows[q * d..(q + 1) * d].copy_from_slice(&b.rows[from * d..(from + 1) * d]);
+        *id = b.ids[from];
+        row.copy_from_slice(&b.rows[from * d..(from + 1) * d]);
     }
     left
 }
