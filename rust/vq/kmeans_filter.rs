@@ -399,19 +399,18 @@ fn walk(w: &Walk) -> Result<Walked> {
 fn descend(w: &Walk, s: &mut Scratch, lvl: usize, node: usize, parent: View, start: usize, codes: &mut [u32], dists: &mut [f32]) {
     let (d, f) = (w.cb.d, w.f);
     let b = &f.boxes[lvl];
-    let (mid, half) = (&b.mid[node * d..(node + 1) * d], &b.half[node * d..(node + 1) * d]);
+    let (m2, half) = (&b.m2[node * d..(node + 1) * d], &b.half[node * d..(node + 1) * d]);
     // The pivot: the last code of the node's representative point, else the candidate nearest
     // the centre (any centroid keeps the filter exact; a near one makes it prune).
     let zi = match f.codes.get(b.rep[node] as usize) {
         Some(&c) if (c as usize) < w.cb.k => c as usize,
         _ => {
             let mut at = 0;
-            near(w.level, parent, d, mid, &mut at);
+            near(w.level, parent, d, m2, &mut at);
             parent.idx.map_or(at, |i| i[at] as usize)
         }
     };
     let z = w.cb.row(zi);
-    let m2 = &b.m2[node * d..(node + 1) * d];
     let dz = z.iter().zip(m2).fold(w.cb.norms[zi], |s, (&a, &b)| a.mul_add(b, s));
     let mut set = std::mem::take(&mut s.sets[lvl]);
     filter(w.level, parent, d, m2, z, dz, half, margin(d, b.reach[node], w.cmax), &mut set);

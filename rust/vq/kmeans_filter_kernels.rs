@@ -86,19 +86,19 @@ fn valid(len: usize, p: usize) -> u32 {
     ((1u64 << m) - 1) as u32
 }
 
-/// `out` = the position in `v` of the candidate nearest `mid` (`sum_t (c_t - mid_t)^2`, a
-/// `mul_add` chain; the lowest position on ties): a pivot for a box when no better guess is
-/// known (any candidate would do: only speed depends on it).
+/// `out` = the position in `v` of the candidate nearest the box centre `m`, by
+/// `|c|^2 + sum_t c_t m2_t` with `m2 = -2 m` (`|c - m|^2 - |m|^2`; a `mul_add` chain from the
+/// computed norm; the lowest position on ties): a pivot for a box when no better guess is known
+/// (any candidate would do: only speed depends on it).
 #[inline(always)]
-fn near_body(v: View, d: usize, mid: &[f32], out: &mut usize) {
+fn near_body(v: View, d: usize, m2: &[f32], out: &mut usize) {
     let (mut best, mut at) = (f32::INFINITY, 0);
     for p in 0..v.len.div_ceil(LANES) {
-        let mut s = [0f32; LANES];
+        let mut s: [f32; LANES] = v.norms[p * LANES..(p + 1) * LANES].try_into().unwrap();
         for t in 0..d {
             let c = &v.coords[t * v.stride + p * LANES..][..LANES];
             for l in 0..LANES {
-                let e = c[l] - mid[t];
-                s[l] = e.mul_add(e, s[l]);
+                s[l] = c[l].mul_add(m2[t], s[l]);
             }
         }
         for l in 0..LANES.min(v.len - p * LANES) {
@@ -191,21 +191,21 @@ fn merge(b: &[f32; LANES], i: &[u32; LANES]) -> (f32, u32) {
     (m, (0..LANES).filter(|&l| b[l] == m).map(|l| i[l]).min().unwrap_or(0))
 }
 
-per_level!(near_plain, near_body, (v: View, d: usize, mid: &[f32], out: &mut usize));
+per_level!(near_plain, near_body, (v: View, d: usize, m2: &[f32], out: &mut usize));
 per_level!(filter_plain, filter_body, (v: View, d: usize, m2: &[f32], z: &[f32], dz: f32, h: &[f32], margin: f32, out: &mut Set));
 per_level!(score_plain, score_body, (xs: &[f32], d: usize, v: View, best: &mut [f32; ROWS], code: &mut [u32; ROWS]));
 
 /// See [`near_body`].
-pub fn near(level: Level, v: View, d: usize, mid: &[f32], out: &mut usize) {
+pub fn near(level: Level, v: View, d: usize, m2: &[f32], out: &mut usize) {
     v.check(d);
-    assert!(mid.len() == d);
+    assert!(m2.len() == d);
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
         // SAFETY: the level is only in force when the CPU supports AVX-512 (simd::level); the
         // checks give every bound the kernel reads within.
-        return unsafe { avx512::near(v, d, mid, out) };
+        return unsafe { avx512::near(v, d, m2, out) };
     }
-    near_plain(level, v, d, mid, out)
+    near_plain(level, v, d, m2, out)
 }
 
 /// See [`filter_body`] (`m2 = -2 mid`); `out` is resized to hold every candidate of `v`.
@@ -272,16 +272,15 @@ mod avx512 {
     }
 
     /// # Safety
-    /// AVX-512 F/BW/VL/DQ must be available; `v` must pass `View::check` and `mid` hold `d`.
+    /// AVX-512 F/BW/VL/DQ must be available; `v` must pass `View::check` and `m2` hold `d`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn near(v: View, d: usize, mid: &[f32], out: &mut usize) {
+    pub(super) unsafe fn near(v: View, d: usize, m2: &[f32], out: &mut usize) {
         let (mut best, mut idx) = (_mm512_set1_ps(f32::INFINITY), _mm512_setzero_si512());
-        let c = v.coords.as_ptr();
+        let (c, n) = (v.coords.as_ptr(), v.norms.as_ptr());
         for p in 0..v.len.div_ceil(LANES) {
-            let mut s = _mm512_setzero_ps();
+            let mut s = _mm512_loadu_ps(n.add(p * LANES));
             for t in 0..d {
-                let e = _mm512_sub_ps(_mm512_loadu_ps(c.add(t * v.stride + p * LANES)), _mm512_set1_ps(mid[t]));
-                s = _mm512_fmadd_ps(e, e, s);
+                s = _mm512_fmadd_ps(_mm512_loadu_ps(c.add(t * v.stride + p * LANES)), _mm512_set1_ps(m2[t]), s);
             }
             // Lanes past the end never count.
             s = _mm512_mask_blend_ps(valid(v.len, p) as u16, _mm512_set1_ps(f32::INFINITY), s);
