@@ -79,9 +79,7 @@ impl Filter {
     /// Whether the tree was built for `x` (same shape and values, bit for bit).
     fn holds(&self, x: &[f32], d: usize) -> bool {
         let same = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0, |m, (u, v)| m | (u.to_bits() ^ v.to_bits())) == 0;
-        self.key == (x.len() / d, d)
-            && self.x0.len() == x.len()
-            && x.chunks(4096).zip(self.x0.chunks(4096)).all(|(a, b)| same(a, b))
+        self.key == (x.len() / d, d) && self.x0.len() == x.len() && x.chunks(4096).zip(self.x0.chunks(4096)).all(|(a, b)| same(a, b))
     }
 
     fn build(x: &[f32], d: usize) -> Result<Filter> {
@@ -116,7 +114,8 @@ struct Boxes {
 impl Boxes {
     fn new(xs: &[f32], d: usize, size: usize) -> Result<Boxes> {
         let nodes = (xs.len() / d).div_ceil(size);
-        let mut b = Boxes { mid: vec![0.0; nodes * d], m2: Vec::new(), half: vec![0.0; nodes * d], reach: vec![0.0; nodes], rep: vec![0; nodes] };
+        let mut b =
+            Boxes { mid: vec![0.0; nodes * d], m2: Vec::new(), half: vec![0.0; nodes * d], reach: vec![0.0; nodes], rep: vec![0; nodes] };
         let per = 64; // nodes per job
         let jobs: Vec<_> = xs
             .chunks(per * size * d)

@@ -34,16 +34,20 @@ fn brute(cb: &Codebook, x: &[f32]) -> (Vec<u32>, Vec<u32>) {
 
 /// Moves the centroids a little (and one a lot) `steps` times, checking every level's filtered
 /// assignment (one tree kept across the steps) against brute force each time.
+/// Every level also prunes exactly the same pairs (the kernels perform the same operations).
 fn check_sequence(x: &[f32], d: usize, c0: &[f32], steps: usize, what: &str) {
-    let mut rng = Rng::new(x.len() as u64 + 3);
+    let mut scored: Vec<Vec<u64>> = Vec::new();
     for level in available_levels() {
+        let mut rng = Rng::new(x.len() as u64 + 3);
         let mut f = Filter::new();
         let mut c = c0.to_vec();
+        scored.push(Vec::new());
         for step in 0..steps {
             let cb = Codebook::new(&c, d, Metric::L2).unwrap();
             let (codes, dists) = assign_filtered_at(level, &cb, x, &mut f).unwrap();
             let got = (codes, dists.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             assert!(got == brute(&cb, x), "{what}: level {level:?}, step {step}");
+            scored.last_mut().unwrap().push(f.scored);
             let scale = if step % 3 == 2 { 0.0 } else { 0.05 };
             c.iter_mut().for_each(|v| *v += ((rng.uniform() - 0.5) * scale) as f32);
             if step == 1 {
@@ -51,6 +55,7 @@ fn check_sequence(x: &[f32], d: usize, c0: &[f32], steps: usize, what: &str) {
             }
         }
     }
+    assert!(scored.iter().all(|s| *s == scored[0]), "{what}: pairs scored per level {scored:?}");
 }
 
 #[test]
