@@ -44,8 +44,8 @@ use crate::simd::{self, Level};
 pub const LEVELS: [usize; 4] = [1024, 256, 64, 16];
 /// Points per leaf: scored together against the leaf's candidates.
 pub const LEAF: usize = LEVELS[LEVELS.len() - 1];
-/// Top nodes per parallel job.
-const JOB_NODES: usize = 4;
+/// Top nodes per parallel job (small jobs balance the threads; the scratch is per thread).
+const JOB_NODES: usize = 1;
 /// Squared norms from which brute force is used (every product stays far from overflow).
 const LIMIT: f32 = 1.2089258e24; // 2^80
 
