@@ -231,7 +231,7 @@ class KMeans:
         stop = self.tol * float(np.mean(np.var(x, axis=0, dtype=np.float64))) if self.tol > 0 else 0.0
         reseeds, done = 0, 0
         # What the iterations on this x carry over (exact: the same result): a filtering tree
-        # at low d, distance bounds from d = 32, chosen by the Rust side from the shape.
+        # up to d = 32 from k = 256, else distance bounds from d = 32 (chosen by the Rust side).
         state = _core.LloydState() if self.metric == "l2" else None
         for it in range(self.n_iter):
             new, _codes, inertia, _cw, reseeded, shift = _core.lloyd_iteration(x, d, c, self.metric, w, state)

@@ -151,8 +151,9 @@ fn iteration_from(
 
 /// The exact acceleration of the assignment carried between the Lloyd iterations of one fit,
 /// chosen on the first call from the shape (and again when the shape changes): the filtering
-/// tree (`kmeans_filter`) at low dimension, distance bounds (`kmeans_bounds`) from d = 32,
-/// brute force otherwise (and for cosine). Every choice gives the brute-force assignment.
+/// tree (`kmeans_filter`) up to d = 32 from k = 256, distance bounds (`kmeans_bounds`) from
+/// d = 32 otherwise, brute force for the rest (and for cosine). Every choice gives the
+/// brute-force assignment.
 #[derive(Default, Debug)]
 pub struct Accel {
     /// `(n, d, k, metric)` the choice was made for.
@@ -169,13 +170,15 @@ pub enum AccelKind {
 }
 
 /// The filtering tree is used up to this dimension, from [`FILTER_MIN_K`] centroids and
-/// [`FILTER_MIN_N`] points. Measured (one thread, 11 iterations from k-means++ on
-/// `benches/bench_kmeans.py` data, n = 65536, tree build included): d = 8 is 1.3x faster than
-/// brute force at k = 512, 1.8x at k = 1024, 2.8x at k = 4096; d = 16 1.3x at k = 512; at
-/// k = 256 it is slower (0.7x at 200k x 8 over 6 iterations: the build costs several
-/// iterations, each only 1.5x faster).
-pub const FILTER_MAX_D: usize = 16;
-pub const FILTER_MIN_K: usize = 512;
+/// [`FILTER_MIN_N`] points. Measured against brute force (one thread, every iteration from
+/// k-means++ on `benches/bench_kmeans.py` data, the tree build included): n = 65536 and 11
+/// iterations: d = 8 is 0.76x at k = 128, 1.09x at k = 256, 1.58x at k = 512, 2.8x at
+/// k = 4096; d = 16 1.52x at k = 512; d = 24 1.18x at k = 256, 1.63x at k = 1024; d = 32
+/// 1.08x at k = 256 and 1.45x at k = 1024, where the distance bounds give 1.07x and 0.99x;
+/// 200k x 8, k = 256, 26 iterations: 1.46x. At d = 64 (100k, k = 256) the bounds are faster
+/// (the tree gives 1.21x).
+pub const FILTER_MAX_D: usize = 32;
+pub const FILTER_MIN_K: usize = 256;
 pub const FILTER_MIN_N: usize = 4 * LEAF;
 
 impl Accel {
