@@ -259,18 +259,7 @@ fn split_d<const D: usize>(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut 
     let len = ids.len();
     let unit = LEVELS.iter().copied().find(|&s| s < len).unwrap_or(LEAF);
     let left = (len / 2 / unit).max(1) * unit;
-    b.lo.clear();
-    b.lo.resize(d, f32::INFINITY);
-    b.hi.clear();
-    b.hi.resize(d, f32::NEG_INFINITY);
-    let (lo, hi) = (&mut b.lo[..d], &mut b.hi[..d]);
-    for p in rows.chunks_exact(d) {
-        for t in 0..d {
-            lo[t] = if p[t] < lo[t] { p[t] } else { lo[t] };
-            hi[t] = if p[t] > hi[t] { p[t] } else { hi[t] };
-        }
-    }
-    let t = (0..d).fold(0, |w, t| if hi[t] - lo[t] > hi[w] - lo[w] { t } else { w });
+    let t = if D > 0 { widest::<D>(rows) } else { widest_dyn(rows, d, b) };
     // (coordinate in an order-preserving integer form, position): plain integer compares.
     b.keys.clear();
     b.keys.extend(rows.chunks_exact(d).enumerate().map(|(q, p)| {
@@ -289,6 +278,35 @@ fn split_d<const D: usize>(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut 
         row.copy_from_slice(&b.rows[from * d..(from + 1) * d]);
     }
     left
+}
+
+/// The dimension of the largest extent of the rows (the first on ties), `D` known: the extents
+/// stay in registers.
+fn widest<const D: usize>(rows: &[f32]) -> usize {
+    let (mut lo, mut hi) = ([f32::INFINITY; D], [f32::NEG_INFINITY; D]);
+    for p in rows.chunks_exact(D) {
+        for t in 0..D {
+            lo[t] = if p[t] < lo[t] { p[t] } else { lo[t] };
+            hi[t] = if p[t] > hi[t] { p[t] } else { hi[t] };
+        }
+    }
+    (0..D).fold(0, |w, t| if hi[t] - lo[t] > hi[w] - lo[w] { t } else { w })
+}
+
+/// [`widest`] for any `d`.
+fn widest_dyn(rows: &[f32], d: usize, b: &mut Bufs) -> usize {
+    b.lo.clear();
+    b.lo.resize(d, f32::INFINITY);
+    b.hi.clear();
+    b.hi.resize(d, f32::NEG_INFINITY);
+    let (lo, hi) = (&mut b.lo[..d], &mut b.hi[..d]);
+    for p in rows.chunks_exact(d) {
+        for t in 0..d {
+            lo[t] = if p[t] < lo[t] { p[t] } else { lo[t] };
+            hi[t] = if p[t] > hi[t] { p[t] } else { hi[t] };
+        }
+    }
+    (0..d).fold(0, |w, t| if hi[t] - lo[t] > hi[w] - lo[w] { t } else { w })
 }
 
 /// The margin of a box with `reach = |M|^2` (see the module doc), rounded up.
