@@ -79,7 +79,11 @@ impl Filter {
     /// Whether the tree was built for `x` (same shape and values, bit for bit).
     fn holds(&self, x: &[f32], d: usize) -> bool {
         let same = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0, |m, (u, v)| m | (u.to_bits() ^ v.to_bits())) == 0;
-        self.key == (x.len() / d, d) && self.x0.len() == x.len() && x.chunks(4096).zip(self.x0.chunks(4096)).all(|(a, b)| same(a, b))
+        if self.key != (x.len() / d, d) || self.x0.len() != x.len() {
+            return false;
+        }
+        let jobs: Vec<_> = x.chunks(1 << 16).zip(self.x0.chunks(1 << 16)).collect();
+        parallel::try_for_each(jobs, |(a, b)| if same(a, b) { Ok(()) } else { Err(Error::Shape(String::new())) }).is_ok()
     }
 
     fn build(x: &[f32], d: usize) -> Result<Filter> {
@@ -91,7 +95,12 @@ impl Filter {
         // `dot(x, x)` (a `mul_add` chain, the same bits at every level).
         let mut xn = vec![0f32; n];
         norms(simd::level(), &xs, d, &mut xn);
-        let boxes = LEVELS.iter().map(|&size| Boxes::new(&xs, d, size)).collect::<Result<_>>()?;
+        let mut boxes = vec![Boxes::leaves(&xs, d, LEAF)?];
+        for w in LEVELS.windows(2).rev() {
+            let b = Boxes::parents(boxes.last().expect("the leaves"), &xs, d, w[0] / w[1]);
+            boxes.push(b);
+        }
+        boxes.reverse();
         let max_xn = xn.iter().fold(0f32, |m, &v| m.max(v));
         Ok(Filter { key: (n, d), order, x0: x.to_vec(), xs, xn, boxes, max_xn, codes: Vec::new(), scored: 0 })
     }
@@ -100,33 +109,35 @@ impl Filter {
 /// Bounding boxes of the aligned runs of one node size, as a centre and half-widths.
 #[derive(Default, Debug)]
 struct Boxes {
-    mid: Vec<f32>,
-    /// `-2 mid` (what the filter multiplies by).
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    /// `-2 mid`, `mid` the box's centre (what the filter multiplies by).
     m2: Vec<f32>,
     /// Half-widths, rounded up: every point of the node lies in `mid +- half`.
     half: Vec<f32>,
     /// `sum_t max(lo_t^2, hi_t^2)` (float64): no point of the box has a larger squared norm.
     reach: Vec<f64>,
-    /// The tree position of the node's point nearest its centre (the first on ties).
+    /// The tree position of a point of the node near its centre.
     rep: Vec<u32>,
 }
 
 impl Boxes {
-    fn new(xs: &[f32], d: usize, size: usize) -> Result<Boxes> {
+    /// The boxes of the leaves (`size` points each) from their points; `rep` the point nearest
+    /// the centre (the first on ties).
+    fn leaves(xs: &[f32], d: usize, size: usize) -> Result<Boxes> {
         let nodes = (xs.len() / d).div_ceil(size);
-        let mut b =
-            Boxes { mid: vec![0.0; nodes * d], m2: Vec::new(), half: vec![0.0; nodes * d], reach: vec![0.0; nodes], rep: vec![0; nodes] };
-        let per = 64; // nodes per job
+        let mut b = Boxes { lo: vec![0.0; nodes * d], hi: vec![0.0; nodes * d], rep: vec![0; nodes], ..Boxes::default() };
+        let per = 256; // nodes per job
         let jobs: Vec<_> = xs
             .chunks(per * size * d)
-            .zip(b.mid.chunks_mut(per * d))
-            .zip(b.half.chunks_mut(per * d).zip(b.reach.chunks_mut(per)))
+            .zip(b.lo.chunks_mut(per * d))
+            .zip(b.hi.chunks_mut(per * d))
             .zip(b.rep.chunks_mut(per))
             .enumerate()
             .collect();
-        parallel::try_for_each(jobs, |(job, (((pts, mid), (half, reach)), rep))| {
-            let (mut lo, mut hi) = (vec![0f32; d], vec![0f32; d]);
+        parallel::try_for_each(jobs, |(job, (((pts, lo), hi), rep))| {
             for (q, node) in pts.chunks(size * d).enumerate() {
+                let (lo, hi) = (&mut lo[q * d..(q + 1) * d], &mut hi[q * d..(q + 1) * d]);
                 lo.fill(f32::INFINITY);
                 hi.fill(f32::NEG_INFINITY);
                 for p in node.chunks_exact(d) {
@@ -135,23 +146,60 @@ impl Boxes {
                         hi[t] = if p[t] > hi[t] { p[t] } else { hi[t] };
                     }
                 }
-                for t in 0..d {
-                    let m = 0.5 * lo[t] + 0.5 * hi[t];
-                    let h = (m as f64 - lo[t] as f64).max(hi[t] as f64 - m as f64) * (1.0 + 1e-15);
-                    (mid[q * d + t], half[q * d + t]) = (m, up(h));
-                }
-                reach[q] = lo.iter().zip(&hi).map(|(&a, &b)| (a as f64 * a as f64).max(b as f64 * b as f64)).sum();
-                let m = &mid[q * d..(q + 1) * d];
-                // Any rounding will do (only speed depends on the choice).
-                let gap = |p: &[f32]| p.iter().zip(m).fold(0f32, |s, (&a, &b)| s + (a - b) * (a - b));
-                let near = node.chunks_exact(d).map(gap).enumerate().fold((f32::INFINITY, 0), |b, (i, g)| if g < b.0 { (g, i) } else { b });
-                rep[q] = ((job * per + q) * size + near.1) as u32;
+                rep[q] = ((job * per + q) * size + nearest(node, d, lo, hi)) as u32;
             }
             Ok(())
         })?;
-        b.m2 = b.mid.iter().map(|&v| -2.0 * v).collect();
+        b.finish(d);
         Ok(b)
     }
+
+    /// The boxes of the nodes of `ratio` children each, from the children's; `rep` the
+    /// children's representative nearest the centre (the first on ties).
+    fn parents(c: &Boxes, xs: &[f32], d: usize, ratio: usize) -> Boxes {
+        let nodes = c.rep.len().div_ceil(ratio);
+        let mut b = Boxes { lo: vec![f32::INFINITY; nodes * d], hi: vec![f32::NEG_INFINITY; nodes * d], ..Boxes::default() };
+        for (j, (cl, ch)) in c.lo.chunks_exact(d).zip(c.hi.chunks_exact(d)).enumerate() {
+            let q = j / ratio;
+            for t in 0..d {
+                b.lo[q * d + t] = b.lo[q * d + t].min(cl[t]);
+                b.hi[q * d + t] = b.hi[q * d + t].max(ch[t]);
+            }
+        }
+        b.rep = (0..nodes)
+            .map(|q| {
+                let reps = &c.rep[q * ratio..((q + 1) * ratio).min(c.rep.len())];
+                let pts: Vec<f32> = reps.iter().flat_map(|&r| xs[r as usize * d..(r as usize + 1) * d].iter().copied()).collect();
+                reps[nearest(&pts, d, &b.lo[q * d..(q + 1) * d], &b.hi[q * d..(q + 1) * d])]
+            })
+            .collect();
+        b.finish(d);
+        b
+    }
+
+    /// Centres, half-widths and reaches from the bounds.
+    fn finish(&mut self, d: usize) {
+        (self.m2, self.half) = (Vec::with_capacity(self.lo.len()), Vec::with_capacity(self.lo.len()));
+        for (&l, &h) in self.lo.iter().zip(&self.hi) {
+            let m = 0.5 * l + 0.5 * h;
+            self.m2.push(-2.0 * m);
+            self.half.push(up((m as f64 - l as f64).max(h as f64 - m as f64) * (1.0 + 1e-15)));
+        }
+        let sq = |v: f32| v as f64 * v as f64;
+        self.reach = self
+            .lo
+            .chunks_exact(d)
+            .zip(self.hi.chunks_exact(d))
+            .map(|(l, h)| l.iter().zip(h).map(|(&a, &b)| sq(a).max(sq(b))).sum())
+            .collect();
+    }
+}
+
+/// The position of the row of `pts` nearest the centre of `lo..hi` (the first on ties; any
+/// rounding will do: only speed depends on the choice).
+fn nearest(pts: &[f32], d: usize, lo: &[f32], hi: &[f32]) -> usize {
+    let gap = |p: &[f32]| (0..d).fold(0f32, |s, t| s + (p[t] - (0.5 * lo[t] + 0.5 * hi[t])).powi(2));
+    pts.chunks_exact(d).map(gap).enumerate().fold((f32::INFINITY, 0), |b, (i, g)| if g < b.0 { (g, i) } else { b }).1
 }
 
 /// `v` rounded up to float32.
