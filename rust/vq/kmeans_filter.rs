@@ -7,9 +7,10 @@
 //! and keeps each node's bounding box (centre `m`, half-widths `h`). Every call then walks the
 //! tree: a node's candidates are its parent's (all centroids at the top) minus those a pivot
 //! centroid `z` beats everywhere in the box; a leaf's points are scored against the leaf's
-//! candidates only, with the brute-force arithmetic. The pivot is the last call's code of the
-//! node's point nearest its centre (at the first call: the parent's candidate nearest the
-//! centre). The state is O(n d): no n x k matrix.
+//! candidates only, with the brute-force arithmetic. The pivot is the last call's code of a
+//! point of the node near its centre (at the first call: the parent's candidate nearest the
+//! centre). The state is O(n d): no n x k matrix. The points are kept (a copy) and compared
+//! with the caller's at every call, so a tree is never used for other values.
 //!
 //! Exactness. Brute force ranks `s_j = fma(-2, x.c_j, |c_j|^2)` (float32, `x.c` and `|c|^2`
 //! sequential `mul_add` chains); each is within `e_j <= (2d + 4) u (|x|^2 + |c_j|^2)` of the
