@@ -21,7 +21,7 @@
 //! neither win nor tie there. With `M_t = max(|lo_t|, |hi_t|)` (so `|x|^2, |m|^2 <= |M|^2` and
 //! `|h| <= |M|`) and `C` the largest squared centroid norm, `Q` is within `2d u (2C + |M|^2)`,
 //! `sum h |w| <= |M|^2 + C` within `(d + 1) u` of that, so the computed `G_j` is within
-//! `(10d + 12) u (|M|^2 + C)`, and `e_j + e_z <= (4d + 8) u (|M|^2 + C)`; the margin used is
+//! `(10d + 16) u (|M|^2 + C)`, and `e_j + e_z <= (4d + 8) u (|M|^2 + C)`; the margin used is
 //! `(16d + 64) u (|M|^2 + 2C)` plus the smallest normal float (underflow). Any centroid may
 //! serve as the pivot, and being beaten (a strictly lower computed score) is transitive, so the
 //! brute-force winner (the lowest index among the lowest scores) is never dropped at any level.
