@@ -70,6 +70,30 @@ def test_distance_bounds_change_nothing(simd, rng, kind):
     np.testing.assert_allclose(km.centroids, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["blobs", "ties"])
+def test_filtering_tree_changes_nothing(simd, restore_threads, rng, kind):
+    # At low d and large k, fit() carries a kd-tree of boxes that filters the centroids
+    # (rust/vq/kmeans_filter.rs); every iteration must equal the brute-force one bit for bit,
+    # on any thread count.
+    x = blobs(rng, 6000, 8, 40) if kind == "blobs" else rng.integers(-3, 4, (5000, 3)).astype(np.float32)
+    k, d = 600, x.shape[1]
+    init = np.concatenate([x[: k - 8], x[:8]])  # duplicate centroids: tied scores
+    state, c, c_plain = _core.LloydState(), init.copy(), init.copy()
+    for _ in range(6):
+        fast = _core.lloyd_iteration(x, d, c, "l2", None, state)
+        plain = _core.lloyd_iteration(x, d, c_plain, "l2", None)
+        np.testing.assert_array_equal(fast[0].view(np.uint32), plain[0].view(np.uint32))
+        np.testing.assert_array_equal(fast[1], plain[1])
+        assert fast[2] == plain[2] and fast[4] == plain[4]
+        c, c_plain = fast[0].reshape(k, d), plain[0].reshape(k, d)
+    inertia = _core.lloyd_iteration(x, d, c, "l2", None)[2]
+    for threads in (1, 2, 3):
+        qp.set_num_threads(threads)
+        km = qp.KMeans(k, n_iter=6, init=init, tol=0).fit(x)
+        np.testing.assert_array_equal(km.centroids.view(np.uint32), c.view(np.uint32))
+        assert km.inertia_ == inertia
+
+
 def test_empty_clusters_are_reseeded_on_the_farthest_points(rng):
     x = blobs(rng, 500, 3, 4)
     init = np.concatenate([x[:3], np.full((2, 3), 1e4, np.float32)])  # two centroids nobody picks

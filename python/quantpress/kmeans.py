@@ -257,10 +257,9 @@ class KMeans:
         c = self._initial(x, w, seed)
         stop = self.tol * float(np.mean(np.var(x, axis=0, dtype=np.float64))) if self.tol > 0 else 0.0
         reseeds, done = 0, 0
-        # Distance bounds carried between the iterations on this x (exact: the same result).
-        # They pay where a distance costs more than their bookkeeping: measured 1.4x faster at
-        # d = 64 and slower at d = 8 (k = 256 and 4096), so only from d = 32.
-        state = _core.LloydState() if self.metric == "l2" and d >= 32 else None
+        # What the iterations on this x carry over (exact: the same result): a filtering tree
+        # up to d = 32 from k = 256, else distance bounds from d = 32 (chosen by the Rust side).
+        state = _core.LloydState() if self.metric == "l2" else None
         for it in range(self.n_iter):
             new, _codes, inertia, _cw, reseeded, shift = _core.lloyd_iteration(x, d, c, self.metric, w, state)
             c = new.reshape(c.shape)

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 
 use super::arrays::slice;
 use super::errors::{run, to_py};
-use crate::vq::{kmeans, kmeans_bounds, kmeans_init, Metric};
+use crate::vq::{kmeans, kmeans_init, Metric};
 
 /// `k * d` initial centres chosen among the rows of `x` (`n * d` values) by greedy k-means++.
 #[pyfunction]
@@ -26,12 +26,12 @@ fn kmeans_plusplus<'py>(
 
 type IterationParts<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<u32>>, f64, Bound<'py, PyArray1<f64>>, usize, f64);
 
-/// Distance bounds kept between the Lloyd iterations of one fit on one `x`
-/// (`vq::kmeans_bounds`): the iterations give the same result, faster.
+/// What the Lloyd iterations of one fit on one `x` carry over (`vq::kmeans::Accel`: a filtering
+/// tree or distance bounds, chosen from the shape): the iterations give the same result, faster.
 #[pyclass(module = "quantpress._core")]
 #[derive(Default)]
 struct LloydState {
-    bounds: kmeans_bounds::Bounds,
+    accel: kmeans::Accel,
 }
 
 #[pymethods]
@@ -59,8 +59,11 @@ fn lloyd_iteration<'py>(
     let (src, c) = (slice(&x, "x")?, slice(&centroids, "centroids")?);
     let w = weights.as_ref().map(|w| slice(w, "sample_weight")).transpose()?;
     let mut state = state;
-    let bounds = state.as_mut().map(|s| &mut s.bounds);
-    let it = run(py, || kmeans::lloyd_iteration_with(src, d, w, c, metric, bounds))?;
+    let accel = state.as_mut().map(|s| &mut s.accel);
+    let it = run(py, || match accel {
+        Some(a) => kmeans::lloyd_iteration_accel(src, d, w, c, metric, a),
+        None => kmeans::lloyd_iteration(src, d, w, c, metric),
+    })?;
     Ok((it.centroids.into_pyarray(py), it.codes.into_pyarray(py), it.inertia, it.cluster_weight.into_pyarray(py), it.reseeded, it.shift))
 }
 

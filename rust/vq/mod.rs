@@ -18,6 +18,10 @@ pub mod kmeans1d;
 pub mod kmeans_bounds;
 #[cfg(test)]
 mod kmeans_bounds_tests;
+pub mod kmeans_filter;
+mod kmeans_filter_kernels;
+#[cfg(test)]
+mod kmeans_filter_tests;
 pub mod kmeans_init;
 pub mod metric;
 pub mod pq_tables;
