@@ -189,6 +189,27 @@ def test_sharded_fit_equals_single_fit_on_chunk_aligned_shards(points, tmp_path,
     _same(sharded, single)
 
 
+def test_sharded_fit_carries_each_shards_filtering_tree(tmp_path):
+    # k = 256 at d = 8: in-memory shards keep a LloydState each (a filtering tree); the result
+    # is still the single fit's, bit for bit; memory-mapped shards keep none (no copy of them).
+    from quantpress.kmeans_shards import ShardGroup
+
+    rng = np.random.default_rng(4)
+    k, d = 256, 8
+    rows = _core.kmeans_chunk_rows(3 * 8192, k, d)
+    x = (rng.normal(0, 4, (64, d))[rng.integers(0, 64, 3 * rows)] + rng.normal(0, 1, (3 * rows, d))).astype(np.float32)
+    single = qp.KMeans(k, n_iter=5, seed=1).fit(x)
+    shards = [x[:rows], x[rows:2 * rows], x[2 * rows:]]
+    group = ShardGroup(shards, [None] * 3, "l2")
+    assert all(s is not None for s in group.states)
+    sharded = qp.KMeans(k, n_iter=5, seed=1).fit(shards)
+    np.testing.assert_array_equal(sharded.centroids, single.centroids)
+    assert sharded.inertia_ == single.inertia_ and np.array_equal(sharded.labels_, single.labels_)
+    np.save(tmp_path / "s.npy", x[:rows])
+    assert ShardGroup([str(tmp_path / "s.npy"), np.load(tmp_path / "s.npy", mmap_mode="r")], [None] * 2, "l2").states == [None, None]
+    assert ShardGroup(shards, [None] * 3, "cosine").states == [None] * 3
+
+
 def test_weighted_sharded_fit_equals_single_fit(points):
     w = np.random.default_rng(4).uniform(0, 2, N).astype(np.float32)
     rows = _core.kmeans_chunk_rows(N, K, D)

@@ -127,6 +127,7 @@ def lloyd_partial(
     metric: str,
     rows: int,
     weights: npt.NDArray[np.float32] | None = None,
+    state: LloydState | None = None,
 ) -> tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],

@@ -76,6 +76,11 @@ class ShardGroup:
         self.points = [_load(s) for s in sources]
         self.weights = [None if w is None else np.asarray(_load_weight(w)) for w in weights]
         self.metric = metric
+        # What each shard's Lloyd iterations carry over (a filtering tree or distance bounds,
+        # the same results, faster), for shards held in memory: the state keeps a copy of its
+        # shard's points, which a memory-mapped shard must not be turned into.
+        mapped = [isinstance(s, (str, os.PathLike, np.memmap)) for s in sources]
+        self.states = [_core.LloydState() if metric == "l2" and not m else None for m in mapped]
 
     def shapes(self) -> list[tuple[int, int]]:
         return [(int(p.shape[0]), int(p.shape[1])) for p in self.points]
@@ -86,10 +91,10 @@ class ShardGroup:
         from .kmeans import unit_rows
 
         out = []
-        for x, w in zip(self.points, self.weights):
+        for x, w, state in zip(self.points, self.weights, self.states):
             if self.metric == "cosine":
                 x = unit_rows(x)  # per call: a memory-mapped shard is never held in memory
-            coords, weight, inertia, members, far, codes = _core.lloyd_partial(x, x.shape[1], c, self.metric, rows, w)
+            coords, weight, inertia, members, far, codes = _core.lloyd_partial(x, x.shape[1], c, self.metric, rows, w, state)
             out.append((coords, weight, inertia, members, far, codes if want_codes else None))
         return fold_first(out, len(c), c.size // max(1, len(c))) if first else out
 

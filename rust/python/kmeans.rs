@@ -85,7 +85,8 @@ type PartialParts<'py> = (
 /// One shard's part of a Lloyd iteration: `(coords, weight, inertia, members, far, codes)`, the
 /// first three per chunk of `rows` points; `far` = `(cost, index, code, weight, points)`.
 #[pyfunction]
-#[pyo3(signature = (x, d, centroids, metric, rows, weights=None))]
+#[pyo3(signature = (x, d, centroids, metric, rows, weights=None, state=None))]
+#[allow(clippy::too_many_arguments)]
 fn lloyd_partial<'py>(
     py: Python<'py>,
     x: PyReadonlyArrayDyn<'py, f32>,
@@ -94,11 +95,14 @@ fn lloyd_partial<'py>(
     metric: &str,
     rows: usize,
     weights: Option<PyReadonlyArrayDyn<'py, f32>>,
+    state: Option<PyRefMut<'py, LloydState>>,
 ) -> PyResult<PartialParts<'py>> {
     let metric = Metric::from_name(metric).map_err(to_py)?;
     let (src, c) = (slice(&x, "x")?, slice(&centroids, "centroids")?);
     let w = weights.as_ref().map(|w| slice(w, "sample_weight")).transpose()?;
-    let p = run(py, || kmeans::lloyd_partial(src, d, w, c, metric, rows))?;
+    let mut state = state;
+    let accel = state.as_mut().map(|s| &mut s.accel);
+    let p = run(py, || kmeans::lloyd_partial(src, d, w, c, metric, rows, accel))?;
     let far = (
         p.far.iter().map(|f| f.cost).collect::<Vec<_>>().into_pyarray(py),
         p.far.iter().map(|f| f.index as u64).collect::<Vec<_>>().into_pyarray(py),

@@ -317,14 +317,25 @@ pub struct Partial {
 /// shard's first row). Summing the chunks of the shards in order and calling [`lloyd_finish`]
 /// gives exactly [`lloyd_iteration`] on the concatenated points when every shard but the last
 /// holds a multiple of `rows = chunk_rows(n_total, k, d)` points.
-pub fn lloyd_partial(x: &[f32], d: usize, weights: Option<&[f32]>, centroids: &[f32], metric: Metric, rows: usize) -> Result<Partial> {
+pub fn lloyd_partial(
+    x: &[f32],
+    d: usize,
+    weights: Option<&[f32]>,
+    centroids: &[f32],
+    metric: Metric,
+    rows: usize,
+    accel: Option<&mut Accel>,
+) -> Result<Partial> {
     let cb = prepare(centroids, d, metric)?;
     let (n, k) = (x.len() / d, cb.k);
     check_weights(weights, n)?;
     if rows == 0 {
         return Err(invalid!("rows per chunk must be positive"));
     }
-    let (codes, dists) = assign_all(&cb, x)?;
+    let (codes, dists) = match accel {
+        Some(a) => a.assign(&cb, x)?,
+        None => assign_all(&cb, x)?,
+    };
     let parts = chunk_sums(x, d, weights, &codes, &dists, metric, k, rows)?;
     let mut p = Partial {
         coords: Vec::new(),
@@ -456,12 +467,12 @@ mod tests {
         let x: Vec<f32> = (0..40).map(|i| ((i * 37 % 23) as f32) - 11.0).collect();
         let c = [0.0, 0.0, 5.0, 5.0, 500.0, 500.0]; // the last centroid is empty: re-seeded
         let it = lloyd_iteration(&x, 2, None, &c, Metric::L2).unwrap();
-        let p = lloyd_partial(&x, 2, None, &c, Metric::L2, chunk_rows(20, 3, 2)).unwrap();
+        let p = lloyd_partial(&x, 2, None, &c, Metric::L2, chunk_rows(20, 3, 2), None).unwrap();
         assert_eq!(p.inertia.len(), 1);
         let f = lloyd_finish_raw(&c, 2, Metric::L2, p.coords, p.weight, &p.members, &p.far[..1]).unwrap();
         assert_eq!((f.centroids, f.reseeded, p.codes), (it.centroids, it.reseeded, it.codes));
         assert_eq!(f.cluster_weight, it.cluster_weight);
-        assert!(lloyd_partial(&x, 2, None, &c, Metric::L2, 0).is_err());
+        assert!(lloyd_partial(&x, 2, None, &c, Metric::L2, 0, None).is_err());
         assert!(lloyd_finish_raw(&c, 2, Metric::L2, vec![0.0; 5], vec![0.0; 3], &[0; 3], &[]).is_err());
     }
 
