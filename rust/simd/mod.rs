@@ -260,3 +260,30 @@ macro_rules! per_level {
     };
 }
 pub(crate) use per_level;
+
+/// `fn pick(metric, d) -> [Tile; ROWS]` of a nearest-codeword search kernel module: its
+/// `tile::<M, D, R>` for every row count `R` listed, `M` the module's step kind for the metric
+/// (`L2`, `IP` for IP and cosine, `L1`) and the dimension loop unrolled for `d` = 4, 8 and 16
+/// (`D = 0`: any `d`). The module defines `tile`, `Tile`, `ROWS` and the three kinds.
+macro_rules! assign_tiles {
+    ($($r:literal),+) => {
+        /// The tile kernels for a metric, with the dimension loop unrolled for the common small `d`.
+        fn pick(metric: Metric, d: usize) -> [Tile; ROWS] {
+            match (metric, d) {
+                (Metric::L2, 4) => [$(tile::<L2, 4, $r> as Tile),+],
+                (Metric::L2, 8) => [$(tile::<L2, 8, $r> as Tile),+],
+                (Metric::L2, 16) => [$(tile::<L2, 16, $r> as Tile),+],
+                (Metric::L2, _) => [$(tile::<L2, 0, $r> as Tile),+],
+                (Metric::Ip | Metric::Cosine, 4) => [$(tile::<IP, 4, $r> as Tile),+],
+                (Metric::Ip | Metric::Cosine, 8) => [$(tile::<IP, 8, $r> as Tile),+],
+                (Metric::Ip | Metric::Cosine, 16) => [$(tile::<IP, 16, $r> as Tile),+],
+                (Metric::Ip | Metric::Cosine, _) => [$(tile::<IP, 0, $r> as Tile),+],
+                (Metric::L1, 4) => [$(tile::<L1, 4, $r> as Tile),+],
+                (Metric::L1, 8) => [$(tile::<L1, 8, $r> as Tile),+],
+                (Metric::L1, 16) => [$(tile::<L1, 16, $r> as Tile),+],
+                (Metric::L1, _) => [$(tile::<L1, 0, $r> as Tile),+],
+            }
+        }
+    };
+}
+pub(crate) use assign_tiles;

@@ -106,31 +106,7 @@ fn merge(s: &State) -> (u32, f32) {
     (i[lane], b[lane])
 }
 
-macro_rules! tiles {
-    ($m:expr, $d:expr) => {
-        [tile::<$m, $d, 1> as Tile, tile::<$m, $d, 2> as Tile, tile::<$m, $d, 3> as Tile, tile::<$m, $d, 4> as Tile]
-    };
-}
-
-macro_rules! by_dim {
-    ($m:expr, $d:expr) => {
-        match $d {
-            4 => tiles!($m, 4),
-            8 => tiles!($m, 8),
-            16 => tiles!($m, 16),
-            _ => tiles!($m, 0),
-        }
-    };
-}
-
-/// The tile kernels for a metric, with the dimension loop unrolled for the common small `d`.
-fn pick(metric: Metric, d: usize) -> [Tile; ROWS] {
-    match metric {
-        Metric::L2 => by_dim!(L2, d),
-        Metric::Ip | Metric::Cosine => by_dim!(IP, d),
-        Metric::L1 => by_dim!(L1, d),
-    }
-}
+crate::simd::assign_tiles!(1, 2, 3, 4);
 
 /// One dimension of the pair accumulation: `fma(x, c, acc)`, or for L1 `acc + |x - c|`.
 #[inline(always)]

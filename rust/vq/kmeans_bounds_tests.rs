@@ -2,34 +2,13 @@
 //! centroids, codes and distances equal `assign_batch_scalar`'s bit for bit, on random,
 //! clustered, duplicate-heavy and tie-heavy data; and bounded Lloyd equals plain Lloyd.
 
-use super::assign::{assign_batch_scalar, Codebook};
+use super::assign::Codebook;
 use super::kmeans::{lloyd_iteration, lloyd_iteration_with};
 use super::kmeans_bounds::{assign_bounded_at, Bounds};
+use super::kmeans_test_data::{brute, clustered, ints, uniform};
 use super::rng::Rng;
 use super::Metric;
 use crate::simd::available_levels;
-
-fn uniform(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
-    (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * scale) as f32).collect()
-}
-
-/// `n` points around `m` centres (spread `s`), plus the centres' coordinates.
-fn clustered(rng: &mut Rng, n: usize, d: usize, m: usize, s: f64) -> Vec<f32> {
-    let c = uniform(rng, m * d, 10.0);
-    (0..n).flat_map(|i| (0..d).map(|t| c[(i * 7 % m) * d + t] + ((rng.uniform() - 0.5) * s) as f32).collect::<Vec<_>>()).collect()
-}
-
-/// Small integers: many exact ties between centroids.
-fn ints(rng: &mut Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| ((rng.uniform() * 5.0) as i32 - 2) as f32).collect()
-}
-
-fn brute(cb: &Codebook, x: &[f32]) -> (Vec<u32>, Vec<u32>) {
-    let n = x.len() / cb.d;
-    let (mut c, mut d) = (vec![0u32; n], vec![0f32; n]);
-    assign_batch_scalar(cb, x, &mut c, Some(&mut d));
-    (c, d.iter().map(|v| v.to_bits()).collect())
-}
 
 /// Moves the centroids a little (and one a lot) as Lloyd would, `steps` times, checking every
 /// level's bounded assignment against brute force each time.

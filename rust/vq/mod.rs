@@ -23,6 +23,8 @@ mod kmeans_filter_kernels;
 #[cfg(test)]
 mod kmeans_filter_tests;
 pub mod kmeans_init;
+#[cfg(test)]
+mod kmeans_test_data;
 pub mod metric;
 pub mod pq_tables;
 pub(crate) mod rng;
