@@ -22,20 +22,11 @@
 
 use std::arch::aarch64::*;
 
-use crate::vq::assign::{Codebook, PanelRow, PANEL};
+use crate::vq::assign::{Codebook, PanelRow, CODEBOOK_BLOCK_BYTES, PANEL, ROW_BLOCK, STEP_IP as IP, STEP_L1 as L1, STEP_L2 as L2};
 use crate::vq::Metric;
 
 /// Rows per register tile: 4 x 4 accumulators, 4 panel registers, minima in the row states.
 const ROWS: usize = 4;
-/// Rows whose running minima are kept while the codebook streams by.
-const ROW_BLOCK: usize = 96;
-/// Codebook bytes per block (stays in L1 while every tile of the row block reads it).
-const CODEBOOK_BLOCK_BYTES: usize = 32 * 1024;
-
-/// Kinds of inner step (`M` const parameter).
-const L2: u8 = 0;
-const IP: u8 = 1;
-const L1: u8 = 2;
 
 /// Running minimum of one row: per lane, the smallest score and its codeword index.
 #[derive(Clone, Copy)]

@@ -34,8 +34,20 @@ pub struct Codebook {
     pub panel_norms: Vec<f32>,
 }
 
-/// Codewords per packed panel (one AVX-512 register, two AVX2 registers).
+/// Codewords per packed panel (one AVX-512 register, two AVX2 registers, four NEON ones).
 pub const PANEL: usize = 16;
+
+/// Rows whose running minima a SIMD search kernel keeps while the codebook streams by.
+pub const ROW_BLOCK: usize = 96;
+/// Codebook bytes per block of a SIMD search kernel: a block stays in L1/L2 while every tile of
+/// the row block reads it, so memory is O(block), never O(rows x k).
+pub const CODEBOOK_BLOCK_BYTES: usize = 32 * 1024;
+/// The kinds of inner step of the SIMD search kernels (their `M` const parameter): multiply-add
+/// for L2 (score `fma(-2, dot, |c|^2)`), multiply-add for IP and cosine (score `-dot`), and
+/// `acc + |x - c|` for L1.
+pub const STEP_L2: u8 = 0;
+pub const STEP_IP: u8 = 1;
+pub const STEP_L1: u8 = 2;
 
 /// One dimension of one panel: [`PANEL`] codewords' values, aligned to a cache line so that
 /// no vector load splits one.
