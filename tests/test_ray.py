@@ -189,13 +189,13 @@ def test_sharded_fit_equals_single_fit_on_chunk_aligned_shards(points, tmp_path,
     _same(sharded, single)
 
 
-def test_sharded_fit_carries_each_shards_filtering_tree(tmp_path):
-    # k = 256 at d = 8: in-memory shards keep a LloydState each (a filtering tree); the result
+def test_sharded_fit_carries_each_shards_lloyd_state(tmp_path):
+    # In-memory shards keep a LloydState each (the filtering tree at k = 512, d = 8); the result
     # is still the single fit's, bit for bit; memory-mapped shards keep none (no copy of them).
     from quantpress.kmeans_shards import ShardGroup
 
     rng = np.random.default_rng(4)
-    k, d = 256, 8
+    k, d = 512, 8
     rows = _core.kmeans_chunk_rows(3 * 8192, k, d)
     x = (rng.normal(0, 4, (64, d))[rng.integers(0, 64, 3 * rows)] + rng.normal(0, 1, (3 * rows, d))).astype(np.float32)
     single = qp.KMeans(k, n_iter=5, seed=1).fit(x)

@@ -158,6 +158,8 @@ fn iteration_from(
 pub struct Accel {
     /// `(n, d, k, metric)` the choice was made for.
     key: Option<(usize, usize, usize, Metric)>,
+    /// Calls since the choice.
+    calls: usize,
     pub kind: AccelKind,
 }
 
@@ -178,7 +180,26 @@ pub enum AccelKind {
 /// 200k x 8, k = 256, 26 iterations: 1.46x. At d = 64 (100k, k = 256) the bounds are faster
 /// (the tree gives 1.21x).
 pub const FILTER_MAX_D: usize = 32;
-pub const FILTER_MIN_K: usize = 256;
+/// The filtering tree is dropped for brute force after a call that scored more than this
+/// fraction of all (point, centroid) pairs. Measured (2 threads, 10 iterations): isotropic
+/// Gaussian points score 39% of the pairs at 200k x 8, k = 256 (1.9x slower than brute force),
+/// 42% at 65,536 x 8, k = 4096 (1.36x slower), 92-99% at 1M x 16, k = 256 (2.8x slower); the
+/// clustered bench data scores 2.4% at 200k x 8, k = 256 (even) and far less at k = 4096.
+pub const FILTER_MAX_SCORED: f64 = 0.15;
+/// Points of the sample that judges the tree before it is built over more points, and the
+/// fraction of pairs the sample's tree may score. A sparser sample prunes less than the whole:
+/// 6-16% of the pairs on the clustered bench data (k = 256 to 4096, d = 8 to 32) where all
+/// points score 2-5%, and 61-100% on isotropic Gaussian points (where brute force is faster).
+pub const FILTER_PROBE_POINTS: usize = 16_384;
+pub const FILTER_PROBE_MAX_SCORED: f64 = 0.35;
+/// Distance bounds are dropped for brute force after a call (not the first) that searched more
+/// than this fraction of the centroid groups: 23% on the clustered bench data at 100k x 64,
+/// k = 256 (then fewer, and 1.1-1.4x faster than brute force), 100% on isotropic Gaussian
+/// points at d = 64 and 128 (2x slower).
+pub const BOUNDS_MAX_SEARCHED: f64 = 0.6;
+/// From k = 512: at k = 256 the tree was 1.09-1.46x faster on one thread but no faster on two
+/// over 10 iterations (it scales worse than brute force, and its build is one iteration).
+pub const FILTER_MIN_K: usize = 512;
 pub const FILTER_MIN_N: usize = 4 * LEAF;
 
 impl Accel {
@@ -202,14 +223,48 @@ impl Accel {
     fn assign(&mut self, cb: &Codebook, x: &[f32]) -> Result<(Vec<u32>, Vec<f32>)> {
         let key = (x.len() / cb.d, cb.d, cb.k, cb.metric);
         if self.key != Some(key) {
-            (self.key, self.kind) = (Some(key), Accel::choose(key.0, key.1, key.2, key.3));
+            (self.key, self.kind, self.calls) = (Some(key), Accel::choose(key.0, key.1, key.2, key.3), 0);
+            if matches!(self.kind, AccelKind::Filter(_)) && !filter_pays_on_a_sample(cb, x)? {
+                self.kind = AccelKind::Plain;
+            }
         }
+        self.calls += 1;
+        let pairs = key.0 as f64 * cb.k as f64;
         match &mut self.kind {
             AccelKind::Plain => assign_all(cb, x),
-            AccelKind::Bounds(b) => assign_bounded(cb, x, b),
-            AccelKind::Filter(f) => assign_filtered(cb, x, f),
+            AccelKind::Bounds(b) => {
+                let out = assign_bounded(cb, x, b)?;
+                // The first call searches everything; from the second on, bounds that leave most
+                // groups to search cost more than brute force (unclustered data): switch for good.
+                if self.calls > 1 && b.groups_searched as f64 > BOUNDS_MAX_SEARCHED * (key.0 * b.groups.max(1)) as f64 {
+                    self.kind = AccelKind::Plain;
+                }
+                Ok(out)
+            }
+            AccelKind::Filter(f) => {
+                let out = assign_filtered(cb, x, f)?;
+                if f.scored as f64 > FILTER_MAX_SCORED * pairs {
+                    self.kind = AccelKind::Plain;
+                }
+                Ok(out)
+            }
         }
     }
+}
+
+/// Whether the filtering tree prunes enough to pay, judged on a strided sample of at most
+/// [`FILTER_PROBE_POINTS`] points (a small tree, one assignment, thrown away) before the tree
+/// over every point is built: unclustered data leaves most pairs to score, and then brute force
+/// is faster and the full tree's build is wasted. With fewer points the first call judges.
+fn filter_pays_on_a_sample(cb: &Codebook, x: &[f32]) -> Result<bool> {
+    let (n, d) = (x.len() / cb.d, cb.d);
+    if n <= FILTER_PROBE_POINTS {
+        return Ok(true);
+    }
+    let sample: Vec<f32> = x.chunks_exact(d).step_by(n.div_ceil(FILTER_PROBE_POINTS)).flatten().copied().collect();
+    let mut probe = Filter::new();
+    assign_filtered(cb, &sample, &mut probe)?;
+    Ok(probe.scored as f64 <= FILTER_PROBE_MAX_SCORED * (sample.len() / d) as f64 * cb.k as f64)
 }
 
 fn prepare(centroids: &[f32], d: usize, metric: Metric) -> Result<Codebook> {
