@@ -401,10 +401,10 @@ class ResidualQuantizer:
 
     def train(self, x: Any) -> "ResidualQuantizer":
         """Trains the stages one after the other on ``x`` ``(n, d)``, ``n >= 2**bits``; returns ``self``."""
-        r = _finite32(_matrix(x, "x"), "x").copy()
-        if len(r) < self.k:
-            raise QuantpressError(f"training needs at least 2**bits = {self.k} vectors, got {len(r)}")
-        x32 = r.copy()
+        x32 = _finite32(_matrix(x, "x"), "x")  # never written: the residuals are a copy
+        if len(x32) < self.k:
+            raise QuantpressError(f"training needs at least 2**bits = {self.k} vectors, got {len(x32)}")
+        r = x32.copy()
         cbs, codes = [], np.empty((len(r), self.stages), dtype=np.int64)
         for s in range(self.stages):
             c = _kmeans(self.k, self.n_iter, self.seed + s, r)
@@ -412,28 +412,29 @@ class ResidualQuantizer:
             r -= c[codes[:, s]]
             cbs.append(c)
         self.codebooks = np.ascontiguousarray(np.stack(cbs), dtype=np.float32)
-        err = self._row_errors(x32, codes)
+        x64 = x32.astype(np.float64)
+        err = self._row_errors(x64, codes)
         self.train_errors = [float(err.mean())]
         for _ in range(self.refine):
             new = self.encode(x32).astype(np.int64)
-            new_err = self._row_errors(x32, new)
+            new_err = self._row_errors(x64, new)
             better = new_err < err
             codes[better] = new[better]
-            self._refit(x32, codes)
-            err = self._row_errors(x32, codes)
+            self._refit(x64, codes)
+            err = self._row_errors(x64, codes)
             self.train_errors.append(float(err.mean()))
         return self
 
-    def _row_errors(self, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Squared reconstruction error of every row (float64)."""
-        return ((x.astype(np.float64) - _stage_sum(self._trained(), codes)) ** 2).sum(1)
+    def _row_errors(self, x64: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Squared reconstruction error of every row of ``x64`` (float64)."""
+        return ((x64 - _stage_sum(self._trained(), codes)) ** 2).sum(1)
 
-    def _refit(self, x: np.ndarray, codes: np.ndarray) -> None:
+    def _refit(self, x64: np.ndarray, codes: np.ndarray) -> None:
         """Refits each stage's codebook in turn, given every stage's codes (float64 means; the
         stages before it already refitted)."""
         cb = self._trained().copy()
         for st in range(self.stages):
-            target = x.astype(np.float64) - _stage_sum(cb, codes, skip=st)
+            target = x64 - _stage_sum(cb, codes, skip=st)
             count = np.bincount(codes[:, st], minlength=self.k)
             sums = np.zeros((self.k, target.shape[1]))
             np.add.at(sums, codes[:, st], target)
