@@ -36,6 +36,11 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / np.where(n > 0, n, 1)[:, None], dtype=np.float32)
 
 
+def mean_variance(x: np.ndarray) -> float:
+    """The mean over dimensions of the points' variance (float64): the scale of ``tol``."""
+    return float(np.mean(np.var(x, axis=0, dtype=np.float64)))
+
+
 SEED_POINTS_PER_CENTROID = 256
 """A fit over shards seeds from all points up to ``max(this * k, SEED_POINTS_MIN)``, else from a
 uniform sample of that many (faiss samples 256 points per centroid for its whole training)."""
@@ -186,39 +191,40 @@ class KMeans:
             s = Shards(shards, sample_weight)
         if self.k > s.n:
             raise QuantpressError(f"k={self.k} is larger than the number of points ({s.n})")
-        full, w = (None, None)
+        held, w = (None, None)
         self.seed_sample_ = None
         if isinstance(self.init, str):
             # Seeding reads the points in this process: all of them up to a bound, else a
             # uniform sample (the shards may not fit in memory together).
             cap = max(SEED_POINTS_PER_CENTROID * self.k, SEED_POINTS_MIN)
             if s.n > cap:
-                full, w = s.sample(cap, self.seed)
+                held, w = s.sample(cap, self.seed)
                 self.seed_sample_ = cap
                 warnings.warn(f"KMeans: seeding on a uniform sample of {cap} of the {s.n} points across the shards",
                               stacklevel=3)
             else:
-                full, w = s.concat()
-        if full is not None and self.metric == "cosine":
-            full = unit_rows(full)
+                held, w = s.concat()
+        if held is not None and self.metric == "cosine":
+            held = unit_rows(held)
         stop = 0.0
         if self.tol > 0:
             # The single fit's rule on every point: from the points held when they all are,
             # else shard by shard.
-            exact = full is not None and self.seed_sample_ is None
-            var = float(np.mean(np.var(full, axis=0, dtype=np.float64))) if exact else s.mean_variance(self.metric == "cosine")
-            stop = self.tol * var
+            if held is not None and self.seed_sample_ is None:
+                stop = self.tol * mean_variance(held)
+            else:
+                stop = self.tol * s.mean_variance(self.metric == "cosine")
         backend = RayBackend(s, self.metric, address) if executor == "ray" else LocalBackend(s, self.metric)
         best = None
         try:
             for run in range(self.n_init):
-                c = self._initial(full if full is not None else np.empty((0, s.d), np.float32), w, self.seed + run)
+                c = self._initial(held if held is not None else np.empty((0, s.d), np.float32), w, self.seed + run)
                 result = lloyd_sharded(backend, s, c, self.k, self.metric, self.n_iter, stop, self.progress)
                 if best is None or result[1] < best[1]:
                     best = result
         finally:
             backend.close()
-        del full
+        del held
         assert best is not None
         self.subsampled_ = None
         self.centroids, self.inertia_, self.labels_, self.n_iter_, self.reseeds_ = best
@@ -255,10 +261,10 @@ class KMeans:
     def _run(self, x: np.ndarray, w: Optional[np.ndarray], seed: int) -> tuple[np.ndarray, float, np.ndarray, int, int]:
         d = x.shape[1]
         c = self._initial(x, w, seed)
-        stop = self.tol * float(np.mean(np.var(x, axis=0, dtype=np.float64))) if self.tol > 0 else 0.0
+        stop = self.tol * mean_variance(x) if self.tol > 0 else 0.0
         reseeds, done = 0, 0
         # What the iterations on this x carry over (exact: the same result): a filtering tree
-        # up to d = 32 from k = 256, else distance bounds from d = 32 (chosen by the Rust side).
+        # or distance bounds where they pay, chosen (and dropped) by the Rust side.
         state = _core.LloydState() if self.metric == "l2" else None
         for it in range(self.n_iter):
             new, _codes, inertia, _cw, reseeded, shift = _core.lloyd_iteration(x, d, c, self.metric, w, state)

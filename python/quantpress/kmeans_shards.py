@@ -189,8 +189,8 @@ class Shards:
         return np.concatenate(xs), (np.concatenate(ws) if ws else None)
 
     def mean_variance(self, unit: bool = False) -> float:
-        """The mean over dimensions of the points' variance (``np.var(concat, axis=0).mean()``;
-        ``unit``: of the points scaled to unit length), one shard at a time (float64; shards
+        """:func:`quantpress.kmeans.mean_variance` of all the points (``unit``: scaled to unit
+        length), one shard at a time (float64; shards
         merged by Chan's pairwise rule)."""
         from .kmeans import unit_rows
 

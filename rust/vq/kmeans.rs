@@ -151,9 +151,10 @@ fn iteration_from(
 
 /// The exact acceleration of the assignment carried between the Lloyd iterations of one fit,
 /// chosen on the first call from the shape (and again when the shape changes): the filtering
-/// tree (`kmeans_filter`) up to d = 32 from k = 256, distance bounds (`kmeans_bounds`) from
-/// d = 32 otherwise, brute force for the rest (and for cosine). Every choice gives the
-/// brute-force assignment.
+/// tree (`kmeans_filter`) up to d = 32 from k = 512 if a sample says it prunes enough, distance
+/// bounds (`kmeans_bounds`) from d = 32 otherwise, brute force for the rest (and for cosine);
+/// either acceleration gives way to brute force after a call where it did not pay. Every
+/// choice gives the brute-force assignment.
 #[derive(Default, Debug)]
 pub struct Accel {
     /// `(n, d, k, metric)` the choice was made for.
