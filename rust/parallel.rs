@@ -66,6 +66,17 @@ pub fn reset_after_fork() {
     }
 }
 
+/// Runs `f` on a pool thread (on the calling thread with one thread), so that the parallel
+/// calls it makes are forks within the pool, not wake-ups of it from outside: for loops of
+/// many short parallel steps.
+pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
+    let pool = pool()?;
+    if pool.current_num_threads() == 1 {
+        return Ok(f());
+    }
+    Ok(pool.install(f))
+}
+
 /// Runs `f` on every job, stopping at the first error. With more than one job and more than
 /// one thread the jobs run in the pool; otherwise they run in order on the calling thread,
 /// whose caches hold the data the caller just touched (a pool thread may sit on another core).

@@ -119,8 +119,10 @@ def test_same_seed_same_centroids_on_any_thread_count(restore_threads, rng, d):
 
 def test_kmeans_plus_plus_is_as_good_as_scikit_learn(rng):
     sklearn_cluster = pytest.importorskip("sklearn.cluster")  # a test dependency (pyproject)
+    # Over many data sets: one fit's inertia swings by about 3% with the seeding draw (ours or
+    # scikit-learn's), so a mean over 4 would test the draws, not the method.
     ours, theirs = [], []
-    for seed in range(4):
+    for seed in range(64):
         x = blobs(np.random.default_rng(seed), 4000, 6, 40, spread=2.0)
         ours.append(qp.KMeans(32, n_iter=30, seed=seed).fit(x).inertia_)
         sk = sklearn_cluster.KMeans(32, n_init=1, max_iter=30, tol=0, random_state=seed).fit(x)

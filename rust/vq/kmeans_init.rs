@@ -2,165 +2,146 @@
 //! new centre is the best of `2 + ln k` candidates drawn with probability proportional to
 //! `w_i * D(x_i)^2`, "best" meaning the one that lowers the total potential most.
 //!
-//! One pass over the points per step scores all candidates at once and, in the same pass, lowers
-//! every point's distance with the centre chosen at the step before (`seed_kernels`). Float64
-//! sums are kept per block of points and added in block order, and every SIMD level performs the
-//! same float operations, so the centres depend only on the data and the seed, never on the SIMD
-//! level or the number of threads. The points are first reordered into spatially compact blocks
-//! (`seed_blocks`), so that, per block, the candidates that cannot lower any of its points'
-//! distances are skipped, exactly.
+//! The points are reordered into spatially compact groups of 16 and blocks of 256
+//! (`seed_blocks`), each with a bounding ball. A candidate is scored by what it would take off
+//! the potential, `sum w_i (D_i - min(D_i, |x_i - c|^2))`, over the blocks and then the groups
+//! its ball tests cannot rule out (`seed_kernels`); the chosen one is added the same way. Late
+//! in a large-k seeding a candidate lowers a handful of points, so a step touches a few hundred
+//! points, not all of them. Sampling walks the block, group and point potentials.
+//!
+//! Every float64 sum has one fixed order (a group's terms as a tree, then groups and blocks in
+//! order) and skipped groups would add exact zeros, so the centres depend only on the data and
+//! the seed, never on the SIMD level or the number of threads.
 
 use super::kmeans::check_weights;
 use super::rng::Rng;
-use super::seed_blocks::{spatial_order, BlockBalls};
-use super::seed_kernels::{self as kern, Panel, BLOCK, LANES};
+use super::seed_blocks::{margin, spatial_order, Balls};
+use super::seed_kernels::{self as kern, BallState, Centre, Chunk, BLOCK, FAN, GROUP};
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
 use crate::simd::{self, Level};
 
-/// Points per parallel job (a multiple of `BLOCK`).
-const CHUNK: usize = 4096;
-/// Candidates per panel (the last lane carries the pending centre).
-const PER_PANEL: usize = LANES - 1;
+/// Points per chunk, the unit of parallel work.
+const CHUNK: usize = FAN * BLOCK;
 
-struct Seeder<'a> {
-    x: &'a [f32],
-    d: usize,
-    w: Option<&'a [f32]>,
-    level: Level,
-    xn: Vec<f32>,
-    /// The points transposed in groups of 16 (`seed_kernels::transpose`), for AVX-512.
-    xt: Vec<f32>,
-    /// Squared distance of every point to its nearest chosen centre, except `pending`.
-    closest: Vec<f32>,
-    /// The centre chosen last, not yet folded into `closest`.
-    pending: Option<usize>,
-    /// `sum w_i min(closest_i, |x_i - pending|^2)` per block of `BLOCK` points.
-    block_pot: Vec<f64>,
-    /// The largest `closest` of each block (pending centre not folded in), and block balls.
-    radius: Vec<f32>,
-    balls: BlockBalls,
-    /// Blocks skipped so far (for tests and tuning).
-    skipped: usize,
+/// Per-ball state: largest `closest`, potential, reach threshold (`seed_kernels::threshold`).
+struct State {
+    maxd: Vec<f32>,
+    pot: Vec<f64>,
+    thr: Vec<f64>,
 }
 
-impl Seeder<'_> {
+impl State {
+    /// `count` balls; the first `real` hold points (no centre yet: reached by any), the others
+    /// none (reached by none).
+    fn new(count: usize, real: usize) -> State {
+        let mut maxd = vec![0f32; count];
+        maxd[..real].fill(f32::INFINITY);
+        let thr = maxd.iter().map(|&m| if m > 0.0 { f64::INFINITY } else { f64::NEG_INFINITY }).collect();
+        State { thr, maxd, pot: vec![0.0; count] }
+    }
+}
+
+struct Seeder {
+    /// Points (before the padding) and dimension.
+    n: usize,
+    d: usize,
+    level: Level,
+    /// The points transposed in groups of 16 (`xt[(g * d + t) * 16 + q]`), padded with zeros
+    /// to whole chunks; their squared norms, and their weights (padding 0).
+    xt: Vec<f32>,
+    xn: Vec<f32>,
+    w: Option<Vec<f32>>,
+    /// The error bound of a computed distance to any centre (a point: `|c|^2 <= max |x|^2`).
+    err: f64,
+    /// Squared distance of every point to its nearest chosen centre (padding: 0).
+    closest: Vec<f32>,
+    groups: Balls,
+    gstate: State,
+    blocks: Balls,
+    bstate: State,
+    /// (Candidate, block) pairs scored so far (for tests and tuning).
+    scored: usize,
+}
+
+impl Seeder {
     fn weight(&self, i: usize) -> f64 {
-        self.w.map_or(1.0, |w| w[i] as f64)
+        self.w.as_ref().map_or(1.0, |w| w[i] as f64)
     }
 
-    fn point(&self, i: usize) -> &[f32] {
-        &self.x[i * self.d..(i + 1) * self.d]
+    /// Point `i`'s coordinates.
+    fn point(&self, i: usize) -> Vec<f32> {
+        let (g, q, d) = (i / GROUP, i % GROUP, self.d);
+        (0..d).map(|t| self.xt[(g * d + t) * GROUP + q]).collect()
     }
 
-    /// Per-block, per-lane potentials of up to 15 candidates (folding in `pending` first).
-    /// A block no lane can reach keeps its sums (`block_pot`) for every lane.
-    fn score(&mut self, cands: &[usize]) -> Result<Vec<[f64; LANES]>> {
-        let (x, d, level, w, xn, xt) = (self.x, self.d, self.level, self.w, &self.xn, &self.xt);
-        let panel = Panel::new(x, d, cands, self.pending.take());
-        let centres: Vec<(&[f32], f32)> = (0..panel.lanes()).map(|l| (panel.col(l), panel.norms[l])).collect();
-        let prev_lane = panel.prev.then_some(panel.cands);
-        let mut sums = vec![[0f64; LANES]; self.block_pot.len()];
-        let per = CHUNK / BLOCK;
-        let (block_pot, radius, balls) = (&self.block_pot, &mut self.radius, &self.balls);
-        let mut skipped = vec![0usize; self.closest.len().div_ceil(CHUNK)];
+    fn chunks(&self) -> usize {
+        self.closest.len() / CHUNK
+    }
+
+    /// Chunk `ci`'s points and balls.
+    fn chunk(&self, ci: usize) -> Chunk<'_> {
+        chunk_of(self.d, &self.xt, &self.xn, self.w.as_deref(), &self.groups, &self.blocks, self.err, ci)
+    }
+
+    /// What each candidate would take off the potential: per chunk in parallel, summed over the
+    /// blocks in order. (The loop runs inside the pool, so a step's fork costs little.)
+    fn score(&mut self, cands: &[usize]) -> Result<Vec<f64>> {
+        let coords: Vec<Vec<f32>> = cands.iter().map(|&p| self.point(p)).collect();
+        let centres: Vec<Centre> = coords.iter().map(|c| Centre { c, cn: kern::dot(c, c) }).collect();
+        let lanes = centres.len();
+        let mut gains = vec![0f64; self.chunks() * FAN * lanes];
+        let mut scored = vec![0usize; self.chunks()];
+        let this = &*self;
+        let jobs: Vec<_> = gains.chunks_mut(FAN * lanes).zip(scored.iter_mut()).enumerate().collect();
+        parallel::try_for_each(jobs, |(ci, (out, scored))| {
+            let ch = this.chunk(ci);
+            let closest = &this.closest[ci * CHUNK..(ci + 1) * CHUNK];
+            let (gthr, bthr) = (&this.gstate.thr[ci * FAN * FAN..(ci + 1) * FAN * FAN], &this.bstate.thr[ci * FAN..(ci + 1) * FAN]);
+            for (l, c) in centres.iter().enumerate() {
+                *scored += kern::gain(this.level, &ch, closest, gthr, bthr, c, &mut out[l..], lanes);
+            }
+            Ok(())
+        })?;
+        self.scored += scored.iter().sum::<usize>();
+        Ok((0..lanes).map(|l| gains.chunks_exact(lanes).fold(0.0, |a, g| a + g[l])).collect())
+    }
+
+    /// Adds point `p` as a centre: lowers `closest` and refreshes the groups' and blocks' state
+    /// wherever it reaches.
+    fn commit(&mut self, p: usize) -> Result<()> {
+        let coords = self.point(p);
+        let c = Centre { c: &coords, cn: kern::dot(&coords, &coords) };
+        let (d, level, err, w) = (self.d, self.level, self.err, self.w.as_deref());
+        let (xt, xn, groups, blocks) = (&self.xt, &self.xn, &self.groups, &self.blocks);
+        let (g, b) = (&mut self.gstate, &mut self.bstate);
+        let (gn, bn) = (FAN * FAN, FAN);
         let jobs: Vec<_> = self
             .closest
             .chunks_mut(CHUNK)
-            .zip(sums.chunks_mut(per))
-            .zip(radius.chunks_mut(per))
-            .zip(skipped.iter_mut())
+            .zip(g.maxd.chunks_mut(gn).zip(g.pot.chunks_mut(gn)).zip(g.thr.chunks_mut(gn)))
+            .zip(b.maxd.chunks_mut(bn).zip(b.pot.chunks_mut(bn)).zip(b.thr.chunks_mut(bn)))
             .enumerate()
             .collect();
-        parallel::try_for_each(jobs, |(ci, (((closest, sums), radius), skipped))| {
-            for (o, (s, rad)) in sums.iter_mut().zip(radius.iter_mut()).enumerate() {
-                let b = ci * per + o;
-                *s = [block_pot[b]; LANES];
-                // The lanes that may lower some point's distance; the others' sums are the
-                // block's potential as it stands.
-                let reach = balls.reachable(b, *rad, &centres);
-                if reach == 0 {
-                    *skipped += 1;
-                    continue;
-                }
-                let r = b * BLOCK..(b * BLOCK + BLOCK).min(ci * CHUNK + closest.len());
-                let cl = &mut closest[r.start - ci * CHUNK..r.end - ci * CHUNK];
-                let xs = &x[r.start * d..r.end * d];
-                let xt = if xt.is_empty() { &xt[..] } else { &xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d] };
-                kern::score(level, xs, xt, d, &xn[r.clone()], cl, w.map(|w| &w[r]), &panel, reach, std::slice::from_mut(s));
-                if prev_lane.is_some_and(|l| reach >> l & 1 == 1) {
-                    *rad = largest(cl);
-                }
-            }
+        parallel::try_for_each(jobs, |(ci, ((closest, ((gmaxd, gpot), gthr)), ((bmaxd, bpot), bthr)))| {
+            let ch = chunk_of(d, xt, xn, w, groups, blocks, err, ci);
+            let mut gs = BallState { maxd: gmaxd, pot: gpot, thr: gthr };
+            let mut bs = BallState { maxd: bmaxd, pot: bpot, thr: bthr };
+            kern::commit(level, &ch, closest, &mut gs, &mut bs, &c);
             Ok(())
         })?;
-        self.skipped += skipped.iter().sum::<usize>();
-        Ok(sums)
-    }
-
-    /// Folds centre `p` into `closest` at once (the first centre, and the rare fallback).
-    fn commit_now(&mut self, p: usize) -> Result<()> {
-        if let Some(q) = self.pending.take() {
-            self.commit_now(q)?;
-        }
-        let (x, d, level, w, xn) = (self.x, self.d, self.level, self.w, &self.xn);
-        let centre = &x[p * d..(p + 1) * d];
-        let cn = kern::dot(centre, centre);
-        let jobs: Vec<_> = self.closest.chunks_mut(CHUNK).zip(self.block_pot.chunks_mut(CHUNK / BLOCK)).enumerate().collect();
-        parallel::try_for_each(jobs, |(ci, (closest, blocks))| {
-            let r = ci * CHUNK..ci * CHUNK + closest.len();
-            kern::commit(level, &x[r.start * d..r.end * d], d, &xn[r.clone()], closest, w.map(|w| &w[r]), centre, cn, blocks);
-            Ok(())
-        })?;
-        for (rad, block) in self.radius.iter_mut().zip(self.closest.chunks(BLOCK)) {
-            *rad = largest(block);
-        }
         Ok(())
     }
 
-    /// The distances of block `b` with the pending centre folded in.
-    fn block_closest(&self, b: usize) -> Vec<f32> {
-        let r = b * BLOCK..self.closest.len().min((b + 1) * BLOCK);
-        let Some(p) = self.pending else { return self.closest[r].to_vec() };
-        let centre = self.point(p);
-        let mut out = vec![0f32; r.len()];
-        let (d, x) = (self.d, &self.x[r.start * self.d..r.end * self.d]);
-        let xt = if self.xt.is_empty() {
-            &self.xt[..]
-        } else {
-            &self.xt[r.start * d..(r.start + r.len().div_ceil(kern::PART) * kern::PART) * d]
-        };
-        kern::lowered(self.level, x, xt, d, &self.xn[r.clone()], &self.closest[r], centre, kern::dot(centre, centre), &mut out);
-        out
-    }
-
     /// The point where the running sum of `w_i closest_i` first exceeds `r` (never a point of
-    /// zero potential): whole blocks are skipped by their sums, then one block is scanned.
+    /// zero potential): whole blocks, then groups, are skipped by their sums.
     fn sample(&self, r: f64) -> usize {
-        let mut acc = 0.0;
-        let mut last_block = 0;
-        for (b, &p) in self.block_pot.iter().enumerate() {
-            if p <= 0.0 {
-                continue;
-            }
-            last_block = b;
-            if acc + p <= r {
-                acc += p;
-                continue;
-            }
-            return self.scan_block(b, r - acc);
-        }
-        // Rounding left r at or past the total.
-        self.scan_block(last_block, f64::INFINITY)
-    }
-
-    /// The point of block `b` where the running sum first exceeds `r`, else its last point of
-    /// non-zero potential.
-    fn scan_block(&self, b: usize, r: f64) -> usize {
-        let (mut acc, mut last) = (0.0, b * BLOCK);
-        for (o, &c) in self.block_closest(b).iter().enumerate() {
-            let i = b * BLOCK + o;
-            let q = self.weight(i) * c as f64;
+        let (b, r) = walk(&self.bstate.pot, r);
+        let (g, r) = walk(&self.gstate.pot[b * FAN..(b + 1) * FAN], r);
+        let at = (b * FAN + g) * GROUP;
+        let (mut acc, mut last) = (0.0, at);
+        for i in at..at + GROUP {
+            let q = self.weight(i) * self.closest[i] as f64;
             if q > 0.0 {
                 last = i;
                 acc += q;
@@ -172,30 +153,68 @@ impl Seeder<'_> {
         last
     }
 
-    /// One greedy step: draw `trials` candidates, keep the one with the lowest potential.
-    fn step(&mut self, rng: &mut Rng, trials: usize) -> Result<usize> {
-        let pot: f64 = self.block_pot.iter().sum();
+    /// One greedy step: draw `trials` candidates, keep the one that lowers the potential most.
+    fn step(&mut self, rng: &mut Rng, trials: usize, pot: f64) -> Result<usize> {
         let cands: Vec<usize> = (0..trials).map(|_| self.sample(rng.uniform() * pot)).collect();
-        let (mut best, mut best_pot, mut best_blocks) = (0, f64::INFINITY, Vec::new());
-        for (g, group) in cands.chunks(PER_PANEL).enumerate() {
-            let sums = self.score(group)?;
-            for l in 0..group.len() {
-                let total: f64 = sums.iter().map(|s| s[l]).sum();
-                // Lowest potential; ties to the earliest candidate.
-                if total < best_pot {
-                    (best, best_pot) = (g * PER_PANEL + l, total);
-                    best_blocks = sums.iter().map(|s| s[l]).collect();
-                }
+        let gains = self.score(&cands)?;
+        // The largest gain; ties (and NaN, which finite input cannot give) to the earliest.
+        let (mut best, mut top) = (0, f64::NEG_INFINITY);
+        for (j, &g) in gains.iter().enumerate() {
+            if g > top {
+                (best, top) = (j, g);
             }
         }
-        if best_blocks.is_empty() {
-            // Every candidate scored NaN: cannot happen with finite input; keep the first.
-            best_blocks = self.score(&cands[..1])?.iter().map(|s| s[0]).collect();
-        }
-        self.block_pot = best_blocks;
-        self.pending = Some(cands[best]);
+        self.commit(cands[best])?;
         Ok(cands[best])
     }
+
+    fn potential(&self) -> f64 {
+        self.bstate.pot.iter().fold(0.0, |a, &v| a + v)
+    }
+}
+
+/// Chunk `ci` of the seeder's arrays.
+#[allow(clippy::too_many_arguments)]
+fn chunk_of<'a>(
+    d: usize,
+    xt: &'a [f32],
+    xn: &'a [f32],
+    w: Option<&'a [f32]>,
+    groups: &'a Balls,
+    blocks: &'a Balls,
+    err: f64,
+    ci: usize,
+) -> Chunk<'a> {
+    let r = ci * CHUNK..(ci + 1) * CHUNK;
+    let (gr, br) = (ci * FAN * FAN..(ci + 1) * FAN * FAN, ci * FAN..(ci + 1) * FAN);
+    Chunk {
+        d,
+        xt: &xt[r.start * d..r.end * d],
+        xn: &xn[r.clone()],
+        w: w.map(|w| &w[r]),
+        gmeans: &groups.means[gr.start * d..gr.end * d],
+        gspread: &groups.spread[gr],
+        bmeans: &blocks.means[br.start * d..br.end * d],
+        bspread: &blocks.spread[br],
+        err,
+    }
+}
+
+/// The entry of `sums` (all >= 0) where their running sum first exceeds `r`, and what is left
+/// of `r` there; past the end (rounding), the last positive entry with `r` infinite.
+fn walk(sums: &[f64], r: f64) -> (usize, f64) {
+    let (mut acc, mut last) = (0.0, 0);
+    for (j, &p) in sums.iter().enumerate() {
+        if p <= 0.0 {
+            continue;
+        }
+        last = j;
+        if acc + p > r {
+            return (j, r - acc);
+        }
+        acc += p;
+    }
+    (last, f64::INFINITY)
 }
 
 /// Chooses `k` of the `n` rows of `x` as initial centres by greedy k-means++ (`trials`
@@ -219,32 +238,34 @@ pub fn kmeans_plusplus(x: &[f32], d: usize, weights: Option<&[f32]>, k: usize, s
         return Err(invalid!("sample_weight sums to zero"));
     }
     let trials = trials.unwrap_or(2 + (k as f64).ln() as usize).max(1);
-    // Work on the points in block order; report the chosen ones from the caller's `x`.
+    // Work on the points in group order; report the chosen ones from the caller's `x`.
     let order = spatial_order(x, d)?;
-    let xp = gather_rows(x, d, &order)?;
-    let wp: Option<Vec<f32>> = weights.map(|w| order.iter().map(|&i| w[i as usize]).collect());
-    let weights = wp.as_deref();
-    let mut s = seeder(&xp, d, weights, simd::level())?;
-    let chosen = seed_loop(&mut s, k, trials, seed, total_w)?;
-    Ok(chosen.iter().flat_map(|&i| xp[i * d..(i + 1) * d].iter().copied()).collect())
+    let mut s = {
+        let xp = gather_rows(x, d, &order)?;
+        let wp: Option<Vec<f32>> = weights.map(|w| order.iter().map(|&i| w[i as usize]).collect());
+        seeder(&xp, d, wp.as_deref(), simd::level())?
+    };
+    let chosen = parallel::install(|| seed_loop(&mut s, k, trials, seed, total_w))??;
+    Ok(chosen.iter().flat_map(|&i| x[order[i] as usize * d..(order[i] as usize + 1) * d].iter().copied()).collect())
 }
 
 /// The greedy loop: `k` chosen point indices (in the seeder's order).
 fn seed_loop(s: &mut Seeder, k: usize, trials: usize, seed: u64, total_w: f64) -> Result<Vec<usize>> {
-    let n = s.closest.len();
+    let n = s.n;
     let mut rng = Rng::new(seed);
     // First centre: a point drawn with probability proportional to its weight.
-    let mut chosen = vec![draw_by_weight(s.w, n, total_w, rng.uniform())];
+    let mut chosen = vec![draw_by_weight(s.w.as_ref().map(|w| &w[..n]), n, total_w, rng.uniform())];
     let mut used = vec![false; n];
     used[chosen[0]] = true;
-    s.commit_now(chosen[0])?;
+    s.commit(chosen[0])?;
     while chosen.len() < k {
-        let p = if s.block_pot.iter().sum::<f64>() > 0.0 {
-            s.step(&mut rng, trials)?
+        let pot = s.potential();
+        let p = if pot > 0.0 {
+            s.step(&mut rng, trials, pot)?
         } else {
             // Every point sits on a centre already: take the next unused point.
             let p = (0..n).find(|&i| !used[i]).unwrap_or(0);
-            s.commit_now(p)?;
+            s.commit(p)?;
             p
         };
         used[p] = true;
@@ -253,37 +274,53 @@ fn seed_loop(s: &mut Seeder, k: usize, trials: usize, seed: u64, total_w: f64) -
     Ok(chosen)
 }
 
-fn seeder<'a>(x: &'a [f32], d: usize, w: Option<&'a [f32]>, level: Level) -> Result<Seeder<'a>> {
-    let n = x.len() / d;
-    let mut xn = vec![0f32; n];
-    let mut xt = if level == Level::Avx512 { vec![0f32; n.div_ceil(kern::PART) * kern::PART * d] } else { Vec::new() };
-    // Norms and the transposed copy, per chunk of points in parallel (CHUNK is a multiple of 16).
-    let mut xt_chunks: Vec<&mut [f32]> = xt.chunks_mut(CHUNK * d).collect();
-    xt_chunks.resize_with(n.div_ceil(CHUNK), Default::default);
-    let jobs: Vec<_> = x.chunks(CHUNK * d).zip(xn.chunks_mut(CHUNK)).zip(xt_chunks).collect();
+/// The seeder over `xp` (points in group order) at `level`.
+fn seeder(xp: &[f32], d: usize, w: Option<&[f32]>, level: Level) -> Result<Seeder> {
+    let n = xp.len() / d;
+    let np = n.div_ceil(CHUNK) * CHUNK;
+    let mut xn = vec![0f32; np];
+    let mut xt = vec![0f32; np * d];
+    // Norms and the transposed copy, per chunk of points in parallel.
+    let jobs: Vec<_> = xp.chunks(CHUNK * d).zip(xn.chunks_mut(CHUNK)).zip(xt.chunks_mut(CHUNK * d)).collect();
     parallel::try_for_each(jobs, |((xc, xnc), xtc)| {
-        kern::norms(level, xc, d, xnc);
-        if !xtc.is_empty() {
-            kern::transpose_into(xc, d, xtc);
-        }
+        kern::norms(level, xc, d, &mut xnc[..xc.len() / d]);
+        transpose_into(xc, d, xtc);
         Ok(())
     })?;
-    let nb = n.div_ceil(BLOCK);
-    let balls = BlockBalls::new(x, d, &xn)?;
+    let max_xn = xn.iter().fold(0f32, |a, &v| if v > a { v } else { a });
+    let mut closest = vec![0f32; np];
+    closest[..n].fill(f32::INFINITY);
+    let w = w.map(|w| {
+        let mut v = vec![0f32; np];
+        v[..n].copy_from_slice(w);
+        v
+    });
     Ok(Seeder {
-        x,
+        n,
         d,
-        w,
         level,
-        xn,
         xt,
-        closest: vec![f32::INFINITY; n],
-        pending: None,
-        block_pot: vec![0.0; nb],
-        radius: vec![f32::INFINITY; nb],
-        balls,
-        skipped: 0,
+        xn,
+        w,
+        err: margin(d, max_xn, max_xn),
+        closest,
+        groups: Balls::new(xp, d, GROUP, np / GROUP)?,
+        gstate: State::new(np / GROUP, n.div_ceil(GROUP)),
+        blocks: Balls::new(xp, d, BLOCK, np / BLOCK)?,
+        bstate: State::new(np / BLOCK, n.div_ceil(BLOCK)),
+        scored: 0,
     })
+}
+
+/// Points transposed in groups of 16 (`xt[(g * d + t) * 16 + q]` = coordinate `t` of point
+/// `16 g + q`); `xt` must hold zeros for the padding.
+fn transpose_into(x: &[f32], d: usize, xt: &mut [f32]) {
+    for (i, xi) in x.chunks_exact(d).enumerate() {
+        let (g, q) = (i / GROUP, i % GROUP);
+        for (t, &v) in xi.iter().enumerate() {
+            xt[(g * d + t) * GROUP + q] = v;
+        }
+    }
 }
 
 /// The rows of `x` in `order`, copied in parallel (fixed chunks).
@@ -297,20 +334,6 @@ fn gather_rows(x: &[f32], d: usize, order: &[u32]) -> Result<Vec<f32>> {
         Ok(())
     })?;
     Ok(xp)
-}
-
-/// The largest of `v` (all >= 0; 0 if empty), over 16 running maxima: the compiler vectorises
-/// it, and the maximum of non-NaN values does not depend on the order.
-fn largest(v: &[f32]) -> f32 {
-    let mut m = [0f32; 16];
-    let chunks = v.chunks_exact(16);
-    let tail = chunks.remainder().iter().fold(0f32, |a, &x| if x > a { x } else { a });
-    for c in chunks {
-        for (mj, &x) in m.iter_mut().zip(c) {
-            *mj = if x > *mj { x } else { *mj };
-        }
-    }
-    m.iter().fold(tail, |a, &x| if x > a { x } else { a })
 }
 
 fn draw_by_weight(weights: Option<&[f32]>, n: usize, total: f64, u: f64) -> usize {
@@ -362,96 +385,119 @@ mod tests {
         assert!(!c.contains(&50.0));
     }
 
+    /// Clustered points (`blobs` centres in a box of side 100, unit spread), in group order.
+    fn clustered(n: usize, d: usize, blobs: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let centres: Vec<f32> = (0..blobs * d).map(|_| (rng.uniform() * 100.0) as f32).collect();
+        let raw: Vec<f32> =
+            (0..n).flat_map(|i| (0..d).map(|t| centres[(i % blobs) * d + t] + rng.uniform() as f32).collect::<Vec<_>>()).collect();
+        let order = spatial_order(&raw, d).unwrap();
+        gather_rows(&raw, d, &order).unwrap()
+    }
+
+    fn bits64(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// Everything a seeding leaves: the chosen points and the bits of every distance and sum.
+    fn outcome(s: &Seeder, chosen: Vec<usize>) -> (Vec<usize>, Vec<u32>, Vec<u64>, Vec<u64>) {
+        (chosen, s.closest.iter().map(|v| v.to_bits()).collect(), bits64(&s.gstate.pot), bits64(&s.bstate.pot))
+    }
+
     #[test]
-    fn every_level_scores_and_folds_the_same_bits() {
+    fn every_level_seeds_alike() {
+        // Uniform and clustered points (clustered: balls skip, so every level's kernels run on
+        // partial sets of blocks and groups), awkward sizes, with weights and without.
         let mut rng = Rng::new(11);
-        // Weighted and unweighted (the AVX-512 kernel has a path of its own for the latter).
-        for (n, d, weighted) in
-            [(9000, 8, true), (5000, 3, true), (700, 33, true), (300, 1, true), (1000, 64, true), (9000, 8, false), (1000, 64, false)]
-        {
-            let x: Vec<f32> = (0..n * d).map(|_| (rng.uniform() * 10.0 - 5.0) as f32).collect();
+        let mut cases: Vec<(Vec<f32>, usize, usize)> = [(9000, 8, 40), (5000, 3, 30), (700, 33, 20), (300, 1, 10), (1000, 64, 12)]
+            .into_iter()
+            .map(|(n, d, k)| ((0..n * d).map(|_| (rng.uniform() * 10.0 - 5.0) as f32).collect(), d, k))
+            .collect();
+        cases.push((clustered(6000, 3, 30, 8), 3, 60));
+        cases.push((clustered(20_000, 8, 50, 9), 8, 300));
+        for (x, d, k) in &cases {
+            let n = x.len() / d;
             let w: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5).collect();
-            let mut want = None;
-            for level in simd::available_levels() {
-                let mut s = seeder(&x, d, weighted.then_some(&w[..]), level).unwrap();
-                s.commit_now(3).unwrap();
-                let first = s.score(&[5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59]).unwrap();
-                s.pending = Some(61);
-                let sample = s.sample(0.37 * s.block_pot.iter().sum::<f64>());
-                let lowered: Vec<u32> = (0..s.block_pot.len()).flat_map(|b| s.block_closest(b)).map(f32::to_bits).collect();
-                let second = s.score(&[2, 4, 6]).unwrap();
-                let bits = |v: &[[f64; LANES]]| v.iter().flatten().map(|f| f.to_bits()).collect::<Vec<_>>();
-                let got = (s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), bits(&first), bits(&second), sample, lowered);
-                assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}, n={n} d={d}");
+            for weights in [Some(&w[..]), None] {
+                let total = weights.map_or(n as f64, |w| w.iter().map(|&v| v as f64).sum());
+                let mut want = None;
+                for level in simd::available_levels() {
+                    let mut s = seeder(x, *d, weights, level).unwrap();
+                    let chosen = seed_loop(&mut s, *k, 5, 4, total).unwrap();
+                    let got = outcome(&s, chosen);
+                    assert_eq!(
+                        *want.get_or_insert_with(|| got.clone()),
+                        got,
+                        "level {level:?}, n={n} d={d}, weighted {}",
+                        weights.is_some()
+                    );
+                }
             }
         }
     }
 
     #[test]
-    fn skipping_unreachable_blocks_changes_nothing() {
-        // Clustered data, so that many blocks are skipped; compare with a seeder that never skips.
-        let mut rng = Rng::new(3);
+    fn skipping_unreachable_groups_changes_nothing() {
+        // Compare with a seeder whose balls never exclude anything.
         let (n, d, k) = (20_000, 4, 200);
-        let centres: Vec<f32> = (0..50 * d).map(|_| (rng.uniform() * 100.0) as f32).collect();
-        let raw: Vec<f32> =
-            (0..n).flat_map(|i| (0..d).map(|t| centres[(i % 50) * d + t] + rng.uniform() as f32).collect::<Vec<_>>()).collect();
-        let order = spatial_order(&raw, d).unwrap();
-        let x: Vec<f32> = order.iter().flat_map(|&i| raw[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
+        let x = clustered(n, d, 50, 3);
         let mut pruned = seeder(&x, d, None, simd::level()).unwrap();
         let mut full = seeder(&x, d, None, simd::level()).unwrap();
-        full.balls = BlockBalls::never_skip(n, d);
+        full.groups.spread.iter_mut().chain(full.blocks.spread.iter_mut()).filter(|s| s.is_finite()).for_each(|s| *s = f64::INFINITY);
         let a = seed_loop(&mut pruned, k, 7, 9, n as f64).unwrap();
         let b = seed_loop(&mut full, k, 7, 9, n as f64).unwrap();
-        assert_eq!(a, b);
-        assert!(pruned.skipped > pruned.block_pot.len() * k / 2, "skipped only {} blocks", pruned.skipped);
-        assert_eq!(full.skipped, 0);
-        assert_eq!(pruned.closest, full.closest);
-        assert_eq!(pruned.block_pot, full.block_pot);
+        assert_eq!(outcome(&pruned, a), outcome(&full, b));
+        assert!(pruned.scored * 10 < full.scored, "scored {} of {} blocks", pruned.scored, full.scored);
+    }
+
+    /// Brute force, in float64: `sum w (closest - min(closest, |x - c|^2))` with the kernels'
+    /// distances, and the potential `sum w closest`.
+    fn brute_gain(s: &Seeder, c: &[f32]) -> f64 {
+        let cn = kern::dot(c, c);
+        (0..s.n)
+            .map(|i| {
+                let dist = kern::l2(kern::dot(&s.point(i), c), cn, s.xn[i]);
+                s.weight(i) * (s.closest[i] as f64 - dist.min(s.closest[i]) as f64)
+            })
+            .sum()
     }
 
     #[test]
-    fn every_level_seeds_clustered_data_alike() {
-        // Clustered data: blocks are reached by some lanes only, so every level's kernel runs
-        // on partial lane sets (the AVX-512 one batching groups of points when few lanes are
-        // left), with weights and without.
-        let mut rng = Rng::new(8);
-        let (n, d, k) = (6000, 3, 60);
-        let centres: Vec<f32> = (0..30 * d).map(|_| (rng.uniform() * 100.0) as f32).collect();
-        let raw: Vec<f32> =
-            (0..n).flat_map(|i| (0..d).map(|t| centres[(i % 30) * d + t] + rng.uniform() as f32).collect::<Vec<_>>()).collect();
-        let order = spatial_order(&raw, d).unwrap();
-        let x: Vec<f32> = order.iter().flat_map(|&i| raw[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
-        let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32).collect();
-        for weights in [Some(&w[..]), None] {
-            let total = weights.map_or(n as f64, |w| w.iter().map(|&v| v as f64).sum());
-            let mut want = None;
-            for level in simd::available_levels() {
-                let mut s = seeder(&x, d, weights, level).unwrap();
-                let chosen = seed_loop(&mut s, k, 5, 4, total).unwrap();
-                let got = (
-                    chosen,
-                    s.closest.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    s.block_pot.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                );
-                assert!(s.skipped > 0);
-                assert_eq!(*want.get_or_insert_with(|| got.clone()), got, "level {level:?}, weighted {}", weights.is_some());
+    fn gains_potentials_and_samples_match_brute_force() {
+        let (n, d) = (9000, 5);
+        let x = clustered(n, d, 20, 6);
+        let w: Vec<f32> = (0..n).map(|i| 0.25 + (i % 3) as f32).collect();
+        let mut s = seeder(&x, d, Some(&w), simd::level()).unwrap();
+        let mut rng = Rng::new(2);
+        s.commit(17).unwrap();
+        for step in 0..40 {
+            let pot = s.potential();
+            let brute_pot: f64 = (0..n).map(|i| s.weight(i) * s.closest[i] as f64).sum();
+            assert!((pot - brute_pot).abs() <= 1e-12 * brute_pot, "step {step}: {pot} vs {brute_pot}");
+            let cands: Vec<usize> = (0..6).map(|_| (rng.uniform() * n as f64) as usize).collect();
+            let gains = s.score(&cands).unwrap();
+            for (&p, &g) in cands.iter().zip(&gains) {
+                let want = brute_gain(&s, &s.point(p));
+                assert!((g - want).abs() <= 1e-12 * pot, "step {step}: gain {g} vs {want}");
             }
+            // A sample is a point of positive potential where the running sum passes r.
+            let r = rng.uniform() * pot;
+            let i = s.sample(r);
+            let before: f64 = (0..i).map(|j| s.weight(j) * s.closest[j] as f64).sum();
+            let mine = s.weight(i) * s.closest[i] as f64;
+            assert!(mine > 0.0 && before <= r * (1.0 + 1e-12) && r <= (before + mine) * (1.0 + 1e-12), "step {step}");
+            let best = s.step(&mut rng, 3, pot).unwrap();
+            assert!(s.closest[best] == 0.0);
         }
     }
 
     #[test]
-    fn pending_centre_is_folded_exactly_as_an_immediate_commit() {
-        let mut rng = Rng::new(5);
-        let (n, d) = (3000, 5);
-        let x: Vec<f32> = (0..n * d).map(|_| rng.uniform() as f32).collect();
-        let mut lazy = seeder(&x, d, None, simd::level()).unwrap();
-        let mut eager = seeder(&x, d, None, simd::level()).unwrap();
-        lazy.commit_now(0).unwrap();
-        eager.commit_now(0).unwrap();
-        lazy.pending = Some(9);
-        eager.commit_now(9).unwrap();
-        assert_eq!(lazy.block_closest(2), eager.closest[2 * BLOCK..3 * BLOCK].to_vec());
-        lazy.score(&[1]).unwrap();
-        assert_eq!(lazy.closest, eager.closest);
+    fn every_point_sits_on_a_centre_then_the_next_unused_is_taken() {
+        // 3 distinct points repeated: after 3 centres the potential is 0.
+        let x: Vec<f32> = (0..60).map(|i| (i % 3) as f32).collect();
+        let c = kmeans_plusplus(&x, 1, None, 5, 1, None).unwrap();
+        let mut firsts = c[..3].to_vec();
+        firsts.sort_by(f32::total_cmp);
+        assert_eq!(firsts, [0.0, 1.0, 2.0]);
     }
 }

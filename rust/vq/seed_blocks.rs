@@ -1,25 +1,26 @@
-//! Spatial blocks for k-means++ seeding: the points are reordered so that every block of
-//! [`BLOCK`] consecutive points is compact (leaves of a median split along the widest
-//! dimension), and each block gets a bounding ball. A block none of whose points can come nearer
-//! to any centre of a panel is skipped: its sums are known without touching it.
+//! Spatial groups for k-means++ seeding: the points are reordered so that every group of
+//! [`GROUP`] consecutive points, and every block of [`BLOCK`], is compact (leaves of a median
+//! split along the widest dimension), and each group and block gets a bounding ball. A group or
+//! block none of whose points can come nearer to a centre is skipped: its sums are unchanged.
 //!
-//! Skipping is exact. For a point `x` in a block with ball `(m, s)` and a centre `c`, the true
-//! distance is at least `|c - m| - s`; the computed one (`seed_kernels::l2`, float32) is within
-//! `err = 2 (2d + 8) 2^-24 (max|x|^2 + |c|^2)` of the true one. So if `(|c - m| - s)^2 > R + err`
-//! with `R` the block's largest `closest`, no point's `min(closest, dist)` can change.
+//! Skipping is exact. For a point `x` in a ball `(m, s)` and a centre `c`, the true distance is
+//! at least `|c - m| - s`; the computed one (`seed_kernels::l2`, float32) is within
+//! `err = 2 (2d + 8) 2^-24 (max|x|^2 + |c|^2)` of the true one ([`margin`]). So if
+//! `(|c - m| - s)^2 > R + err` with `R` the ball's largest `closest`, no point's
+//! `min(closest, dist)` can change.
 
-use super::seed_kernels::BLOCK;
+use super::seed_kernels::{BLOCK, GROUP};
 use crate::error::Result;
 use crate::parallel;
 
-/// Orders the `n` points so that every aligned run of `BLOCK` of them is spatially compact:
-/// recursive splits along the widest dimension, with the left part always a whole number of
-/// blocks. Deterministic (ties broken by index). The ranges of one depth are disjoint and each
+/// Orders the `n` points so that every aligned run of `BLOCK`, and of `GROUP`, of them is
+/// spatially compact: recursive splits along the widest dimension, with the left part a whole
+/// number of blocks (of groups, once a part holds at most `BLOCK` points). Deterministic (ties broken by index). The ranges of one depth are disjoint and each
 /// split depends only on its own points, so they run in parallel with the same result.
 pub fn spatial_order(x: &[f32], d: usize) -> Result<Vec<u32>> {
     let n = x.len() / d;
     let mut idx: Vec<u32> = (0..n as u32).collect();
-    let splits = |(lo, hi): &(usize, usize)| hi - lo > BLOCK;
+    let splits = |(lo, hi): &(usize, usize)| hi - lo > GROUP;
     let mut ranges: Vec<(usize, usize)> = [(0, n)].into_iter().filter(splits).collect();
     while !ranges.is_empty() {
         let mut lefts = vec![0usize; ranges.len()];
@@ -38,11 +39,17 @@ pub fn spatial_order(x: &[f32], d: usize) -> Result<Vec<u32>> {
     Ok(idx)
 }
 
-/// Splits `part` (more than `BLOCK` points) along its widest dimension: the points with the
-/// `left` smallest (coordinate, index) keys first. Returns `left`, a multiple of `BLOCK`.
+/// The size of the left part of a split of `len` points.
+fn left_size(len: usize) -> usize {
+    let unit = if len > BLOCK { BLOCK } else { GROUP };
+    (len / 2 / unit).max(1) * unit
+}
+
+/// Splits `part` (more than `GROUP` points) along its widest dimension: the points with the
+/// `left` smallest (coordinate, index) keys first. Returns `left` ([`left_size`]).
 fn split(x: &[f32], d: usize, part: &mut [u32]) -> usize {
     let t = widest_dimension(x, d, part);
-    let left = (part.len() / 2 / BLOCK).max(1) * BLOCK;
+    let left = left_size(part.len());
     // Selecting positions with gathered keys makes exactly the moves that selecting `part` by
     // `(x[i][t], i)` would (same comparisons, same algorithm), reading the keys from cache.
     let keys: Vec<f32> = part.iter().map(|&i| x[i as usize * d + t]).collect();
@@ -73,68 +80,53 @@ fn widest_dimension(x: &[f32], d: usize, part: &[u32]) -> usize {
     (0..d).fold(0, |best, t| if hi[t] - lo[t] > hi[best] - lo[best] { t } else { best })
 }
 
-/// A bounding ball per block, in float64.
-pub struct BlockBalls {
-    d: usize,
-    mean: Vec<f64>,
-    spread: Vec<f64>,
-    /// `2 (2d + 8) 2^-24`: the relative error bound of a computed distance.
-    rel_err: f64,
-    max_xn: f64,
+/// Bounding balls of consecutive runs of `unit` points (the last run may be short), in
+/// float64, for ball tests 16 at a time: `means[(u / 16) * 16 * d + t * 16 + u % 16]` is
+/// coordinate `t` of ball `u`'s centre. There are `count` balls (a multiple of 16); those past
+/// the points have spread `-inf`, so that nothing ever reaches them.
+pub struct Balls {
+    pub means: Vec<f64>,
+    pub spread: Vec<f64>,
 }
 
-impl BlockBalls {
-    pub fn new(x: &[f32], d: usize, xn: &[f32]) -> Result<BlockBalls> {
-        let n = x.len() / d;
-        let nb = n.div_ceil(BLOCK);
-        let (mut mean, mut spread) = (vec![0f64; nb * d], vec![0f64; nb]);
-        // Blocks in parallel, 16 per job: each ball depends on its own block only.
-        let jobs: Vec<_> = x.chunks(16 * BLOCK * d).zip(mean.chunks_mut(16 * d)).zip(spread.chunks_mut(16)).collect();
+impl Balls {
+    pub fn new(x: &[f32], d: usize, unit: usize, count: usize) -> Result<Balls> {
+        debug_assert!(count.is_multiple_of(16));
+        let (mut means, mut spread) = (vec![0f64; count * d], vec![f64::NEG_INFINITY; count]);
+        // 16 balls per job: each depends on its own points only.
+        let jobs: Vec<_> = x.chunks(16 * unit * d).zip(means.chunks_mut(16 * d)).zip(spread.chunks_mut(16)).collect();
         parallel::try_for_each(jobs, |((xc, mc), sc)| {
-            for ((pts, m), s) in xc.chunks(BLOCK * d).zip(mc.chunks_exact_mut(d)).zip(sc) {
+            for (q, (pts, s)) in xc.chunks(unit * d).zip(sc).enumerate() {
+                let mut m = vec![0f64; d];
                 for p in pts.chunks_exact(d) {
                     m.iter_mut().zip(p).for_each(|(a, &v)| *a += v as f64);
                 }
                 let count = (pts.len() / d) as f64;
                 m.iter_mut().for_each(|a| *a /= count);
-                let far = pts.chunks_exact(d).map(|p| dist2(p, m)).fold(0.0, f64::max);
+                let far = pts.chunks_exact(d).map(|p| dist2(p, &m)).fold(0.0, f64::max);
                 *s = far.sqrt() * (1.0 + 1e-9);
+                for (t, &v) in m.iter().enumerate() {
+                    mc[t * 16 + q] = v;
+                }
             }
             Ok(())
         })?;
-        let rel_err = 2.0 * (2 * d + 8) as f64 * (-24f64).exp2();
-        let max_xn = xn.iter().fold(0f32, |a, &v| a.max(v)) as f64;
-        Ok(BlockBalls { d, mean, spread, rel_err, max_xn })
+        Ok(Balls { means, spread })
     }
 
-    /// Balls that never exclude anything (tests compare skipping with not skipping).
+    /// The 16 balls of set `s`: means (transposed) and spreads.
     #[cfg(test)]
-    pub fn never_skip(n: usize, d: usize) -> BlockBalls {
-        let nb = n.div_ceil(BLOCK);
-        BlockBalls { d, mean: vec![0.0; nb * d], spread: vec![f64::INFINITY; nb], rel_err: 0.0, max_xn: 0.0 }
+    pub fn set(&self, s: usize) -> (&[f64], &[f64]) {
+        let d = self.means.len() / self.spread.len();
+        (&self.means[s * 16 * d..(s + 1) * 16 * d], &self.spread[s * 16..(s + 1) * 16])
     }
+}
 
-    /// Whether no point of block `b` (largest `closest` = `radius`) can come nearer to any of
-    /// the `centres` (coordinates and squared norm).
-    #[cfg(test)]
-    pub fn unreachable(&self, b: usize, radius: f32, centres: &[(&[f32], f32)]) -> bool {
-        self.reachable(b, radius, centres) == 0
-    }
-
-    /// Bit `l` set unless no point of block `b` (largest `closest` = `radius`) can come nearer to
-    /// centre `l` (coordinates and squared norm; at most 32 centres).
-    pub fn reachable(&self, b: usize, radius: f32, centres: &[(&[f32], f32)]) -> u32 {
-        let m = &self.mean[b * self.d..(b + 1) * self.d];
-        let mut mask = 0;
-        for (l, &(c, cn)) in centres.iter().enumerate() {
-            let gap = dist2(c, m).sqrt() - self.spread[b];
-            let err = self.rel_err * (self.max_xn + cn as f64);
-            if !(gap > 0.0 && gap * gap * (1.0 - 1e-9) > radius as f64 + err) {
-                mask |= 1 << l;
-            }
-        }
-        mask
-    }
+/// The error bound of a computed distance to a centre of squared norm `cn`: the computed
+/// distance (`seed_kernels::l2`, float32) is within `2 (2d + 8) 2^-24 (max|x|^2 + |c|^2)` of the
+/// true one.
+pub fn margin(d: usize, max_xn: f32, cn: f32) -> f64 {
+    2.0 * (2 * d + 8) as f64 * (-24f64).exp2() * (max_xn as f64 + cn as f64)
 }
 
 /// `|p - m|^2` in float64, over 8 running partials (independent chains the compiler can
@@ -175,12 +167,12 @@ mod tests {
         let mut idx: Vec<u32> = (0..n as u32).collect();
         let mut stack = vec![(0usize, n)];
         while let Some((lo, hi)) = stack.pop() {
-            if hi - lo <= BLOCK {
+            if hi - lo <= GROUP {
                 continue;
             }
             let part = &mut idx[lo..hi];
             let t = widest_minmax(x, d, part);
-            let left = ((hi - lo) / 2 / BLOCK).max(1) * BLOCK;
+            let left = left_size(hi - lo);
             let key = |&i: &u32| (x[i as usize * d + t], i);
             part.select_nth_unstable_by(left, |a, b| {
                 let (ka, kb) = (key(a), key(b));
@@ -228,12 +220,25 @@ mod tests {
     }
 
     #[test]
-    fn far_centres_are_unreachable_near_ones_are_not() {
-        let x: Vec<f32> = (0..BLOCK).flat_map(|i| [i as f32 * 0.01, 0.0]).collect();
-        let xn: Vec<f32> = x.chunks(2).map(|p| p[0] * p[0]).collect();
-        let balls = BlockBalls::new(&x, 2, &xn).unwrap();
-        assert!(balls.unreachable(0, 1.0, &[(&[100.0, 0.0], 1e4)]));
-        assert!(!balls.unreachable(0, 1.0, &[(&[100.0, 0.0], 1e4), (&[1.0, 0.5], 1.25)]));
-        assert!(!balls.unreachable(0, 1e6, &[(&[100.0, 0.0], 1e4)]));
+    fn balls_hold_their_points_and_reach_only_what_they_may() {
+        use crate::simd::Level;
+        use crate::vq::seed_kernels::{reach, threshold};
+        // 40 points on a line, in units of 16: balls 0..2 hold 16, 16 and 8 points; 3..15 none.
+        let x: Vec<f32> = (0..40).flat_map(|i| [i as f32 * 0.01, 0.0]).collect();
+        let balls = Balls::new(&x, 2, 16, 16).unwrap();
+        let (means, spread) = balls.set(0);
+        assert!((means[0] - 0.075).abs() < 1e-6 && (means[2] - 0.355).abs() < 1e-6 && means[16] == 0.0);
+        for (i, p) in x.chunks(2).enumerate() {
+            let u = i / 16;
+            assert!(((p[0] as f64 - means[u]).powi(2) + (p[1] as f64 - means[16 + u]).powi(2)).sqrt() <= spread[u]);
+        }
+        assert!(spread[3..].iter().all(|&s| s == f64::NEG_INFINITY));
+        let thr: Vec<f64> = spread.iter().map(|&s| threshold(s, 1.0, margin(2, 0.16, 0.16))).collect();
+        let at = |c: &[f32]| reach(Level::Scalar, means, &thr, c);
+        // Far away: nothing; inside ball 1 (within 1 of every ball's points): balls 0..2 only.
+        assert_eq!(at(&[100.0, 0.0]), 0);
+        assert_eq!(at(&[0.2, 0.5]), 0b111);
+        // 0.95 from ball 2's last point; balls 0 and 1 are more than 1 away.
+        assert_eq!(at(&[1.34, 0.0]), 0b100);
     }
 }

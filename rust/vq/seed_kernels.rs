@@ -1,73 +1,29 @@
 //! The per-point kernels of k-means++ seeding (`kmeans_init`).
 //!
-//! Up to 15 candidate centres are the lanes of a [`Panel`]; one more lane may hold the centre
-//! chosen at the previous step, whose distances lower `closest` in the same pass (the "commit" of
-//! that centre is folded into the next step's scoring). Only the lanes a block's ball test leaves
-//! (`seed_blocks`) are scored. A distance is `max(0, (|c|^2 - 2 x.c) + |x|^2)` with `x.c` a
-//! sequential `mul_add` chain, exactly as `assign` ranks. Per-lane float64 sums of
-//! `w_i * min(closest_i, dist)` are kept per block of [`BLOCK`] points, in a fixed order: point
-//! `i` of a block adds to partial `i % 16`, and the 16 partials are added in order.
+//! Points sit in groups of [`GROUP`] (16), transposed (`xt[(g * d + t) * 16 + q]` = coordinate
+//! `t` of point `16 g + q`), 16 groups to a block, 16 blocks to a chunk. A kernel call handles
+//! one centre against one chunk: it tests the 16 block balls, then the group balls of the
+//! blocks left (`reach16`), and only the groups the centre may come nearer to are touched. A distance is `max(0, (|c|^2 - 2 x.c) + |x|^2)` with
+//! `x.c` a sequential `mul_add` chain, exactly as `assign` ranks.
 //!
-//! The plain versions are the oracle. The AVX-512 score kernel keeps 16 points in the lanes of a
-//! register (one FMA chain per candidate, so no lane is wasted whatever the number of candidates)
-//! and one float64 partial per lane, which is the plain order; it performs the same IEEE
-//! operations per point (`vminps`/`vmaxps` return their second operand unless the first is
-//! smaller/greater, as the plain `if` does), so every level gives the same bits.
+//! The float64 sums have one fixed order: a group's 16 terms are added as a tree
+//! ([`fold16`]), a block's groups in order. A group the ball test skips would add exact zeros
+//! (no point of it comes nearer), so skipping changes no bit, and every level runs the same
+//! plain bodies (`per_level!`), so the results depend on neither the SIMD level nor the
+//! number of threads.
 
 // Lane loops index several same-length arrays at once (the shape the vectoriser wants), and the
-// kernels take a chunk's slices one by one.
+// kernels take a block's slices one by one.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-use crate::simd::{per_level, Level};
+use crate::simd::per_level;
 
-/// Points per block of the sampling sums.
-pub const BLOCK: usize = 256;
-/// Lanes of a panel at most: up to [`PREV`] candidates and the pending centre.
-pub const LANES: usize = 16;
-pub const PREV: usize = LANES - 1;
-
-/// Candidate centres, one lane each, row-major (`cols[l * d..(l + 1) * d]`); the pending centre,
-/// if any, in the last lane.
-pub struct Panel {
-    pub d: usize,
-    pub cols: Vec<f32>,
-    pub norms: Vec<f32>,
-    /// Number of candidates (lanes `0..cands`); at most [`PREV`].
-    pub cands: usize,
-    /// Lane `cands` holds the pending centre: lower `closest` with it first.
-    pub prev: bool,
-}
-
-impl Panel {
-    /// `cands` (at most 15) in lanes 0.., and `prev` after them.
-    pub fn new(x: &[f32], d: usize, cands: &[usize], prev: Option<usize>) -> Panel {
-        assert!(cands.len() <= PREV);
-        let all: Vec<usize> = cands.iter().copied().chain(prev).collect();
-        let cols: Vec<f32> = all.iter().flat_map(|&c| x[c * d..(c + 1) * d].iter().copied()).collect();
-        let norms = cols.chunks_exact(d).map(|c| dot(c, c)).collect();
-        Panel { d, cols, norms, cands: cands.len(), prev: prev.is_some() }
-    }
-
-    /// Number of lanes (candidates and pending centre).
-    pub fn lanes(&self) -> usize {
-        self.cands + self.prev as usize
-    }
-
-    /// Lane `l`'s coordinates.
-    pub fn col(&self, l: usize) -> &[f32] {
-        &self.cols[l * self.d..(l + 1) * self.d]
-    }
-}
-
-/// The sum of a block's float64 terms in the order every kernel follows: term `i` (counted from
-/// the block's start) goes to partial `i % PART`, and the partials are added in order. (The
-/// AVX-512 kernel keeps points in lanes: one partial per lane.)
-pub const PART: usize = 16;
-
-#[inline(always)]
-fn fold_parts(parts: &[f64; PART]) -> f64 {
-    parts.iter().fold(0.0, |a, &p| a + p)
-}
+/// Points per group (the width of the transposed layout and of a ball test).
+pub const GROUP: usize = 16;
+/// Groups per block, and blocks per chunk.
+pub const FAN: usize = 16;
+/// Points per block.
+pub const BLOCK: usize = GROUP * FAN;
 
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -85,61 +41,244 @@ pub fn l2(dot: f32, cn: f32, xn: f32) -> f32 {
     }
 }
 
-/// Scores the lanes of a panel set in `active` (bit `l` for lane `l`; the pending centre's lane
-/// is `p.cands`) over one chunk of points (a whole number of blocks, except at the end):
-/// `sums[b][l]` gets block `b`'s sum of `w * min(closest, dist_l)` for every active candidate
-/// `l`, after `closest` is lowered with the pending centre if its lane is active. Other lanes
-/// are left as they are (the caller knows them: no point of the block can come nearer).
+/// The sum of 16 float64 terms as a fixed tree: `t[i] + t[i + 8]`, then halves again.
 #[inline(always)]
-fn score_body(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]) {
-    let on = |l: usize| active >> l & 1 == 1;
-    for (b, s) in sums.iter_mut().enumerate() {
-        let mut parts = [[0f64; PART]; LANES];
-        for i in b * BLOCK..closest.len().min((b + 1) * BLOCK) {
-            let xi = &x[i * d..(i + 1) * d];
-            if p.prev && on(p.cands) {
-                let dist = l2(dot(xi, p.col(p.cands)), p.norms[p.cands], xn[i]);
-                if dist < closest[i] {
-                    closest[i] = dist;
-                }
-            }
-            let (c, wi) = (closest[i], w.map_or(1.0, |w| w[i] as f64));
-            for l in (0..p.cands).filter(|&l| on(l)) {
-                let dist = l2(dot(xi, p.col(l)), p.norms[l], xn[i]);
-                parts[l][(i - b * BLOCK) % PART] += wi * (if dist < c { dist } else { c }) as f64;
+pub fn fold16(t: &[f64; GROUP]) -> f64 {
+    let mut s = [0f64; 8];
+    for i in 0..8 {
+        s[i] = t[i] + t[i + 8];
+    }
+    for i in 0..4 {
+        s[i] += s[i + 4];
+    }
+    for i in 0..2 {
+        s[i] += s[i + 2];
+    }
+    s[0] + s[1]
+}
+
+/// A centre as the kernels take it: coordinates and squared norm.
+pub struct Centre<'a> {
+    pub c: &'a [f32],
+    pub cn: f32,
+}
+
+/// The points and balls of one chunk (16 blocks of 16 groups of 16 points): `xt`, `xn` and `w`
+/// over its points; the group balls' means (16 per block, transposed: `gmeans[(b * 16 * d) +
+/// t * 16 + g]`) and spreads; the block balls' likewise.
+pub struct Chunk<'a> {
+    pub d: usize,
+    pub xt: &'a [f32],
+    pub xn: &'a [f32],
+    pub w: Option<&'a [f32]>,
+    pub gmeans: &'a [f64],
+    pub gspread: &'a [f64],
+    pub bmeans: &'a [f64],
+    pub bspread: &'a [f64],
+    /// The error bound of a computed distance to any centre (`seed_blocks::margin`).
+    pub err: f64,
+}
+
+/// What the seeder keeps per ball: the largest `closest` inside it, its potential, and the
+/// squared distance from its centre beyond which a centre cannot reach it ([`threshold`]).
+pub struct BallState<'a> {
+    pub maxd: &'a mut [f32],
+    pub pot: &'a mut [f64],
+    pub thr: &'a mut [f64],
+}
+
+/// The squared distance between a centre and a ball's mean (as [`reach16_body`] computes it)
+/// beyond which no point of the ball (spread `spread`, largest `closest` `maxd`) can come nearer
+/// to the centre: `(spread + sqrt(maxd + err))^2`, raised by `1e-9` for the rounding of the
+/// float64 arithmetic (relative `(d + 2) 2^-53` at most). Infinite while `maxd` is; `-inf` for a
+/// ball without points (`spread = -inf`), which nothing reaches.
+#[inline(always)]
+pub fn threshold(spread: f64, maxd: f32, err: f64) -> f64 {
+    if spread == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    let r = spread + (maxd as f64 + err).sqrt();
+    r * r * (1.0 + 1e-9)
+}
+
+/// Bit `q` set unless ball `q` of 16 (means transposed, `means[t * 16 + q]`) lies beyond its
+/// threshold from the centre.
+#[inline(always)]
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
+fn reach16_body(means: &[f64], thr: &[f64], c: &[f32]) -> u32 {
+    let thr: &[f64; GROUP] = thr.try_into().unwrap();
+    let mut acc = [0f64; GROUP];
+    for (t, &ct) in c.iter().enumerate() {
+        let m: &[f64; GROUP] = means[t * GROUP..(t + 1) * GROUP].try_into().unwrap();
+        for q in 0..GROUP {
+            let v = ct as f64 - m[q];
+            acc[q] += v * v;
+        }
+    }
+    // Branch-free per lane, packed into bits at the end; `!(a > b)` so that NaN counts as near.
+    let mut near = [false; GROUP];
+    for q in 0..GROUP {
+        near[q] = !(acc[q] > thr[q]);
+    }
+    near.iter().enumerate().fold(0, |m, (q, &f)| m | ((f as u32) << q))
+}
+
+/// The 16 points' dot products with the centre (`xg`: one transposed group).
+#[inline(always)]
+fn dots16(xg: &[f32], c: &[f32]) -> [f32; GROUP] {
+    let mut acc = [0f32; GROUP];
+    for (row, &ct) in xg.chunks_exact(GROUP).zip(c) {
+        let row: &[f32; GROUP] = row.try_into().unwrap();
+        acc = std::array::from_fn(|q| row[q].mul_add(ct, acc[q]));
+    }
+    acc
+}
+
+/// The weights of the 16 points from `at` (1 without weights).
+#[inline(always)]
+fn weights16(w: Option<&[f32]>, at: usize) -> [f64; GROUP] {
+    let mut out = [1f64; GROUP];
+    if let Some(w) = w {
+        let w: &[f32; GROUP] = w[at..at + GROUP].try_into().unwrap();
+        for q in 0..GROUP {
+            out[q] = w[q] as f64;
+        }
+    }
+    out
+}
+
+/// The set bits of a mask, lowest first.
+#[inline(always)]
+fn bits(mut mask: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let q = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            q
+        })
+    })
+}
+
+/// The per-group operations, plain ([`Plain`], every level but AVX-512) or with AVX-512
+/// intrinsics; both perform the same IEEE operations in the same order.
+trait Ops {
+    /// See [`reach16_body`].
+    unsafe fn reach16(means: &[f64], thr: &[f64], c: &[f32]) -> u32;
+    /// A group's `fold16(w * (closest - min(closest, dist)))`.
+    unsafe fn gain(xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) -> f64;
+    /// `closest = min(closest, dist)` over a group; whether any fell.
+    unsafe fn lower(xg: &[f32], xn: &[f32; GROUP], cl: &mut [f32; GROUP], c: &Centre) -> bool;
+}
+
+struct Plain;
+
+impl Ops for Plain {
+    #[inline(always)]
+    unsafe fn reach16(means: &[f64], thr: &[f64], c: &[f32]) -> u32 {
+        reach16_body(means, thr, c)
+    }
+
+    #[inline(always)]
+    unsafe fn gain(xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) -> f64 {
+        let dots = dots16(xg, c.c);
+        let wq = weights16(w.map(|w| &w[..]), 0);
+        let mut terms = [0f64; GROUP];
+        for q in 0..GROUP {
+            let dist = l2(dots[q], c.cn, xn[q]);
+            let m = if dist < cl[q] { dist } else { cl[q] };
+            terms[q] = (cl[q] as f64 - m as f64) * wq[q];
+        }
+        fold16(&terms)
+    }
+
+    #[inline(always)]
+    unsafe fn lower(xg: &[f32], xn: &[f32; GROUP], cl: &mut [f32; GROUP], c: &Centre) -> bool {
+        let dots = dots16(xg, c.c);
+        let mut lowered = false;
+        for q in 0..GROUP {
+            let dist = l2(dots[q], c.cn, xn[q]);
+            lowered |= dist < cl[q];
+            cl[q] = if dist < cl[q] { dist } else { cl[q] };
+        }
+        lowered
+    }
+}
+
+/// One candidate over one chunk: for every block it may reach, `out[b * stride]` gets the sum
+/// over the block's points of `w * (closest - min(closest, dist))`, what the potential would
+/// drop by with the candidate added (the other entries are left as they are). Counts the
+/// blocks scored in `scored`.
+///
+/// # Safety
+/// `K`'s instructions must be available.
+#[inline(always)]
+unsafe fn gain_body<K: Ops>(
+    ch: &Chunk,
+    closest: &[f32],
+    gthr: &[f64],
+    bthr: &[f64],
+    c: &Centre,
+    out: &mut [f64],
+    stride: usize,
+    scored: &mut usize,
+) {
+    let d = ch.d;
+    let blocks = K::reach16(ch.bmeans, bthr, c.c);
+    for b in bits(blocks) {
+        let mut sum = 0.0;
+        let mask = K::reach16(&ch.gmeans[b * FAN * d..(b + 1) * FAN * d], &gthr[b * FAN..(b + 1) * FAN], c.c);
+        for at in bits(mask).map(|g| (b * FAN + g) * GROUP) {
+            let (xn, cl) = (ch.xn[at..at + GROUP].try_into().unwrap(), closest[at..at + GROUP].try_into().unwrap());
+            sum += K::gain(&ch.xt[at * d..(at + GROUP) * d], xn, cl, ch.w.map(|w| w[at..at + GROUP].try_into().unwrap()), c);
+        }
+        out[b * stride] = sum;
+        *scored += 1;
+    }
+}
+
+/// Adds a centre to one chunk: lowers `closest` wherever it reaches, and refreshes the state
+/// of every group and block that changed (a block's potential is the sum of its groups', in
+/// order).
+///
+/// # Safety
+/// `K`'s instructions must be available.
+#[inline(always)]
+unsafe fn commit_body<K: Ops>(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre) {
+    let d = ch.d;
+    let reach = K::reach16(ch.bmeans, blocks.thr, c.c);
+    for b in bits(reach) {
+        let mut changed = false;
+        let mask = K::reach16(&ch.gmeans[b * FAN * d..(b + 1) * FAN * d], &groups.thr[b * FAN..(b + 1) * FAN], c.c);
+        for at in bits(mask).map(|g| (b * FAN + g) * GROUP) {
+            let xn = ch.xn[at..at + GROUP].try_into().unwrap();
+            let cl: &mut [f32; GROUP] = (&mut closest[at..at + GROUP]).try_into().unwrap();
+            if K::lower(&ch.xt[at * d..(at + GROUP) * d], xn, cl, c) {
+                let g = at / GROUP;
+                (groups.maxd[g], groups.pot[g]) = group_stats(cl, ch.w.map(|w| &w[at..at + GROUP]));
+                groups.thr[g] = threshold(ch.gspread[g], groups.maxd[g], ch.err);
+                changed = true;
             }
         }
-        for l in (0..p.cands).filter(|&l| on(l)) {
-            s[l] = fold_parts(&parts[l]);
+        if changed {
+            let gs = b * FAN..(b + 1) * FAN;
+            blocks.maxd[b] = groups.maxd[gs.clone()].iter().fold(0f32, |a, &v| if v > a { v } else { a });
+            blocks.pot[b] = groups.pot[gs].iter().fold(0.0, |a, &v| a + v);
+            blocks.thr[b] = threshold(ch.bspread[b], blocks.maxd[b], ch.err);
         }
     }
 }
 
-/// Lowers `closest` with one centre (the first) and refreshes the block sums `w * closest`.
+/// A group's largest `closest` and its potential `fold16(w * closest)`.
 #[inline(always)]
-fn commit_body(x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, centre: &[f32], cn: f32, blocks: &mut [f64]) {
-    for (i, c) in closest.iter_mut().enumerate() {
-        let dist = l2(dot(&x[i * d..(i + 1) * d], centre), cn, xn[i]);
-        if dist < *c {
-            *c = dist;
-        }
+pub fn group_stats(closest: &[f32], w: Option<&[f32]>) -> (f32, f64) {
+    let wq = weights16(w, 0);
+    let cl: &[f32; GROUP] = closest.try_into().unwrap();
+    let mut terms = [0f64; GROUP];
+    for q in 0..GROUP {
+        terms[q] = cl[q] as f64 * wq[q];
     }
-    for (b, s) in blocks.iter_mut().enumerate() {
-        let mut parts = [0f64; PART];
-        for i in b * BLOCK..closest.len().min((b + 1) * BLOCK) {
-            parts[(i - b * BLOCK) % PART] += w.map_or(1.0, |w| w[i] as f64) * closest[i] as f64;
-        }
-        *s = fold_parts(&parts);
-    }
-}
-
-/// `out[i] = min(closest[i], |x_i - centre|^2)` for one block (the pending centre's effect).
-#[inline(always)]
-fn lowered_body(x: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let dist = l2(dot(&x[i * d..(i + 1) * d], centre), cn, xn[i]);
-        *o = if dist < closest[i] { dist } else { closest[i] };
-    }
+    // The maximum of non-negative values does not depend on the order.
+    (cl.iter().fold(0f32, |a, &v| if v > a { v } else { a }), fold16(&terms))
 }
 
 #[inline(always)]
@@ -149,296 +288,184 @@ fn norms_body(x: &[f32], d: usize, xn: &mut [f32]) {
     }
 }
 
-per_level!(
-    /// See [`commit_body`].
-    pub commit, commit_body, (x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, centre: &[f32], cn: f32, blocks: &mut [f64]));
-per_level!(
-    /// See [`lowered_body`].
-    pub lowered_plain, lowered_body, (x: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]));
-
-/// `out[i] = min(closest[i], |x_i - centre|^2)` for the points of one block (see
-/// [`lowered_body`]); `xt` is the block transposed by [`transpose`] (read at AVX-512 only, where
-/// 16 points share a register: the sampling that needs this runs on one thread).
-pub fn lowered(level: Level, x: &[f32], xt: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx512 {
-        let n = out.len();
-        assert!(xt.len() >= n.div_ceil(PART) * PART * d && xn.len() >= n && closest.len() >= n && centre.len() == d);
-        // SAFETY: a level is only in force when the CPU supports it (simd::level); the assert
-        // gives every bound the kernel reads within.
-        return unsafe { avx512::lowered(xt, d, xn, closest, centre, cn, out) };
-    }
-    let _ = xt;
-    lowered_plain(level, x, d, xn, closest, centre, cn, out)
+#[cfg(test)]
+#[inline(always)]
+fn reach_body(means: &[f64], thr: &[f64], c: &[f32], out: &mut u32) {
+    *out = reach16_body(means, thr, c);
 }
+
+#[inline(always)]
+fn gain_plain(ch: &Chunk, closest: &[f32], gthr: &[f64], bthr: &[f64], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize) {
+    // SAFETY: the plain operations need no instructions beyond the baseline.
+    unsafe { gain_body::<Plain>(ch, closest, gthr, bthr, c, out, stride, scored) }
+}
+
+#[inline(always)]
+fn commit_plain(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre) {
+    // SAFETY: as above.
+    unsafe { commit_body::<Plain>(ch, closest, groups, blocks, c) }
+}
+
+#[cfg(test)]
+per_level!(
+    /// See [`reach16_body`].
+    reach_at, reach_body, (means: &[f64], thr: &[f64], c: &[f32], out: &mut u32));
+per_level!(
+    /// See [`gain_body`] (every level but AVX-512).
+    gain_at, gain_plain, (ch: &Chunk, closest: &[f32], gthr: &[f64], bthr: &[f64], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
+per_level!(
+    /// See [`commit_body`] (every level but AVX-512).
+    commit_at, commit_plain, (ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
 per_level!(
     /// Squared norms of the rows.
     pub norms, norms_body, (x: &[f32], d: usize, xn: &mut [f32]));
 
-/// Points of a chunk transposed in groups of 16 (`xt[(g * d + t) * 16 + q]` = coordinate `t` of
-/// point `16 g + q`), the tail padded with zeros: what the AVX-512 kernel streams.
-/// `xt` must hold `n.div_ceil(16) * 16 * d` zeros.
-pub fn transpose_into(x: &[f32], d: usize, xt: &mut [f32]) {
-    for (i, xi) in x.chunks_exact(d).enumerate() {
-        let (g, q) = (i / PART, i % PART);
-        for (t, &v) in xi.iter().enumerate() {
-            xt[(g * d + t) * PART + q] = v;
-        }
+impl Chunk<'_> {
+    fn check(&self, closest: usize, gthr: usize, bthr: usize) {
+        let d = self.d;
+        assert!(self.xt.len() == FAN * BLOCK * d && self.xn.len() == FAN * BLOCK && closest == FAN * BLOCK);
+        assert!(self.w.is_none_or(|w| w.len() == FAN * BLOCK));
+        assert!(self.gmeans.len() == FAN * FAN * d && self.gspread.len() == FAN * FAN && gthr == FAN * FAN);
+        assert!(self.bmeans.len() == FAN * d && self.bspread.len() == FAN && bthr == FAN);
     }
 }
 
-/// Scores a panel for one chunk of points at `level` (see [`score_body`]); `xt` is the chunk
-/// transposed by [`transpose`] (read by the AVX-512 kernel only).
-#[allow(clippy::too_many_arguments)]
-pub fn score(
-    level: Level,
-    x: &[f32],
-    xt: &[f32],
-    d: usize,
-    xn: &[f32],
-    closest: &mut [f32],
-    w: Option<&[f32]>,
-    p: &Panel,
-    active: u32,
-    sums: &mut [[f64; LANES]],
-) {
-    let active = active & ((1u32 << p.lanes()) - 1);
-    if active == 0 {
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx512 {
-        let n = closest.len();
-        assert!(xt.len() >= n.div_ceil(PART) * PART * d && xn.len() >= n && w.is_none_or(|w| w.len() >= n));
-        assert!(p.d == d && p.cols.len() == p.lanes() * d && p.norms.len() == p.lanes() && sums.len() >= n.div_ceil(BLOCK));
-        // SAFETY: a level is only in force when the CPU supports it (simd::level); the asserts
-        // give every bound the kernel reads and writes within.
-        return unsafe { avx512::score(xt, d, xn, closest, w, p, active, sums) };
-    }
-    let _ = xt; // read by the AVX-512 kernel only
-    score_plain(level, x, d, xn, closest, w, p, active, sums)
+/// Which of 16 balls (means transposed, thresholds) the centre may reach.
+#[cfg(test)]
+pub fn reach(level: crate::simd::Level, means: &[f64], thr: &[f64], c: &[f32]) -> u32 {
+    assert!(means.len() == GROUP * c.len() && thr.len() == GROUP);
+    let mut out = 0;
+    reach_at(level, means, thr, c, &mut out);
+    out
 }
-per_level!(
-    /// See [`score_body`]: every level but AVX-512, which has a kernel of its own.
-    score_plain, score_body, (x: &[f32], d: usize, xn: &[f32], closest: &mut [f32], w: Option<&[f32]>, p: &Panel, active: u32, sums: &mut [[f64; LANES]]));
+
+/// One candidate over one chunk (see [`gain_body`]): `out` holds 16 blocks' entries, `stride`
+/// apart. Returns the number of blocks scored.
+pub fn gain(
+    level: crate::simd::Level,
+    ch: &Chunk,
+    closest: &[f32],
+    gthr: &[f64],
+    bthr: &[f64],
+    c: &Centre,
+    out: &mut [f64],
+    stride: usize,
+) -> usize {
+    ch.check(closest.len(), gthr.len(), bthr.len());
+    assert!(c.c.len() == ch.d && out.len() > (FAN - 1) * stride);
+    let mut scored = 0;
+    #[cfg(target_arch = "x86_64")]
+    if level == crate::simd::Level::Avx512 {
+        // SAFETY: a level is only in force when the CPU supports it (simd::level).
+        unsafe { avx512::gain(ch, closest, gthr, bthr, c, out, stride, &mut scored) };
+        return scored;
+    }
+    gain_at(level, ch, closest, gthr, bthr, c, out, stride, &mut scored);
+    scored
+}
+
+/// Adds a centre to one chunk (see [`commit_body`]).
+pub fn commit(level: crate::simd::Level, ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre) {
+    ch.check(closest.len(), groups.thr.len(), blocks.thr.len());
+    assert!(c.c.len() == ch.d && groups.maxd.len() == FAN * FAN && groups.pot.len() == FAN * FAN);
+    assert!(blocks.maxd.len() == FAN && blocks.pot.len() == FAN);
+    #[cfg(target_arch = "x86_64")]
+    if level == crate::simd::Level::Avx512 {
+        // SAFETY: a level is only in force when the CPU supports it (simd::level).
+        return unsafe { avx512::commit(ch, closest, groups, blocks, c) };
+    }
+    commit_at(level, ch, closest, groups, blocks, c)
+}
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Panel, BLOCK, LANES, PART};
+    //! The group operations with 16 points, or 16 balls, in the lanes of 512-bit registers: the
+    //! same IEEE operations as [`Plain`](super::Plain) (`vminps`/`vmaxps` return their second
+    //! operand unless the first is smaller/greater, as the plain `if` does; no fused multiply-add
+    //! where the plain code has none).
+    use super::{BallState, Centre, Chunk, Ops, GROUP};
     use std::arch::x86_64::*;
 
-    /// Points in lanes: 16 points per register, one FMA chain per candidate (so no lane is
-    /// wasted whatever the number of candidates), each point's `dot` the same sequential
-    /// `mul_add` chain over `t` as the plain body. The float64 terms go to per-lane partials,
-    /// lane `q` holding the points `i % 16 == q`: the plain body's order.
-    ///
-    /// # Safety
-    /// AVX-512 F/DQ must be available and the bounds asserted by `score` must hold.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn score(
-        xt: &[f32],
-        d: usize,
-        xn: &[f32],
-        closest: &mut [f32],
-        w: Option<&[f32]>,
-        p: &Panel,
-        active: u32,
-        sums: &mut [[f64; LANES]],
-    ) {
-        // The active lanes in order: candidates first, the pending centre (lane `p.cands`) last.
-        let mut idx = [0usize; LANES];
-        let mut m = 0;
-        for l in (0..p.lanes()).filter(|&l| active >> l & 1 == 1) {
-            idx[m] = l;
-            m += 1;
-        }
-        macro_rules! by_lanes {
-            ($($n:literal)*) => {
-                match m {
-                    $($n => body::<$n>(xt, d, xn, closest, w, p, &idx, sums),)*
-                    _ => unreachable!("a panel holds 1 to 16 lanes"),
-                }
-            };
-        }
-        by_lanes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
-    }
+    pub(super) struct Avx512;
 
-    /// Few lanes make short FMA chains: run that many more groups of 16 points at once, so
-    /// that about 8 chains are in flight (the per-point operations are unchanged).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn body<const L: usize>(
-        xt: &[f32],
-        d: usize,
-        xn: &[f32],
-        closest: &mut [f32],
-        w: Option<&[f32]>,
-        p: &Panel,
-        idx: &[usize; LANES],
-        sums: &mut [[f64; LANES]],
-    ) {
-        match L {
-            1 => groups::<L, 8>(xt, d, xn, closest, w, p, idx, sums),
-            2 => groups::<L, 4>(xt, d, xn, closest, w, p, idx, sums),
-            3 | 4 => groups::<L, 2>(xt, d, xn, closest, w, p, idx, sums),
-            _ => groups::<L, 1>(xt, d, xn, closest, w, p, idx, sums),
-        }
-    }
-
-    /// The candidates' state over one call: active lanes' columns and norms, and the constants.
-    struct Lanes<const L: usize> {
-        col: [*const f32; L],
-        norm: [f32; L],
-        cands: usize,
-        fold: bool,
-        m2: __m512,
-        zero: __m512,
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn groups<const L: usize, const G: usize>(
-        xt: &[f32],
-        d: usize,
-        xn: &[f32],
-        closest: &mut [f32],
-        w: Option<&[f32]>,
-        p: &Panel,
-        idx: &[usize; LANES],
-        sums: &mut [[f64; LANES]],
-    ) {
-        let n = closest.len();
-        // Slot `L - 1` is the pending centre's if its lane is active; the others are candidates.
-        let fold = p.prev && idx[L - 1] == p.cands;
-        let ln = Lanes::<L> {
-            col: std::array::from_fn(|l| p.cols.as_ptr().add(idx[l] * d)),
-            norm: std::array::from_fn(|l| p.norms[idx[l]]),
-            cands: if fold { L - 1 } else { L },
-            fold,
-            m2: _mm512_set1_ps(-2.0),
-            zero: _mm512_setzero_ps(),
+    macro_rules! avx512_fn {
+        ($(#[$doc:meta])* $name:ident => $body:ident ($($arg:ident: $ty:ty),*)) => {
+            $(#[$doc])*
+            /// # Safety
+            /// AVX-512 F/DQ must be available.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+            pub(super) unsafe fn $name($($arg: $ty),*) {
+                super::$body::<Avx512>($($arg),*)
+            }
         };
-        for (b, s) in sums.iter_mut().enumerate().take(n.div_ceil(BLOCK)) {
-            let mut parts = [[_mm512_setzero_pd(); 2]; LANES];
-            let (start, end) = (b * BLOCK, n.min((b + 1) * BLOCK));
-            let mut g0 = start;
-            while g0 < end {
-                if end - g0 >= G * PART {
-                    // G whole groups; their terms are added in group order, as one by one.
-                    let acc = dots::<L, G>(xt.as_ptr().add(g0 * d), d, &ln);
-                    for (j, a) in acc.iter().enumerate() {
-                        group(g0 + j * PART, PART, a, xn, closest, w, &ln, &mut parts);
-                    }
-                    g0 += G * PART;
-                } else {
-                    let acc = dots::<L, 1>(xt.as_ptr().add(g0 * d), d, &ln);
-                    group(g0, (end - g0).min(PART), &acc[0], xn, closest, w, &ln, &mut parts);
-                    g0 += PART;
-                }
-            }
-            for l in 0..ln.cands {
-                let mut v = [0f64; PART];
-                _mm512_storeu_pd(v.as_mut_ptr(), parts[l][0]);
-                _mm512_storeu_pd(v.as_mut_ptr().add(8), parts[l][1]);
-                s[idx[l]] = super::fold_parts(&v);
-            }
-        }
     }
+    avx512_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f64], bthr: &[f64], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
+    avx512_fn!(commit => commit_body(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
 
-    /// The dot products of `G` consecutive groups of 16 points (from `xg`) with every lane: per
-    /// point, the sequential `mul_add` chain over `t`.
+    /// `max(0, fma(-2, dot, |c|^2) + |x|^2)` for 16 points, as `l2`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn dots<const L: usize, const G: usize>(xg: *const f32, d: usize, ln: &Lanes<L>) -> [[__m512; L]; G] {
-        let mut acc = [[ln.zero; L]; G];
-        for t in 0..d {
-            for (g, a) in acc.iter_mut().enumerate() {
-                let xv = _mm512_loadu_ps(xg.add((g * d + t) * PART));
-                for l in 0..L {
-                    a[l] = _mm512_fmadd_ps(xv, _mm512_set1_ps(*ln.col[l].add(t)), a[l]);
-                }
-            }
+    unsafe fn dist16(xg: &[f32], xn: &[f32; GROUP], c: &Centre) -> __m512 {
+        assert!(xg.len() == c.c.len() * GROUP);
+        let mut acc = _mm512_setzero_ps();
+        for (t, &ct) in c.c.iter().enumerate() {
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(xg.as_ptr().add(t * GROUP)), _mm512_set1_ps(ct), acc);
         }
-        acc
+        let v = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(-2.0), acc, _mm512_set1_ps(c.cn)), _mm512_loadu_ps(xn.as_ptr()));
+        _mm512_max_ps(v, _mm512_setzero_ps())
     }
 
-    /// One group of 16 points at `g0` (`valid` of them real): folds the pending centre into
-    /// `closest`, then adds the candidates' terms `w * min(closest, dist)` to the partials.
+    impl Ops for Avx512 {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn reach16(means: &[f64], thr: &[f64], c: &[f32]) -> u32 {
+            assert!(means.len() == c.len() * GROUP && thr.len() == GROUP);
+            let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+            for (t, &ct) in c.iter().enumerate() {
+                let cb = _mm512_set1_pd(ct as f64);
+                let m = means.as_ptr().add(t * GROUP);
+                let (a, b) = (_mm512_sub_pd(cb, _mm512_loadu_pd(m)), _mm512_sub_pd(cb, _mm512_loadu_pd(m.add(8))));
+                lo = _mm512_add_pd(lo, _mm512_mul_pd(a, a));
+                hi = _mm512_add_pd(hi, _mm512_mul_pd(b, b));
+            }
+            // `!(acc > thr)`: NaN counts as near, as in the plain test.
+            let far_lo = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(lo, _mm512_loadu_pd(thr.as_ptr())) as u32;
+            let far_hi = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(hi, _mm512_loadu_pd(thr.as_ptr().add(8))) as u32;
+            !(far_lo | far_hi << 8) & 0xffff
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn gain(xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) -> f64 {
+            let clv = _mm512_loadu_ps(cl.as_ptr());
+            let m = _mm512_min_ps(dist16(xg, xn, c), clv);
+            let half = |v: __m512, h: bool| _mm512_cvtps_pd(if h { _mm512_extractf32x8_ps::<1>(v) } else { _mm512_castps512_ps256(v) });
+            let (mut lo, mut hi) = (_mm512_sub_pd(half(clv, false), half(m, false)), _mm512_sub_pd(half(clv, true), half(m, true)));
+            if let Some(w) = w {
+                let wv = _mm512_loadu_ps(w.as_ptr());
+                lo = _mm512_mul_pd(lo, half(wv, false));
+                hi = _mm512_mul_pd(hi, half(wv, true));
+            }
+            fold(lo, hi)
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn lower(xg: &[f32], xn: &[f32; GROUP], cl: &mut [f32; GROUP], c: &Centre) -> bool {
+            let (dist, clv) = (dist16(xg, xn, c), _mm512_loadu_ps(cl.as_ptr()));
+            let lowered = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(dist, clv) != 0;
+            _mm512_storeu_ps(cl.as_mut_ptr(), _mm512_min_ps(dist, clv));
+            lowered
+        }
+    }
+
+    /// [`fold16`](super::fold16) of terms `0..8` in `lo`, `8..16` in `hi`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn group<const L: usize>(
-        g0: usize,
-        valid: usize,
-        acc: &[__m512; L],
-        xn: &[f32],
-        closest: &mut [f32],
-        w: Option<&[f32]>,
-        ln: &Lanes<L>,
-        parts: &mut [[__m512d; 2]; LANES],
-    ) {
-        let (m2, zero) = (ln.m2, ln.zero);
-        let mask: __mmask16 = if valid == PART { 0xffff } else { (1u16 << valid) - 1 };
-        let xnv = _mm512_maskz_loadu_ps(mask, xn.as_ptr().add(g0));
-        let cptr = closest.as_mut_ptr().add(g0);
-        let mut c = _mm512_maskz_loadu_ps(mask, cptr);
-        if ln.fold {
-            c = _mm512_min_ps(dist(m2, acc[L - 1], ln.norm[L - 1], xnv, zero), c);
-            _mm512_mask_storeu_ps(cptr, mask, c);
-        }
-        if w.is_none() && valid == PART {
-            // No weights and no padding lane: `w * m` is `m` exactly (w = 1), so the terms are
-            // added as they are, the same bits with fewer instructions.
-            for l in 0..ln.cands {
-                let m = _mm512_min_ps(dist(m2, acc[l], ln.norm[l], xnv, zero), c);
-                parts[l][0] = _mm512_add_pd(parts[l][0], _mm512_cvtps_pd(_mm512_castps512_ps256(m)));
-                parts[l][1] = _mm512_add_pd(parts[l][1], _mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1)));
-            }
-            return;
-        }
-        let (wlo, whi) = match w {
-            Some(w) => {
-                let wv = _mm512_maskz_loadu_ps(mask, w.as_ptr().add(g0));
-                (_mm512_cvtps_pd(_mm512_castps512_ps256(wv)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(wv, 1)))
-            }
-            None => (_mm512_set1_pd(1.0), _mm512_set1_pd(1.0)),
-        };
-        for l in 0..ln.cands {
-            // Padding lanes add w * 0 = +0 (w is 0 there too): the partial is unchanged.
-            let m = _mm512_maskz_mov_ps(mask, _mm512_min_ps(dist(m2, acc[l], ln.norm[l], xnv, zero), c));
-            let lo = _mm512_mul_pd(wlo, _mm512_cvtps_pd(_mm512_castps512_ps256(m)));
-            let hi = _mm512_mul_pd(whi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1)));
-            parts[l][0] = _mm512_add_pd(parts[l][0], lo);
-            parts[l][1] = _mm512_add_pd(parts[l][1], hi);
-        }
-    }
-
-    /// `out[i] = min(closest[i], dist_i)` with the points 16 to a register, each `dot` the plain
-    /// sequential `mul_add` chain over `t`.
-    ///
-    /// # Safety
-    /// AVX-512 F/DQ must be available and the bounds asserted by `lowered` must hold.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn lowered(xt: &[f32], d: usize, xn: &[f32], closest: &[f32], centre: &[f32], cn: f32, out: &mut [f32]) {
-        let n = out.len();
-        let (m2, zero) = (_mm512_set1_ps(-2.0), _mm512_setzero_ps());
-        for g0 in (0..n).step_by(PART) {
-            let valid = (n - g0).min(PART);
-            let mask: __mmask16 = if valid == PART { 0xffff } else { (1u16 << valid) - 1 };
-            let xg = xt.as_ptr().add(g0 * d);
-            let mut acc = zero;
-            for t in 0..d {
-                acc = _mm512_fmadd_ps(_mm512_loadu_ps(xg.add(t * PART)), _mm512_set1_ps(*centre.get_unchecked(t)), acc);
-            }
-            let xnv = _mm512_maskz_loadu_ps(mask, xn.as_ptr().add(g0));
-            let c = _mm512_maskz_loadu_ps(mask, closest.as_ptr().add(g0));
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(g0), mask, _mm512_min_ps(dist(m2, acc, cn, xnv, zero), c));
-        }
-    }
-
-    /// `max(0, fma(-2, dot, |c|^2) + |x|^2)`, as `l2` (`vmaxps` returns 0 unless `v > 0`).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn dist(m2: __m512, acc: __m512, cn: f32, xnv: __m512, zero: __m512) -> __m512 {
-        _mm512_max_ps(_mm512_add_ps(_mm512_fmadd_ps(m2, acc, _mm512_set1_ps(cn)), xnv), zero)
+    unsafe fn fold(lo: __m512d, hi: __m512d) -> f64 {
+        let s = _mm512_add_pd(lo, hi);
+        let s = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd::<1>(s));
+        let s = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
+        _mm_cvtsd_f64(s) + _mm_cvtsd_f64(_mm_unpackhi_pd(s, s))
     }
 }
