@@ -28,7 +28,7 @@ const CHUNK: usize = FAN * BLOCK;
 struct State {
     maxd: Vec<f32>,
     pot: Vec<f64>,
-    thr: Vec<f64>,
+    thr: Vec<f32>,
 }
 
 impl State {
@@ -37,7 +37,7 @@ impl State {
     fn new(count: usize, real: usize) -> State {
         let mut maxd = vec![0f32; count];
         maxd[..real].fill(f32::INFINITY);
-        let thr = maxd.iter().map(|&m| if m > 0.0 { f64::INFINITY } else { f64::NEG_INFINITY }).collect();
+        let thr = maxd.iter().map(|&m| if m > 0.0 { f32::INFINITY } else { f32::NEG_INFINITY }).collect();
         State { thr, maxd, pot: vec![0.0; count] }
     }
 }

@@ -80,19 +80,20 @@ fn widest_dimension(x: &[f32], d: usize, part: &[u32]) -> usize {
     (0..d).fold(0, |best, t| if hi[t] - lo[t] > hi[best] - lo[best] { t } else { best })
 }
 
-/// Bounding balls of consecutive runs of `unit` points (the last run may be short), in
-/// float64, for ball tests 16 at a time: `means[(u / 16) * 16 * d + t * 16 + u % 16]` is
-/// coordinate `t` of ball `u`'s centre. There are `count` balls (a multiple of 16); those past
-/// the points have spread `-inf`, so that nothing ever reaches them.
+/// Bounding balls of consecutive runs of `unit` points (the last run may be short), for ball
+/// tests 16 at a time: `means[(u / 16) * 16 * d + t * 16 + u % 16]` is coordinate `t` of ball
+/// `u`'s centre, the run's mean rounded to float32, and `spread` the largest distance of a point
+/// from that centre (float64, raised by `1e-9`). There are `count` balls (a multiple of 16);
+/// those past the points have spread `-inf`, so that nothing ever reaches them.
 pub struct Balls {
-    pub means: Vec<f64>,
+    pub means: Vec<f32>,
     pub spread: Vec<f64>,
 }
 
 impl Balls {
     pub fn new(x: &[f32], d: usize, unit: usize, count: usize) -> Result<Balls> {
         debug_assert!(count.is_multiple_of(16));
-        let (mut means, mut spread) = (vec![0f64; count * d], vec![f64::NEG_INFINITY; count]);
+        let (mut means, mut spread) = (vec![0f32; count * d], vec![f64::NEG_INFINITY; count]);
         // 16 balls per job: each depends on its own points only.
         let jobs: Vec<_> = x.chunks(16 * unit * d).zip(means.chunks_mut(16 * d)).zip(spread.chunks_mut(16)).collect();
         parallel::try_for_each(jobs, |((xc, mc), sc)| {
@@ -102,11 +103,12 @@ impl Balls {
                     m.iter_mut().zip(p).for_each(|(a, &v)| *a += v as f64);
                 }
                 let count = (pts.len() / d) as f64;
-                m.iter_mut().for_each(|a| *a /= count);
+                // The centre is the rounded mean: the spread is measured from it.
+                m.iter_mut().for_each(|a| *a = ((*a / count) as f32) as f64);
                 let far = pts.chunks_exact(d).map(|p| dist2(p, &m)).fold(0.0, f64::max);
                 *s = far.sqrt() * (1.0 + 1e-9);
                 for (t, &v) in m.iter().enumerate() {
-                    mc[t * 16 + q] = v;
+                    mc[t * 16 + q] = v as f32;
                 }
             }
             Ok(())
@@ -116,7 +118,7 @@ impl Balls {
 
     /// The 16 balls of set `s`: means (transposed) and spreads.
     #[cfg(test)]
-    pub fn set(&self, s: usize) -> (&[f64], &[f64]) {
+    pub fn set(&self, s: usize) -> (&[f32], &[f64]) {
         let d = self.means.len() / self.spread.len();
         (&self.means[s * 16 * d..(s + 1) * 16 * d], &self.spread[s * 16..(s + 1) * 16])
     }
@@ -230,10 +232,10 @@ mod tests {
         assert!((means[0] - 0.075).abs() < 1e-6 && (means[2] - 0.355).abs() < 1e-6 && means[16] == 0.0);
         for (i, p) in x.chunks(2).enumerate() {
             let u = i / 16;
-            assert!(((p[0] as f64 - means[u]).powi(2) + (p[1] as f64 - means[16 + u]).powi(2)).sqrt() <= spread[u]);
+            assert!(((p[0] as f64 - means[u] as f64).powi(2) + (p[1] as f64 - means[16 + u] as f64).powi(2)).sqrt() <= spread[u]);
         }
         assert!(spread[3..].iter().all(|&s| s == f64::NEG_INFINITY));
-        let thr: Vec<f64> = spread.iter().map(|&s| threshold(s, 1.0, margin(2, 0.16, 0.16))).collect();
+        let thr: Vec<f32> = spread.iter().map(|&s| threshold(s, 1.0, margin(2, 0.16, 0.16), 2)).collect();
         let at = |c: &[f32]| reach(Level::Scalar, means, &thr, c);
         // Far away: nothing; inside ball 1 (within 1 of every ball's points): balls 0..2 only.
         assert_eq!(at(&[100.0, 0.0]), 0);

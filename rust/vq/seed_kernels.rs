@@ -71,9 +71,9 @@ pub struct Chunk<'a> {
     pub xt: &'a [f32],
     pub xn: &'a [f32],
     pub w: Option<&'a [f32]>,
-    pub gmeans: &'a [f64],
+    pub gmeans: &'a [f32],
     pub gspread: &'a [f64],
-    pub bmeans: &'a [f64],
+    pub bmeans: &'a [f32],
     pub bspread: &'a [f64],
     /// The error bound of a computed distance to any centre (`seed_blocks::margin`).
     pub err: f64,
@@ -84,35 +84,44 @@ pub struct Chunk<'a> {
 pub struct BallState<'a> {
     pub maxd: &'a mut [f32],
     pub pot: &'a mut [f64],
-    pub thr: &'a mut [f64],
+    pub thr: &'a mut [f32],
 }
 
-/// The squared distance between a centre and a ball's mean (as [`reach16_body`] computes it)
-/// beyond which no point of the ball (spread `spread`, largest `closest` `maxd`) can come nearer
-/// to the centre: `(spread + sqrt(maxd + err))^2`, raised by `1e-9` for the rounding of the
-/// float64 arithmetic (relative `(d + 2) 2^-53` at most). Infinite while `maxd` is; `-inf` for a
-/// ball without points (`spread = -inf`), which nothing reaches.
+/// The squared distance between a centre and a ball's mean, as [`reach16_body`] computes it in
+/// float32, beyond which no point of the ball (spread `spread` from that mean, largest
+/// `closest` `maxd`) can come nearer to the centre. The true bound is
+/// `T = (spread + sqrt(maxd + err))^2`; the float32 sum of `d` squared differences, each
+/// difference rounded once and each square added by a fused multiply-add, is at least
+/// `(1 - (d + 2) 2^-24)` times the true squared distance, so `T` is raised by `(2d + 8) 2^-23`
+/// (and `1e-9` for the float64 arithmetic here) and rounded up to float32. Infinite while
+/// `maxd` is; `-inf` for a ball without points (`spread = -inf`), which nothing reaches.
 #[inline(always)]
-pub fn threshold(spread: f64, maxd: f32, err: f64) -> f64 {
+pub fn threshold(spread: f64, maxd: f32, err: f64, d: usize) -> f32 {
     if spread == f64::NEG_INFINITY {
-        return f64::NEG_INFINITY;
+        return f32::NEG_INFINITY;
     }
     let r = spread + (maxd as f64 + err).sqrt();
-    r * r * (1.0 + 1e-9)
+    let t = r * r * (1.0 + (2 * d + 8) as f64 * (-23f64).exp2() + 1e-9);
+    let t32 = t as f32;
+    if (t32 as f64) < t {
+        t32.next_up()
+    } else {
+        t32
+    }
 }
 
 /// Bit `q` set unless ball `q` of 16 (means transposed, `means[t * 16 + q]`) lies beyond its
-/// threshold from the centre.
+/// threshold from the centre: `acc = fma(v, v, acc)` over `t` with `v = c[t] - m[t]`.
 #[inline(always)]
 #[allow(clippy::neg_cmp_op_on_partial_ord)]
-fn reach16_body(means: &[f64], thr: &[f64], c: &[f32]) -> u32 {
-    let thr: &[f64; GROUP] = thr.try_into().unwrap();
-    let mut acc = [0f64; GROUP];
+fn reach16_body(means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
+    let thr: &[f32; GROUP] = thr.try_into().unwrap();
+    let mut acc = [0f32; GROUP];
     for (t, &ct) in c.iter().enumerate() {
-        let m: &[f64; GROUP] = means[t * GROUP..(t + 1) * GROUP].try_into().unwrap();
+        let m: &[f32; GROUP] = means[t * GROUP..(t + 1) * GROUP].try_into().unwrap();
         for q in 0..GROUP {
-            let v = ct as f64 - m[q];
-            acc[q] += v * v;
+            let v = ct - m[q];
+            acc[q] = v.mul_add(v, acc[q]);
         }
     }
     // Branch-free per lane, packed into bits at the end; `!(a > b)` so that NaN counts as near.
@@ -162,10 +171,16 @@ fn bits(mut mask: u32) -> impl Iterator<Item = usize> {
 /// The per-group operations, plain ([`Plain`], every level but AVX-512) or with AVX-512
 /// intrinsics; both perform the same IEEE operations in the same order.
 trait Ops {
+    /// 16 float64 partial sums, one per point position in a group.
+    type Acc: Copy;
+    unsafe fn zero() -> Self::Acc;
+    /// [`fold16`] of the partials.
+    unsafe fn fold(acc: Self::Acc) -> f64;
     /// See [`reach16_body`].
-    unsafe fn reach16(means: &[f64], thr: &[f64], c: &[f32]) -> u32;
-    /// A group's `fold16(w * (closest - min(closest, dist)))`.
-    unsafe fn gain(xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) -> f64;
+    unsafe fn reach16(means: &[f32], thr: &[f32], c: &[f32]) -> u32;
+    /// Adds a group's terms `w * (closest - min(closest, dist))` to the partials, point `q` to
+    /// partial `q`.
+    unsafe fn gain(acc: &mut Self::Acc, xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre);
     /// `closest = min(closest, dist)` over a group; whether any fell.
     unsafe fn lower(xg: &[f32], xn: &[f32; GROUP], cl: &mut [f32; GROUP], c: &Centre) -> bool;
 }
@@ -173,22 +188,32 @@ trait Ops {
 struct Plain;
 
 impl Ops for Plain {
+    type Acc = [f64; GROUP];
+
     #[inline(always)]
-    unsafe fn reach16(means: &[f64], thr: &[f64], c: &[f32]) -> u32 {
+    unsafe fn zero() -> Self::Acc {
+        [0.0; GROUP]
+    }
+
+    #[inline(always)]
+    unsafe fn fold(acc: Self::Acc) -> f64 {
+        fold16(&acc)
+    }
+
+    #[inline(always)]
+    unsafe fn reach16(means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
         reach16_body(means, thr, c)
     }
 
     #[inline(always)]
-    unsafe fn gain(xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) -> f64 {
+    unsafe fn gain(acc: &mut Self::Acc, xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) {
         let dots = dots16(xg, c.c);
         let wq = weights16(w.map(|w| &w[..]), 0);
-        let mut terms = [0f64; GROUP];
         for q in 0..GROUP {
             let dist = l2(dots[q], c.cn, xn[q]);
             let m = if dist < cl[q] { dist } else { cl[q] };
-            terms[q] = (cl[q] as f64 - m as f64) * wq[q];
+            acc[q] += (cl[q] as f64 - m as f64) * wq[q];
         }
-        fold16(&terms)
     }
 
     #[inline(always)]
@@ -206,8 +231,8 @@ impl Ops for Plain {
 
 /// One candidate over one chunk: for every block it may reach, `out[b * stride]` gets the sum
 /// over the block's points of `w * (closest - min(closest, dist))`, what the potential would
-/// drop by with the candidate added (the other entries are left as they are). Counts the
-/// blocks scored in `scored`.
+/// drop by with the candidate added (the other entries are left as they are): point `q` of
+/// every group adds to partial `q` in group order, then [`fold16`]. Counts the blocks scored.
 ///
 /// # Safety
 /// `K`'s instructions must be available.
@@ -215,8 +240,8 @@ impl Ops for Plain {
 unsafe fn gain_body<K: Ops>(
     ch: &Chunk,
     closest: &[f32],
-    gthr: &[f64],
-    bthr: &[f64],
+    gthr: &[f32],
+    bthr: &[f32],
     c: &Centre,
     out: &mut [f64],
     stride: usize,
@@ -225,13 +250,13 @@ unsafe fn gain_body<K: Ops>(
     let d = ch.d;
     let blocks = K::reach16(ch.bmeans, bthr, c.c);
     for b in bits(blocks) {
-        let mut sum = 0.0;
+        let mut acc = K::zero();
         let mask = K::reach16(&ch.gmeans[b * FAN * d..(b + 1) * FAN * d], &gthr[b * FAN..(b + 1) * FAN], c.c);
         for at in bits(mask).map(|g| (b * FAN + g) * GROUP) {
             let (xn, cl) = (ch.xn[at..at + GROUP].try_into().unwrap(), closest[at..at + GROUP].try_into().unwrap());
-            sum += K::gain(&ch.xt[at * d..(at + GROUP) * d], xn, cl, ch.w.map(|w| w[at..at + GROUP].try_into().unwrap()), c);
+            K::gain(&mut acc, &ch.xt[at * d..(at + GROUP) * d], xn, cl, ch.w.map(|w| w[at..at + GROUP].try_into().unwrap()), c);
         }
-        out[b * stride] = sum;
+        out[b * stride] = K::fold(acc);
         *scored += 1;
     }
 }
@@ -255,7 +280,7 @@ unsafe fn commit_body<K: Ops>(ch: &Chunk, closest: &mut [f32], groups: &mut Ball
             if K::lower(&ch.xt[at * d..(at + GROUP) * d], xn, cl, c) {
                 let g = at / GROUP;
                 (groups.maxd[g], groups.pot[g]) = group_stats(cl, ch.w.map(|w| &w[at..at + GROUP]));
-                groups.thr[g] = threshold(ch.gspread[g], groups.maxd[g], ch.err);
+                groups.thr[g] = threshold(ch.gspread[g], groups.maxd[g], ch.err, d);
                 changed = true;
             }
         }
@@ -263,7 +288,7 @@ unsafe fn commit_body<K: Ops>(ch: &Chunk, closest: &mut [f32], groups: &mut Ball
             let gs = b * FAN..(b + 1) * FAN;
             blocks.maxd[b] = groups.maxd[gs.clone()].iter().fold(0f32, |a, &v| if v > a { v } else { a });
             blocks.pot[b] = groups.pot[gs].iter().fold(0.0, |a, &v| a + v);
-            blocks.thr[b] = threshold(ch.bspread[b], blocks.maxd[b], ch.err);
+            blocks.thr[b] = threshold(ch.bspread[b], blocks.maxd[b], ch.err, d);
         }
     }
 }
@@ -290,12 +315,12 @@ fn norms_body(x: &[f32], d: usize, xn: &mut [f32]) {
 
 #[cfg(test)]
 #[inline(always)]
-fn reach_body(means: &[f64], thr: &[f64], c: &[f32], out: &mut u32) {
+fn reach_body(means: &[f32], thr: &[f32], c: &[f32], out: &mut u32) {
     *out = reach16_body(means, thr, c);
 }
 
 #[inline(always)]
-fn gain_plain(ch: &Chunk, closest: &[f32], gthr: &[f64], bthr: &[f64], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize) {
+fn gain_plain(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize) {
     // SAFETY: the plain operations need no instructions beyond the baseline.
     unsafe { gain_body::<Plain>(ch, closest, gthr, bthr, c, out, stride, scored) }
 }
@@ -309,10 +334,10 @@ fn commit_plain(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks:
 #[cfg(test)]
 per_level!(
     /// See [`reach16_body`].
-    reach_at, reach_body, (means: &[f64], thr: &[f64], c: &[f32], out: &mut u32));
+    reach_at, reach_body, (means: &[f32], thr: &[f32], c: &[f32], out: &mut u32));
 per_level!(
     /// See [`gain_body`] (every level but AVX-512).
-    gain_at, gain_plain, (ch: &Chunk, closest: &[f32], gthr: &[f64], bthr: &[f64], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
+    gain_at, gain_plain, (ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
 per_level!(
     /// See [`commit_body`] (every level but AVX-512).
     commit_at, commit_plain, (ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
@@ -332,7 +357,7 @@ impl Chunk<'_> {
 
 /// Which of 16 balls (means transposed, thresholds) the centre may reach.
 #[cfg(test)]
-pub fn reach(level: crate::simd::Level, means: &[f64], thr: &[f64], c: &[f32]) -> u32 {
+pub fn reach(level: crate::simd::Level, means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
     assert!(means.len() == GROUP * c.len() && thr.len() == GROUP);
     let mut out = 0;
     reach_at(level, means, thr, c, &mut out);
@@ -345,8 +370,8 @@ pub fn gain(
     level: crate::simd::Level,
     ch: &Chunk,
     closest: &[f32],
-    gthr: &[f64],
-    bthr: &[f64],
+    gthr: &[f32],
+    bthr: &[f32],
     c: &Centre,
     out: &mut [f64],
     stride: usize,
@@ -399,7 +424,7 @@ mod avx512 {
             }
         };
     }
-    avx512_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f64], bthr: &[f64], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
+    avx512_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
     avx512_fn!(commit => commit_body(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
 
     /// `max(0, fma(-2, dot, |c|^2) + |x|^2)` for 16 points, as `l2`.
@@ -416,37 +441,51 @@ mod avx512 {
     }
 
     impl Ops for Avx512 {
+        type Acc = (__m512d, __m512d);
+
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn reach16(means: &[f64], thr: &[f64], c: &[f32]) -> u32 {
-            assert!(means.len() == c.len() * GROUP && thr.len() == GROUP);
-            let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-            for (t, &ct) in c.iter().enumerate() {
-                let cb = _mm512_set1_pd(ct as f64);
-                let m = means.as_ptr().add(t * GROUP);
-                let (a, b) = (_mm512_sub_pd(cb, _mm512_loadu_pd(m)), _mm512_sub_pd(cb, _mm512_loadu_pd(m.add(8))));
-                lo = _mm512_add_pd(lo, _mm512_mul_pd(a, a));
-                hi = _mm512_add_pd(hi, _mm512_mul_pd(b, b));
-            }
-            // `!(acc > thr)`: NaN counts as near, as in the plain test.
-            let far_lo = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(lo, _mm512_loadu_pd(thr.as_ptr())) as u32;
-            let far_hi = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(hi, _mm512_loadu_pd(thr.as_ptr().add(8))) as u32;
-            !(far_lo | far_hi << 8) & 0xffff
+        unsafe fn zero() -> Self::Acc {
+            (_mm512_setzero_pd(), _mm512_setzero_pd())
+        }
+
+        /// [`fold16`](super::fold16) of partials `0..8` in `lo`, `8..16` in `hi`.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn fold((lo, hi): Self::Acc) -> f64 {
+            let s = _mm512_add_pd(lo, hi);
+            let s = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd::<1>(s));
+            let s = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
+            _mm_cvtsd_f64(s) + _mm_cvtsd_f64(_mm_unpackhi_pd(s, s))
         }
 
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn gain(xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) -> f64 {
+        unsafe fn reach16(means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
+            assert!(means.len() == c.len() * GROUP && thr.len() == GROUP);
+            let mut acc = _mm512_setzero_ps();
+            for (t, &ct) in c.iter().enumerate() {
+                let v = _mm512_sub_ps(_mm512_set1_ps(ct), _mm512_loadu_ps(means.as_ptr().add(t * GROUP)));
+                acc = _mm512_fmadd_ps(v, v, acc);
+            }
+            // `!(acc > thr)`: NaN counts as near, as in the plain test.
+            !(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(acc, _mm512_loadu_ps(thr.as_ptr())) as u32) & 0xffff
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn gain(acc: &mut Self::Acc, xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) {
             let clv = _mm512_loadu_ps(cl.as_ptr());
             let m = _mm512_min_ps(dist16(xg, xn, c), clv);
-            let half = |v: __m512, h: bool| _mm512_cvtps_pd(if h { _mm512_extractf32x8_ps::<1>(v) } else { _mm512_castps512_ps256(v) });
-            let (mut lo, mut hi) = (_mm512_sub_pd(half(clv, false), half(m, false)), _mm512_sub_pd(half(clv, true), half(m, true)));
+            let (cl_lo, cl_hi) = halves(clv);
+            let (m_lo, m_hi) = halves(m);
+            let (mut lo, mut hi) = (_mm512_sub_pd(cl_lo, m_lo), _mm512_sub_pd(cl_hi, m_hi));
             if let Some(w) = w {
-                let wv = _mm512_loadu_ps(w.as_ptr());
-                lo = _mm512_mul_pd(lo, half(wv, false));
-                hi = _mm512_mul_pd(hi, half(wv, true));
+                let (w_lo, w_hi) = halves(_mm512_loadu_ps(w.as_ptr()));
+                lo = _mm512_mul_pd(lo, w_lo);
+                hi = _mm512_mul_pd(hi, w_hi);
             }
-            fold(lo, hi)
+            *acc = (_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi));
         }
 
         #[inline]
@@ -459,13 +498,10 @@ mod avx512 {
         }
     }
 
-    /// [`fold16`](super::fold16) of terms `0..8` in `lo`, `8..16` in `hi`.
+    /// The lanes `0..8` and `8..16` of 16 floats, widened to float64.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn fold(lo: __m512d, hi: __m512d) -> f64 {
-        let s = _mm512_add_pd(lo, hi);
-        let s = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd::<1>(s));
-        let s = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
-        _mm_cvtsd_f64(s) + _mm_cvtsd_f64(_mm_unpackhi_pd(s, s))
+    unsafe fn halves(v: __m512) -> (__m512d, __m512d) {
+        (_mm512_cvtps_pd(_mm512_castps512_ps256(v)), _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(v)))
     }
 }
