@@ -380,11 +380,17 @@ pub fn gain(
     assert!(c.c.len() == ch.d && out.len() > (FAN - 1) * stride);
     let mut scored = 0;
     #[cfg(target_arch = "x86_64")]
-    if level == crate::simd::Level::Avx512 {
+    {
+        use crate::simd::Level;
         // SAFETY: a level is only in force when the CPU supports it (simd::level).
-        unsafe { avx512::gain(ch, closest, gthr, bthr, c, out, stride, &mut scored) };
-        return scored;
+        match level {
+            Level::Avx512 => unsafe { x86::avx512::gain(ch, closest, gthr, bthr, c, out, stride, &mut scored) },
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { x86::avx2::gain(ch, closest, gthr, bthr, c, out, stride, &mut scored) },
+            _ => gain_at(level, ch, closest, gthr, bthr, c, out, stride, &mut scored),
+        }
     }
+    #[cfg(not(target_arch = "x86_64"))]
     gain_at(level, ch, closest, gthr, bthr, c, out, stride, &mut scored);
     scored
 }
@@ -395,113 +401,20 @@ pub fn commit(level: crate::simd::Level, ch: &Chunk, closest: &mut [f32], groups
     assert!(c.c.len() == ch.d && groups.maxd.len() == FAN * FAN && groups.pot.len() == FAN * FAN);
     assert!(blocks.maxd.len() == FAN && blocks.pot.len() == FAN);
     #[cfg(target_arch = "x86_64")]
-    if level == crate::simd::Level::Avx512 {
+    {
+        use crate::simd::Level;
         // SAFETY: a level is only in force when the CPU supports it (simd::level).
-        return unsafe { avx512::commit(ch, closest, groups, blocks, c) };
+        match level {
+            Level::Avx512 => unsafe { x86::avx512::commit(ch, closest, groups, blocks, c) },
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { x86::avx2::commit(ch, closest, groups, blocks, c) },
+            _ => commit_at(level, ch, closest, groups, blocks, c),
+        }
     }
+    #[cfg(not(target_arch = "x86_64"))]
     commit_at(level, ch, closest, groups, blocks, c)
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    //! The group operations with 16 points, or 16 balls, in the lanes of 512-bit registers: the
-    //! same IEEE operations as [`Plain`](super::Plain) (`vminps`/`vmaxps` return their second
-    //! operand unless the first is smaller/greater, as the plain `if` does; no fused multiply-add
-    //! where the plain code has none).
-    use super::{BallState, Centre, Chunk, Ops, GROUP};
-    use std::arch::x86_64::*;
-
-    pub(super) struct Avx512;
-
-    macro_rules! avx512_fn {
-        ($(#[$doc:meta])* $name:ident => $body:ident ($($arg:ident: $ty:ty),*)) => {
-            $(#[$doc])*
-            /// # Safety
-            /// AVX-512 F/DQ must be available.
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-            pub(super) unsafe fn $name($($arg: $ty),*) {
-                super::$body::<Avx512>($($arg),*)
-            }
-        };
-    }
-    avx512_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
-    avx512_fn!(commit => commit_body(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
-
-    /// `max(0, fma(-2, dot, |c|^2) + |x|^2)` for 16 points, as `l2`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn dist16(xg: &[f32], xn: &[f32; GROUP], c: &Centre) -> __m512 {
-        assert!(xg.len() == c.c.len() * GROUP);
-        let mut acc = _mm512_setzero_ps();
-        for (t, &ct) in c.c.iter().enumerate() {
-            acc = _mm512_fmadd_ps(_mm512_loadu_ps(xg.as_ptr().add(t * GROUP)), _mm512_set1_ps(ct), acc);
-        }
-        let v = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(-2.0), acc, _mm512_set1_ps(c.cn)), _mm512_loadu_ps(xn.as_ptr()));
-        _mm512_max_ps(v, _mm512_setzero_ps())
-    }
-
-    impl Ops for Avx512 {
-        type Acc = (__m512d, __m512d);
-
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn zero() -> Self::Acc {
-            (_mm512_setzero_pd(), _mm512_setzero_pd())
-        }
-
-        /// [`fold16`](super::fold16) of partials `0..8` in `lo`, `8..16` in `hi`.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn fold((lo, hi): Self::Acc) -> f64 {
-            let s = _mm512_add_pd(lo, hi);
-            let s = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd::<1>(s));
-            let s = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
-            _mm_cvtsd_f64(s) + _mm_cvtsd_f64(_mm_unpackhi_pd(s, s))
-        }
-
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn reach16(means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
-            assert!(means.len() == c.len() * GROUP && thr.len() == GROUP);
-            let mut acc = _mm512_setzero_ps();
-            for (t, &ct) in c.iter().enumerate() {
-                let v = _mm512_sub_ps(_mm512_set1_ps(ct), _mm512_loadu_ps(means.as_ptr().add(t * GROUP)));
-                acc = _mm512_fmadd_ps(v, v, acc);
-            }
-            // `!(acc > thr)`: NaN counts as near, as in the plain test.
-            !(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(acc, _mm512_loadu_ps(thr.as_ptr())) as u32) & 0xffff
-        }
-
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn gain(acc: &mut Self::Acc, xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) {
-            let clv = _mm512_loadu_ps(cl.as_ptr());
-            let m = _mm512_min_ps(dist16(xg, xn, c), clv);
-            let (cl_lo, cl_hi) = halves(clv);
-            let (m_lo, m_hi) = halves(m);
-            let (mut lo, mut hi) = (_mm512_sub_pd(cl_lo, m_lo), _mm512_sub_pd(cl_hi, m_hi));
-            if let Some(w) = w {
-                let (w_lo, w_hi) = halves(_mm512_loadu_ps(w.as_ptr()));
-                lo = _mm512_mul_pd(lo, w_lo);
-                hi = _mm512_mul_pd(hi, w_hi);
-            }
-            *acc = (_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi));
-        }
-
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn lower(xg: &[f32], xn: &[f32; GROUP], cl: &mut [f32; GROUP], c: &Centre) -> bool {
-            let (dist, clv) = (dist16(xg, xn, c), _mm512_loadu_ps(cl.as_ptr()));
-            let lowered = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(dist, clv) != 0;
-            _mm512_storeu_ps(cl.as_mut_ptr(), _mm512_min_ps(dist, clv));
-            lowered
-        }
-    }
-
-    /// The lanes `0..8` and `8..16` of 16 floats, widened to float64.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    unsafe fn halves(v: __m512) -> (__m512d, __m512d) {
-        (_mm512_cvtps_pd(_mm512_castps512_ps256(v)), _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(v)))
-    }
-}
+#[path = "seed_kernels_x86.rs"]
+mod x86;
