@@ -3,14 +3,16 @@
 //! Points sit in groups of [`GROUP`] (16), transposed (`xt[(g * d + t) * 16 + q]` = coordinate
 //! `t` of point `16 g + q`), 16 groups to a block, 16 blocks to a chunk. A kernel call handles
 //! one centre against one chunk: it tests the 16 block balls, then the group balls of the
-//! blocks left (`reach16`), and only the groups the centre may come nearer to are touched. A distance is `max(0, (|c|^2 - 2 x.c) + |x|^2)` with
+//! blocks left (`reach16`, float32 with the margins of [`threshold`]), and only the groups the
+//! centre may come nearer to are touched. A distance is `max(0, (|c|^2 - 2 x.c) + |x|^2)` with
 //! `x.c` a sequential `mul_add` chain, exactly as `assign` ranks.
 //!
-//! The float64 sums have one fixed order: a group's 16 terms are added as a tree
-//! ([`fold16`]), a block's groups in order. A group the ball test skips would add exact zeros
-//! (no point of it comes nearer), so skipping changes no bit, and every level runs the same
-//! plain bodies (`per_level!`), so the results depend on neither the SIMD level nor the
-//! number of threads.
+//! The float64 sums have one fixed order: point `q` of every group of a block adds its term to
+//! partial `q`, in group order, and the 16 partials are added as a tree ([`fold16`]); blocks
+//! are added in order by the caller. A group the ball test skips would add exact zeros (no
+//! point of it comes nearer), so skipping changes no bit. The plain bodies ([`Plain`],
+//! `per_level!`) and the AVX2 and AVX-512 ones (`seed_kernels_x86.rs`) perform the same IEEE
+//! operations, so the results depend on neither the SIMD level nor the number of threads.
 
 // Lane loops index several same-length arrays at once (the shape the vectoriser wants), and the
 // kernels take a block's slices one by one.
