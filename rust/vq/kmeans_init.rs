@@ -3,9 +3,9 @@
 //! `w_i * D(x_i)^2`, "best" meaning the one that lowers the total potential most.
 //!
 //! The points are reordered into spatially compact groups of 16 and blocks of 256
-//! (`seed_blocks`), each with a bounding ball. A candidate is scored by what it would take off
+//! (`seed_blocks`), each with a bounding box. A candidate is scored by what it would take off
 //! the potential, `sum w_i (D_i - min(D_i, |x_i - c|^2))`, over the blocks and then the groups
-//! its ball tests cannot rule out (`seed_kernels`); the chosen one is added the same way. Late
+//! its box tests cannot rule out (`seed_kernels`); the chosen one is added the same way. Late
 //! in a large-k seeding a candidate lowers a handful of points, so a step touches a few hundred
 //! points, not all of them. Sampling walks the block, group and point potentials.
 //!
@@ -15,7 +15,7 @@
 
 use super::kmeans::check_weights;
 use super::rng::Rng;
-use super::seed_blocks::{margin, spatial_order, Balls};
+use super::seed_blocks::{margin, spatial_order, Boxes};
 use super::seed_kernels::{self as kern, BallState, Centre, Chunk, BLOCK, FAN, GROUP};
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
@@ -24,7 +24,7 @@ use crate::simd::{self, Level};
 /// Points per chunk, the unit of parallel work.
 const CHUNK: usize = FAN * BLOCK;
 
-/// Per-ball state: largest `closest`, potential, reach threshold (`seed_kernels::threshold`).
+/// Per-box state: largest `closest`, potential, reach threshold (`seed_kernels::threshold`).
 struct State {
     maxd: Vec<f32>,
     pot: Vec<f64>,
@@ -32,7 +32,7 @@ struct State {
 }
 
 impl State {
-    /// `count` balls; the first `real` hold points (no centre yet: reached by any), the others
+    /// `count` boxes; the first `real` hold points (no centre yet: reached by any), the others
     /// none (reached by none).
     fn new(count: usize, real: usize) -> State {
         let mut maxd = vec![0f32; count];
@@ -56,9 +56,9 @@ struct Seeder {
     err: f64,
     /// Squared distance of every point to its nearest chosen centre (padding: 0).
     closest: Vec<f32>,
-    groups: Balls,
+    groups: Boxes,
     gstate: State,
-    blocks: Balls,
+    blocks: Boxes,
     bstate: State,
     /// (Candidate, block) pairs scored so far (for tests and tuning).
     scored: usize,
@@ -79,7 +79,7 @@ impl Seeder {
         self.closest.len() / CHUNK
     }
 
-    /// Chunk `ci`'s points and balls.
+    /// Chunk `ci`'s points and boxes.
     fn chunk(&self, ci: usize) -> Chunk<'_> {
         chunk_of(self.d, &self.xt, &self.xn, self.w.as_deref(), &self.groups, &self.blocks, self.err, ci)
     }
@@ -180,8 +180,8 @@ fn chunk_of<'a>(
     xt: &'a [f32],
     xn: &'a [f32],
     w: Option<&'a [f32]>,
-    groups: &'a Balls,
-    blocks: &'a Balls,
+    groups: &'a Boxes,
+    blocks: &'a Boxes,
     err: f64,
     ci: usize,
 ) -> Chunk<'a> {
@@ -192,10 +192,8 @@ fn chunk_of<'a>(
         xt: &xt[r.start * d..r.end * d],
         xn: &xn[r.clone()],
         w: w.map(|w| &w[r]),
-        gmeans: &groups.means[gr.start * d..gr.end * d],
-        gspread: &groups.spread[gr],
-        bmeans: &blocks.means[br.start * d..br.end * d],
-        bspread: &blocks.spread[br],
+        gboxes: &groups.data[gr.start * 2 * d..gr.end * 2 * d],
+        bboxes: &blocks.data[br.start * 2 * d..br.end * 2 * d],
         err,
     }
 }
@@ -304,9 +302,9 @@ fn seeder(xp: &[f32], d: usize, w: Option<&[f32]>, level: Level) -> Result<Seede
         w,
         err: margin(d, max_xn, max_xn),
         closest,
-        groups: Balls::new(xp, d, GROUP, np / GROUP)?,
+        groups: Boxes::new(xp, d, GROUP, np / GROUP)?,
         gstate: State::new(np / GROUP, n.div_ceil(GROUP)),
-        blocks: Balls::new(xp, d, BLOCK, np / BLOCK)?,
+        blocks: Boxes::new(xp, d, BLOCK, np / BLOCK)?,
         bstate: State::new(np / BLOCK, n.div_ceil(BLOCK)),
         scored: 0,
     })
@@ -406,7 +404,7 @@ mod tests {
 
     #[test]
     fn every_level_seeds_alike() {
-        // Uniform and clustered points (clustered: balls skip, so every level's kernels run on
+        // Uniform and clustered points (clustered: boxes skip, so every level's kernels run on
         // partial sets of blocks and groups), awkward sizes, with weights and without.
         let mut rng = Rng::new(11);
         let mut cases: Vec<(Vec<f32>, usize, usize)> = [(9000, 8, 40), (5000, 3, 30), (700, 33, 20), (300, 1, 10), (1000, 64, 12)]
@@ -443,7 +441,14 @@ mod tests {
         let x = clustered(n, d, 50, 3);
         let mut pruned = seeder(&x, d, None, simd::level()).unwrap();
         let mut full = seeder(&x, d, None, simd::level()).unwrap();
-        full.groups.spread.iter_mut().chain(full.blocks.spread.iter_mut()).filter(|s| s.is_finite()).for_each(|s| *s = f64::INFINITY);
+        // Boxes of every real group and block widened to everything.
+        for set in full.groups.data.chunks_exact_mut(32).chain(full.blocks.data.chunks_exact_mut(32)) {
+            for q in 0..16 {
+                if set[q] <= set[16 + q] {
+                    (set[q], set[16 + q]) = (f32::NEG_INFINITY, f32::INFINITY);
+                }
+            }
+        }
         let a = seed_loop(&mut pruned, k, 7, 9, n as f64).unwrap();
         let b = seed_loop(&mut full, k, 7, 9, n as f64).unwrap();
         assert_eq!(outcome(&pruned, a), outcome(&full, b));

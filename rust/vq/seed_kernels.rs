@@ -2,14 +2,14 @@
 //!
 //! Points sit in groups of [`GROUP`] (16), transposed (`xt[(g * d + t) * 16 + q]` = coordinate
 //! `t` of point `16 g + q`), 16 groups to a block, 16 blocks to a chunk. A kernel call handles
-//! one centre against one chunk: it tests the 16 block balls, then the group balls of the
-//! blocks left (`reach16`, float32 with the margins of [`threshold`]), and only the groups the
+//! one centre against one chunk: it tests the 16 block boxes, then the group boxes of the
+//! blocks left (`reach16`: box distances in float32, with the margins of [`threshold`]), and only the groups the
 //! centre may come nearer to are touched. A distance is `max(0, (|c|^2 - 2 x.c) + |x|^2)` with
 //! `x.c` a sequential `mul_add` chain, exactly as `assign` ranks.
 //!
 //! The float64 sums have one fixed order: point `q` of every group of a block adds its term to
 //! partial `q`, in group order, and the 16 partials are added as a tree ([`fold16`]); blocks
-//! are added in order by the caller. A group the ball test skips would add exact zeros (no
+//! are added in order by the caller. A group the box test skips would add exact zeros (no
 //! point of it comes nearer), so skipping changes no bit. The plain bodies ([`Plain`],
 //! `per_level!`) and the AVX2 and AVX-512 ones (`seed_kernels_x86.rs`) perform the same IEEE
 //! operations, so the results depend on neither the SIMD level nor the number of threads.
@@ -65,18 +65,16 @@ pub struct Centre<'a> {
     pub cn: f32,
 }
 
-/// The points and balls of one chunk (16 blocks of 16 groups of 16 points): `xt`, `xn` and `w`
-/// over its points; the group balls' means (16 per block, transposed: `gmeans[(b * 16 * d) +
-/// t * 16 + g]`) and spreads; the block balls' likewise.
+/// The points and boxes of one chunk (16 blocks of 16 groups of 16 points): `xt`, `xn` and `w`
+/// over its points; the group boxes (a set of 16 per block, `seed_blocks::Boxes`) and the block
+/// boxes (one set).
 pub struct Chunk<'a> {
     pub d: usize,
     pub xt: &'a [f32],
     pub xn: &'a [f32],
     pub w: Option<&'a [f32]>,
-    pub gmeans: &'a [f32],
-    pub gspread: &'a [f64],
-    pub bmeans: &'a [f32],
-    pub bspread: &'a [f64],
+    pub gboxes: &'a [f32],
+    pub bboxes: &'a [f32],
     /// The error bound of a computed distance to any centre (`seed_blocks::margin`).
     pub err: f64,
 }
@@ -89,21 +87,15 @@ pub struct BallState<'a> {
     pub thr: &'a mut [f32],
 }
 
-/// The squared distance between a centre and a ball's mean, as [`reach16_body`] computes it in
-/// float32, beyond which no point of the ball (spread `spread` from that mean, largest
-/// `closest` `maxd`) can come nearer to the centre. The true bound is
-/// `T = (spread + sqrt(maxd + err))^2`; the float32 sum of `d` squared differences, each
-/// difference rounded once and each square added by a fused multiply-add, is at least
-/// `(1 - (d + 2) 2^-24)` times the true squared distance, so `T` is raised by `(2d + 8) 2^-23`
-/// (and `1e-9` for the float64 arithmetic here) and rounded up to float32. Infinite while
-/// `maxd` is; `-inf` for a ball without points (`spread = -inf`), which nothing reaches.
+/// The squared distance between a centre and a box, as [`reach16_body`] computes it in
+/// float32, beyond which no point of the box (largest `closest` `maxd`) can come nearer to the
+/// centre. The true bound is `T = maxd + err`; the float32 sum of `d` squared gaps, each gap
+/// rounded once and each square added by a fused multiply-add, is at most `(1 + (d + 2) 2^-24)`
+/// times the true squared distance to the box, so `T` is raised by `(2d + 8) 2^-23` (and
+/// `1e-9` for the float64 arithmetic here) and rounded up to float32. Infinite while `maxd` is.
 #[inline(always)]
-pub fn threshold(spread: f64, maxd: f32, err: f64, d: usize) -> f32 {
-    if spread == f64::NEG_INFINITY {
-        return f32::NEG_INFINITY;
-    }
-    let r = spread + (maxd as f64 + err).sqrt();
-    let t = r * r * (1.0 + (2 * d + 8) as f64 * (-23f64).exp2() + 1e-9);
+pub fn threshold(maxd: f32, err: f64, d: usize) -> f32 {
+    let t = (maxd as f64 + err) * (1.0 + (2 * d + 8) as f64 * (-23f64).exp2() + 1e-9);
     let t32 = t as f32;
     if (t32 as f64) < t {
         t32.next_up()
@@ -112,18 +104,22 @@ pub fn threshold(spread: f64, maxd: f32, err: f64, d: usize) -> f32 {
     }
 }
 
-/// Bit `q` set unless ball `q` of 16 (means transposed, `means[t * 16 + q]`) lies beyond its
-/// threshold from the centre: `acc = fma(v, v, acc)` over `t` with `v = c[t] - m[t]`.
+/// Bit `q` set unless box `q` of 16 (a set of `seed_blocks::Boxes`) lies beyond its threshold
+/// from the centre: `acc = fma(g, g, acc)` over `t`, with the gap
+/// `g = max(max(lo - c, c - hi), 0)` (`max(a, b)` meaning `if a > b { a } else { b }`).
 #[inline(always)]
 #[allow(clippy::neg_cmp_op_on_partial_ord)]
-fn reach16_body(means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
+fn reach16_body(boxes: &[f32], thr: &[f32], c: &[f32]) -> u32 {
     let thr: &[f32; GROUP] = thr.try_into().unwrap();
     let mut acc = [0f32; GROUP];
     for (t, &ct) in c.iter().enumerate() {
-        let m: &[f32; GROUP] = means[t * GROUP..(t + 1) * GROUP].try_into().unwrap();
+        let lo: &[f32; GROUP] = boxes[t * 32..t * 32 + 16].try_into().unwrap();
+        let hi: &[f32; GROUP] = boxes[t * 32 + 16..t * 32 + 32].try_into().unwrap();
         for q in 0..GROUP {
-            let v = ct - m[q];
-            acc[q] = v.mul_add(v, acc[q]);
+            let (a, b) = (lo[q] - ct, ct - hi[q]);
+            let g = if a > b { a } else { b };
+            let g = if g > 0.0 { g } else { 0.0 };
+            acc[q] = g.mul_add(g, acc[q]);
         }
     }
     // Branch-free per lane, packed into bits at the end; `!(a > b)` so that NaN counts as near.
@@ -179,7 +175,7 @@ trait Ops {
     /// [`fold16`] of the partials.
     unsafe fn fold(acc: Self::Acc) -> f64;
     /// See [`reach16_body`].
-    unsafe fn reach16(means: &[f32], thr: &[f32], c: &[f32]) -> u32;
+    unsafe fn reach16(boxes: &[f32], thr: &[f32], c: &[f32]) -> u32;
     /// Adds a group's terms `w * (closest - min(closest, dist))` to the partials, point `q` to
     /// partial `q`.
     unsafe fn gain(acc: &mut Self::Acc, xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre);
@@ -203,8 +199,8 @@ impl Ops for Plain {
     }
 
     #[inline(always)]
-    unsafe fn reach16(means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
-        reach16_body(means, thr, c)
+    unsafe fn reach16(boxes: &[f32], thr: &[f32], c: &[f32]) -> u32 {
+        reach16_body(boxes, thr, c)
     }
 
     #[inline(always)]
@@ -250,10 +246,10 @@ unsafe fn gain_body<K: Ops>(
     scored: &mut usize,
 ) {
     let d = ch.d;
-    let blocks = K::reach16(ch.bmeans, bthr, c.c);
+    let blocks = K::reach16(ch.bboxes, bthr, c.c);
     for b in bits(blocks) {
         let mut acc = K::zero();
-        let mask = K::reach16(&ch.gmeans[b * FAN * d..(b + 1) * FAN * d], &gthr[b * FAN..(b + 1) * FAN], c.c);
+        let mask = K::reach16(&ch.gboxes[b * 2 * FAN * d..(b + 1) * 2 * FAN * d], &gthr[b * FAN..(b + 1) * FAN], c.c);
         for at in bits(mask).map(|g| (b * FAN + g) * GROUP) {
             let (xn, cl) = (ch.xn[at..at + GROUP].try_into().unwrap(), closest[at..at + GROUP].try_into().unwrap());
             K::gain(&mut acc, &ch.xt[at * d..(at + GROUP) * d], xn, cl, ch.w.map(|w| w[at..at + GROUP].try_into().unwrap()), c);
@@ -272,17 +268,17 @@ unsafe fn gain_body<K: Ops>(
 #[inline(always)]
 unsafe fn commit_body<K: Ops>(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre) {
     let d = ch.d;
-    let reach = K::reach16(ch.bmeans, blocks.thr, c.c);
+    let reach = K::reach16(ch.bboxes, blocks.thr, c.c);
     for b in bits(reach) {
         let mut changed = false;
-        let mask = K::reach16(&ch.gmeans[b * FAN * d..(b + 1) * FAN * d], &groups.thr[b * FAN..(b + 1) * FAN], c.c);
+        let mask = K::reach16(&ch.gboxes[b * 2 * FAN * d..(b + 1) * 2 * FAN * d], &groups.thr[b * FAN..(b + 1) * FAN], c.c);
         for at in bits(mask).map(|g| (b * FAN + g) * GROUP) {
             let xn = ch.xn[at..at + GROUP].try_into().unwrap();
             let cl: &mut [f32; GROUP] = (&mut closest[at..at + GROUP]).try_into().unwrap();
             if K::lower(&ch.xt[at * d..(at + GROUP) * d], xn, cl, c) {
                 let g = at / GROUP;
                 (groups.maxd[g], groups.pot[g]) = group_stats(cl, ch.w.map(|w| &w[at..at + GROUP]));
-                groups.thr[g] = threshold(ch.gspread[g], groups.maxd[g], ch.err, d);
+                groups.thr[g] = threshold(groups.maxd[g], ch.err, d);
                 changed = true;
             }
         }
@@ -290,7 +286,7 @@ unsafe fn commit_body<K: Ops>(ch: &Chunk, closest: &mut [f32], groups: &mut Ball
             let gs = b * FAN..(b + 1) * FAN;
             blocks.maxd[b] = groups.maxd[gs.clone()].iter().fold(0f32, |a, &v| if v > a { v } else { a });
             blocks.pot[b] = groups.pot[gs].iter().fold(0.0, |a, &v| a + v);
-            blocks.thr[b] = threshold(ch.bspread[b], blocks.maxd[b], ch.err, d);
+            blocks.thr[b] = threshold(blocks.maxd[b], ch.err, d);
         }
     }
 }
@@ -317,8 +313,8 @@ fn norms_body(x: &[f32], d: usize, xn: &mut [f32]) {
 
 #[cfg(test)]
 #[inline(always)]
-fn reach_body(means: &[f32], thr: &[f32], c: &[f32], out: &mut u32) {
-    *out = reach16_body(means, thr, c);
+fn reach_body(boxes: &[f32], thr: &[f32], c: &[f32], out: &mut u32) {
+    *out = reach16_body(boxes, thr, c);
 }
 
 #[inline(always)]
@@ -336,7 +332,7 @@ fn commit_plain(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks:
 #[cfg(test)]
 per_level!(
     /// See [`reach16_body`].
-    reach_at, reach_body, (means: &[f32], thr: &[f32], c: &[f32], out: &mut u32));
+    reach_at, reach_body, (boxes: &[f32], thr: &[f32], c: &[f32], out: &mut u32));
 per_level!(
     /// See [`gain_body`] (every level but AVX-512).
     gain_at, gain_plain, (ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
@@ -352,17 +348,17 @@ impl Chunk<'_> {
         let d = self.d;
         assert!(self.xt.len() == FAN * BLOCK * d && self.xn.len() == FAN * BLOCK && closest == FAN * BLOCK);
         assert!(self.w.is_none_or(|w| w.len() == FAN * BLOCK));
-        assert!(self.gmeans.len() == FAN * FAN * d && self.gspread.len() == FAN * FAN && gthr == FAN * FAN);
-        assert!(self.bmeans.len() == FAN * d && self.bspread.len() == FAN && bthr == FAN);
+        assert!(self.gboxes.len() == 2 * FAN * FAN * d && gthr == FAN * FAN);
+        assert!(self.bboxes.len() == 2 * FAN * d && bthr == FAN);
     }
 }
 
-/// Which of 16 balls (means transposed, thresholds) the centre may reach.
+/// Which of 16 boxes (a set of `seed_blocks::Boxes`, thresholds) the centre may reach.
 #[cfg(test)]
-pub fn reach(level: crate::simd::Level, means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
-    assert!(means.len() == GROUP * c.len() && thr.len() == GROUP);
+pub fn reach(level: crate::simd::Level, boxes: &[f32], thr: &[f32], c: &[f32]) -> u32 {
+    assert!(boxes.len() == 2 * GROUP * c.len() && thr.len() == GROUP);
     let mut out = 0;
-    reach_at(level, means, thr, c, &mut out);
+    reach_at(level, boxes, thr, c, &mut out);
     out
 }
 

@@ -58,12 +58,15 @@ pub(super) mod avx512 {
 
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn reach16(means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
-            assert!(means.len() == c.len() * GROUP && thr.len() == GROUP);
-            let mut acc = _mm512_setzero_ps();
+        unsafe fn reach16(boxes: &[f32], thr: &[f32], c: &[f32]) -> u32 {
+            assert!(boxes.len() == 2 * c.len() * GROUP && thr.len() == GROUP);
+            let (mut acc, zero) = (_mm512_setzero_ps(), _mm512_setzero_ps());
             for (t, &ct) in c.iter().enumerate() {
-                let v = _mm512_sub_ps(_mm512_set1_ps(ct), _mm512_loadu_ps(means.as_ptr().add(t * GROUP)));
-                acc = _mm512_fmadd_ps(v, v, acc);
+                let (p, cb) = (boxes.as_ptr().add(t * 2 * GROUP), _mm512_set1_ps(ct));
+                let a = _mm512_sub_ps(_mm512_loadu_ps(p), cb);
+                let b = _mm512_sub_ps(cb, _mm512_loadu_ps(p.add(GROUP)));
+                let g = _mm512_max_ps(_mm512_max_ps(a, b), zero);
+                acc = _mm512_fmadd_ps(g, g, acc);
             }
             // `!(acc > thr)`: NaN counts as near, as in the plain test.
             !(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(acc, _mm512_loadu_ps(thr.as_ptr())) as u32) & 0xffff
@@ -169,15 +172,20 @@ pub(super) mod avx2 {
 
         #[inline]
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn reach16(means: &[f32], thr: &[f32], c: &[f32]) -> u32 {
-            assert!(means.len() == c.len() * GROUP && thr.len() == GROUP);
-            let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        unsafe fn reach16(boxes: &[f32], thr: &[f32], c: &[f32]) -> u32 {
+            assert!(boxes.len() == 2 * c.len() * GROUP && thr.len() == GROUP);
+            let (mut acc, zero) = ([_mm256_setzero_ps(); 2], _mm256_setzero_ps());
             for (t, &ct) in c.iter().enumerate() {
-                let (p, cb) = (means.as_ptr().add(t * GROUP), _mm256_set1_ps(ct));
-                let (a, b) = (_mm256_sub_ps(cb, _mm256_loadu_ps(p)), _mm256_sub_ps(cb, _mm256_loadu_ps(p.add(8))));
-                lo = _mm256_fmadd_ps(a, a, lo);
-                hi = _mm256_fmadd_ps(b, b, hi);
+                let cb = _mm256_set1_ps(ct);
+                for (h, a) in acc.iter_mut().enumerate() {
+                    let p = boxes.as_ptr().add(t * 2 * GROUP + h * 8);
+                    let below = _mm256_sub_ps(_mm256_loadu_ps(p), cb);
+                    let above = _mm256_sub_ps(cb, _mm256_loadu_ps(p.add(GROUP)));
+                    let g = _mm256_max_ps(_mm256_max_ps(below, above), zero);
+                    *a = _mm256_fmadd_ps(g, g, *a);
+                }
             }
+            let [lo, hi] = acc;
             // `!(acc > thr)`: NaN counts as near, as in the plain test.
             let far_lo = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(lo, _mm256_loadu_ps(thr.as_ptr()))) as u32;
             let far_hi = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(hi, _mm256_loadu_ps(thr.as_ptr().add(8)))) as u32;
