@@ -45,37 +45,53 @@ const SWEEP: usize = 24;
 /// Lanes of [`argmin`].
 const L: usize = 8;
 
-/// `a - (sj - s)^2 / (wj - w)`, or with `U` (unit weights, `w` the reciprocal of the run
-/// length) `a - (sj - s)^2 * w`: the same expression at every call site, so every search
-/// (one point or a block of eight) rounds the same way.
+/// `a - (sj - s)^2 / (wj - w)`, with `CAP` (rows with tiny weights, [`Scratch::tiny`])
+/// `a - min((sj - s)^2 / (wj - w), qj - q)`, or with `U` (unit weights, `w` the reciprocal of
+/// the run length) `a - (sj - s)^2 * w`: the same expression at every call site, so every
+/// search (one point or a block of eight) rounds the same way.
+///
+/// Why the cap: a run's SSE `(qj - q) - (sj - s)^2 / (wj - w)` is at least zero
+/// (Cauchy-Schwarz), but the run weight `wj - w` is a difference of prefix sums, off by up to
+/// `m * eps` times the row's weight: a run lighter than that (a tiny weight after large ones:
+/// `2^-52` after a prefix of 2) can come out as zero or a few ulps, and the quotient as anything
+/// up to `+inf`, an SSE of `-inf` that wins every comparison. Capped at `qj - q` (an SSE of zero;
+/// `0 / 0` too, as a NaN quotient fails `<`), such a run's SSE is off by at most its true SSE,
+/// below (run weight) * (largest |u|)^2: the order of the prefix sums' own rounding error.
+/// Rows whose every weight is at least `4 m eps` times the row's weight (always true of unit
+/// weights and counts; true of weights spanning less than `1 / (4 m^2 eps)`, about 7e7 for
+/// `m = 4096`) compute every run weight to a quarter of it or better, so the uncapped quotient
+/// is off by the same order as the rest: they skip the two extra operations.
 #[inline(always)]
-fn cost<const U: bool>(a: f64, w: f64, s: f64, wj: f64, sj: f64) -> f64 {
+fn cost<const U: bool, const CAP: bool>(a: f64, w: f64, s: f64, q: f64, wj: f64, sj: f64, qj: f64) -> f64 {
     let ds = sj - s;
     if U {
         a - ds * ds * w
+    } else if CAP {
+        let (t, dq) = (ds * ds / (wj - w), qj - q);
+        a - if t < dq { t } else { dq }
     } else {
         a - ds * ds / (wj - w)
     }
 }
 
-/// The first minimum of `a[i] - (sj - s[i])^2 / (wj - w[i])` (slices of one length; with `U`,
-/// unit weights, `a[i] - (sj - s[i])^2 * w[i]`, `w` the reciprocals of the run lengths) and its
+/// The first minimum of `cost(a[i], w[i], s[i], q[i], wj, sj, qj)` ([`cost`]; slices of one
+/// length; with `U`, unit weights, `w` holds the reciprocals of the run lengths) and its
 /// index; `(inf, 0)` when no value is below infinity. Lane `l` keeps the first minimum of
 /// indices `l mod L`; the lanes' smallest value, then smallest index, is the sequential first
 /// minimum, so every compilation of this function (scalar or vector) gives the same result.
 #[inline(always)]
-pub fn argmin<const U: bool>(a: &[f64], w: &[f64], s: &[f64], wj: f64, sj: f64) -> (f64, usize) {
+pub fn argmin<const U: bool, const CAP: bool>(a: &[f64], w: &[f64], s: &[f64], q: &[f64], wj: f64, sj: f64, qj: f64) -> (f64, usize) {
     let mut best = [f64::INFINITY; L];
     let mut idx = [f64::INFINITY; L];
     let n = a.len();
     let full = n - n % L;
-    let (a, w, s) = (&a[..n], &w[..n], &s[..n]);
+    let (a, w, s, q) = (&a[..n], &w[..n], &s[..n], &q[..n]);
     let mut base = 0;
     while base < full {
-        let (ca, cw, cs) = (&a[base..base + L], &w[base..base + L], &s[base..base + L]);
+        let (ca, cw, cs, cq) = (&a[base..base + L], &w[base..base + L], &s[base..base + L], &q[base..base + L]);
         let fb = base as f64;
         for l in 0..L {
-            let v = cost::<U>(ca[l], cw[l], cs[l], wj, sj);
+            let v = cost::<U, CAP>(ca[l], cw[l], cs[l], cq[l], wj, sj, qj);
             let lt = v < best[l];
             best[l] = if lt { v } else { best[l] };
             idx[l] = if lt { fb + l as f64 } else { idx[l] };
@@ -83,7 +99,7 @@ pub fn argmin<const U: bool>(a: &[f64], w: &[f64], s: &[f64], wj: f64, sj: f64) 
         base += L;
     }
     for l in 0..n - full {
-        let v = cost::<U>(a[full + l], w[full + l], s[full + l], wj, sj);
+        let v = cost::<U, CAP>(a[full + l], w[full + l], s[full + l], q[full + l], wj, sj, qj);
         if v < best[l] {
             best[l] = v;
             idx[l] = (full + l) as f64;
@@ -120,7 +136,7 @@ pub struct Dp {
 
 /// One layer: `cur[j] = min_i a[i] - (s_j - s_i)^2 / (w_j - w_i) + q_j` and its first split
 /// `opt[j]`, for `j` in `jlo..=jhi`, split in `olo..j`, at least `prev_opt[j]`.
-struct Layer<'a, const U: bool> {
+struct Layer<'a, const U: bool, const CAP: bool> {
     w: &'a [f64],
     s: &'a [f64],
     q: &'a [f64],
@@ -158,7 +174,7 @@ impl Recip {
     }
 }
 
-impl<const U: bool> Layer<'_, U> {
+impl<const U: bool, const CAP: bool> Layer<'_, U, CAP> {
     /// The best split of `j` in `lo..=hi` (rounding may break monotonicity by a hair: `lo` is
     /// clamped so the range is never empty).
     #[inline(always)]
@@ -166,7 +182,9 @@ impl<const U: bool> Layer<'_, U> {
         let lo = lo.max(self.prev_opt[j] as usize).min(hi);
         let r = lo..hi + 1;
         let w = if U { &self.recip.rev[self.recip.n - j..][r.clone()] } else { &self.w[r.clone()] };
-        let (v, i) = argmin::<U>(&self.a[r.clone()], w, &self.s[r], self.w[j], self.s[j]);
+        let a = &self.a[r.clone()];
+        let q = if CAP { &self.q[r.clone()] } else { a }; // `q` is only read with `CAP`
+        let (v, i) = argmin::<U, CAP>(a, w, &self.s[r], q, self.w[j], self.s[j], self.q[j]);
         self.cur[j] = v + self.q[j];
         self.opt[j] = (lo + i) as u32;
         lo + i
@@ -179,22 +197,30 @@ impl<const U: bool> Layer<'_, U> {
     fn block(&mut self, jlo: usize, jhi: usize, olo: usize, ohi: usize) {
         for j0 in (jlo..=jhi).step_by(L) {
             let (mut lo, mut hi) = ([1.0f64; L], [0.0f64; L]); // empty lanes past jhi
-            let (mut wj, mut sj) = ([1.0f64; L], [0.0f64; L]);
+            let (mut wj, mut sj, mut qj) = ([1.0f64; L], [0.0f64; L], [0.0f64; L]);
             let (mut imin, mut imax) = (ohi, olo);
             for l in 0..L.min(jhi + 1 - j0) {
                 let j = j0 + l;
                 let h = ohi.min(j - 1);
                 let lw = olo.max(self.prev_opt[j] as usize).min(h);
                 (lo[l], hi[l], wj[l], sj[l]) = (lw as f64, h as f64, self.w[j], self.s[j]);
+                if CAP {
+                    qj[l] = self.q[j];
+                }
                 (imin, imax) = (imin.min(lw), imax.max(h));
             }
             let (mut best, mut idx) = ([f64::INFINITY; L], [0.0f64; L]);
             for i in imin..=imax {
                 let (ai, wi, si, fi) = (self.a[i], self.w[i], self.s[i], i as f64);
+                let qi = if CAP { self.q[i] } else { 0.0 };
                 // Unit weights: lane `l` divides by `j0 + l - i` (at least `-6` on lanes outside their range).
                 let r: &[f64] = if U { &self.recip.fwd[PAD + j0 - i..][..L] } else { &[0.0; L] };
                 for l in 0..L {
-                    let v = if U { cost::<true>(ai, r[l], si, 0.0, sj[l]) } else { cost::<false>(ai, wi, si, wj[l], sj[l]) };
+                    let v = if U {
+                        cost::<true, false>(ai, r[l], si, 0.0, 0.0, sj[l], 0.0)
+                    } else {
+                        cost::<false, CAP>(ai, wi, si, qi, wj[l], sj[l], qj[l])
+                    };
                     let take = (v < best[l]) & (fi >= lo[l]) & (fi <= hi[l]);
                     best[l] = if take { v } else { best[l] };
                     idx[l] = if take { fi } else { idx[l] };
@@ -231,6 +257,15 @@ impl<const U: bool> Layer<'_, U> {
             }
         }
     }
+}
+
+/// [`Layer::solve`] with capped costs, out of line: rows with tiny weights are rare, and
+/// inlining a third copy of the layer into every SIMD level's fit slowed the other two by 1-2%.
+/// (Compiled for the baseline instruction set: the same IEEE operations, the same results.)
+#[cold]
+#[inline(never)]
+fn solve_capped(mut layer: Layer<'_, false, true>, stack: &mut Vec<[usize; 4]>, jlo: usize, jhi: usize, olo: usize, ohi: usize) {
+    layer.solve(stack, jlo, jhi, olo, ohi);
 }
 
 /// The candidate boundaries: every point (`exact`, or few points), else `size / 2` equal-count
@@ -272,6 +307,7 @@ pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
     }
     // Every point of unit weight (no weights, no duplicates): `w[j] = j`, reciprocals from a table.
     let unit = exact && s.c.iter().all(|&c| c == 1.0);
+    let tiny = s.tiny;
     if unit {
         d.recip.reserve(g);
     }
@@ -282,9 +318,11 @@ pub fn dp_bounds(s: &mut Scratch, d: &mut Dp, kk: usize, exact: bool) {
         let (prev_opt, opt) = (&done[(c - 1) * stride..], &mut rest[..stride]);
         let (w, s, q, a, cur, recip) = (&d.w[..], &d.s[..], &d.q[..], &d.a[..], &mut d.cur[..], &d.recip);
         if unit {
-            Layer::<true> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
+            Layer::<true, false> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
+        } else if tiny {
+            solve_capped(Layer { w, s, q, a, prev_opt, cur, opt, recip }, &mut d.stack, jlo, jhi, c, jhi - 1);
         } else {
-            Layer::<false> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
+            Layer::<false, false> { w, s, q, a, prev_opt, cur, opt, recip }.solve(&mut d.stack, jlo, jhi, c, jhi - 1);
         }
         for ((a, cur), &q) in d.a.iter_mut().zip(d.cur.iter_mut()).zip(&d.q) {
             *a = *cur - q;
@@ -326,7 +364,7 @@ pub fn band_refine(s: &mut Scratch, d: &mut Dp, kk: usize) {
     gather_grid(s, d);
     for _ in 0..BAND_PASSES {
         band_windows(s, d, kk);
-        if !band_dp(s, d, kk) {
+        if !(if s.tiny { band_dp::<true>(s, d, kk) } else { band_dp::<false>(s, d, kk) }) {
             break;
         }
     }
@@ -356,7 +394,7 @@ fn band_windows(s: &Scratch, d: &mut Dp, kk: usize) {
 
 /// The DP within the bands; writes the boundaries into `s.bounds` and returns whether one of
 /// them lies on an edge of its band that `BAND` (not the row) imposed.
-fn band_dp(s: &mut Scratch, d: &mut Dp, kk: usize) -> bool {
+fn band_dp<const CAP: bool>(s: &mut Scratch, d: &mut Dp, kk: usize) -> bool {
     let g = d.grid.len() - 1;
     let (lo, hi) = (&d.lo, &d.hi);
     let width = 2 * BAND + 1;
@@ -374,15 +412,19 @@ fn band_dp(s: &mut Scratch, d: &mut Dp, kk: usize) -> bool {
         let mut from = plo;
         for j0 in (lo[c]..=hi[c]).step_by(L) {
             let nl = L.min(hi[c] + 1 - j0);
-            let (mut wj, mut sj, mut top) = ([1.0f64; L], [0.0f64; L], [-1.0f64; L]); // empty lanes: no candidate
+            let (mut wj, mut sj, mut qj, mut top) = ([1.0f64; L], [0.0f64; L], [0.0f64; L], [-1.0f64; L]); // empty lanes: no candidate
             for l in 0..nl {
                 (wj[l], sj[l], top[l]) = (d.w[j0 + l], d.s[j0 + l], phi.min(j0 + l - 1) as f64);
+                if CAP {
+                    qj[l] = d.q[j0 + l];
+                }
             }
             let (mut best, mut idx) = ([f64::INFINITY; L], [0.0f64; L]);
             for i in from..=phi.min(j0 + nl - 2) {
                 let (ai, wi, si, fi) = (d.a[i - plo], d.w[i], d.s[i], i as f64);
+                let qi = if CAP { d.q[i] } else { 0.0 };
                 for l in 0..L {
-                    let v = cost::<false>(ai, wi, si, wj[l], sj[l]);
+                    let v = cost::<false, CAP>(ai, wi, si, qi, wj[l], sj[l], qj[l]);
                     let take = (v < best[l]) & (fi <= top[l]);
                     best[l] = if take { v } else { best[l] };
                     idx[l] = if take { fi } else { idx[l] };
@@ -409,6 +451,17 @@ fn band_dp(s: &mut Scratch, d: &mut Dp, kk: usize) -> bool {
     edge
 }
 
+/// `v` clamped to `lo..=hi` (`lo <= hi`); NaN gives `lo`.
+#[inline(always)]
+fn clamp(v: f64, lo: f64, hi: f64) -> f64 {
+    let v = if v > lo { v } else { lo };
+    if v < hi {
+        v
+    } else {
+        hi
+    }
+}
+
 /// Sorted Lloyd from the boundaries in `s.bounds` (`kk <= m` runs), in place.
 pub fn lloyd_refine(s: &mut Scratch, kk: usize) {
     s.cent.clear();
@@ -416,9 +469,13 @@ pub fn lloyd_refine(s: &mut Scratch, kk: usize) {
     for _ in 0..MAX_ITER {
         for c in 0..kk {
             let (i, j) = (s.bounds[c], s.bounds[c + 1]);
-            // An empty run keeps its centroid.
+            // An empty run keeps its centroid. In a row with tiny weights a light run can get a
+            // mean far outside its values (or NaN: `0 / 0`) from the prefix differences
+            // ([`cost`]): it is clamped to the run's range, where the true mean lies (NaN goes
+            // to the lowest value).
             if j > i {
-                s.cent[c] = (s.ps[j] - s.ps[i]) / (s.pw[j] - s.pw[i]);
+                let mean = (s.ps[j] - s.ps[i]) / (s.pw[j] - s.pw[i]);
+                s.cent[c] = if s.tiny { clamp(mean, s.u[i], s.u[j - 1]) } else { mean };
             }
         }
         let mut moved = false;

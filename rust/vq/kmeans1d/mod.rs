@@ -11,7 +11,11 @@
 //!    weight zero are dropped (they do not change the weighted SSE). A row whose weights are all
 //!    zero is fitted with unit weights (its weighted SSE is zero whatever the codebook).
 //! 2. Prefix sums of `w`, `w*x`, `w*x^2` in f64 (values shifted by the row's middle sorted value
-//!    against cancellation) give the SSE of any run in O(1).
+//!    against cancellation) give the SSE of any run in O(1), to about `m * eps * (row weight) *
+//!    (largest |x - shift|)^2`. A weight below `4 m eps` times the row's weight can vanish from
+//!    those differences (`2^-52` after a prefix of 2): in such a row run SSEs are capped at zero
+//!    and Lloyd's means clamped to their runs (`dp.rs`, `cost`), so the optimum stays exact to
+//!    that absolute error (not relative to a tiny SSE).
 //! 3. `exact`: the DP `D[c][j] = min_i D[c-1][i] + cost(i, j)` over the `m` distinct values, one
 //!    layer per cluster, each layer by divide and conquer on the monotone split point with the
 //!    previous layer's split as a lower bound (`dp.rs`: vectorised searches, one compiled copy

@@ -72,6 +72,10 @@ pub struct Scratch {
     pub pw: Vec<f64>,
     pub ps: Vec<f64>,
     pub pq: Vec<f64>,
+    /// Whether some weight `c` is below `4 m eps` times the row's weight: then a run's weight,
+    /// a difference of prefix sums, can be lost to rounding, and the DP caps run costs at zero
+    /// (`dp.rs`, `cost`).
+    pub tiny: bool,
     /// Run boundaries `b[0] = 0 < b[1] < ... < b[kk] = m`.
     pub bounds: Vec<usize>,
     pub cent: Vec<f64>,
@@ -212,9 +216,10 @@ impl Scratch {
             p.resize(m + 1, 0.0); // every entry is written below
             p[0] = 0.0;
         }
-        let (mut sw, mut ss, mut sq) = (0.0f64, 0.0f64, 0.0f64);
+        let (mut sw, mut ss, mut sq, mut cmin) = (0.0f64, 0.0f64, 0.0f64, f64::INFINITY);
         for t in 0..m {
             let (ui, ci) = (self.u[t], self.c[t]);
+            cmin = if ci < cmin { ci } else { cmin };
             sw += ci;
             ss += ci * ui;
             sq += ci * ui * ui;
@@ -222,6 +227,10 @@ impl Scratch {
             self.ps[t + 1] = ss;
             self.pq[t + 1] = sq;
         }
+        // A prefix sum of `t` positive terms is off by at most `t * eps / 2` times itself, so a
+        // difference of two by `m * eps * sw`: run weights of at least four times that keep
+        // three quarters of their value.
+        self.tiny = cmin < 4.0 * m as f64 * f64::EPSILON * sw;
         m
     }
 }

@@ -163,11 +163,19 @@ fn argmin_is_the_first_minimum() {
         let a: Vec<f64> = (0..n).map(|_| (rng.next() * 4.0).floor() as f64).collect();
         let w: Vec<f64> = (0..n).map(|i| i as f64).collect();
         let s = vec![0.0; n];
-        let (v, i) = dp::argmin::<false>(&a, &w, &s, n as f64 + 1.0, 0.0);
         let want = a.iter().cloned().fold(f64::INFINITY, f64::min);
-        assert_eq!((v, i), (want, a.iter().position(|&x| x == want).unwrap()), "n={n}");
+        let want = (want, a.iter().position(|&x| x == want).unwrap());
+        assert_eq!(dp::argmin::<false, false>(&a, &w, &s, &s, n as f64 + 1.0, 0.0, 0.0), want, "n={n}");
+        assert_eq!(dp::argmin::<false, true>(&a, &w, &s, &s, n as f64 + 1.0, 0.0, 0.0), want, "n={n}");
     }
-    assert_eq!(dp::argmin::<false>(&[f64::INFINITY; 3], &[0.0; 3], &[0.0; 3], 1.0, 0.0), (f64::INFINITY, 0));
+    assert_eq!(dp::argmin::<false, true>(&[f64::INFINITY; 3], &[0.0; 3], &[0.0; 3], &[0.0; 3], 1.0, 0.0, 0.0), (f64::INFINITY, 0));
+    // A run weight lost to rounding (`wj - w = 0`, `inf` or NaN quotient): the run's SSE is
+    // capped at zero (`a - (qj - q)`) with `CAP`, never `-inf` or NaN.
+    // Candidate 1 has an `inf` quotient against `sj = -1` and `0 / 0` against `sj = 1`,
+    // candidate 2 the reverse.
+    let (a, w, s, q) = ([1.0, 0.5, 0.3], [0.0, 2.0, 2.0], [0.0, 1.0, -1.0], [0.0, 0.75, 1.0]);
+    assert_eq!(dp::argmin::<false, true>(&a, &w, &s, &q, 2.0, -1.0, 1.0), (0.25, 1));
+    assert_eq!(dp::argmin::<false, true>(&a, &w, &s, &q, 2.0, 1.0, 1.0), (0.25, 1));
 }
 
 #[test]
@@ -202,8 +210,10 @@ fn every_simd_level_gives_the_same_bits() {
     let (rows, n) = (6, 1500);
     let x: Vec<f32> = (0..rows * n).map(|_| heavy(&mut rng) * 0.02).collect();
     let w: Vec<f32> = (0..rows * n).map(|_| rng.next()).collect();
+    // Weights 10^-30 .. 1: the capped costs of rows with tiny weights.
+    let tiny: Vec<f32> = (0..rows * n).map(|_| 10f32.powf(-30.0 * rng.next())).collect();
     for exact in [true, false] {
-        for weights in [Weights::None, Weights::PerValue(&w)] {
+        for weights in [Weights::None, Weights::PerValue(&w), Weights::PerValue(&tiny)] {
             let want = kmeans1d_at(Level::Scalar, &x, n, 16, weights, exact);
             for level in crate::simd::available_levels() {
                 let got = kmeans1d_at(level, &x, n, 16, weights, exact);
@@ -432,5 +442,58 @@ fn band_refinement_never_loses_to_the_coarse_dp() {
         dp::dp_bounds(&mut s, &mut d, kk, true);
         let exact = runs_sse(&s);
         assert!(band >= exact * (1.0 - 1e-12) - 1e-18, "trial {trial}");
+    }
+}
+
+#[test]
+fn a_weight_lost_in_the_prefix_sum_is_not_a_free_run() {
+    // Sorted -1, 0, 1 with weights 1, 1, 2^-52: the prefix weight 2 + 2^-52 rounds to 2, so the
+    // run {1} had weight 0, a quotient `2^-104 / 0 = inf` and an SSE of -inf, and the fit chose
+    // {-1, 0}, {1} (SSE 0.5) over the optimum {-1}, {0, 1} (SSE ~ 2^-52).
+    for exact in [true, false] {
+        for t in [1e-3, 1e-8, 2f32.powi(-52), 2f32.powi(-53), 1e-20] {
+            let (x, w) = ([0.0f32, -1.0, 1.0], [1.0f32, 1.0, t]);
+            // Capped costs below `4 * 3 * eps * (2 + t)`; the others keep the plain quotient.
+            let mut s = sort::Scratch::default();
+            s.load(&x, Some(&w));
+            assert_eq!(s.tiny, t < 1e-14, "t={t}");
+            let fit = kmeans1d(&x, 3, 2, Weights::PerValue(&w), exact).unwrap();
+            let want = brute_sse(&x, &w, 2);
+            assert_eq!(fit.codes, [1, 0, 1], "t={t} exact={exact}");
+            assert_eq!(fit.codebook[0], -1.0, "t={t} exact={exact}");
+            assert!((fit.inertia[0] - want).abs() <= 1e-6 * want, "t={t} exact={exact}: {} vs {want}", fit.inertia[0]);
+            // k = 3: every value its own centroid. Lloyd's mean of the run {1} from prefix
+            // differences was `2^-52 / 0 = inf`, which emptied the run.
+            let fit = kmeans1d(&x, 3, 3, Weights::PerValue(&w), exact).unwrap();
+            assert_eq!((fit.codebook, fit.inertia), (vec![-1.0, 0.0, 1.0], vec![0.0]), "t={t} exact={exact}");
+        }
+    }
+}
+
+#[test]
+fn weights_spanning_thirty_decades_give_the_optimum() {
+    // Weights 10^-30 .. 1 (some zero; capped costs), or 10^-12 .. 1 (just above the cap's
+    // threshold: plain quotients of run weights far below the row's). The DP's costs are
+    // prefix-sum differences, off by about `n * eps * (total weight) * (largest |x - shift|)^2`;
+    // the optimum is found within a small multiple of that (`tol`, which also covers rounding
+    // the centroids to f32: (total weight) * 2^-48 at most for |x| <= 1).
+    let mut rng = Rng(99);
+    for trial in 0..400 {
+        let n = 2 + trial % 23;
+        let k = (2 + trial % 5).min(n);
+        let levels = if trial % 3 == 0 { 4.0 } else { 1e6 };
+        let x: Vec<f32> = (0..n).map(|_| ((rng.next() * levels).floor() / levels) * 2.0 - 1.0).collect();
+        let decades = if trial % 2 == 0 { 30.0 } else { 12.0 };
+        let w: Vec<f32> = (0..n).map(|_| if rng.next() < 0.1 { 0.0 } else { 10f32.powf(-decades * rng.next()) }).collect();
+        if w.iter().all(|&v| v == 0.0) {
+            continue;
+        }
+        let want = brute_sse(&x, &w, k);
+        let total: f64 = w.iter().map(|&v| v as f64).sum();
+        let tol = 1e-9 * want + 64.0 * n as f64 * f64::EPSILON * total * 4.0;
+        let fit = kmeans1d(&x, n, k, Weights::PerValue(&w), true).unwrap();
+        assert!((fit.inertia[0] - want).abs() <= tol, "trial {trial}: {} vs {want}", fit.inertia[0]);
+        let fast = kmeans1d(&x, n, k, Weights::PerValue(&w), false).unwrap();
+        assert!(fast.inertia[0] >= want - tol, "trial {trial}");
     }
 }
