@@ -134,9 +134,10 @@ impl Seeder {
     }
 
     /// The point where the running sum of `w_i closest_i` first exceeds `r` (never a point of
-    /// zero potential): whole blocks, then groups, are skipped by their sums.
-    fn sample(&self, r: f64) -> usize {
-        let (b, r) = walk(&self.bstate.pot, r);
+    /// zero potential): whole blocks are skipped by a binary search of `blocks`, their running
+    /// sums ([`Running`]), then groups by their sums.
+    fn sample(&self, blocks: &Running, r: f64) -> usize {
+        let (b, r) = blocks.find(r);
         let (g, r) = walk(&self.gstate.pot[b * FAN..(b + 1) * FAN], r);
         let at = (b * FAN + g) * GROUP;
         let (mut acc, mut last) = (0.0, at);
@@ -155,7 +156,8 @@ impl Seeder {
 
     /// One greedy step: draw `trials` candidates, keep the one that lowers the potential most.
     fn step(&mut self, rng: &mut Rng, trials: usize, pot: f64) -> Result<usize> {
-        let cands: Vec<usize> = (0..trials).map(|_| self.sample(rng.uniform() * pot)).collect();
+        let blocks = Running::new(&self.bstate.pot);
+        let cands: Vec<usize> = (0..trials).map(|_| self.sample(&blocks, rng.uniform() * pot)).collect();
         let gains = self.score(&cands)?;
         // The largest gain; ties (and NaN, which finite input cannot give) to the earliest.
         let (mut best, mut top) = (0, f64::NEG_INFINITY);
@@ -195,6 +197,36 @@ fn chunk_of<'a>(
         gboxes: &groups.data[gr.start * 2 * d..gr.end * 2 * d],
         bboxes: &blocks.data[br.start * 2 * d..br.end * 2 * d],
         err,
+    }
+}
+
+/// The running sums of non-negative terms, added in order from 0: [`Running::find`] gives what
+/// [`walk`] gives, by binary search.
+struct Running {
+    sums: Vec<f64>,
+    /// The last positive term.
+    last: usize,
+}
+
+impl Running {
+    fn new(terms: &[f64]) -> Running {
+        let mut acc = 0.0;
+        let sums = terms.iter().map(|&p| {
+            acc += p;
+            acc
+        });
+        Running { sums: sums.collect(), last: terms.iter().rposition(|&p| p > 0.0).unwrap_or(0) }
+    }
+
+    /// The first entry whose running sum exceeds `r` (its term is positive: the sum rose
+    /// there), and what is left of `r` at it; past the end, the last positive entry with `r`
+    /// infinite.
+    fn find(&self, r: f64) -> (usize, f64) {
+        let j = self.sums.partition_point(|&s| s <= r);
+        if j == self.sums.len() {
+            return (self.last, f64::INFINITY);
+        }
+        (j, r - if j == 0 { 0.0 } else { self.sums[j - 1] })
     }
 }
 
@@ -487,12 +519,30 @@ mod tests {
             }
             // A sample is a point of positive potential where the running sum passes r.
             let r = rng.uniform() * pot;
-            let i = s.sample(r);
+            let i = s.sample(&Running::new(&s.bstate.pot), r);
             let before: f64 = (0..i).map(|j| s.weight(j) * s.closest[j] as f64).sum();
             let mine = s.weight(i) * s.closest[i] as f64;
             assert!(mine > 0.0 && before <= r * (1.0 + 1e-12) && r <= (before + mine) * (1.0 + 1e-12), "step {step}");
             let best = s.step(&mut rng, 3, pot).unwrap();
             assert!(s.closest[best] == 0.0);
+        }
+    }
+
+    #[test]
+    fn running_sums_find_what_the_walk_finds() {
+        let mut rng = Rng::new(4);
+        for len in [1, 2, 7, 256, 1000] {
+            // Zeros (never chosen) among positive terms of many magnitudes.
+            let terms: Vec<f64> = (0..len).map(|_| if rng.uniform() < 0.3 { 0.0 } else { rng.uniform().powi(8) * 1e3 }).collect();
+            let running = Running::new(&terms);
+            let total = terms.iter().fold(0.0, |a, &v| a + v);
+            let mut rs: Vec<f64> = (0..200).map(|_| rng.uniform() * total).collect();
+            rs.extend([0.0, total, total * 2.0]);
+            rs.extend(running.sums.iter().copied());
+            for r in rs {
+                let (a, b) = (running.find(r), walk(&terms, r));
+                assert!(a.0 == b.0 && a.1.to_bits() == b.1.to_bits(), "len {len}, r {r}: {a:?} vs {b:?}");
+            }
         }
     }
 
