@@ -16,7 +16,7 @@
 use super::kmeans::check_weights;
 use super::rng::Rng;
 use super::seed_blocks::{margin, spatial_order, Boxes};
-use super::seed_kernels::{self as kern, BallState, Centre, Chunk, BLOCK, FAN, GROUP};
+use super::seed_kernels::{self as kern, BallState, Centre, Chunk, Out, Update, BLOCK, FAN, GROUP};
 use crate::error::{invalid, Error, Result};
 use crate::parallel;
 use crate::simd::{self, Level};
@@ -25,6 +25,7 @@ use crate::simd::{self, Level};
 const CHUNK: usize = FAN * BLOCK;
 
 /// Per-box state: largest `closest`, potential, reach threshold (`seed_kernels::threshold`).
+#[derive(Clone)]
 struct State {
     maxd: Vec<f32>,
     pot: Vec<f64>,
@@ -42,6 +43,7 @@ impl State {
     }
 }
 
+#[derive(Clone)]
 struct Seeder {
     /// Points (before the padding) and dimension.
     n: usize,
@@ -62,6 +64,8 @@ struct Seeder {
     bstate: State,
     /// (Candidate, block) pairs scored so far (for tests and tuning).
     scored: usize,
+    /// Per chunk, the groups the candidates of the last scoring would lower.
+    updates: Vec<Vec<Update>>,
 }
 
 impl Seeder {
@@ -92,17 +96,22 @@ impl Seeder {
         let lanes = centres.len();
         let mut gains = vec![0f64; self.chunks() * FAN * lanes];
         let mut scored = vec![0usize; self.chunks()];
+        let mut updates = std::mem::take(&mut self.updates);
         let this = &*self;
-        let jobs: Vec<_> = gains.chunks_mut(FAN * lanes).zip(scored.iter_mut()).enumerate().collect();
-        parallel::try_for_each(jobs, |(ci, (out, scored))| {
+        let jobs: Vec<_> = gains.chunks_mut(FAN * lanes).zip(scored.iter_mut()).zip(updates.iter_mut()).enumerate().collect();
+        parallel::try_for_each(jobs, |(ci, ((gains, scored), updates))| {
             let ch = this.chunk(ci);
             let closest = &this.closest[ci * CHUNK..(ci + 1) * CHUNK];
             let (gthr, bthr) = (&this.gstate.thr[ci * FAN * FAN..(ci + 1) * FAN * FAN], &this.bstate.thr[ci * FAN..(ci + 1) * FAN]);
+            updates.clear();
             for (l, c) in centres.iter().enumerate() {
-                *scored += kern::gain(this.level, &ch, closest, gthr, bthr, c, &mut out[l..], lanes);
+                let mut out = Out { gains: &mut gains[l..], stride: lanes, scored: 0, lane: l as u32, updates };
+                kern::gain(this.level, &ch, closest, gthr, bthr, c, &mut out);
+                *scored += out.scored;
             }
             Ok(())
         })?;
+        self.updates = updates;
         self.scored += scored.iter().sum::<usize>();
         Ok((0..lanes).map(|l| gains.chunks_exact(lanes).fold(0.0, |a, g| a + g[l])).collect())
     }
@@ -131,6 +140,22 @@ impl Seeder {
             Ok(())
         })?;
         Ok(())
+    }
+
+    /// Adds the candidate of lane `lane` of the last scoring as a centre, from the groups the
+    /// scoring found it lowers: what [`Seeder::commit`] would do, without a second pass.
+    fn apply(&mut self, lane: usize) {
+        let (d, err, w) = (self.d, self.err, self.w.as_deref());
+        let (xt, xn, groups, blocks) = (&self.xt, &self.xn, &self.groups, &self.blocks);
+        let (g, b) = (&mut self.gstate, &mut self.bstate);
+        let (gn, bn) = (FAN * FAN, FAN);
+        for (ci, updates) in self.updates.iter().enumerate().filter(|(_, u)| !u.is_empty()) {
+            let ch = chunk_of(d, xt, xn, w, groups, blocks, err, ci);
+            let (gr, br) = (ci * gn..(ci + 1) * gn, ci * bn..(ci + 1) * bn);
+            let mut gs = BallState { maxd: &mut g.maxd[gr.clone()], pot: &mut g.pot[gr.clone()], thr: &mut g.thr[gr] };
+            let mut bs = BallState { maxd: &mut b.maxd[br.clone()], pot: &mut b.pot[br.clone()], thr: &mut b.thr[br] };
+            kern::apply(&ch, &mut self.closest[ci * CHUNK..(ci + 1) * CHUNK], &mut gs, &mut bs, updates, lane as u32);
+        }
     }
 
     /// The point where the running sum of `w_i closest_i` first exceeds `r` (never a point of
@@ -166,7 +191,7 @@ impl Seeder {
                 (best, top) = (j, g);
             }
         }
-        self.commit(cands[best])?;
+        self.apply(best);
         Ok(cands[best])
     }
 
@@ -339,6 +364,7 @@ fn seeder(xp: &[f32], d: usize, w: Option<&[f32]>, level: Level) -> Result<Seede
         blocks: Boxes::new(xp, d, BLOCK, np / BLOCK)?,
         bstate: State::new(np / BLOCK, n.div_ceil(BLOCK)),
         scored: 0,
+        updates: vec![Vec::new(); np / CHUNK],
     })
 }
 
@@ -513,9 +539,18 @@ mod tests {
             assert!((pot - brute_pot).abs() <= 1e-12 * brute_pot, "step {step}: {pot} vs {brute_pot}");
             let cands: Vec<usize> = (0..6).map(|_| (rng.uniform() * n as f64) as usize).collect();
             let gains = s.score(&cands).unwrap();
-            for (&p, &g) in cands.iter().zip(&gains) {
+            for (l, (&p, &g)) in cands.iter().zip(&gains).enumerate() {
                 let want = brute_gain(&s, &s.point(p));
                 assert!((g - want).abs() <= 1e-12 * pot, "step {step}: gain {g} vs {want}");
+                // Adding a candidate from what its scoring found equals adding it afresh.
+                let (mut applied, mut committed) = (s.clone(), s.clone());
+                applied.apply(l);
+                committed.commit(p).unwrap();
+                let state = |s: &Seeder| {
+                    let f = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    (f(&s.closest), f(&s.gstate.maxd), f(&s.gstate.thr), bits64(&s.gstate.pot), f(&s.bstate.thr), bits64(&s.bstate.pot))
+                };
+                assert!(state(&applied) == state(&committed), "step {step}, lane {l}");
             }
             // A sample is a point of positive potential where the running sum passes r.
             let r = rng.uniform() * pot;

@@ -91,6 +91,7 @@ fn widest_dimension(x: &[f32], d: usize, part: &[u32]) -> usize {
 /// coordinate `t` the 16 lower bounds then the 16 upper bounds (`[t * 32 + q]`, `[t * 32 + 16 +
 /// q]`), exact float32 minima and maxima. There are `count` boxes (a multiple of 16); those past
 /// the points are empty (`+inf` to `-inf`).
+#[derive(Clone)]
 pub struct Boxes {
     pub data: Vec<f32>,
 }

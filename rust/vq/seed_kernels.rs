@@ -79,8 +79,28 @@ pub struct Chunk<'a> {
     pub err: f64,
 }
 
-/// What the seeder keeps per ball: the largest `closest` inside it, its potential, and the
-/// squared distance from its centre beyond which a centre cannot reach it ([`threshold`]).
+/// A group some candidate would lower: the candidate's lane, the group (counted in its chunk)
+/// and the group's `closest` with the candidate added. Kept while scoring, so that adding the
+/// chosen candidate is a copy (`apply`), not a second pass.
+#[derive(Clone, Copy)]
+pub struct Update {
+    pub lane: u32,
+    pub group: u32,
+    pub closest: [f32; GROUP],
+}
+
+/// Where [`gain`] writes: one candidate's gains per block (`gains[b * stride]`), the number of
+/// blocks it scored, and the groups it would lower (tagged with `lane`).
+pub struct Out<'a> {
+    pub gains: &'a mut [f64],
+    pub stride: usize,
+    pub scored: usize,
+    pub lane: u32,
+    pub updates: &'a mut Vec<Update>,
+}
+
+/// What the seeder keeps per box: the largest `closest` inside it, its potential, and the
+/// squared distance beyond which a centre cannot reach it ([`threshold`]).
 pub struct BallState<'a> {
     pub maxd: &'a mut [f32],
     pub pot: &'a mut [f64],
@@ -177,8 +197,17 @@ trait Ops {
     /// See [`reach16_body`].
     unsafe fn reach16(boxes: &[f32], thr: &[f32], c: &[f32]) -> u32;
     /// Adds a group's terms `w * (closest - min(closest, dist))` to the partials, point `q` to
-    /// partial `q`.
-    unsafe fn gain(acc: &mut Self::Acc, xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre);
+    /// partial `q`; when some point comes nearer (`dist < closest`), writes
+    /// `min(closest, dist)` to `lowered` and returns true.
+    unsafe fn gain(
+        acc: &mut Self::Acc,
+        xg: &[f32],
+        xn: &[f32; GROUP],
+        cl: &[f32; GROUP],
+        w: Option<&[f32; GROUP]>,
+        c: &Centre,
+        lowered: &mut [f32; GROUP],
+    ) -> bool;
     /// `closest = min(closest, dist)` over a group; whether any fell.
     unsafe fn lower(xg: &[f32], xn: &[f32; GROUP], cl: &mut [f32; GROUP], c: &Centre) -> bool;
 }
@@ -204,14 +233,28 @@ impl Ops for Plain {
     }
 
     #[inline(always)]
-    unsafe fn gain(acc: &mut Self::Acc, xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) {
+    unsafe fn gain(
+        acc: &mut Self::Acc,
+        xg: &[f32],
+        xn: &[f32; GROUP],
+        cl: &[f32; GROUP],
+        w: Option<&[f32; GROUP]>,
+        c: &Centre,
+        lowered: &mut [f32; GROUP],
+    ) -> bool {
         let dots = dots16(xg, c.c);
         let wq = weights16(w.map(|w| &w[..]), 0);
+        let (mut m, mut any) = ([0f32; GROUP], false);
         for q in 0..GROUP {
             let dist = l2(dots[q], c.cn, xn[q]);
-            let m = if dist < cl[q] { dist } else { cl[q] };
-            acc[q] += (cl[q] as f64 - m as f64) * wq[q];
+            any |= dist < cl[q];
+            m[q] = if dist < cl[q] { dist } else { cl[q] };
+            acc[q] += (cl[q] as f64 - m[q] as f64) * wq[q];
         }
+        if any {
+            *lowered = m;
+        }
+        any
     }
 
     #[inline(always)]
@@ -235,27 +278,23 @@ impl Ops for Plain {
 /// # Safety
 /// `K`'s instructions must be available.
 #[inline(always)]
-unsafe fn gain_body<K: Ops>(
-    ch: &Chunk,
-    closest: &[f32],
-    gthr: &[f32],
-    bthr: &[f32],
-    c: &Centre,
-    out: &mut [f64],
-    stride: usize,
-    scored: &mut usize,
-) {
+unsafe fn gain_body<K: Ops>(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut Out) {
     let d = ch.d;
     let blocks = K::reach16(ch.bboxes, bthr, c.c);
+    let mut lowered = [0f32; GROUP];
     for b in bits(blocks) {
         let mut acc = K::zero();
         let mask = K::reach16(&ch.gboxes[b * 2 * FAN * d..(b + 1) * 2 * FAN * d], &gthr[b * FAN..(b + 1) * FAN], c.c);
-        for at in bits(mask).map(|g| (b * FAN + g) * GROUP) {
+        for g in bits(mask).map(|g| b * FAN + g) {
+            let at = g * GROUP;
             let (xn, cl) = (ch.xn[at..at + GROUP].try_into().unwrap(), closest[at..at + GROUP].try_into().unwrap());
-            K::gain(&mut acc, &ch.xt[at * d..(at + GROUP) * d], xn, cl, ch.w.map(|w| w[at..at + GROUP].try_into().unwrap()), c);
+            let w = ch.w.map(|w| w[at..at + GROUP].try_into().unwrap());
+            if K::gain(&mut acc, &ch.xt[at * d..(at + GROUP) * d], xn, cl, w, c, &mut lowered) {
+                out.updates.push(Update { lane: out.lane, group: g as u32, closest: lowered });
+            }
         }
-        out[b * stride] = K::fold(acc);
-        *scored += 1;
+        out.gains[b * out.stride] = K::fold(acc);
+        out.scored += 1;
     }
 }
 
@@ -276,18 +315,47 @@ unsafe fn commit_body<K: Ops>(ch: &Chunk, closest: &mut [f32], groups: &mut Ball
             let xn = ch.xn[at..at + GROUP].try_into().unwrap();
             let cl: &mut [f32; GROUP] = (&mut closest[at..at + GROUP]).try_into().unwrap();
             if K::lower(&ch.xt[at * d..(at + GROUP) * d], xn, cl, c) {
-                let g = at / GROUP;
-                (groups.maxd[g], groups.pot[g]) = group_stats(cl, ch.w.map(|w| &w[at..at + GROUP]));
-                groups.thr[g] = threshold(groups.maxd[g], ch.err, d);
+                refresh_group(ch, closest, groups, at / GROUP);
                 changed = true;
             }
         }
         if changed {
-            let gs = b * FAN..(b + 1) * FAN;
-            blocks.maxd[b] = groups.maxd[gs.clone()].iter().fold(0f32, |a, &v| if v > a { v } else { a });
-            blocks.pot[b] = groups.pot[gs].iter().fold(0.0, |a, &v| a + v);
-            blocks.thr[b] = threshold(blocks.maxd[b], ch.err, d);
+            refresh_block(ch, groups, blocks, b);
         }
+    }
+}
+
+/// Group `g`'s largest `closest`, potential and threshold, from its `closest`.
+fn refresh_group(ch: &Chunk, closest: &[f32], groups: &mut BallState, g: usize) {
+    let at = g * GROUP;
+    (groups.maxd[g], groups.pot[g]) = group_stats(&closest[at..at + GROUP], ch.w.map(|w| &w[at..at + GROUP]));
+    groups.thr[g] = threshold(groups.maxd[g], ch.err, ch.d);
+}
+
+/// Block `b`'s largest `closest`, potential (its groups' in order) and threshold.
+fn refresh_block(ch: &Chunk, groups: &BallState, blocks: &mut BallState, b: usize) {
+    let gs = b * FAN..(b + 1) * FAN;
+    blocks.maxd[b] = groups.maxd[gs.clone()].iter().fold(0f32, |a, &v| if v > a { v } else { a });
+    blocks.pot[b] = groups.pot[gs].iter().fold(0.0, |a, &v| a + v);
+    blocks.thr[b] = threshold(blocks.maxd[b], ch.err, ch.d);
+}
+
+/// Adds the candidate of lane `lane` to one chunk from the groups its scoring found it lowers
+/// (`updates`, in group order): the same state as [`commit`] would leave, without recomputing
+/// a distance.
+pub fn apply(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, updates: &[Update], lane: u32) {
+    let mut last_block = None;
+    for u in updates.iter().filter(|u| u.lane == lane) {
+        let (g, b) = (u.group as usize, u.group as usize / FAN);
+        closest[g * GROUP..(g + 1) * GROUP].copy_from_slice(&u.closest);
+        refresh_group(ch, closest, groups, g);
+        if last_block.is_some_and(|l| l != b) {
+            refresh_block(ch, groups, blocks, last_block.unwrap());
+        }
+        last_block = Some(b);
+    }
+    if let Some(b) = last_block {
+        refresh_block(ch, groups, blocks, b);
     }
 }
 
@@ -318,9 +386,9 @@ fn reach_body(boxes: &[f32], thr: &[f32], c: &[f32], out: &mut u32) {
 }
 
 #[inline(always)]
-fn gain_plain(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize) {
+fn gain_plain(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut Out) {
     // SAFETY: the plain operations need no instructions beyond the baseline.
-    unsafe { gain_body::<Plain>(ch, closest, gthr, bthr, c, out, stride, scored) }
+    unsafe { gain_body::<Plain>(ch, closest, gthr, bthr, c, out) }
 }
 
 #[inline(always)]
@@ -335,7 +403,7 @@ per_level!(
     reach_at, reach_body, (boxes: &[f32], thr: &[f32], c: &[f32], out: &mut u32));
 per_level!(
     /// See [`gain_body`] (every level but AVX-512).
-    gain_at, gain_plain, (ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
+    gain_at, gain_plain, (ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut Out));
 per_level!(
     /// See [`commit_body`] (every level but AVX-512).
     commit_at, commit_plain, (ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
@@ -362,35 +430,24 @@ pub fn reach(level: crate::simd::Level, boxes: &[f32], thr: &[f32], c: &[f32]) -
     out
 }
 
-/// One candidate over one chunk (see [`gain_body`]): `out` holds 16 blocks' entries, `stride`
-/// apart. Returns the number of blocks scored.
-pub fn gain(
-    level: crate::simd::Level,
-    ch: &Chunk,
-    closest: &[f32],
-    gthr: &[f32],
-    bthr: &[f32],
-    c: &Centre,
-    out: &mut [f64],
-    stride: usize,
-) -> usize {
+/// One candidate over one chunk (see [`gain_body`]): `out.gains` holds 16 blocks' entries,
+/// `out.stride` apart.
+pub fn gain(level: crate::simd::Level, ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut Out) {
     ch.check(closest.len(), gthr.len(), bthr.len());
-    assert!(c.c.len() == ch.d && out.len() > (FAN - 1) * stride);
-    let mut scored = 0;
+    assert!(c.c.len() == ch.d && out.gains.len() > (FAN - 1) * out.stride);
     #[cfg(target_arch = "x86_64")]
     {
         use crate::simd::Level;
         // SAFETY: a level is only in force when the CPU supports it (simd::level).
         match level {
-            Level::Avx512 => unsafe { x86::avx512::gain(ch, closest, gthr, bthr, c, out, stride, &mut scored) },
+            Level::Avx512 => unsafe { x86::avx512::gain(ch, closest, gthr, bthr, c, out) },
             // SAFETY: as above.
-            Level::Avx2 => unsafe { x86::avx2::gain(ch, closest, gthr, bthr, c, out, stride, &mut scored) },
-            _ => gain_at(level, ch, closest, gthr, bthr, c, out, stride, &mut scored),
+            Level::Avx2 => unsafe { x86::avx2::gain(ch, closest, gthr, bthr, c, out) },
+            _ => gain_at(level, ch, closest, gthr, bthr, c, out),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    gain_at(level, ch, closest, gthr, bthr, c, out, stride, &mut scored);
-    scored
+    gain_at(level, ch, closest, gthr, bthr, c, out);
 }
 
 /// Adds a centre to one chunk (see [`commit_body`]).

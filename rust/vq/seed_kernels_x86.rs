@@ -5,7 +5,7 @@ pub(super) mod avx512 {
     //! same IEEE operations as [`Plain`](super::super::Plain) (`vminps`/`vmaxps` return their second
     //! operand unless the first is smaller/greater, as the plain `if` does; no fused multiply-add
     //! where the plain code has none).
-    use super::super::{BallState, Centre, Chunk, Ops, GROUP};
+    use super::super::{BallState, Centre, Chunk, Ops, Out, GROUP};
     use std::arch::x86_64::*;
 
     pub(super) struct Avx512;
@@ -21,7 +21,7 @@ pub(super) mod avx512 {
             }
         };
     }
-    avx512_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
+    avx512_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut Out));
     avx512_fn!(commit => commit_body(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
 
     /// `max(0, fma(-2, dot, |c|^2) + |x|^2)` for 16 points, as `l2`.
@@ -74,9 +74,21 @@ pub(super) mod avx512 {
 
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn gain(acc: &mut Self::Acc, xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) {
-            let clv = _mm512_loadu_ps(cl.as_ptr());
-            let m = _mm512_min_ps(dist16(xg, xn, c), clv);
+        unsafe fn gain(
+            acc: &mut Self::Acc,
+            xg: &[f32],
+            xn: &[f32; GROUP],
+            cl: &[f32; GROUP],
+            w: Option<&[f32; GROUP]>,
+            c: &Centre,
+            lowered: &mut [f32; GROUP],
+        ) -> bool {
+            let (clv, dist) = (_mm512_loadu_ps(cl.as_ptr()), dist16(xg, xn, c));
+            let m = _mm512_min_ps(dist, clv);
+            let any = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(dist, clv) != 0;
+            if any {
+                _mm512_storeu_ps(lowered.as_mut_ptr(), m);
+            }
             let (cl_lo, cl_hi) = halves(clv);
             let (m_lo, m_hi) = halves(m);
             let (mut lo, mut hi) = (_mm512_sub_pd(cl_lo, m_lo), _mm512_sub_pd(cl_hi, m_hi));
@@ -86,6 +98,7 @@ pub(super) mod avx512 {
                 hi = _mm512_mul_pd(hi, w_hi);
             }
             *acc = (_mm512_add_pd(acc.0, lo), _mm512_add_pd(acc.1, hi));
+            any
         }
 
         #[inline]
@@ -109,7 +122,7 @@ pub(super) mod avx512 {
 pub(super) mod avx2 {
     //! The group operations with 16 points, or 16 balls, in two 256-bit registers (float64
     //! partials in four): the same IEEE operations as [`Plain`](super::super::Plain).
-    use super::super::{BallState, Centre, Chunk, Ops, GROUP};
+    use super::super::{BallState, Centre, Chunk, Ops, Out, GROUP};
     use std::arch::x86_64::*;
 
     pub(super) struct Avx2;
@@ -124,7 +137,7 @@ pub(super) mod avx2 {
             }
         };
     }
-    avx2_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut [f64], stride: usize, scored: &mut usize));
+    avx2_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut Out));
     avx2_fn!(commit => commit_body(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
 
     /// `max(0, fma(-2, dot, |c|^2) + |x|^2)` for 16 points (two halves), as `l2`.
@@ -194,10 +207,24 @@ pub(super) mod avx2 {
 
         #[inline]
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn gain(acc: &mut Self::Acc, xg: &[f32], xn: &[f32; GROUP], cl: &[f32; GROUP], w: Option<&[f32; GROUP]>, c: &Centre) {
+        unsafe fn gain(
+            acc: &mut Self::Acc,
+            xg: &[f32],
+            xn: &[f32; GROUP],
+            cl: &[f32; GROUP],
+            w: Option<&[f32; GROUP]>,
+            c: &Centre,
+            lowered: &mut [f32; GROUP],
+        ) -> bool {
             let dist = dist16(xg, xn, c);
             let clv = [_mm256_loadu_ps(cl.as_ptr()), _mm256_loadu_ps(cl.as_ptr().add(8))];
             let m = [_mm256_min_ps(dist[0], clv[0]), _mm256_min_ps(dist[1], clv[1])];
+            let lt = |h: usize| _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(dist[h], clv[h]));
+            let any = (lt(0) | lt(1)) != 0;
+            if any {
+                _mm256_storeu_ps(lowered.as_mut_ptr(), m[0]);
+                _mm256_storeu_ps(lowered.as_mut_ptr().add(8), m[1]);
+            }
             let (cq, mq) = (quarters(clv), quarters(m));
             let wq = w.map(|w| quarters([_mm256_loadu_ps(w.as_ptr()), _mm256_loadu_ps(w.as_ptr().add(8))]));
             for i in 0..4 {
@@ -208,6 +235,7 @@ pub(super) mod avx2 {
                 };
                 acc[i] = _mm256_add_pd(acc[i], term);
             }
+            any
         }
 
         #[inline]
