@@ -193,6 +193,8 @@ pub const FILTER_MAX_SCORED: f64 = 0.15;
 /// points score 2-5%, and 61-100% on isotropic Gaussian points (where brute force is faster).
 pub const FILTER_PROBE_POINTS: usize = 16_384;
 pub const FILTER_PROBE_MAX_SCORED: f64 = 0.35;
+/// Samples' worth of points up to which no sample is taken (`filter_pays_on_a_sample`).
+pub const FILTER_PROBE_SKIP: usize = 4;
 /// Distance bounds are dropped for brute force after a call (not the first) that searched more
 /// than this fraction of the centroid groups: 23% on the clustered bench data at 100k x 64,
 /// k = 256 (then fewer, and 1.1-1.4x faster than brute force), 100% on isotropic Gaussian
@@ -256,10 +258,13 @@ impl Accel {
 /// Whether the filtering tree prunes enough to pay, judged on a strided sample of at most
 /// [`FILTER_PROBE_POINTS`] points (a small tree, one assignment, thrown away) before the tree
 /// over every point is built: unclustered data leaves most pairs to score, and then brute force
-/// is faster and the full tree's build is wasted. With fewer points the first call judges.
+/// is faster and the full tree's build is wasted. Up to [`FILTER_PROBE_SKIP`] samples' worth
+/// of points the first call judges instead: the sample would cost a quarter of that call or
+/// more (9 ms of a 30 ms first call at 65,536 x 8, k = 4096), and the fallback after the call
+/// bounds the loss to that one call.
 fn filter_pays_on_a_sample(cb: &Codebook, x: &[f32]) -> Result<bool> {
     let (n, d) = (x.len() / cb.d, cb.d);
-    if n <= FILTER_PROBE_POINTS {
+    if n <= FILTER_PROBE_SKIP * FILTER_PROBE_POINTS {
         return Ok(true);
     }
     let sample: Vec<f32> = x.chunks_exact(d).step_by(n.div_ceil(FILTER_PROBE_POINTS)).flatten().copied().collect();
