@@ -133,14 +133,7 @@ fn iteration_from(
     dists: Vec<f32>,
 ) -> Result<Iteration> {
     let (n, k) = (x.len() / d, cb.k);
-    let parts = chunk_sums(x, d, weights, &codes, &dists, metric, k, chunk_rows(n, k, d))?;
-    let mut total = Sums { coords: vec![0.0; k * d], weight: vec![0.0; k], inertia: 0.0 };
-    for p in &parts {
-        total.coords.iter_mut().zip(&p.coords).for_each(|(a, b)| *a += b);
-        total.weight.iter_mut().zip(&p.weight).for_each(|(a, b)| *a += b);
-        total.inertia += p.inertia;
-    }
-    drop(parts);
+    let total = total_sums(x, d, weights, &codes, &dists, metric, k, chunk_rows(n, k, d))?;
     let empty = total.weight.iter().filter(|&&w| w == 0.0).count();
     let far = far_points(x, d, weights, &codes, &dists, metric, empty);
     let members = count_members(&codes, k);
@@ -312,6 +305,77 @@ fn chunk_sums(
         Ok(())
     })?;
     Ok(parts)
+}
+
+/// The chunks' sums ([`chunk_sums`]) added in chunk order. When a chunk holds fewer points than
+/// there are clusters, each chunk keeps sums only for the codes present in it (its points
+/// grouped by code, stably, so each code's terms are added in point order as `accumulate`
+/// adds them): no `k x d` array per chunk to zero and add. The bits are the same: a code absent
+/// from a chunk would add `+0.0`, which changes no running total that starts at `+0.0` (such a
+/// total is never `-0.0`).
+#[allow(clippy::too_many_arguments)]
+fn total_sums(
+    x: &[f32],
+    d: usize,
+    weights: Option<&[f32]>,
+    codes: &[u32],
+    dists: &[f32],
+    metric: Metric,
+    k: usize,
+    rows: usize,
+) -> Result<Sums> {
+    let mut total = Sums { coords: vec![0.0; k * d], weight: vec![0.0; k], inertia: 0.0 };
+    let n = codes.len();
+    let rows = rows.max(1);
+    if k <= rows {
+        for p in chunk_sums(x, d, weights, codes, dists, metric, k, rows)? {
+            total.coords.iter_mut().zip(&p.coords).for_each(|(a, b)| *a += b);
+            total.weight.iter_mut().zip(&p.weight).for_each(|(a, b)| *a += b);
+            total.inertia += p.inertia;
+        }
+        return Ok(total);
+    }
+    // Per chunk: the present codes, their coordinate sums (`d` each) and weights, the inertia.
+    let mut parts: Vec<(Vec<u32>, Vec<f64>, Vec<f64>, f64)> = (0..n.div_ceil(rows)).map(|_| Default::default()).collect();
+    let jobs: Vec<_> = parts.iter_mut().enumerate().collect();
+    parallel::try_for_each(jobs, |(i, (present, sums, weight, inertia))| {
+        let r = i * rows..((i + 1) * rows).min(n);
+        let (cs, w) = (&codes[r.clone()], |j: usize| weights.map_or(1.0, |w| w[r.start + j] as f64));
+        // The chunk's points grouped by code, each group in point order (a counting sort).
+        let mut start = vec![0u32; k + 1];
+        cs.iter().for_each(|&c| start[c as usize + 1] += 1);
+        (0..k).for_each(|c| start[c + 1] += start[c]);
+        let mut order = vec![0u32; cs.len()];
+        let mut next = start.clone();
+        for (j, &c) in cs.iter().enumerate() {
+            order[next[c as usize] as usize] = j as u32;
+            next[c as usize] += 1;
+        }
+        for run in order.chunk_by(|&a, &b| cs[a as usize] == cs[b as usize]) {
+            present.push(cs[run[0] as usize]);
+            let (mut s, mut wt) = (vec![0f64; d], 0f64);
+            for &j in run {
+                let (j, wi) = (j as usize, w(j as usize));
+                for (a, &v) in s.iter_mut().zip(&x[(r.start + j) * d..(r.start + j + 1) * d]) {
+                    *a += wi * v as f64;
+                }
+                wt += wi;
+            }
+            sums.extend_from_slice(&s);
+            weight.push(wt);
+        }
+        *inertia = (0..cs.len()).fold(0.0, |a, j| a + w(j) * point_cost(metric, dists[r.start + j]));
+        Ok(())
+    })?;
+    for (present, sums, weight, inertia) in &parts {
+        for ((&c, s), &wt) in present.iter().zip(sums.chunks_exact(d)).zip(weight) {
+            let c = c as usize;
+            total.coords[c * d..(c + 1) * d].iter_mut().zip(s).for_each(|(a, b)| *a += b);
+            total.weight[c] += wt;
+        }
+        total.inertia += inertia;
+    }
+    Ok(total)
 }
 
 fn count_members(codes: &[u32], k: usize) -> Vec<u64> {
@@ -503,6 +567,32 @@ fn reseed_empty(d: usize, far: &[Far], members: &[u64], s: &mut Sums) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sparse_chunk_sums_are_the_dense_ones_bit_for_bit() {
+        let mut rng = super::super::rng::Rng::new(6);
+        for (n, d, k, rows, weighted) in
+            [(5000, 3, 3000, 512, true), (5000, 3, 3000, 512, false), (777, 8, 900, 100, true), (64, 1, 70, 7, false)]
+        {
+            let x: Vec<f32> = (0..n * d).map(|_| (rng.uniform() * 20.0 - 10.0) as f32).collect();
+            // Codes bunched on a few clusters, so that chunks share some and miss most.
+            let codes: Vec<u32> = (0..n).map(|_| ((rng.uniform().powi(3) * k as f64) as u32).min(k as u32 - 1)).collect();
+            let dists: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
+            let w: Vec<f32> = (0..n).map(|i| if i % 7 == 0 { 0.0 } else { rng.uniform() as f32 * 3.0 }).collect();
+            let w = weighted.then_some(&w[..]);
+            let got = total_sums(&x, d, w, &codes, &dists, Metric::L2, k, rows).unwrap();
+            let mut want = Sums { coords: vec![0.0; k * d], weight: vec![0.0; k], inertia: 0.0 };
+            for p in chunk_sums(&x, d, w, &codes, &dists, Metric::L2, k, rows).unwrap() {
+                want.coords.iter_mut().zip(&p.coords).for_each(|(a, b)| *a += b);
+                want.weight.iter_mut().zip(&p.weight).for_each(|(a, b)| *a += b);
+                want.inertia += p.inertia;
+            }
+            let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.coords), bits(&want.coords), "n={n} k={k}");
+            assert_eq!(bits(&got.weight), bits(&want.weight));
+            assert_eq!(got.inertia.to_bits(), want.inertia.to_bits());
+        }
+    }
 
     #[test]
     fn two_clusters_move_to_their_means() {
