@@ -307,6 +307,16 @@ fn chunk_sums(
     Ok(parts)
 }
 
+/// One chunk's sums for the codes present in it: the codes, their coordinate sums (`d` each)
+/// and weights, and the chunk's inertia.
+#[derive(Default)]
+struct SparseSums {
+    present: Vec<u32>,
+    sums: Vec<f64>,
+    weight: Vec<f64>,
+    inertia: f64,
+}
+
 /// The chunks' sums ([`chunk_sums`]) added in chunk order. When a chunk holds fewer points than
 /// there are clusters, each chunk keeps sums only for the codes present in it (its points
 /// grouped by code, stably, so each code's terms are added in point order as `accumulate`
@@ -335,10 +345,9 @@ fn total_sums(
         }
         return Ok(total);
     }
-    // Per chunk: the present codes, their coordinate sums (`d` each) and weights, the inertia.
-    let mut parts: Vec<(Vec<u32>, Vec<f64>, Vec<f64>, f64)> = (0..n.div_ceil(rows)).map(|_| Default::default()).collect();
+    let mut parts: Vec<SparseSums> = (0..n.div_ceil(rows)).map(|_| SparseSums::default()).collect();
     let jobs: Vec<_> = parts.iter_mut().enumerate().collect();
-    parallel::try_for_each(jobs, |(i, (present, sums, weight, inertia))| {
+    parallel::try_for_each(jobs, |(i, SparseSums { present, sums, weight, inertia })| {
         let r = i * rows..((i + 1) * rows).min(n);
         let (cs, w) = (&codes[r.clone()], |j: usize| weights.map_or(1.0, |w| w[r.start + j] as f64));
         // The chunk's points grouped by code, each group in point order (a counting sort).
@@ -367,7 +376,7 @@ fn total_sums(
         *inertia = (0..cs.len()).fold(0.0, |a, j| a + w(j) * point_cost(metric, dists[r.start + j]));
         Ok(())
     })?;
-    for (present, sums, weight, inertia) in &parts {
+    for SparseSums { present, sums, weight, inertia } in &parts {
         for ((&c, s), &wt) in present.iter().zip(sums.chunks_exact(d)).zip(weight) {
             let c = c as usize;
             total.coords[c * d..(c + 1) * d].iter_mut().zip(s).for_each(|(a, b)| *a += b);
