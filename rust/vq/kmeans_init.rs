@@ -89,25 +89,29 @@ impl Seeder {
     }
 
     /// What each candidate would take off the potential: per chunk in parallel, summed over the
-    /// blocks in order. (The loop runs inside the pool, so a step's fork costs little.)
+    /// blocks of a chunk in order, then over the chunks in order. (The loop runs inside the
+    /// pool, so a step's fork costs little.)
     fn score(&mut self, cands: &[usize]) -> Result<Vec<f64>> {
         let coords: Vec<Vec<f32>> = cands.iter().map(|&p| self.point(p)).collect();
         let centres: Vec<Centre> = coords.iter().map(|c| Centre { c, cn: kern::dot(c, c) }).collect();
         let lanes = centres.len();
-        let mut gains = vec![0f64; self.chunks() * FAN * lanes];
+        // Per chunk and candidate: the sum of its blocks' gains in block order.
+        let mut gains = vec![0f64; self.chunks() * lanes];
         let mut scored = vec![0usize; self.chunks()];
         let mut updates = std::mem::take(&mut self.updates);
         let this = &*self;
-        let jobs: Vec<_> = gains.chunks_mut(FAN * lanes).zip(scored.iter_mut()).zip(updates.iter_mut()).enumerate().collect();
+        let jobs: Vec<_> = gains.chunks_mut(lanes).zip(scored.iter_mut()).zip(updates.iter_mut()).enumerate().collect();
         parallel::try_for_each(jobs, |(ci, ((gains, scored), updates))| {
             let ch = this.chunk(ci);
             let closest = &this.closest[ci * CHUNK..(ci + 1) * CHUNK];
             let (gthr, bthr) = (&this.gstate.thr[ci * FAN * FAN..(ci + 1) * FAN * FAN], &this.bstate.thr[ci * FAN..(ci + 1) * FAN]);
             updates.clear();
             for (l, c) in centres.iter().enumerate() {
-                let mut out = Out { gains: &mut gains[l..], stride: lanes, scored: 0, lane: l as u32, updates };
+                let mut blocks = [0f64; FAN];
+                let mut out = Out { gains: &mut blocks, stride: 1, scored: 0, lane: l as u32, updates };
                 kern::gain(this.level, &ch, closest, gthr, bthr, c, &mut out);
                 *scored += out.scored;
+                gains[l] = blocks.iter().fold(0.0, |a, &g| a + g);
             }
             Ok(())
         })?;
