@@ -1,7 +1,31 @@
 //! The x86 group operations of k-means++ seeding (`seed_kernels::Ops`): AVX-512 and AVX2.
 
+/// A level's `gain` and `commit` entry points: the generic bodies with its `Ops`, compiled
+/// with its target features.
+macro_rules! entry_points {
+    ($features:literal, $ops:ident) => {
+        /// See `seed_kernels::gain_body`.
+        ///
+        /// # Safety
+        /// The level's instructions (`$features`) must be available.
+        #[target_feature(enable = $features)]
+        pub(in super::super) unsafe fn gain(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut Out) {
+            super::super::gain_body::<$ops>(ch, closest, gthr, bthr, c, out)
+        }
+
+        /// See `seed_kernels::commit_body`.
+        ///
+        /// # Safety
+        /// As for `gain`.
+        #[target_feature(enable = $features)]
+        pub(in super::super) unsafe fn commit(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre) {
+            super::super::commit_body::<$ops>(ch, closest, groups, blocks, c)
+        }
+    };
+}
+
 pub(super) mod avx512 {
-    //! The group operations with 16 points, or 16 balls, in the lanes of 512-bit registers: the
+    //! The group operations with 16 points, or 16 boxes, in the lanes of 512-bit registers: the
     //! same IEEE operations as [`Plain`](super::super::Plain) (`vminps`/`vmaxps` return their second
     //! operand unless the first is smaller/greater, as the plain `if` does; no fused multiply-add
     //! where the plain code has none).
@@ -10,19 +34,7 @@ pub(super) mod avx512 {
 
     pub(super) struct Avx512;
 
-    macro_rules! avx512_fn {
-        ($(#[$doc:meta])* $name:ident => $body:ident ($($arg:ident: $ty:ty),*)) => {
-            $(#[$doc])*
-            /// # Safety
-            /// AVX-512 F/DQ must be available.
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-            pub(in super::super) unsafe fn $name($($arg: $ty),*) {
-                super::super::$body::<Avx512>($($arg),*)
-            }
-        };
-    }
-    avx512_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut Out));
-    avx512_fn!(commit => commit_body(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
+    entry_points!("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma", Avx512);
 
     /// `max(0, fma(-2, dot, |c|^2) + |x|^2)` for 16 points, as `l2`.
     #[inline]
@@ -120,25 +132,14 @@ pub(super) mod avx512 {
 }
 
 pub(super) mod avx2 {
-    //! The group operations with 16 points, or 16 balls, in two 256-bit registers (float64
+    //! The group operations with 16 points, or 16 boxes, in two 256-bit registers (float64
     //! partials in four): the same IEEE operations as [`Plain`](super::super::Plain).
     use super::super::{BallState, Centre, Chunk, Ops, Out, GROUP};
     use std::arch::x86_64::*;
 
     pub(super) struct Avx2;
 
-    macro_rules! avx2_fn {
-        ($name:ident => $body:ident ($($arg:ident: $ty:ty),*)) => {
-            /// # Safety
-            /// AVX2 and FMA must be available.
-            #[target_feature(enable = "avx2,fma")]
-            pub(in super::super) unsafe fn $name($($arg: $ty),*) {
-                super::super::$body::<Avx2>($($arg),*)
-            }
-        };
-    }
-    avx2_fn!(gain => gain_body(ch: &Chunk, closest: &[f32], gthr: &[f32], bthr: &[f32], c: &Centre, out: &mut Out));
-    avx2_fn!(commit => commit_body(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &mut BallState, c: &Centre));
+    entry_points!("avx2,fma", Avx2);
 
     /// `max(0, fma(-2, dot, |c|^2) + |x|^2)` for 16 points (two halves), as `l2`.
     #[inline]
