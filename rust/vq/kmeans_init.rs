@@ -24,6 +24,11 @@ use crate::simd::{self, Level};
 /// Points per chunk, the unit of parallel work.
 const CHUNK: usize = FAN * BLOCK;
 
+/// A value alone in its cache line.
+#[derive(Clone)]
+#[repr(align(64))]
+struct Padded<T>(T);
+
 /// Per-box state: largest `closest`, potential, reach threshold (`seed_kernels::threshold`).
 #[derive(Clone)]
 struct State {
@@ -65,7 +70,7 @@ struct Seeder {
     /// (Candidate, block) pairs scored so far (for tests and tuning).
     scored: usize,
     /// Per chunk, the groups the candidates of the last scoring would lower.
-    updates: Vec<Vec<Update>>,
+    updates: Vec<Padded<Vec<Update>>>,
 }
 
 impl Seeder {
@@ -95,13 +100,15 @@ impl Seeder {
         let coords: Vec<Vec<f32>> = cands.iter().map(|&p| self.point(p)).collect();
         let centres: Vec<Centre> = coords.iter().map(|c| Centre { c, cn: kern::dot(c, c) }).collect();
         let lanes = centres.len();
-        // Per chunk and candidate: the sum of its blocks' gains in block order.
-        let mut gains = vec![0f64; self.chunks() * lanes];
-        let mut scored = vec![0usize; self.chunks()];
+        // Per chunk and candidate: the sum of its blocks' gains in block order. Every job's
+        // outputs sit in cache lines of their own (jobs on other cores write next to them).
+        let stride = lanes.next_multiple_of(8);
+        let mut gains = vec![0f64; self.chunks() * stride];
+        let mut scored = vec![Padded(0usize); self.chunks()];
         let mut updates = std::mem::take(&mut self.updates);
         let this = &*self;
-        let jobs: Vec<_> = gains.chunks_mut(lanes).zip(scored.iter_mut()).zip(updates.iter_mut()).enumerate().collect();
-        parallel::try_for_each(jobs, |(ci, ((gains, scored), updates))| {
+        let jobs: Vec<_> = gains.chunks_mut(stride).zip(scored.iter_mut()).zip(updates.iter_mut()).enumerate().collect();
+        parallel::try_for_each(jobs, |(ci, ((gains, Padded(scored)), Padded(updates)))| {
             let ch = this.chunk(ci);
             let closest = &this.closest[ci * CHUNK..(ci + 1) * CHUNK];
             let (gthr, bthr) = (&this.gstate.thr[ci * FAN * FAN..(ci + 1) * FAN * FAN], &this.bstate.thr[ci * FAN..(ci + 1) * FAN]);
@@ -116,8 +123,8 @@ impl Seeder {
             Ok(())
         })?;
         self.updates = updates;
-        self.scored += scored.iter().sum::<usize>();
-        Ok((0..lanes).map(|l| gains.chunks_exact(lanes).fold(0.0, |a, g| a + g[l])).collect())
+        self.scored += scored.iter().map(|s| s.0).sum::<usize>();
+        Ok((0..lanes).map(|l| gains.chunks_exact(stride).fold(0.0, |a, g| a + g[l])).collect())
     }
 
     /// Adds point `p` as a centre: lowers `closest` and refreshes the groups' and blocks' state
@@ -153,7 +160,7 @@ impl Seeder {
         let (xt, xn, groups, blocks) = (&self.xt, &self.xn, &self.groups, &self.blocks);
         let (g, b) = (&mut self.gstate, &mut self.bstate);
         let (gn, bn) = (FAN * FAN, FAN);
-        for (ci, updates) in self.updates.iter().enumerate().filter(|(_, u)| !u.is_empty()) {
+        for (ci, Padded(updates)) in self.updates.iter().enumerate().filter(|(_, u)| !u.0.is_empty()) {
             let ch = chunk_of(d, xt, xn, w, groups, blocks, err, ci);
             let (gr, br) = (ci * gn..(ci + 1) * gn, ci * bn..(ci + 1) * bn);
             let mut gs = BallState { maxd: &mut g.maxd[gr.clone()], pot: &mut g.pot[gr.clone()], thr: &mut g.thr[gr] };
@@ -368,7 +375,7 @@ fn seeder(xp: &[f32], d: usize, w: Option<&[f32]>, level: Level) -> Result<Seede
         blocks: Boxes::new(xp, d, BLOCK, np / BLOCK)?,
         bstate: State::new(np / BLOCK, n.div_ceil(BLOCK)),
         scored: 0,
-        updates: vec![Vec::new(); np / CHUNK],
+        updates: vec![Padded(Vec::new()); np / CHUNK],
     })
 }
 
