@@ -7,11 +7,13 @@
 //! the potential, `sum w_i (D_i - min(D_i, |x_i - c|^2))`, over the blocks and then the groups
 //! its box tests cannot rule out (`seed_kernels`); the chosen one is added the same way. Late
 //! in a large-k seeding a candidate lowers a handful of points, so a step touches a few hundred
-//! points, not all of them. Sampling walks the block, group and point potentials.
+//! points, not all of them. Sampling searches the blocks' running potentials, then walks the
+//! group and point potentials.
 //!
-//! Every float64 sum has one fixed order (a group's terms as a tree, then groups and blocks in
-//! order) and skipped groups would add exact zeros, so the centres depend only on the data and
-//! the seed, never on the SIMD level or the number of threads.
+//! Every float64 sum has one fixed order (within a block, point `q` of each group into partial
+//! `q` and the partials as a tree; then the blocks of a chunk, then the chunks, in order) and
+//! skipped groups would add exact zeros, so the centres depend only on the data and the seed,
+//! never on the SIMD level or the number of threads.
 
 use super::kmeans::check_weights;
 use super::rng::Rng;

@@ -45,7 +45,7 @@ pub fn l2(dot: f32, cn: f32, xn: f32) -> f32 {
 
 /// The sum of 16 float64 terms as a fixed tree: `t[i] + t[i + 8]`, then halves again.
 #[inline(always)]
-pub fn fold16(t: &[f64; GROUP]) -> f64 {
+fn fold16(t: &[f64; GROUP]) -> f64 {
     let mut s = [0f64; 8];
     for i in 0..8 {
         s[i] = t[i] + t[i + 8];
@@ -186,8 +186,14 @@ fn bits(mut mask: u32) -> impl Iterator<Item = usize> {
     })
 }
 
-/// The per-group operations, plain ([`Plain`], every level but AVX-512) or with AVX-512
-/// intrinsics; both perform the same IEEE operations in the same order.
+/// The per-group operations: plain ([`Plain`]: the oracle, and every level without kernels of
+/// its own) or with AVX2 or AVX-512 intrinsics (`seed_kernels_x86.rs`); all perform the same
+/// IEEE operations in the same order.
+///
+/// # Safety
+/// Every method may use the instructions of its implementation's level: call them only where
+/// that level is available (the plain ones need nothing). Slices are read within their lengths
+/// (the implementations assert what they do not get from array types).
 trait Ops {
     /// 16 float64 partial sums, one per point position in a group.
     type Acc: Copy;
@@ -361,7 +367,7 @@ pub fn apply(ch: &Chunk, closest: &mut [f32], groups: &mut BallState, blocks: &m
 
 /// A group's largest `closest` and its potential `fold16(w * closest)`.
 #[inline(always)]
-pub fn group_stats(closest: &[f32], w: Option<&[f32]>) -> (f32, f64) {
+fn group_stats(closest: &[f32], w: Option<&[f32]>) -> (f32, f64) {
     let wq = weights16(w, 0);
     let cl: &[f32; GROUP] = closest.try_into().unwrap();
     let mut terms = [0f64; GROUP];

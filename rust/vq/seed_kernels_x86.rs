@@ -1,4 +1,12 @@
 //! The x86 group operations of k-means++ seeding (`seed_kernels::Ops`): AVX-512 and AVX2.
+//!
+//! SAFETY (every function here): the target features are those of the level the caller has
+//! checked (`seed_kernels::gain`/`commit` dispatch on `simd::level`, which only reports levels
+//! the CPU has). Every vector load and store stays within its slice: a group's `xn`, `closest`,
+//! `w` and `lowered` are `[f32; 16]` arrays, read as one 16-lane or two 8-lane vectors; `xg` is
+//! `d` rows of 16 (`dist16` asserts `xg.len() == 16 d`), read at `t * 16 (+ 8)` for `t < d`; a
+//! set of boxes is `d` rows of 32 (`reach16` asserts `boxes.len() == 32 d` and `thr.len() ==
+//! 16`), read at `t * 32`, `t * 32 + 16` (each `+ 8` for the second half).
 
 /// A level's `gain` and `commit` entry points: the generic bodies with its `Ops`, compiled
 /// with its target features.
@@ -43,6 +51,7 @@ pub(super) mod avx512 {
         assert!(xg.len() == c.c.len() * GROUP);
         let mut acc = _mm512_setzero_ps();
         for (t, &ct) in c.c.iter().enumerate() {
+            // SAFETY: row `t < d` of 16 lies within `xg` (asserted above).
             acc = _mm512_fmadd_ps(_mm512_loadu_ps(xg.as_ptr().add(t * GROUP)), _mm512_set1_ps(ct), acc);
         }
         let v = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(-2.0), acc, _mm512_set1_ps(c.cn)), _mm512_loadu_ps(xn.as_ptr()));
@@ -74,6 +83,7 @@ pub(super) mod avx512 {
             assert!(boxes.len() == 2 * c.len() * GROUP && thr.len() == GROUP);
             let (mut acc, zero) = (_mm512_setzero_ps(), _mm512_setzero_ps());
             for (t, &ct) in c.iter().enumerate() {
+                // SAFETY: row `t < d` of 32 lies within `boxes` (asserted above).
                 let (p, cb) = (boxes.as_ptr().add(t * 2 * GROUP), _mm512_set1_ps(ct));
                 let a = _mm512_sub_ps(_mm512_loadu_ps(p), cb);
                 let b = _mm512_sub_ps(cb, _mm512_loadu_ps(p.add(GROUP)));
@@ -148,6 +158,7 @@ pub(super) mod avx2 {
         assert!(xg.len() == c.c.len() * GROUP);
         let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         for (t, &ct) in c.c.iter().enumerate() {
+            // SAFETY: row `t < d` of 16 lies within `xg` (asserted above).
             let (p, cb) = (xg.as_ptr().add(t * GROUP), _mm256_set1_ps(ct));
             lo = _mm256_fmadd_ps(_mm256_loadu_ps(p), cb, lo);
             hi = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8)), cb, hi);
@@ -192,6 +203,7 @@ pub(super) mod avx2 {
             for (t, &ct) in c.iter().enumerate() {
                 let cb = _mm256_set1_ps(ct);
                 for (h, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: half `h` of row `t < d` of 32 lies within `boxes` (asserted above).
                     let p = boxes.as_ptr().add(t * 2 * GROUP + h * 8);
                     let below = _mm256_sub_ps(_mm256_loadu_ps(p), cb);
                     let above = _mm256_sub_ps(cb, _mm256_loadu_ps(p.add(GROUP)));
@@ -245,6 +257,7 @@ pub(super) mod avx2 {
             let dist = dist16(xg, xn, c);
             let mut lowered = 0;
             for (h, d) in dist.iter().enumerate() {
+                // SAFETY: half `h < 2` of the 16-float array `cl`.
                 let p = cl.as_mut_ptr().add(h * 8);
                 let clv = _mm256_loadu_ps(p);
                 lowered |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(*d, clv));
