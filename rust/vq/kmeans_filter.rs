@@ -35,6 +35,7 @@
 
 use super::assign::{assign_batch_at, Codebook};
 use super::kmeans_filter_kernels::{filter, near, score, Set, View};
+use super::seed_blocks::order_bits;
 use super::seed_kernels::norms;
 use super::Metric;
 use crate::error::{invalid, Error, Result};
@@ -311,11 +312,7 @@ fn split_d<const D: usize>(ids: &mut [u32], rows: &mut [f32], d: usize, b: &mut 
     let t = if D > 0 { widest::<D>(rows) } else { widest_dyn(rows, d, b) };
     // (coordinate in an order-preserving integer form, position): plain integer compares.
     b.keys.clear();
-    b.keys.extend(rows.chunks_exact(d).enumerate().map(|(q, p)| {
-        let v = p[t].to_bits();
-        let ordered = if v >> 31 == 1 { !v } else { v | 1 << 31 };
-        (ordered as u64) << 32 | q as u64
-    }));
+    b.keys.extend(rows.chunks_exact(d).enumerate().map(|(q, p)| (order_bits(p[t]) as u64) << 32 | q as u64));
     b.keys.select_nth_unstable(left);
     b.rows.clear();
     b.rows.extend_from_slice(rows);

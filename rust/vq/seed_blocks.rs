@@ -64,7 +64,7 @@ fn split(x: &[f32], d: usize, part: &mut [u32]) -> usize {
 }
 
 /// `v`'s bits as an unsigned integer in `f32::total_cmp` order.
-fn order_bits(v: f32) -> u32 {
+pub(super) fn order_bits(v: f32) -> u32 {
     let b = v.to_bits() as i32;
     // total_cmp's transform (flip the magnitude bits of negatives), then the sign bit, so that
     // unsigned order is signed order.
